@@ -1,0 +1,129 @@
+"""Findings: what the validator says about an upload, as data with stable codes.
+
+A finding names a code, a severity and a place (file, row as a person sees it with the header on row 1,
+column, value). Text is rendered from findings at the edge (see report.py), never stored in them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+import polars as pl
+
+MAX_VALUE_CHARS = 80
+REDACTED = "[redacted]"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class Mode(StrEnum):
+    """Validation mode: lenient accepts documented real-world deviations with a warning, strict does not."""
+
+    LENIENT = "lenient"
+    STRICT = "strict"
+
+    def deviation(self) -> Severity:
+        """The severity of a deviation that lenient mode tolerates."""
+        return Severity.ERROR if self is Mode.STRICT else Severity.WARNING
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    severity: Severity
+    message: str
+    file: str | None = None
+    row: int | None = None
+    column: str | None = None
+    value: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["severity"] = str(self.severity)
+        return data
+
+
+def clip(value: object) -> str | None:
+    """Shorten a value for a finding: reports show what was there, not whole payloads."""
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > MAX_VALUE_CHARS:
+        return text[: MAX_VALUE_CHARS - 1] + "…"
+    return text
+
+
+class Findings:
+    """Collects findings. Counts every occurrence; keeps the first `keep` examples per (code, file)."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self.keep = keep
+        self.items: list[Finding] = []
+        self.counts: Counter[str] = Counter()
+        self._kept: Counter[tuple[str, str | None]] = Counter()
+        self.errors = 0
+        self.warnings = 0
+
+    def add(
+        self,
+        code: str,
+        severity: Severity,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        value: object = None,
+    ) -> None:
+        self._count(code, severity, 1)
+        if self._kept[(code, file)] < self.keep:
+            self._kept[(code, file)] += 1
+            self.items.append(Finding(code, severity, message, file, row, column, clip(value)))
+
+    def add_rows(
+        self,
+        code: str,
+        severity: Severity,
+        rows: pl.DataFrame,
+        message: str | Callable[[dict], str],
+        *,
+        file: str,
+        column: str | None = None,
+        secret: bool = False,
+    ) -> None:
+        """Record one finding per row of `rows` (columns `_row` and optionally `value`), vectorised upstream."""
+        total = rows.height
+        if total == 0:
+            return
+        self._count(code, severity, total)
+        room = self.keep - self._kept[(code, file)]
+        if room <= 0:
+            return
+        examples = rows.head(room)
+        self._kept[(code, file)] += examples.height
+        has_value = "value" in examples.columns
+        for rec in examples.iter_rows(named=True):
+            value = REDACTED if secret and has_value and rec.get("value") else rec.get("value")
+            text = message(rec) if callable(message) else message
+            self.items.append(Finding(code, severity, text, file, rec["_row"], column, clip(value)))
+
+    def extend(self, findings: Iterable[Finding]) -> None:
+        for f in findings:
+            self.add(f.code, f.severity, f.message, file=f.file, row=f.row, column=f.column, value=f.value)
+
+    def _count(self, code: str, severity: Severity, n: int) -> None:
+        self.counts[code] += n
+        if severity is Severity.ERROR:
+            self.errors += n
+        else:
+            self.warnings += n
+
+    def sorted(self) -> list[Finding]:
+        """Findings in reading order: package level first, then by file, row and code."""
+        return sorted(self.items, key=lambda f: (f.file is not None, f.file or "", f.row or 0, f.code))
