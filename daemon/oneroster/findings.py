@@ -69,6 +69,7 @@ class Findings:
         self._kept: Counter[tuple[str, str | None]] = Counter()
         self.errors = 0
         self.warnings = 0
+        self.rejecting = 0  # errors that reject the upload by themselves (package, file or header level)
 
     def add(
         self,
@@ -80,8 +81,13 @@ class Findings:
         row: int | None = None,
         column: str | None = None,
         value: object = None,
+        scope: str | None = None,
     ) -> None:
+        """Record one finding. An error of scope "file" (the default when there is no row) rejects the upload;
+        an error of scope "row" drops that row only."""
         self._count(code, severity, 1)
+        if severity is Severity.ERROR and (scope or ("row" if row is not None else "file")) == "file":
+            self.rejecting += 1
         if self._kept[(code, file)] < self.keep:
             self._kept[(code, file)] += 1
             self.items.append(Finding(code, severity, message, file, row, column, clip(value)))

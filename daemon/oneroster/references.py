@@ -1,0 +1,148 @@
+"""References between files: every sourcedId a row points at must exist, have the right type and survive.
+
+Files are walked in dependency order (orgs before classes before enrollments), so when a file's references
+are checked, the rows it points at already know whether they were dropped; a row that depends on a
+dropped row is dropped too (the cascade). A reference is only checked against a bulk file, which holds the
+complete set; targets in delta files or absent from a mixed package are resolved later against the
+tenant's snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from .findings import Findings, Mode, Severity
+from .rows import EXT_TOKEN
+from .schema import DEPENDENCY_ORDER, Column, Kind, Table, Version
+
+
+@dataclass(slots=True)
+class FileState:
+    table: Table
+    mode: str  # bulk or delta
+    frame: pl.DataFrame  # typed rows with `_row` and `_ok`
+    data_rows: int
+    text_dropped: int
+    text_dropped_ids: pl.Series  # sourcedIds of rows the text layer dropped (not in `frame`)
+
+    @property
+    def dropped(self) -> int:
+        return self.text_dropped + int((~self.frame["_ok"]).sum())
+
+
+def check_references(
+    states: dict[str, FileState], version: Version, all_bulk: bool, findings: Findings, mode: Mode
+) -> None:
+    order = [e for e in DEPENDENCY_ORDER if e in states] + sorted(e for e in states if e not in DEPENDENCY_ORDER)
+    for entity in order:
+        state = states[entity]
+        for col in state.table.columns:
+            if col.ref is None or col.name not in state.frame.columns:
+                continue
+            target = states.get(col.ref.entity)
+            if target is None:
+                if all_bulk:
+                    _missing_file(state, col, findings)
+                continue
+            if target.mode != "bulk":
+                continue
+            _check_column(state, col, target, version, findings, mode)
+        if entity == "roles" and "userProfiles" in states and states["userProfiles"].mode == "bulk":
+            _check_profile_owner(state, states["userProfiles"], findings)
+
+
+def _missing_file(state: FileState, col: Column, findings: Findings) -> None:
+    used = state.frame.filter(pl.col(col.name).is_not_null())
+    if used.height == 0:
+        return
+    target = f"{col.ref.entity}.csv"
+    findings.add(
+        "reference.missing_target_file",
+        Severity.ERROR,
+        f"{state.table.file}: {used.height} rows refer through {col.name} to {target}, which this bulk package "
+        f"does not hold",
+        file=state.table.file,
+        row=int(used["_row"][0]),
+        column=col.name,
+        value=target,
+        scope="file",
+    )
+
+
+def _check_column(
+    state: FileState, col: Column, target: FileState, version: Version, findings: Findings, mode: Mode
+) -> None:
+    values = state.frame.select("_row", value=pl.col(col.name))
+    if col.kind is Kind.REF_LIST:
+        values = values.explode("value")
+    values = values.filter(pl.col("value").is_not_null())
+    if values.height == 0:
+        return
+    ids = pl.concat([target.frame["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
+    dropped_ids = pl.concat([target.frame.filter(~pl.col("_ok"))["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
+    missing = ~pl.col("value").is_in(ids.implode())
+    dropped = pl.col("value").is_in(dropped_ids.implode()) if dropped_ids.len() else pl.lit(False)
+    checks = [
+        ("reference.missing_target_record", missing, f"{col.name} points at no row of {target.table.file}"),
+        ("reference.target_dropped", ~missing & dropped,
+         f"{col.name} points at a row of {target.table.file} that was dropped for its own errors"),
+    ]  # fmt: skip
+    if col.ref.target_types:
+        allowed = target.frame.filter(_type_ok(col, version))["sourcedId"]
+        wrong = ~missing & ~pl.col("value").is_in(allowed.implode())
+        kinds = " or ".join(col.ref.target_types)
+        checks.append(("reference.target_type_mismatch", wrong,
+                       f"{col.name} must point at a row of {target.table.file} whose type is {kinds}"))  # fmt: skip
+    severity = Severity.ERROR if col.required or col.kind is Kind.GUID else mode.deviation()
+    bad_rows: list[pl.Series] = []
+    for code, cond, message in checks:
+        hits = values.filter(cond)
+        if hits.height == 0:
+            continue
+        per_row = hits.group_by("_row", maintain_order=True).agg(pl.col("value").first())
+        findings.add_rows(code, severity, per_row, message, file=state.table.file, column=col.name)
+        bad_rows.append(per_row["_row"])
+    if not bad_rows:
+        return
+    rows = pl.concat(bad_rows).unique().implode()
+    if severity is Severity.ERROR:
+        state.frame = state.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(rows))
+    else:  # lenient: keep the row, forget the reference that cannot be resolved
+        cleared = pl.lit(None, state.frame.schema[col.name])
+        state.frame = state.frame.with_columns(
+            pl.when(pl.col("_row").is_in(rows)).then(cleared).otherwise(pl.col(col.name)).alias(col.name)
+        )
+
+
+def _type_ok(col: Column, version: Version) -> pl.Expr:
+    kind = pl.col("type")
+    ok = kind.is_in(list(col.ref.target_types))
+    if version.extensible:
+        ok = ok | kind.str.contains(EXT_TOKEN)
+    return ok
+
+
+def _check_profile_owner(roles: FileState, profiles: FileState, findings: Findings) -> None:
+    """A role's user profile must belong to the role's user."""
+    if "userProfileSourcedId" not in roles.frame.columns:
+        return
+    owners = profiles.frame.select(
+        userProfileSourcedId="sourcedId", owner="userSourcedId"
+    ).unique("userProfileSourcedId")
+    joined = roles.frame.filter(pl.col("userProfileSourcedId").is_not_null()).join(
+        owners, on="userProfileSourcedId", how="inner"
+    )
+    wrong = joined.filter(pl.col("owner") != pl.col("userSourcedId"))
+    if wrong.height == 0:
+        return
+    findings.add_rows(
+        "reference.profile_user_mismatch",
+        Severity.ERROR,
+        wrong.select("_row", value="userProfileSourcedId"),
+        "the user profile belongs to another user",
+        file=roles.table.file,
+        column="userProfileSourcedId",
+    )
+    roles.frame = roles.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(wrong["_row"].implode()))

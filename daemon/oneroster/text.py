@@ -1,0 +1,229 @@
+"""CSV text: bytes of one file -> header cells and a frame of string cells, one row per line.
+
+OneRoster forbids line breaks inside fields, so every record is exactly one physical line and a finding's
+row is the line number a person sees (header = 1). The structure of each line (quotes, width, stray CR,
+bad UTF-8) is checked with polars string expressions over all lines at once; only lines that pass are
+parsed. Clean files (the common case) are parsed straight from the original bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+
+import polars as pl
+
+from .findings import Findings, Mode, Severity
+
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# Bytes that never occur in CSV text; one that is absent from the file serves as a "no split" separator.
+_SPARE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01", "\x02", "\x03")
+QUOTED_FIELD = r'"(?:[^"]|"")*"'
+_FIELD = rf'(?:{QUOTED_FIELD}|[^",]*)'
+WELL_FORMED = rf"^{_FIELD}(?:,{_FIELD})*$"
+# A line that ends inside an opened quoted field: the record was broken by a line break.
+OPEN_QUOTE_AT_END = rf'(?:^|,)"(?:[^"]|"")*$'
+REPLACEMENT_CHAR = "\ufffd"
+
+
+@dataclass(slots=True)
+class RawTable:
+    """A file after the text layer: header cells and the well-formed data rows as strings."""
+
+    header: list[str]
+    frame: pl.DataFrame  # columns c0..c{n-1} (String, blank = null) and `_row` (UInt32)
+    data_rows: int  # data lines in the file (blank lines skipped in lenient mode not counted)
+    dropped: int  # data lines dropped by the text layer
+    dropped_ids: pl.Series  # first cell (the sourcedId) of those lines, so dependants see them as dropped
+
+
+def column_names(width: int) -> list[str]:
+    return [f"c{i}" for i in range(width)]
+
+
+def read_table(
+    data: bytes, file: str, findings: Findings, mode: Mode, width_code: str = "row.width_mismatch"
+) -> RawTable | None:
+    """Check a file's text and return its rows, or None when the file as a whole is unreadable."""
+    if not data.strip(b"\r\n\t "):
+        findings.add("csv.empty_file", Severity.ERROR, f"{file} is empty: it needs at least a header row", file=file)
+        return None
+    if data.startswith(UTF16_BOMS) or data[:2].count(0) == 1:
+        findings.add("csv.utf16", Severity.ERROR, f"{file} is UTF-16 text; save it as UTF-8", file=file)
+        return None
+    if b"\x00" in data:
+        findings.add("csv.nul_byte", Severity.ERROR, f"{file} holds NUL bytes: it is not CSV text", file=file)
+        return None
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]  # the spec tells importers to accept and ignore a UTF-8 BOM
+
+    lines, lossy = _split_lines(data)
+    header_line = lines[0]
+    header = _parse_header(header_line, file, findings)
+    if header is None:
+        return None
+    width = len(header)
+
+    flags = _line_flags(lines.slice(1), width, lossy)
+    good = _report_line_problems(flags, file, width, findings, mode, width_code)
+    dropped_ids = (
+        flags.filter(~pl.col("blank") & ~pl.col("_row").is_in(good["_row"].implode()))
+        .select(pl.col("line").str.extract(r'^"?([^",]*)', 1))
+        .to_series()
+        .drop_nulls()
+    )
+    data_rows = flags.height - int(flags["trailing_blank"].sum()) - int(
+        (flags["blank"] & (mode is Mode.LENIENT)).sum()
+    )
+    expected = good.height
+    clean = expected == flags.height
+    del flags
+    names = column_names(width)
+    schema = {n: pl.String for n in names}
+    if clean and not lossy:
+        del lines
+        frame = pl.read_csv(data, has_header=False, skip_rows=1, new_columns=names, schema=schema, quote_char='"')
+        frame = frame.with_columns(_row=pl.int_range(2, frame.height + 2, dtype=pl.UInt32))
+    else:
+        rows = good["_row"]
+        body = lines.gather(rows - 1).str.join("\n").item().encode()
+        del lines
+        frame = _parse_body(body, names, schema, expected).with_columns(_row=rows)
+    if frame.height != expected:  # pragma: no cover - a disagreement between line checks and the parser
+        raise RuntimeError(f"{file}: parsed {frame.height} rows, expected {expected}")
+    return RawTable(header, frame, data_rows, data_rows - expected, dropped_ids)
+
+
+def _split_lines(data: bytes) -> tuple[pl.Series, bool]:
+    """All physical lines as one string column; CRLF and LF both end a line. Lossy when not UTF-8."""
+    sep = next((s for s in _SPARE_SEPARATORS if s.encode() not in data), None)
+    if sep is None:  # pragma: no cover - a file holding every spare control byte
+        text = data.decode("utf-8", errors="replace")
+        return pl.Series("line", text.replace("\r\n", "\n").split("\n")), REPLACEMENT_CHAR in text
+    opts = dict(has_header=False, separator=sep, quote_char=None, new_columns=["line"], schema={"line": pl.String})
+    try:
+        frame = pl.read_csv(data, **opts)
+        lossy = False
+    except pl.exceptions.ComputeError:
+        frame = pl.read_csv(data, encoding="utf8-lossy", **opts)
+        lossy = True
+    return frame["line"].fill_null(""), lossy
+
+
+def _parse_header(line: str, file: str, findings: Findings) -> list[str] | None:
+    problem = None
+    if "\r" in line:
+        problem = ("csv.bare_carriage_return", "the header row holds a carriage return that does not end a line")
+    elif REPLACEMENT_CHAR in line:
+        problem = ("csv.invalid_utf8", "the header row is not valid UTF-8 text")
+    elif not pl.Series([line]).str.contains(WELL_FORMED).item():
+        problem = ("csv.unescaped_quote", "the header row has a stray double quote")
+    if problem:
+        findings.add(problem[0], Severity.ERROR, f"{file}: {problem[1]}", file=file, row=1, value=line)
+        return None
+    return next(csv.reader([line]))
+
+
+def _line_flags(body: pl.Series, width: int, lossy: bool) -> pl.DataFrame:
+    """One row per data line with what is wrong with it; row numbers start at 2 (header is 1)."""
+    line = pl.col("line")
+    has_quote = line.str.contains('"', literal=True)
+    quote_count = pl.when(has_quote).then(line.str.count_matches('"', literal=True)).otherwise(0)
+    bare = line.str.replace_all(QUOTED_FIELD, "")
+    cells = pl.when(has_quote).then(bare.str.count_matches(",", literal=True)).otherwise(
+        line.str.count_matches(",", literal=True)
+    ) + 1
+    frame = pl.DataFrame({"line": body}).with_columns(_row=pl.int_range(2, body.len() + 2, dtype=pl.UInt32))
+    frame = frame.with_columns(
+        blank=line.str.len_bytes() == 0,
+        cr=line.str.contains("\r", literal=True),
+        bad_utf8=line.str.contains(REPLACEMENT_CHAR, literal=True) if lossy else pl.lit(False),
+        odd_quotes=(quote_count % 2) == 1,
+        malformed=has_quote & ~line.str.contains(WELL_FORMED),
+        opens_quote=has_quote & line.str.contains(OPEN_QUOTE_AT_END),
+        cells=cells.cast(pl.UInt32),
+    )
+    # Blank lines at the very end of a file are a harmless export habit.
+    last_content = frame.filter(~pl.col("blank"))["_row"].max()
+    last_content = 1 if last_content is None else last_content
+    return frame.with_columns(trailing_blank=pl.col("blank") & (pl.col("_row") > last_content))
+
+
+def _report_line_problems(
+    flags: pl.DataFrame, file: str, width: int, findings: Findings, mode: Mode, width_code: str
+) -> pl.DataFrame:
+    """Turn line flags into findings; return the rows (`_row`) that go on to parsing."""
+    flags = flags.filter(~pl.col("trailing_blank"))
+    broken = _broken_records(flags)
+    checks: list[tuple[str, pl.Expr, str, Severity]] = [
+        ("csv.blank_line", pl.col("blank"), "blank line between data rows", mode.deviation()),
+        ("csv.invalid_utf8", pl.col("bad_utf8"), "the row is not valid UTF-8 (saved as Latin-1 or Windows-1252?)",
+         Severity.ERROR),
+        ("csv.bare_carriage_return", pl.col("cr"), "a carriage return inside the row", Severity.ERROR),
+    ]  # fmt: skip
+    dropped = pl.lit(False)
+    for code, cond, message, severity in checks:
+        rows = flags.filter(cond & ~pl.col("_row").is_in(broken["_row"].implode()))
+        findings.add_rows(code, severity, rows.select("_row", value="line"), message, file=file)
+        dropped = dropped | cond
+    starts = broken.filter(pl.col("start")).join(flags.select("_row", "line"), on="_row")
+    findings.add_rows(
+        "csv.line_break_in_quoted_field",
+        Severity.ERROR,
+        starts.select("_row", "end", value="line"),
+        lambda r: f"a quoted field opened on row {r['_row']} runs over a line break (rows {r['_row']}-{r['end']})",
+        file=file,
+    )
+    stray = flags.filter(pl.col("malformed") & ~pl.col("_row").is_in(broken["_row"].implode()))
+    findings.add_rows(
+        "csv.unescaped_quote",
+        Severity.ERROR,
+        stray.select("_row", value="line"),
+        "a double quote inside a field must be doubled (\"\") and the field quoted",
+        file=file,
+    )
+    structural = dropped | pl.col("malformed") | pl.col("_row").is_in(broken["_row"].implode())
+    wrong_width = flags.filter(~structural & (pl.col("cells") != width))
+    findings.add_rows(
+        width_code,
+        Severity.ERROR,
+        wrong_width.select("_row", "cells", value="line"),
+        lambda r: f"the row has {r['cells']} cells, the header has {width} (an unquoted comma?)",
+        file=file,
+    )
+    return flags.filter(~structural & (pl.col("cells") == width)).select("_row")
+
+
+def _broken_records(flags: pl.DataFrame) -> pl.DataFrame:
+    """Lines that belong to a record broken by a line break inside a quoted field.
+
+    A record starts on a line that ends inside an opened quote and runs to the next line with an odd number
+    of quotes (the one that closes it). Only lines with odd quote counts are walked, so this is cheap.
+    """
+    odd = flags.filter(pl.col("odd_quotes")).select("_row", "opens_quote")
+    spans: list[tuple[int, int]] = []
+    pending: int | None = None
+    for row, opens in odd.iter_rows():
+        if pending is not None:
+            spans.append((pending, row))
+            pending = None
+        elif opens:
+            pending = row
+    if pending is not None:
+        spans.append((pending, int(flags["_row"].max())))
+    if not spans:
+        return pl.DataFrame(schema={"_row": pl.UInt32, "start": pl.Boolean, "end": pl.UInt32})
+    ranges = pl.DataFrame({"first": [s for s, _ in spans], "end": [e for _, e in spans]}, schema=[
+        ("first", pl.UInt32), ("end", pl.UInt32)])  # fmt: skip
+    return (
+        ranges.with_columns(_row=pl.int_ranges("first", pl.col("end") + 1, dtype=pl.UInt32))
+        .explode("_row")
+        .select("_row", start=pl.col("_row") == pl.col("first"), end="end")
+    )
+
+
+def _parse_body(body: bytes, names: list[str], schema: dict, expected: int) -> pl.DataFrame:
+    if expected == 0:
+        return pl.DataFrame(schema=schema)
+    return pl.read_csv(body, has_header=False, new_columns=names, schema=schema, quote_char='"')

@@ -1,0 +1,261 @@
+"""Validate one OneRoster zip: the gate in front of every snapshot.
+
+validate_package(path, options) -> ValidationResult runs every stage and reports everything in one pass:
+zip container, manifest, each file's text, header and rows, then references across files. A package-,
+file- or header-level error rejects the upload; a row-level error drops that row and what depends on it,
+and too many dropped rows in a file reject the upload too. An accepted upload yields a typed Roster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from .findings import Findings, Mode, Severity
+from .header import map_header
+from .manifest import Manifest, guess_version, read_manifest
+from .references import FileState, check_references
+from .rows import Context, check_rows
+from .schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Version
+from .text import read_table
+from .zipread import EntryError, Package, ZipLimits, open_package
+
+KNOWN_FILES = frozenset({*V11.files, *V12.files, MANIFEST_FILE})
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateOptions:
+    mode: Mode = Mode.LENIENT
+    limits: ZipLimits = ZipLimits()
+    max_dropped_share: float = 0.01  # a file losing more than this share of its rows rejects the upload
+    keep_examples: int = 1000  # findings kept per (code, file); counts are always complete
+    progress: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSummary:
+    mode: str  # bulk | delta
+    rows: int  # data rows in the file
+    dropped: int  # rows dropped for errors (their own or a dropped row they depend on)
+
+
+@dataclass(slots=True)
+class Roster:
+    """The typed result of an accepted upload: one frame per entity, normalised, without dropped rows.
+
+    Each frame keeps `_row`, the row number in the uploaded file, so later stages can point back at it.
+    """
+
+    version: str
+    modes: dict[str, str]  # entity -> bulk | delta, for the files the package holds
+    frames: dict[str, pl.DataFrame]
+
+
+@dataclass(slots=True)
+class ValidationResult:
+    verdict: str  # accepted | rejected
+    version: str | None
+    mode: Mode
+    findings: Findings
+    files: dict[str, FileSummary] = field(default_factory=dict)
+    roster: Roster | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == "accepted"
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "version": self.version,
+            "mode": str(self.mode),
+            "files": {name: {"mode": s.mode, "rows": s.rows, "dropped": s.dropped} for name, s in self.files.items()},
+            "findings": [f.to_dict() for f in self.findings.sorted()],
+            "counts_by_code": dict(sorted(self.findings.counts.items())),
+            "findings_truncated": len(self.findings.items) < sum(self.findings.counts.values()),
+        }
+
+
+def validate_package(path: Path, options: ValidateOptions = ValidateOptions()) -> ValidationResult:
+    findings = Findings(options.keep_examples)
+    mode = options.mode
+    with open_package(Path(path), findings, mode, KNOWN_FILES, options.limits) as pkg:
+        if pkg.fatal:
+            return ValidationResult("rejected", None, mode, findings)
+        return _Run(pkg, findings, options).run()
+
+
+class _Run:
+    """One validation of an opened package; holds what the stages share."""
+
+    def __init__(self, pkg: Package, findings: Findings, options: ValidateOptions) -> None:
+        self.pkg = pkg
+        self.findings = findings
+        self.options = options
+        self.mode = options.mode
+
+    def run(self) -> ValidationResult:
+        data_files = {name[:-4]: entry for name, entry in self.pkg.entries.items() if name != MANIFEST_FILE}
+        manifest = self._manifest()
+        if manifest is None:
+            headers = self._headers(data_files)
+            if self._is_oneroster_10(headers):
+                return ValidationResult("rejected", "1.0", self.mode, self.findings)
+            self.findings.add("package.missing_manifest", Severity.ERROR,
+                              "manifest.csv is missing; every OneRoster 1.1 and 1.2 package needs one")  # fmt: skip
+            version, label = guess_version(headers), None
+            modes = {entity: "bulk" for entity in data_files}
+        else:
+            version = manifest.version or guess_version({e: [] for e in data_files})
+            label = manifest.version_label if manifest.version else None
+            modes = self._modes(manifest, version, data_files)
+        label = label or version.name
+        label = "1.2" if label.startswith("1.2") else label
+
+        present = {e: modes[e] for e in data_files if e in version.tables and modes.get(e) in ("bulk", "delta")}
+        all_bulk = "delta" not in present.values()
+        self._required_files(version, present, all_bulk)
+        states = self._check_files(version, present, data_files)
+        check_references(states, version, all_bulk, self.findings, self.mode)
+        files = self._summaries(states)
+        if self.findings.rejecting:
+            return ValidationResult("rejected", label, self.mode, self.findings, files)
+        frames = {e: s.frame.filter(pl.col("_ok")).drop("_ok") for e, s in states.items()}
+        roster = Roster(label, {e: s.mode for e, s in states.items()}, frames)
+        return ValidationResult("accepted", label, self.mode, self.findings, files, roster)
+
+    # manifest and package shape
+
+    def _manifest(self) -> Manifest | None:
+        if MANIFEST_FILE not in self.pkg.entries:
+            return None
+        data = self._read(MANIFEST_FILE)
+        if data is None:
+            return Manifest(None, None)
+        return read_manifest(data, self.findings, self.mode)
+
+    def _headers(self, data_files: dict) -> dict[str, list[str]]:
+        headers = {}
+        for entity in data_files:
+            data = self._read(f"{entity}.csv")
+            if data is not None:
+                first = data.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
+                headers[entity] = first.decode("utf-8", errors="replace").split(",")
+        return headers
+
+    def _is_oneroster_10(self, headers: dict[str, list[str]]) -> bool:
+        legacy = {e: [h for h in cols if h in V10_HEADERS.get(e, ())] for e, cols in headers.items()}
+        legacy = {e: found for e, found in legacy.items() if found}
+        if not legacy:
+            return False
+        for entity, found in legacy.items():
+            expected = ",".join(V11.tables[entity].names)
+            self.findings.add(
+                "package.oneroster_1_0",
+                Severity.ERROR,
+                f"this is a OneRoster 1.0 package (no manifest.csv; {entity}.csv has the 1.0 headers "
+                f"{', '.join(found)}). Export OneRoster 1.1 or 1.2; 1.1 expects {entity}.csv headers: {expected}",
+                file=f"{entity}.csv",
+                row=1,
+                value=",".join(found),
+                scope="file",
+            )
+        return True
+
+    def _modes(self, manifest: Manifest, version: Version, data_files: dict) -> dict[str, str]:
+        modes: dict[str, str] = {}
+        for entity in version.tables:
+            declared, held = manifest.modes.get(entity), entity in data_files
+            file = f"{entity}.csv"
+            if declared in ("bulk", "delta") and not held:
+                self.findings.add("manifest.file_missing", Severity.ERROR,
+                                  f"manifest.csv declares {file} {declared}, but the zip does not hold it", file=file)  # fmt: skip
+            elif declared == "absent" and held:
+                self.findings.add("manifest.file_unexpected", Severity.ERROR,
+                                  f"manifest.csv declares {file} absent, but the zip holds it", file=file)  # fmt: skip
+                modes[entity] = "bulk"
+            elif declared is None and held:
+                self.findings.add("manifest.file_not_declared", self.mode.deviation(),
+                                  f"manifest.csv does not mention {file}; it is read as bulk", file=file)  # fmt: skip
+                modes[entity] = "bulk"
+            elif declared == "invalid" and held:
+                modes[entity] = "bulk"
+            elif declared in ("bulk", "delta"):
+                modes[entity] = declared
+        for entity in data_files:
+            if entity not in version.tables:
+                self.findings.add("zip.unknown_file", self.mode.deviation(),
+                                  f"{entity}.csv is not a OneRoster {version.name} file; it is ignored",
+                                  file=f"{entity}.csv")  # fmt: skip
+        return modes
+
+    def _required_files(self, version: Version, present: dict[str, str], all_bulk: bool) -> None:
+        if not present:
+            self.findings.add("package.no_changes", Severity.WARNING,
+                              "the package holds only manifest.csv: nothing changed")  # fmt: skip
+            return
+        if not all_bulk:
+            return  # a delta package names only what changed
+        for entity in version.ingestion:
+            if entity not in present:
+                self.findings.add("package.required_file_missing", Severity.ERROR,
+                                  f"{entity}.csv is needed in a bulk package", file=f"{entity}.csv")  # fmt: skip
+
+    # files
+
+    def _check_files(self, version: Version, present: dict[str, str], data_files: dict) -> dict[str, FileState]:
+        states: dict[str, FileState] = {}
+        # Largest first: its transient copies are freed before the smaller files' frames accumulate.
+        for entity in sorted(present, key=lambda e: -data_files[e].size):
+            table = version.tables[entity]
+            self._progress(f"checking {table.file} ({data_files[entity].size / 1e6:.1f} MB)")
+            data = self._read(table.file)
+            if data is None:
+                continue
+            raw = read_table(data, table.file, self.findings, self.mode)
+            del data
+            if raw is None:
+                continue
+            hmap = map_header(raw.header, table, self.findings, self.mode)
+            if not hmap.usable:
+                continue
+            if raw.data_rows == 0:
+                self.findings.add("csv.no_data_rows", self.mode.deviation(),
+                                  f"{table.file} has a header but no data rows", file=table.file,
+                                  scope="file")  # fmt: skip
+            ctx = Context(table, version, present[entity], self.mode)
+            frame = check_rows(raw, hmap, ctx, self.findings)
+            states[entity] = FileState(table, present[entity], frame, raw.data_rows, raw.dropped, raw.dropped_ids)
+        return states
+
+    def _summaries(self, states: dict[str, FileState]) -> dict[str, FileSummary]:
+        files = {}
+        for entity, state in sorted(states.items()):
+            file = state.table.file
+            files[file] = FileSummary(state.mode, state.data_rows, state.dropped)
+            share = state.dropped / state.data_rows if state.data_rows else 0.0
+            if share > self.options.max_dropped_share:
+                self.findings.add(
+                    "file.too_many_dropped_rows",
+                    Severity.ERROR,
+                    f"{file}: {state.dropped} of {state.data_rows} rows ({share:.1%}) were dropped; "
+                    f"at most {self.options.max_dropped_share:.1%} may be",
+                    file=file,
+                    value=f"{state.dropped}/{state.data_rows}",
+                )
+        return files
+
+    def _read(self, name: str) -> bytes | None:
+        try:
+            return self.pkg.read(name)
+        except EntryError as err:
+            f = err.finding
+            self.findings.add(f.code, f.severity, f.message, file=f.file, row=f.row, column=f.column, value=f.value)
+            return None
+
+    def _progress(self, message: str) -> None:
+        if self.options.progress is not None:
+            self.options.progress(message)
