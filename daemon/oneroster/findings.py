@@ -102,12 +102,15 @@ class Findings:
         file: str,
         column: str | None = None,
         secret: bool = False,
+        scope: str = "row",
     ) -> None:
         """Record one finding per row of `rows` (columns `_row` and optionally `value`), vectorised upstream."""
         total = rows.height
         if total == 0:
             return
         self._count(code, severity, total)
+        if severity is Severity.ERROR and scope == "file":
+            self.rejecting += total
         room = self.keep - self._kept[(code, file)]
         if room <= 0:
             return

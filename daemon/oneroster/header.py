@@ -46,7 +46,7 @@ def map_header(header: list[str], table: Table, findings: Findings, mode: Mode) 
             report("header.column_case", mode.deviation(), f"column '{cell}' should be spelled '{name}'", cell)
             positions[name] = pos
         elif cell in table.legacy:
-            report("header.legacy_column", Severity.WARNING,
+            report("header.legacy_column", mode.deviation(),
                    f"column '{cell}' belongs to an earlier revision of the format and is ignored", cell)  # fmt: skip
         elif cell.startswith("metadata."):
             extensions[cell] = pos

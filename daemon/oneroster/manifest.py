@@ -23,7 +23,7 @@ class Manifest:
 
 
 def read_manifest(data: bytes, findings: Findings, mode: Mode) -> Manifest:
-    raw = read_table(data, MANIFEST_FILE, findings, mode, width_code="manifest.row_width_mismatch")
+    raw = read_table(data, MANIFEST_FILE, findings, mode, width_code="manifest.row_width_mismatch", scope="file")
     if raw is None:
         return Manifest(None, None)
 

@@ -80,6 +80,13 @@ def _check_column(
     values = values.filter(pl.col("value").is_not_null())
     if values.height == 0:
         return
+    # Common case first: one membership test against the rows that survived and have the right type.
+    keys = ["sourcedId", "_ok", *(["type"] if col.ref.target_types else [])]
+    good = target.frame.select(keys).filter(pl.col("_ok") & (_type_ok(col, version) if col.ref.target_types else True))
+    resolved = values["value"].is_in(good["sourcedId"].implode())
+    if resolved.all():
+        return
+    values = values.filter(~resolved)
     ids = pl.concat([target.frame["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
     dropped_ids = pl.concat([target.frame.filter(~pl.col("_ok"))["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
     missing = ~pl.col("value").is_in(ids.implode())

@@ -43,9 +43,12 @@ def column_names(width: int) -> list[str]:
 
 
 def read_table(
-    data: bytes, file: str, findings: Findings, mode: Mode, width_code: str = "row.width_mismatch"
+    data: bytes, file: str, findings: Findings, mode: Mode, width_code: str = "row.width_mismatch", scope: str = "row"
 ) -> RawTable | None:
-    """Check a file's text and return its rows, or None when the file as a whole is unreadable."""
+    """Check a file's text and return its rows, or None when the file as a whole is unreadable.
+
+    `scope="file"` makes every broken line reject the upload (used for manifest.csv, where no row is optional).
+    """
     if not data.strip(b"\r\n\t "):
         findings.add("csv.empty_file", Severity.ERROR, f"{file} is empty: it needs at least a header row", file=file)
         return None
@@ -58,15 +61,24 @@ def read_table(
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]  # the spec tells importers to accept and ignore a UTF-8 BOM
 
-    lines, lossy = _split_lines(data)
-    header_line = lines[0]
-    header = _parse_header(header_line, file, findings)
+    end = data.find(b"\n")
+    header_bytes = data[: end if end >= 0 else len(data)].rstrip(b"\r")
+    header = _parse_header(header_bytes.decode("utf-8", errors="replace"), file, findings)
     if header is None:
         return None
     width = len(header)
+    names = column_names(width)
+    schema = {n: pl.String for n in names}
+    fast = _parse_if_clean(data, header_bytes, names, schema)
+    if fast is not None:
+        return RawTable(header, fast, fast.height, 0, pl.Series("sourcedId", [], pl.String))
 
-    flags = _line_flags(lines.slice(1), width, lossy)
-    good = _report_line_problems(flags, file, width, findings, mode, width_code)
+    lines, lossy = _split_lines(data)
+
+    quotes = b'"' in data
+    bare_cr = data.count(b"\r") != data.count(b"\r\n")
+    flags = _line_flags(lines.slice(1), width, lossy, quotes, bare_cr)
+    good = _report_line_problems(flags, file, width, findings, mode, width_code, scope)
     dropped_ids = (
         flags.filter(~pl.col("blank") & ~pl.col("_row").is_in(good["_row"].implode()))
         .select(pl.col("line").str.extract(r'^"?([^",]*)', 1))
@@ -79,8 +91,6 @@ def read_table(
     expected = good.height
     clean = expected == flags.height
     del flags
-    names = column_names(width)
-    schema = {n: pl.String for n in names}
     if clean and not lossy:
         del lines
         frame = pl.read_csv(data, has_header=False, skip_rows=1, new_columns=names, schema=schema, quote_char='"')
@@ -93,6 +103,35 @@ def read_table(
     if frame.height != expected:  # pragma: no cover - a disagreement between line checks and the parser
         raise RuntimeError(f"{file}: parsed {frame.height} rows, expected {expected}")
     return RawTable(header, frame, data_rows, data_rows - expected, dropped_ids)
+
+
+def _parse_if_clean(data: bytes, header: bytes, names: list[str], schema: dict) -> pl.DataFrame | None:
+    """Parse straight from the bytes when that provably gives one well-formed record per line, else None.
+
+    polars' strict parse already fails on invalid UTF-8, stray quotes and rows with too many cells. If it
+    also yields one record per physical line (no quoted line breaks) and the separators outside quotes add
+    up to exactly (width - 1) per record, no row can be short, so no line needs looking at on its own.
+    """
+    if data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    try:
+        frame = pl.read_csv(data, has_header=False, skip_rows=1, new_columns=names, schema=schema, quote_char='"')
+    except pl.exceptions.PolarsError:
+        return None
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    if frame.height != lines:
+        return None
+    separators = data.count(b",") - header.count(b",")
+    if b'"' in data:
+        # polars reads a stray quote in an unquoted field as text; a value holding a quote gets a closer look.
+        if frame.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True).any() for n in names)).item():
+            return None
+        # Commas inside quoted values are not separators.
+        inside = frame.select(pl.sum_horizontal(pl.col(n).str.count_matches(",", literal=True).sum() for n in names))
+        separators -= inside.item() or 0
+    if separators != (len(names) - 1) * frame.height:
+        return None
+    return frame.with_columns(_row=pl.int_range(2, frame.height + 2, dtype=pl.UInt32))
 
 
 def _split_lines(data: bytes) -> tuple[pl.Series, bool]:
@@ -120,30 +159,40 @@ def _parse_header(line: str, file: str, findings: Findings) -> list[str] | None:
     elif not pl.Series([line]).str.contains(WELL_FORMED).item():
         problem = ("csv.unescaped_quote", "the header row has a stray double quote")
     if problem:
-        findings.add(problem[0], Severity.ERROR, f"{file}: {problem[1]}", file=file, row=1, value=line)
+        findings.add(problem[0], Severity.ERROR, f"{file}: {problem[1]}", file=file, row=1, value=line, scope="file")
         return None
     return next(csv.reader([line]))
 
 
-def _line_flags(body: pl.Series, width: int, lossy: bool) -> pl.DataFrame:
-    """One row per data line with what is wrong with it; row numbers start at 2 (header is 1)."""
-    line = pl.col("line")
-    has_quote = line.str.contains('"', literal=True)
-    quote_count = pl.when(has_quote).then(line.str.count_matches('"', literal=True)).otherwise(0)
-    bare = line.str.replace_all(QUOTED_FIELD, "")
-    cells = pl.when(has_quote).then(bare.str.count_matches(",", literal=True)).otherwise(
-        line.str.count_matches(",", literal=True)
-    ) + 1
-    frame = pl.DataFrame({"line": body}).with_columns(_row=pl.int_range(2, body.len() + 2, dtype=pl.UInt32))
-    frame = frame.with_columns(
-        blank=line.str.len_bytes() == 0,
-        cr=line.str.contains("\r", literal=True),
-        bad_utf8=line.str.contains(REPLACEMENT_CHAR, literal=True) if lossy else pl.lit(False),
-        odd_quotes=(quote_count % 2) == 1,
-        malformed=has_quote & ~line.str.contains(WELL_FORMED),
-        opens_quote=has_quote & line.str.contains(OPEN_QUOTE_AT_END),
-        cells=cells.cast(pl.UInt32),
-    )
+def _line_flags(body: pl.Series, width: int, lossy: bool, quotes: bool, bare_cr: bool) -> pl.DataFrame:
+    """One row per data line with what is wrong with it; row numbers start at 2 (header is 1).
+
+    Quote analysis (regexes) runs only on the lines that hold a quote; most lines of most exports hold none.
+    """
+    n = body.len()
+    false = pl.Series([False], dtype=pl.Boolean).extend_constant(False, n - 1) if n else pl.Series([], dtype=pl.Boolean)
+    cells = (body.str.count_matches(",", literal=True) + 1).cast(pl.UInt32)
+    odd_quotes, malformed, opens_quote = false.clone(), false.clone(), false.clone()
+    if quotes:
+        idx = body.str.contains('"', literal=True).arg_true()
+        if idx.len():
+            sub = body.gather(idx)
+            odd_quotes.scatter(idx, (sub.str.count_matches('"', literal=True) % 2) == 1)
+            malformed.scatter(idx, ~sub.str.contains(WELL_FORMED))
+            opens_quote.scatter(idx, sub.str.contains(OPEN_QUOTE_AT_END))
+            bare = sub.str.replace_all(QUOTED_FIELD, "")
+            cells.scatter(idx, (bare.str.count_matches(",", literal=True) + 1).cast(pl.UInt32))
+    frame = pl.DataFrame({
+        "line": body,
+        "_row": pl.int_range(2, n + 2, dtype=pl.UInt32, eager=True),
+        "blank": body.str.len_bytes() == 0,
+        "cr": body.str.contains("\r", literal=True) if bare_cr else false,
+        "bad_utf8": body.str.contains(REPLACEMENT_CHAR, literal=True) if lossy else false,
+        "odd_quotes": odd_quotes,
+        "malformed": malformed,
+        "opens_quote": opens_quote,
+        "cells": cells,
+    })  # fmt: skip
     # Blank lines at the very end of a file are a harmless export habit.
     last_content = frame.filter(~pl.col("blank"))["_row"].max()
     last_content = 1 if last_content is None else last_content
@@ -151,7 +200,7 @@ def _line_flags(body: pl.Series, width: int, lossy: bool) -> pl.DataFrame:
 
 
 def _report_line_problems(
-    flags: pl.DataFrame, file: str, width: int, findings: Findings, mode: Mode, width_code: str
+    flags: pl.DataFrame, file: str, width: int, findings: Findings, mode: Mode, width_code: str, scope: str
 ) -> pl.DataFrame:
     """Turn line flags into findings; return the rows (`_row`) that go on to parsing."""
     flags = flags.filter(~pl.col("trailing_blank"))
@@ -165,7 +214,7 @@ def _report_line_problems(
     dropped = pl.lit(False)
     for code, cond, message, severity in checks:
         rows = flags.filter(cond & ~pl.col("_row").is_in(broken["_row"].implode()))
-        findings.add_rows(code, severity, rows.select("_row", value="line"), message, file=file)
+        findings.add_rows(code, severity, rows.select("_row", value="line"), message, file=file, scope=scope)
         dropped = dropped | cond
     starts = broken.filter(pl.col("start")).join(flags.select("_row", "line"), on="_row")
     findings.add_rows(
@@ -174,6 +223,7 @@ def _report_line_problems(
         starts.select("_row", "end", value="line"),
         lambda r: f"a quoted field opened on row {r['_row']} runs over a line break (rows {r['_row']}-{r['end']})",
         file=file,
+        scope=scope,
     )
     stray = flags.filter(pl.col("malformed") & ~pl.col("_row").is_in(broken["_row"].implode()))
     findings.add_rows(
@@ -182,6 +232,7 @@ def _report_line_problems(
         stray.select("_row", value="line"),
         "a double quote inside a field must be doubled (\"\") and the field quoted",
         file=file,
+        scope=scope,
     )
     structural = dropped | pl.col("malformed") | pl.col("_row").is_in(broken["_row"].implode())
     wrong_width = flags.filter(~structural & (pl.col("cells") != width))
@@ -191,6 +242,7 @@ def _report_line_problems(
         wrong_width.select("_row", "cells", value="line"),
         lambda r: f"the row has {r['cells']} cells, the header has {width} (an unquoted comma?)",
         file=file,
+        scope=scope,
     )
     return flags.filter(~structural & (pl.col("cells") == width)).select("_row")
 

@@ -123,7 +123,8 @@ class _Run:
         files = self._summaries(states)
         if self.findings.rejecting:
             return ValidationResult("rejected", label, self.mode, self.findings, files)
-        frames = {e: s.frame.filter(pl.col("_ok")).drop("_ok") for e, s in states.items()}
+        frames = {e: (s.frame if s.frame["_ok"].all() else s.frame.filter(pl.col("_ok"))).drop("_ok")
+                  for e, s in states.items()}  # fmt: skip
         roster = Roster(label, {e: s.mode for e, s in states.items()}, frames)
         return ValidationResult("accepted", label, self.mode, self.findings, files, roster)
 
@@ -229,6 +230,7 @@ class _Run:
             ctx = Context(table, version, present[entity], self.mode)
             frame = check_rows(raw, hmap, ctx, self.findings)
             states[entity] = FileState(table, present[entity], frame, raw.data_rows, raw.dropped, raw.dropped_ids)
+            del raw, frame  # the raw strings of a large file must not outlive its check
         return states
 
     def _summaries(self, states: dict[str, FileState]) -> dict[str, FileSummary]:
