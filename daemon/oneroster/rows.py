@@ -331,12 +331,6 @@ def _row_rules(frame: pl.DataFrame, names: set[str], ctx: Context) -> list[Issue
         shown = frame.select((value if value is not None else pl.col(column).cast(pl.String))).to_series()
         issues.append(Issue(code, severity, mask_series, message, column, shown))
 
-    if "sourcedId" in names and _has_duplicates(frame["sourcedId"]):
-        sid = pl.col("sourcedId")
-        first = pl.col("_row").min().over("sourcedId").cast(pl.String)
-        rule("row.duplicate_sourced_id", Severity.ERROR, sid.is_not_null() & (pl.len().over("sourcedId") > 1),
-             "sourcedId appears on more than one row; every copy is dropped", "sourcedId",
-             pl.concat_str(sid, pl.lit(" (first on row "), first, pl.lit(")")))  # fmt: skip
     if {"subjects", "subjectCodes"} <= names:
         rule("row.list_length_mismatch", Severity.ERROR,
              pl.col("subjects").list.len() != pl.col("subjectCodes").list.len(),
@@ -348,6 +342,27 @@ def _row_rules(frame: pl.DataFrame, names: set[str], ctx: Context) -> list[Issue
     if ctx.table.entity == "enrollments" and {"primary", "role"} <= names:
         rule("row.primary_not_teacher", ctx.mode.deviation(), pl.col("primary") & (pl.col("role") != "teacher"),
              "primary=true is only for teachers", "primary")  # fmt: skip
+    return issues
+
+
+def check_file_rules(frame: pl.DataFrame, ctx: Context, findings: Findings) -> pl.DataFrame:
+    """Rules over all rows of a file (duplicates, one primary role per user and org), after every chunk."""
+    names = set(frame.columns)
+    issues: list[Issue] = []
+
+    def rule(code: str, severity: Severity, mask: pl.Expr, message: str, column: str, value: pl.Expr | None = None):
+        mask_series = frame.select(mask.fill_null(False)).to_series()
+        if not mask_series.any():
+            return
+        shown = frame.select((value if value is not None else pl.col(column).cast(pl.String))).to_series()
+        issues.append(Issue(code, severity, mask_series, message, column, shown))
+
+    if "sourcedId" in names and _has_duplicates(frame["sourcedId"]):
+        sid = pl.col("sourcedId")
+        first = pl.col("_row").min().over("sourcedId").cast(pl.String)
+        rule("row.duplicate_sourced_id", Severity.ERROR, sid.is_not_null() & (pl.len().over("sourcedId") > 1),
+             "sourcedId appears on more than one row; every copy is dropped", "sourcedId",
+             pl.concat_str(sid, pl.lit(" (first on row "), first, pl.lit(")")))  # fmt: skip
     if ctx.table.entity == "users" and "userMasterIdentifier" in names and _has_duplicates(frame["userMasterIdentifier"]):
         umi = pl.col("userMasterIdentifier")
         rule("row.duplicate_identifier", ctx.mode.deviation(), umi.is_not_null() & (pl.len().over(umi) > 1),
@@ -357,4 +372,7 @@ def _row_rules(frame: pl.DataFrame, names: set[str], ctx: Context) -> list[Issue
         per_pair = primary.cast(pl.UInt32).sum().over("userSourcedId", "orgSourcedId")
         rule("row.multiple_primary_roles", Severity.ERROR, primary & (per_pair > 1),
              "a user has more than one primary role at this org", "roleType")  # fmt: skip
-    return issues
+    if not issues:
+        return frame
+    ok = _report(frame["_row"], issues, ctx, findings)
+    return frame.with_columns(_ok=pl.col("_ok") & ok)

@@ -9,6 +9,7 @@ parsed. Clean files (the common case) are parsed straight from the original byte
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -45,84 +46,147 @@ def column_names(width: int) -> list[str]:
 def read_table(
     data: bytes, file: str, findings: Findings, mode: Mode, width_code: str = "row.width_mismatch", scope: str = "row"
 ) -> RawTable | None:
-    """Check a file's text and return its rows, or None when the file as a whole is unreadable.
+    """Check a whole file's text and return its rows, or None when the file as a whole is unreadable.
 
     `scope="file"` makes every broken line reject the upload (used for manifest.csv, where no row is optional).
     """
-    if not data.strip(b"\r\n\t "):
-        findings.add("csv.empty_file", Severity.ERROR, f"{file} is empty: it needs at least a header row", file=file)
+    reader = CsvReader(file, findings, mode, width_code, scope)
+    body = reader.start(data)
+    if body is None:
         return None
-    if data.startswith(UTF16_BOMS) or data[:2].count(0) == 1:
-        findings.add("csv.utf16", Severity.ERROR, f"{file} is UTF-16 text; save it as UTF-8", file=file)
-        return None
-    if b"\x00" in data:
-        findings.add("csv.nul_byte", Severity.ERROR, f"{file} holds NUL bytes: it is not CSV text", file=file)
-        return None
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM) :]  # the spec tells importers to accept and ignore a UTF-8 BOM
+    return reader.rows(body, last=True)
 
-    end = data.find(b"\n")
-    header_bytes = data[: end if end >= 0 else len(data)].rstrip(b"\r")
-    header = _parse_header(header_bytes.decode("utf-8", errors="replace"), file, findings)
-    if header is None:
-        return None
-    width = len(header)
-    names = column_names(width)
-    schema = {n: pl.String for n in names}
-    fast = _parse_if_clean(data, header_bytes, names, schema)
-    if fast is not None:
-        return RawTable(header, fast, fast.height, 0, pl.Series("sourcedId", [], pl.String))
 
-    lines, lossy = _split_lines(data)
+class CsvReader:
+    """Reads one file's text: `start` with the first chunk (header), then `rows` for each chunk of lines.
 
-    quotes = b'"' in data
-    bare_cr = data.count(b"\r") != data.count(b"\r\n")
-    flags = _line_flags(lines.slice(1), width, lossy, quotes, bare_cr)
-    good = _report_line_problems(flags, file, width, findings, mode, width_code, scope)
-    dropped_ids = (
-        flags.filter(~pl.col("blank") & ~pl.col("_row").is_in(good["_row"].implode()))
-        .select(pl.col("line").str.extract(r'^"?([^",]*)', 1))
-        .to_series()
-        .drop_nulls()
-    )
-    data_rows = flags.height - int(flags["trailing_blank"].sum()) - int(
-        (flags["blank"] & (mode is Mode.LENIENT)).sum()
-    )
-    expected = good.height
-    clean = expected == flags.height
-    del flags
-    if clean and not lossy:
-        del lines
-        frame = pl.read_csv(data, has_header=False, skip_rows=1, new_columns=names, schema=schema, quote_char='"')
-        frame = frame.with_columns(_row=pl.int_range(2, frame.height + 2, dtype=pl.UInt32))
-    else:
+    Chunks must hold whole lines (see `line_chunks`); row numbers run on across chunks.
+    """
+
+    def __init__(self, file: str, findings: Findings, mode: Mode, width_code: str = "row.width_mismatch",
+                 scope: str = "row") -> None:  # fmt: skip
+        self.file, self.findings, self.mode = file, findings, mode
+        self.width_code, self.scope = width_code, scope
+        self.header: list[str] = []
+        self.next_row = 2  # the header is row 1
+
+    def start(self, first: bytes) -> bytes | None:
+        """Check the file's opening bytes and read the header; return the rest of `first`, or None."""
+        file, findings = self.file, self.findings
+        if not first.strip(b"\r\n\t "):
+            findings.add("csv.empty_file", Severity.ERROR, f"{file} is empty: it needs at least a header row", file=file)
+            return None
+        if first.startswith(UTF16_BOMS) or first[:2].count(0) == 1:
+            findings.add("csv.utf16", Severity.ERROR, f"{file} is UTF-16 text; save it as UTF-8", file=file)
+            return None
+        if first.startswith(UTF8_BOM):
+            first = first[len(UTF8_BOM) :]  # the spec tells importers to accept and ignore a UTF-8 BOM
+        end = first.find(b"\n")
+        header_bytes = first[: end if end >= 0 else len(first)].rstrip(b"\r")
+        if b"\x00" in header_bytes:
+            self._nul()
+            return None
+        header = _parse_header(header_bytes.decode("utf-8", errors="replace"), file, findings)
+        if header is None:
+            return None
+        self.header = header
+        return first[end + 1 :] if end >= 0 else b""
+
+    def rows(self, body: bytes, last: bool) -> RawTable | None:
+        """The well-formed rows of one chunk of data lines (None when the file turns out to be binary)."""
+        if b"\x00" in body:
+            self._nul()
+            return None
+        first_row = self.next_row
+        self.next_row += body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+        names = column_names(len(self.header))
+        schema = {n: pl.String for n in names}
+        fast = _parse_if_clean(body, names, schema, first_row)
+        if fast is not None:
+            return RawTable(self.header, fast, fast.height, 0, pl.Series("sourcedId", [], pl.String))
+        return self._rows_line_by_line(body, names, schema, first_row, last)
+
+    def _nul(self) -> None:
+        self.findings.add("csv.nul_byte", Severity.ERROR, f"{self.file} holds NUL bytes: it is not CSV text",
+                          file=self.file)  # fmt: skip
+
+    def _rows_line_by_line(self, body: bytes, names: list[str], schema: dict, first_row: int, last: bool) -> RawTable:
+        width, mode = len(names), self.mode
+        lines, lossy = _split_lines(body)
+        quotes = b'"' in body
+        bare_cr = body.count(b"\r") != body.count(b"\r\n")
+        flags = _line_flags(lines, width, lossy, quotes, bare_cr, first_row, last)
+        good = _report_line_problems(flags, self.file, width, self.findings, mode, self.width_code, self.scope)
+        dropped_ids = (
+            flags.filter(~pl.col("blank") & ~pl.col("_row").is_in(good["_row"].implode()))
+            .select(pl.col("line").str.extract(r'^"?([^",]*)', 1))
+            .to_series()
+            .drop_nulls()
+        )
+        data_rows = flags.height - int(flags["trailing_blank"].sum()) - int(
+            (flags["blank"] & (mode is Mode.LENIENT)).sum()
+        )
+        expected = good.height
+        del flags
         rows = good["_row"]
-        body = lines.gather(rows - 1).str.join("\n").item().encode()
+        text = lines.gather(rows - first_row).str.join("\n").item().encode() if expected else b""
         del lines
-        frame = _parse_body(body, names, schema, expected).with_columns(_row=rows)
-    if frame.height != expected:  # pragma: no cover - a disagreement between line checks and the parser
-        raise RuntimeError(f"{file}: parsed {frame.height} rows, expected {expected}")
-    return RawTable(header, frame, data_rows, data_rows - expected, dropped_ids)
+        frame = _parse_body(text, names, schema, expected).with_columns(_row=rows)
+        if frame.height != expected:  # pragma: no cover - a disagreement between line checks and the parser
+            raise RuntimeError(f"{self.file}: parsed {frame.height} rows, expected {expected}")
+        return RawTable(self.header, frame, data_rows, data_rows - expected, dropped_ids)
 
 
-def _parse_if_clean(data: bytes, header: bytes, names: list[str], schema: dict) -> pl.DataFrame | None:
+def line_chunks(blocks: Iterable[bytes], size: int = 32 << 20) -> Iterator[bytes]:
+    """Regroup blocks of bytes into chunks of about `size` that end at a line break.
+
+    A cut never follows a line with an odd number of quotes, so a record that a quoted line break splits
+    over several lines stays in one chunk and is reported once, where it starts.
+    """
+    buf = bytearray()
+    for block in blocks:
+        buf += block
+        if len(buf) >= size:
+            cut = _cut_point(buf)
+            if cut:
+                yield bytes(buf[:cut])
+                del buf[:cut]
+    yield bytes(buf)
+
+
+def _cut_point(buf: bytearray, tries: int = 64) -> int:
+    end = buf.rfind(b"\n")
+    fallback = end + 1
+    for _ in range(tries):
+        if end < 0:
+            return fallback
+        start = buf.rfind(b"\n", 0, end) + 1
+        if buf.count(b'"', start, end) % 2 == 0:
+            return end + 1
+        end = start - 1
+    return fallback
+
+
+def _parse_if_clean(body: bytes, names: list[str], schema: dict, first_row: int) -> pl.DataFrame | None:
     """Parse straight from the bytes when that provably gives one well-formed record per line, else None.
 
     polars' strict parse already fails on invalid UTF-8, stray quotes and rows with too many cells. If it
     also yields one record per physical line (no quoted line breaks) and the separators outside quotes add
     up to exactly (width - 1) per record, no row can be short, so no line needs looking at on its own.
     """
-    if data.count(b"\r") != data.count(b"\r\n"):
+    if not body:
+        return pl.DataFrame(schema=schema).with_columns(_row=pl.lit(0, pl.UInt32))
+    if body.count(b"\r") != body.count(b"\r\n"):
         return None
     try:
-        frame = pl.read_csv(data, has_header=False, skip_rows=1, new_columns=names, schema=schema, quote_char='"')
+        frame = pl.read_csv(body, has_header=False, new_columns=names, schema=schema, quote_char='"')
     except pl.exceptions.PolarsError:
         return None
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
     if frame.height != lines:
         return None
-    separators = data.count(b",") - header.count(b",")
-    if b'"' in data:
+    separators = body.count(b",")
+    if b'"' in body:
         # polars reads a stray quote in an unquoted field as text; a value holding a quote gets a closer look.
         if frame.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True).any() for n in names)).item():
             return None
@@ -131,7 +195,7 @@ def _parse_if_clean(data: bytes, header: bytes, names: list[str], schema: dict) 
         separators -= inside.item() or 0
     if separators != (len(names) - 1) * frame.height:
         return None
-    return frame.with_columns(_row=pl.int_range(2, frame.height + 2, dtype=pl.UInt32))
+    return frame.with_columns(_row=pl.int_range(first_row, first_row + frame.height, dtype=pl.UInt32))
 
 
 def _split_lines(data: bytes) -> tuple[pl.Series, bool]:
@@ -164,7 +228,9 @@ def _parse_header(line: str, file: str, findings: Findings) -> list[str] | None:
     return next(csv.reader([line]))
 
 
-def _line_flags(body: pl.Series, width: int, lossy: bool, quotes: bool, bare_cr: bool) -> pl.DataFrame:
+def _line_flags(
+    body: pl.Series, width: int, lossy: bool, quotes: bool, bare_cr: bool, first_row: int, last: bool
+) -> pl.DataFrame:
     """One row per data line with what is wrong with it; row numbers start at 2 (header is 1).
 
     Quote analysis (regexes) runs only on the lines that hold a quote; most lines of most exports hold none.
@@ -184,7 +250,7 @@ def _line_flags(body: pl.Series, width: int, lossy: bool, quotes: bool, bare_cr:
             cells.scatter(idx, (bare.str.count_matches(",", literal=True) + 1).cast(pl.UInt32))
     frame = pl.DataFrame({
         "line": body,
-        "_row": pl.int_range(2, n + 2, dtype=pl.UInt32, eager=True),
+        "_row": pl.int_range(first_row, first_row + n, dtype=pl.UInt32, eager=True),
         "blank": body.str.len_bytes() == 0,
         "cr": body.str.contains("\r", literal=True) if bare_cr else false,
         "bad_utf8": body.str.contains(REPLACEMENT_CHAR, literal=True) if lossy else false,
@@ -194,8 +260,10 @@ def _line_flags(body: pl.Series, width: int, lossy: bool, quotes: bool, bare_cr:
         "cells": cells,
     })  # fmt: skip
     # Blank lines at the very end of a file are a harmless export habit.
+    if not last:
+        return frame.with_columns(trailing_blank=pl.lit(False))
     last_content = frame.filter(~pl.col("blank"))["_row"].max()
-    last_content = 1 if last_content is None else last_content
+    last_content = first_row - 1 if last_content is None else last_content
     return frame.with_columns(trailing_blank=pl.col("blank") & (pl.col("_row") > last_content))
 
 

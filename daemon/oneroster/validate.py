@@ -18,9 +18,10 @@ from .findings import Findings, Mode, Severity
 from .header import map_header
 from .manifest import Manifest, guess_version, read_manifest
 from .references import FileState, check_references
-from .rows import Context, check_rows
+from .prefetch import prefetch
+from .rows import Context, check_file_rules, check_rows
 from .schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Version
-from .text import read_table
+from .text import CsvReader, line_chunks
 from .zipread import EntryError, Package, ZipLimits, open_package
 
 KNOWN_FILES = frozenset({*V11.files, *V12.files, MANIFEST_FILE})
@@ -32,6 +33,7 @@ class ValidateOptions:
     limits: ZipLimits = ZipLimits()
     max_dropped_share: float = 0.01  # a file losing more than this share of its rows rejects the upload
     keep_examples: int = 1000  # findings kept per (code, file); counts are always complete
+    chunk_bytes: int = 32 << 20  # text checked at a time; bounds the memory a large file needs
     progress: Callable[[str], None] | None = None
 
 
@@ -213,25 +215,53 @@ class _Run:
         for entity in sorted(present, key=lambda e: -data_files[e].size):
             table = version.tables[entity]
             self._progress(f"checking {table.file} ({data_files[entity].size / 1e6:.1f} MB)")
-            data = self._read(table.file)
-            if data is None:
-                continue
-            raw = read_table(data, table.file, self.findings, self.mode)
-            del data
-            if raw is None:
-                continue
-            hmap = map_header(raw.header, table, self.findings, self.mode)
-            if not hmap.usable:
-                continue
-            if raw.data_rows == 0:
-                self.findings.add("csv.no_data_rows", self.mode.deviation(),
-                                  f"{table.file} has a header but no data rows", file=table.file,
-                                  scope="file")  # fmt: skip
-            ctx = Context(table, version, present[entity], self.mode)
-            frame = check_rows(raw, hmap, ctx, self.findings)
-            states[entity] = FileState(table, present[entity], frame, raw.data_rows, raw.dropped, raw.dropped_ids)
-            del raw, frame  # the raw strings of a large file must not outlive its check
+            state = self._check_file(Context(table, version, present[entity], self.mode))
+            if state is not None:
+                states[entity] = state
         return states
+
+    def _check_file(self, ctx: Context) -> FileState | None:
+        """Stream one file through the text, header and row checks, a chunk of lines at a time.
+
+        Only one chunk's strings exist at once; what stays is the typed frame, so a file's size in memory
+        is about that of its typed values, not of its text.
+        """
+        file = ctx.table.file
+        reader = CsvReader(file, self.findings, self.mode)
+        hmap = None
+        pieces: list[pl.DataFrame] = []
+        data_rows = dropped = 0
+        dropped_ids: list[pl.Series] = []
+        chunks = prefetch(line_chunks(self.pkg.stream(file), self.options.chunk_bytes))
+        try:
+            for number, chunk in enumerate(_last_flagged(chunks)):
+                data, last = chunk
+                if number == 0:
+                    data = reader.start(data)
+                    if data is None:
+                        return None
+                    hmap = map_header(reader.header, ctx.table, self.findings, self.mode)
+                    if not hmap.usable:
+                        return None
+                raw = reader.rows(data, last)
+                del data
+                if raw is None:
+                    return None
+                data_rows += raw.data_rows
+                dropped += raw.dropped
+                dropped_ids.append(raw.dropped_ids)
+                pieces.append(check_rows(raw, hmap, ctx, self.findings))
+                del raw
+        except EntryError as err:
+            self.findings.extend([err.finding])
+            return None
+        finally:
+            chunks.close()
+        if data_rows == 0:
+            self.findings.add("csv.no_data_rows", self.mode.deviation(), f"{file} has a header but no data rows",
+                              file=file, scope="file")  # fmt: skip
+        frame = check_file_rules(pl.concat(pieces, rechunk=False), ctx, self.findings)
+        return FileState(ctx.table, ctx.file_mode, frame, data_rows, dropped, pl.concat(dropped_ids))
 
     def _summaries(self, states: dict[str, FileState]) -> dict[str, FileSummary]:
         files = {}
@@ -261,3 +291,16 @@ class _Run:
     def _progress(self, message: str) -> None:
         if self.options.progress is not None:
             self.options.progress(message)
+
+
+def _last_flagged(items):
+    """Pair each item with whether it is the last one."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for following in it:
+        yield current, False
+        current = following
+    yield current, True

@@ -13,7 +13,7 @@ import stat
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -89,10 +89,17 @@ class Package:
 
         Raises EntryError when the data is damaged; its finding is not added anywhere, the caller adds it.
         """
+        return b"".join(self.stream(name))
+
+    def stream(self, name: str) -> Iterator[bytes]:
+        """The decompressed content of `name` in blocks of about 1 MiB, checked as `read` checks it.
+
+        A damaged entry raises EntryError part-way through, after the blocks before the damage.
+        """
         info = self._infos[name]
         assert self._archive is not None  # entries is empty when there is no archive
         try:
-            return _inflate(self._archive, info)
+            yield from _inflate(self._archive, info)
         except BROKEN_DATA as exc:
             message = (
                 f"The entry {_quote(info.filename)} could not be decompressed because its data is damaged "
@@ -412,19 +419,18 @@ def _too_large(infos: dict[str, zipfile.ZipInfo], context: _Context) -> bool:
     return True
 
 
-def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
     """Decompress in chunks, stopping as soon as the entry outgrows its declared size: that size is what
     the limits were checked against, so it must also bound what we hold in memory."""
-    chunks, total = [], 0
+    total = 0
     with archive.open(info) as stream:
         while chunk := stream.read(CHUNK):
             total += len(chunk)
             if total > info.file_size:
                 raise zipfile.BadZipFile("more data than its declared size")
-            chunks.append(chunk)
+            yield chunk
     if total != info.file_size:
         raise zipfile.BadZipFile("less data than its declared size")
-    return b"".join(chunks)
 
 
 def _folder(name: str) -> str:

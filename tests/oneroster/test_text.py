@@ -1,0 +1,146 @@
+"""The text layer: encoding and CSV syntax (csv.* codes and row.width_mismatch), spec section 3.
+
+demographics.csv is the file broken here, alone in a delta package (`DEMO_ALONE`): the text layer looks at one
+file at a time. Whole-package checks (line ends, byte order marks) use the bulk package.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.oneroster.findings import Severity, clip
+
+from .conftest import STAMP, V11, alone, deviation, error, frame_ids, only, replace, set_cell
+
+DEMO = "demographics.csv"
+DEMO_ALONE = alone("1.1", DEMO)
+HEADER = V11[DEMO].split("\n", 1)[0] + "\n"
+
+
+def kept_rows(result) -> list[int]:
+    assert result.roster is not None, result.findings.items
+    return result.roster.frames["demographics"]["_row"].to_list()
+
+
+# --- row-level text problems: the row is dropped, the rest of the file is read -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "old", "new"),
+    [
+        ("csv.invalid_utf8", b"Fresno", b"Fr\xe9sno"),  # Latin-1 e-acute
+        ("csv.invalid_utf8", b"Fresno", b"Fr\xc3sno"),  # a UTF-8 sequence cut short
+        ("csv.bare_carriage_return", "Fresno", "Fres\rno"),
+        ("csv.unescaped_quote", "Fresno", 'Fres"no'),  # a lone quote in an unquoted field
+        ("csv.unescaped_quote", "Fresno", 'Fresno "CA"'),  # quotes inside an unquoted field
+        ("csv.unescaped_quote", "Fresno", '"Fresno"CA'),  # text after the closing quote
+        ("row.width_mismatch", "Fresno,\n", "Fresno,,\n"),  # a cell too many
+        ("row.width_mismatch", "Fresno", "Fresno, CA"),  # an unquoted comma
+        ("row.width_mismatch", ",US,CA,Fresno,\n", ",US,CA,Fresno\n"),  # a cell too few
+    ],
+)
+def test_a_broken_line_is_an_error_that_drops_its_row(run, code, old, new):
+    result = run(replace(DEMO_ALONE, DEMO, old, new), max_dropped_share=1.0)
+    only(result, code, severity=Severity.ERROR, file=DEMO, row=2, column=None)
+    assert result.verdict == "accepted"
+    assert frame_ids(result, "demographics") == ["u3", "u4"]
+    assert kept_rows(result) == [3, 4]
+    assert result.files[DEMO].dropped == 1
+
+
+def test_the_finding_shows_the_broken_line(run):
+    result = run(replace(DEMO_ALONE, DEMO, "Fresno", 'Fres"no'))
+    line = f'u2,active,{STAMP},2010-05-01,female,false,false,false,false,true,false,true,US,CA,Fres"no,'
+    assert only(result, "csv.unescaped_quote").value == clip(line)
+
+
+def test_a_line_break_in_a_quoted_field_is_reported_on_the_row_it_starts(run):
+    files = set_cell(DEMO_ALONE, DEMO, 2, "cityOfBirth", "Fres\nno")  # the csv module quotes it: "Fres\nno"
+    files = set_cell(files, DEMO, 4, "sex", "Female")  # u4, now on line 5: a later finding keeps its line number
+    for result in (run(files), run(files, strict=True)):
+        only(result, "csv.line_break_in_quoted_field", severity=Severity.ERROR, file=DEMO, row=2)
+        only(result, "row.invalid_enum", file=DEMO, row=5, column="sex", value="Female")
+    relaxed = run(files, max_dropped_share=1.0)
+    assert frame_ids(relaxed, "demographics") == ["u3", "u4"]
+    assert kept_rows(relaxed) == [4, 5]
+    assert relaxed.roster.frames["demographics"]["sex"].to_list() == ["male", "female"]
+
+
+def test_an_unclosed_quote_runs_to_the_end_of_the_file(run):
+    result = run(replace(DEMO_ALONE, DEMO, ",Fresno,", ',"Fresno,'))
+    only(result, "csv.line_break_in_quoted_field", severity=Severity.ERROR, file=DEMO, row=2)
+    assert result.files[DEMO].dropped == 3
+    assert result.verdict == "rejected"
+
+
+def test_a_quoted_field_with_commas_and_doubled_quotes_is_fine(run):
+    files = set_cell(DEMO_ALONE, DEMO, 2, "cityOfBirth", 'Fresno, "The Raisin Capital"')
+    assert '"Fresno, ""The Raisin Capital"""' in files[DEMO]
+    result = run(files, strict=True)
+    assert result.findings.items == []
+    assert result.roster.frames["demographics"]["cityOfBirth"][0] == 'Fresno, "The Raisin Capital"'
+
+
+# --- line endings and blank lines --------------------------------------------------------------------------
+
+
+def test_crlf_line_ends_and_a_missing_final_newline_are_fine(run):
+    files = {name: text.replace("\n", "\r\n") for name, text in V11.items()}
+    files[DEMO] = files[DEMO].rstrip("\r\n")
+    result = run(files, strict=True)
+    assert result.verdict == "accepted", result.findings.items
+    assert result.findings.items == []
+    assert kept_rows(result) == [2, 3, 4]
+
+
+def test_blank_lines_at_the_end_of_a_file_are_fine(run):
+    result = run({**DEMO_ALONE, DEMO: DEMO_ALONE[DEMO] + "\n\n"}, strict=True)
+    assert result.findings.items == []
+    assert result.files[DEMO].rows == 3
+
+
+def test_a_blank_line_between_rows_is_a_warning_in_lenient_mode_and_an_error_in_strict_mode(run):
+    files = replace(DEMO_ALONE, DEMO, "\nu3,", "\n\nu3,")
+    lenient, _ = deviation(run, files, "csv.blank_line", file=DEMO, row=3)
+    assert frame_ids(lenient, "demographics") == ["u2", "u3", "u4"]
+    assert kept_rows(lenient) == [2, 4, 5]
+    assert lenient.files[DEMO].dropped == 0
+
+
+# --- file-level text problems: the upload is rejected ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "data"),
+    [
+        ("csv.empty_file", b""),
+        ("csv.empty_file", b"\r\n\r\n"),
+        ("csv.utf16", DEMO_ALONE[DEMO].encode("utf-16")),  # with a byte order mark
+        ("csv.utf16", DEMO_ALONE[DEMO].encode("utf-16-le")),  # without one
+        ("csv.utf16", DEMO_ALONE[DEMO].encode("utf-16-be")),
+        ("csv.nul_byte", DEMO_ALONE[DEMO].replace("Fresno", "Fres\0no").encode()),
+    ],
+)
+def test_an_unreadable_file_rejects_the_upload(run, code, data):
+    result = error(run, {**DEMO_ALONE, DEMO: data}, code, file=DEMO, row=None)
+    assert result.verdict == "rejected"
+    assert DEMO not in result.files  # nothing of the file was read
+
+
+@pytest.mark.parametrize(
+    ("code", "old", "new"),
+    [
+        ("csv.invalid_utf8", b"birthDate", b"birthD\xe4te"),
+        ("csv.bare_carriage_return", "birthDate", "birth\rDate"),
+        ("csv.unescaped_quote", "birthDate", 'birth"Date'),
+    ],
+)
+def test_a_broken_header_line_rejects_the_upload(run, code, old, new):
+    result = error(run, replace(DEMO_ALONE, DEMO, old, new), code, file=DEMO, row=1)
+    assert result.verdict == "rejected"
+
+
+def test_a_header_only_file_is_a_warning_in_lenient_mode_and_an_error_in_strict_mode(run):
+    lenient, strict = deviation(run, {**DEMO_ALONE, DEMO: HEADER}, "csv.no_data_rows", file=DEMO, row=None)
+    assert lenient.roster.frames["demographics"].height == 0
+    assert strict.verdict == "rejected"
