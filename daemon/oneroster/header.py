@@ -62,8 +62,8 @@ def map_header(header: list[str], table: Table, findings: Findings, mode: Mode) 
     found_order = sorted(positions, key=positions.__getitem__)
     expected_order = [name for name in table.names if name in positions]
     if found_order != expected_order:
-        report("header.column_order", Severity.ERROR,
-               f"columns are out of order; expected {','.join(table.names)}", ",".join(header))  # fmt: skip
+        findings.add("header.column_order", Severity.ERROR, f"{file}: columns are out of order; expected "
+                     f"{','.join(table.names)}", file=file, row=1, value=",".join(header), scope="file")  # fmt: skip
     last_defined = max(positions.values(), default=-1)
     for name, pos in extensions.items():
         if pos < last_defined and name.startswith("metadata."):  # others were reported as unknown already

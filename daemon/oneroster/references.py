@@ -103,19 +103,34 @@ def _check_column(
         checks.append(("reference.target_type_mismatch", wrong,
                        f"{col.name} must point at a row of {target.table.file} whose type is {kinds}"))  # fmt: skip
     severity = Severity.ERROR if col.required or col.kind is Kind.GUID else mode.deviation()
-    bad_rows: list[pl.Series] = []
+    bad: list[pl.DataFrame] = []
     for code, cond, message in checks:
         hits = values.filter(cond)
         if hits.height == 0:
             continue
         per_row = hits.group_by("_row", maintain_order=True).agg(pl.col("value").first())
         findings.add_rows(code, severity, per_row, message, file=state.table.file, column=col.name)
-        bad_rows.append(per_row["_row"])
-    if not bad_rows:
+        bad.append(hits)
+    if not bad:
         return
-    rows = pl.concat(bad_rows).unique().implode()
+    unresolved = pl.concat(bad).unique()
+    rows = unresolved["_row"].unique().implode()
     if severity is Severity.ERROR:
         state.frame = state.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(rows))
+    elif col.kind is Kind.REF_LIST:  # lenient: forget only the items that cannot be resolved
+        kept = (
+            state.frame.filter(pl.col("_row").is_in(rows))
+            .select("_row", value=pl.col(col.name))
+            .explode("value")
+            .join(unresolved, on=["_row", "value"], how="anti")
+            .group_by("_row")
+            .agg(kept=pl.col("value").drop_nulls())
+        )
+        state.frame = (
+            state.frame.join(kept, on="_row", how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("_row").is_in(rows)).then("kept").otherwise(col.name).alias(col.name))
+            .drop("kept")
+        )
     else:  # lenient: keep the row, forget the reference that cannot be resolved
         cleared = pl.lit(None, state.frame.schema[col.name])
         state.frame = state.frame.with_columns(

@@ -64,9 +64,10 @@ class CsvReader:
     """
 
     def __init__(self, file: str, findings: Findings, mode: Mode, width_code: str = "row.width_mismatch",
-                 scope: str = "row") -> None:  # fmt: skip
+                 scope: str = "row", redact: bool = False) -> None:  # fmt: skip
         self.file, self.findings, self.mode = file, findings, mode
         self.width_code, self.scope = width_code, scope
+        self.redact = redact  # the file has a password column: a broken line shows only its first cell
         self.header: list[str] = []
         self.next_row = 2  # the header is row 1
 
@@ -116,6 +117,10 @@ class CsvReader:
         quotes = b'"' in body
         bare_cr = body.count(b"\r") != body.count(b"\r\n")
         flags = _line_flags(lines, width, lossy, quotes, bare_cr, first_row, last)
+        shown = pl.col("line")
+        if self.redact:
+            shown = pl.col("line").str.extract(r'^("?[^",]*"?)', 1) + pl.lit(",… (rest not shown: holds a password)")
+        flags = flags.with_columns(shown=shown)
         good = _report_line_problems(flags, self.file, width, self.findings, mode, self.width_code, self.scope)
         dropped_ids = (
             flags.filter(~pl.col("blank") & ~pl.col("_row").is_in(good["_row"].implode()))
@@ -140,8 +145,8 @@ class CsvReader:
 def line_chunks(blocks: Iterable[bytes], size: int = 32 << 20) -> Iterator[bytes]:
     """Regroup blocks of bytes into chunks of about `size` that end at a line break.
 
-    A cut never follows a line with an odd number of quotes, so a record that a quoted line break splits
-    over several lines stays in one chunk and is reported once, where it starts.
+    A chunk ends where the quotes so far balance, so a record that a quoted line break splits over several
+    lines stays in one chunk and is reported once, where it starts.
     """
     buf = bytearray()
     for block in blocks:
@@ -155,16 +160,21 @@ def line_chunks(blocks: Iterable[bytes], size: int = 32 << 20) -> Iterator[bytes
 
 
 def _cut_point(buf: bytearray, tries: int = 64) -> int:
+    """After the last line break outside quotes (within `tries` lines of the end); 0 when there is none."""
     end = buf.rfind(b"\n")
-    fallback = end + 1
+    if end < 0:
+        return 0
+    quotes = buf.count(b'"', 0, end)
     for _ in range(tries):
-        if end < 0:
-            return fallback
-        start = buf.rfind(b"\n", 0, end) + 1
-        if buf.count(b'"', start, end) % 2 == 0:
+        if quotes % 2 == 0:
             return end + 1
-        end = start - 1
-    return fallback
+        start = buf.rfind(b"\n", 0, end)
+        if start < 0:
+            break
+        quotes -= buf.count(b'"', start, end)
+        end = start
+    # A stray quote unbalances everything after it; the line checks report it wherever the cut falls.
+    return buf.rfind(b"\n") + 1
 
 
 def _parse_if_clean(body: bytes, names: list[str], schema: dict, first_row: int) -> pl.DataFrame | None:
@@ -282,13 +292,13 @@ def _report_line_problems(
     dropped = pl.lit(False)
     for code, cond, message, severity in checks:
         rows = flags.filter(cond & ~pl.col("_row").is_in(broken["_row"].implode()))
-        findings.add_rows(code, severity, rows.select("_row", value="line"), message, file=file, scope=scope)
+        findings.add_rows(code, severity, rows.select("_row", value="shown"), message, file=file, scope=scope)
         dropped = dropped | cond
-    starts = broken.filter(pl.col("start")).join(flags.select("_row", "line"), on="_row")
+    starts = broken.filter(pl.col("start")).join(flags.select("_row", "shown"), on="_row")
     findings.add_rows(
         "csv.line_break_in_quoted_field",
         Severity.ERROR,
-        starts.select("_row", "end", value="line"),
+        starts.select("_row", "end", value="shown"),
         lambda r: f"a quoted field opened on row {r['_row']} runs over a line break (rows {r['_row']}-{r['end']})",
         file=file,
         scope=scope,
@@ -297,7 +307,7 @@ def _report_line_problems(
     findings.add_rows(
         "csv.unescaped_quote",
         Severity.ERROR,
-        stray.select("_row", value="line"),
+        stray.select("_row", value="shown"),
         "a double quote inside a field must be doubled (\"\") and the field quoted",
         file=file,
         scope=scope,
@@ -307,7 +317,7 @@ def _report_line_problems(
     findings.add_rows(
         width_code,
         Severity.ERROR,
-        wrong_width.select("_row", "cells", value="line"),
+        wrong_width.select("_row", "cells", value="shown"),
         lambda r: f"the row has {r['cells']} cells, the header has {width} (an unquoted comma?)",
         file=file,
         scope=scope,

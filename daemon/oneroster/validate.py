@@ -20,7 +20,7 @@ from .manifest import Manifest, guess_version, read_manifest
 from .references import FileState, check_references
 from .prefetch import prefetch
 from .rows import Context, check_file_rules, check_rows
-from .schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Version
+from .schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Kind, Version
 from .text import CsvReader, line_chunks
 from .zipread import EntryError, Package, ZipLimits, open_package
 
@@ -227,7 +227,8 @@ class _Run:
         is about that of its typed values, not of its text.
         """
         file = ctx.table.file
-        reader = CsvReader(file, self.findings, self.mode)
+        secret = any(c.kind is Kind.SECRET for c in ctx.table.columns)
+        reader = CsvReader(file, self.findings, self.mode, redact=secret)
         hmap = None
         pieces: list[pl.DataFrame] = []
         data_rows = dropped = 0

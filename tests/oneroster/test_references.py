@@ -69,11 +69,6 @@ def test_a_bad_optional_reference_is_cleared_in_lenient_mode_and_an_error_in_str
     assert strict.files[file].dropped == 1
 
 
-@pytest.mark.xfail(
-    reason="lenient mode clears the whole agentSourcedIds list when one item does not resolve, losing the valid "
-    "items; only the unresolved reference should be forgotten",
-    strict=True,
-)
 def test_a_dangling_item_of_an_optional_list_is_forgotten_and_the_others_kept(run):
     result = run(set_cell(V11, "users.csv", 3, "agentSourcedIds", "u1,u9"))
     only(result, "reference.missing_target_record", severity=Severity.WARNING, file="users.csv", row=3,
