@@ -74,19 +74,23 @@ def _missing_file(state: FileState, col: Column, findings: Findings) -> None:
 def _check_column(
     state: FileState, col: Column, target: FileState, version: Version, findings: Findings, mode: Mode
 ) -> None:
-    values = state.frame.select("_row", value=pl.col(col.name))
-    if col.kind is Kind.REF_LIST:
-        values = values.explode("value")
-    values = values.filter(pl.col("value").is_not_null())
-    if values.height == 0:
-        return
-    # Common case first: one membership test against the rows that survived and have the right type.
+    # Common case first: one membership test against the rows that survived and have the right type;
+    # only the rows that fail it are looked at further (no copy of a whole column on the way).
     keys = ["sourcedId", "_ok", *(["type"] if col.ref.target_types else [])]
     good = target.frame.select(keys).filter(pl.col("_ok") & (_type_ok(col, version) if col.ref.target_types else True))
-    resolved = values["value"].is_in(good["sourcedId"].implode())
-    if resolved.all():
+    good_ids = good["sourcedId"].implode()
+    column = state.frame[col.name]
+    if col.kind is Kind.REF_LIST:
+        unresolved = column.list.eval(~pl.element().is_in(good_ids)).list.any()
+    else:
+        unresolved = ~column.is_in(good_ids)
+    unresolved = unresolved.fill_null(False)
+    if not unresolved.any():
         return
-    values = values.filter(~resolved)
+    values = state.frame.filter(unresolved).select("_row", value=pl.col(col.name))
+    if col.kind is Kind.REF_LIST:
+        values = values.explode("value")
+    values = values.filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(good_ids))
     ids = pl.concat([target.frame["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
     dropped_ids = pl.concat([target.frame.filter(~pl.col("_ok"))["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
     missing = ~pl.col("value").is_in(ids.implode())

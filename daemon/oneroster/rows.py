@@ -18,6 +18,7 @@ from .schema import CEDS_GRADES, Column, Kind, Table, Version
 from .text import RawTable
 
 GUID = r"^[0-9A-Za-z._/@-]{1,255}$"
+NOT_GUID_CHAR = r"[^0-9A-Za-z._/@-]"  # cheaper than matching GUID whole
 USABLE_ID = r"^[^\s\x00-\x1f,\"]{1,255}$"  # lenient: a key we can still store and match on
 EXT_TOKEN = r"^ext:[A-Za-z0-9._-]+$"
 DATE = r"^\d{4}-\d{2}-\d{2}$"
@@ -73,7 +74,7 @@ def check_rows(raw: RawTable, hmap: HeaderMap, ctx: Context, findings: Findings)
     columns: list[pl.Series] = []
     for col in ctx.table.columns:
         pos = hmap.positions.get(col.name)
-        text = src[f"c{pos}"].alias(col.name) if pos is not None else pl.Series(col.name, [None] * height, pl.String)
+        text = src[f"c{pos}"].alias(col.name) if pos is not None else pl.repeat(None, height, dtype=pl.String, eager=True).alias(col.name)
         typed, found = _check_column(text, col, ctx)
         columns.append(typed.alias(col.name))
         if pos is not None:  # a missing column is one header finding, not one per row
@@ -83,7 +84,8 @@ def check_rows(raw: RawTable, hmap: HeaderMap, ctx: Context, findings: Findings)
     issues.extend(_row_rules(typed, present, ctx))
     ok = _report(src["_row"], issues, ctx, findings)
     extensions = [src[f"c{pos}"].alias(name) for name, pos in hmap.extensions.items()]
-    return typed.with_columns(*extensions, ok)
+    # One chunk per column: a frame whose columns are chunked alike is never silently rechunked (copied) later.
+    return typed.with_columns(*extensions, ok).rechunk()
 
 
 def _with_values(issues: list[Issue], text: pl.Series) -> list[Issue]:
@@ -94,14 +96,13 @@ def _with_values(issues: list[Issue], text: pl.Series) -> list[Issue]:
 
 
 def _report(rows: pl.Series, issues: list[Issue], ctx: Context, findings: Findings) -> pl.Series:
-    ok = pl.Series("_ok", [True], pl.Boolean).extend_constant(True, rows.len() - 1) if rows.len() else \
-        pl.Series("_ok", [], pl.Boolean)  # fmt: skip
+    ok = pl.repeat(True, rows.len(), dtype=pl.Boolean, eager=True)
     for issue in issues:
         mask = issue.mask.fill_null(False)
         if not mask.any():
             continue
         secret = issue.column is not None and ctx.table.column(issue.column).kind is Kind.SECRET
-        value = issue.value if issue.value is not None else pl.Series([None] * rows.len(), dtype=pl.String)
+        value = issue.value if issue.value is not None else pl.repeat(None, rows.len(), dtype=pl.String, eager=True)
         hits = pl.DataFrame({"_row": rows, "value": value.cast(pl.String)}).filter(mask)
         findings.add_rows(issue.code, issue.severity, hits, issue.message, file=ctx.file, column=issue.column,
                           secret=secret)  # fmt: skip
@@ -141,7 +142,7 @@ def _id_issues(bad: pl.Series, unusable: Callable[[], pl.Series], col: Column, c
 
 
 def _guid(text: pl.Series, col: Column, ctx: Context) -> Checked:
-    bad = text.is_not_null() & ~text.str.contains(GUID)
+    bad = text.str.contains(NOT_GUID_CHAR) | (text.str.len_bytes() > 255) | (text == "")
     return text, _id_issues(bad, lambda: text.is_not_null() & ~text.str.contains(USABLE_ID), col, ctx)
 
 
@@ -274,7 +275,7 @@ def _datetime(text: pl.Series, col: Column, ctx: Context) -> Checked:
 
 def _lifecycle(text: pl.Series, col: Column, ctx: Context) -> Checked:
     """status and dateLastModified: blank in bulk files, required in delta files."""
-    blank = pl.Series(col.name, [None] * text.len(), UTC_MS if col.kind is Kind.MODIFIED else pl.String)
+    blank = pl.repeat(None, text.len(), dtype=UTC_MS if col.kind is Kind.MODIFIED else pl.String, eager=True)
     if ctx.file_mode == "bulk":
         issue = Issue("row.field_forbidden_in_bulk", ctx.mode.deviation(), text.is_not_null(),
                       f"{col.name} must be blank in a bulk file (ignored)", col.name)  # fmt: skip

@@ -21,6 +21,8 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # Bytes that never occur in CSV text; one that is absent from the file serves as a "no split" separator.
 _SPARE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01", "\x02", "\x03")
 QUOTED_FIELD = r'"(?:[^"]|"")*"'
+# A quoted field that starts a cell; removing these leaves a quote only where one is stray.
+FIELD_START_QUOTED = r'(^|,)"(?:[^"]|"")*"'
 _FIELD = rf'(?:{QUOTED_FIELD}|[^",]*)'
 WELL_FORMED = rf"^{_FIELD}(?:,{_FIELD})*$"
 # A line that ends inside an opened quoted field: the record was broken by a line break.
@@ -186,7 +188,7 @@ def _parse_if_clean(body: bytes, names: list[str], schema: dict, first_row: int)
     """
     if not body:
         return pl.DataFrame(schema=schema).with_columns(_row=pl.lit(0, pl.UInt32))
-    if body.count(b"\r") != body.count(b"\r\n"):
+    if b"\r" in body and body.count(b"\r") != body.count(b"\r\n"):
         return None
     try:
         frame = pl.read_csv(body, has_header=False, new_columns=names, schema=schema, quote_char='"')
@@ -197,12 +199,14 @@ def _parse_if_clean(body: bytes, names: list[str], schema: dict, first_row: int)
         return None
     separators = body.count(b",")
     if b'"' in body:
-        # polars reads a stray quote in an unquoted field as text; a value holding a quote gets a closer look.
-        if frame.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True).any() for n in names)).item():
+        # polars reads a stray quote in an unquoted field as text, so lines with quotes are checked for form;
+        # and commas inside quoted values are not separators.
+        quoted = _split_lines(body)[0]
+        quoted = quoted.filter(quoted.str.contains('"', literal=True))
+        bare = quoted.str.replace_all(FIELD_START_QUOTED, "$1")
+        if bare.str.contains('"', literal=True).any():
             return None
-        # Commas inside quoted values are not separators.
-        inside = frame.select(pl.sum_horizontal(pl.col(n).str.count_matches(",", literal=True).sum() for n in names))
-        separators -= inside.item() or 0
+        separators -= quoted.str.count_matches(",", literal=True).sum() - bare.str.count_matches(",", literal=True).sum()
     if separators != (len(names) - 1) * frame.height:
         return None
     return frame.with_columns(_row=pl.int_range(first_row, first_row + frame.height, dtype=pl.UInt32))
