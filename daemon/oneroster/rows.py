@@ -14,7 +14,7 @@ import polars as pl
 
 from .findings import Findings, Mode, Severity
 from .header import HeaderMap
-from .schema import CEDS_GRADES, Column, Kind, Table, Version
+from .schema import CEDS_GRADES, STATUS_VALUES, Column, Kind, Table, Version
 from .text import RawTable
 
 GUID = r"^[0-9A-Za-z._/@-]{1,255}$"
@@ -67,18 +67,31 @@ Checked = tuple[pl.Series, list[Issue]]
 
 
 def check_rows(raw: RawTable, hmap: HeaderMap, ctx: Context, findings: Findings) -> pl.DataFrame:
-    """Typed, normalised frame of the file's rows with `_row` and `_ok` (false where an error drops the row)."""
+    """Typed, normalised frame of the file's rows with `_row` and `_ok` (false where an error drops the row).
+
+    First one parallel pass over all columns checks the exact (spec) form and types the values; only a
+    column where that pass finds something is looked at again, cell by cell, for findings and lenient fixes.
+    """
     src = raw.frame
     height = src.height
+    text = {
+        c.name: src[f"c{pos}"].alias(c.name) if (pos := hmap.positions.get(c.name)) is not None
+        else pl.repeat(None, height, dtype=pl.String, eager=True).alias(c.name)
+        for c in ctx.table.columns
+    }  # fmt: skip
+    exact = pl.DataFrame(list(text.values())).select(
+        *(expr for col in ctx.table.columns for expr in _exact(col, ctx))
+    )
     issues: list[Issue] = []
     columns: list[pl.Series] = []
     for col in ctx.table.columns:
-        pos = hmap.positions.get(col.name)
-        text = src[f"c{pos}"].alias(col.name) if pos is not None else pl.repeat(None, height, dtype=pl.String, eager=True).alias(col.name)
-        typed, found = _check_column(text, col, ctx)
+        bad = exact.get_column(f"__bad_{col.name}", default=None)
+        if bad is not None and bad.any() and col.name in hmap.positions:
+            typed, found = _check_column(text[col.name], col, ctx)
+            issues.extend(_with_values(found, text[col.name]))
+        else:  # a missing column is one header finding, not one per row
+            typed = exact[col.name]
         columns.append(typed.alias(col.name))
-        if pos is not None:  # a missing column is one header finding, not one per row
-            issues.extend(_with_values(found, text))
     typed = pl.DataFrame([*columns, src["_row"]])
     present = {c.name for c in ctx.table.columns if c.name in hmap.positions}
     issues.extend(_row_rules(typed, present, ctx))
@@ -109,6 +122,63 @@ def _report(rows: pl.Series, issues: list[Issue], ctx: Context, findings: Findin
         if issue.severity is Severity.ERROR:
             ok = ok & ~mask
     return ok.alias("_ok")
+
+
+_CEDS = "|".join(CEDS_GRADES)
+CEDS_LIST = rf"^(?:{_CEDS})(?:,(?:{_CEDS}))*$"
+_USER_ID_ITEM = r"\{[^{}:,]+:[^{},]+\}"
+USER_ID_LIST = rf"^{_USER_ID_ITEM}(?:,{_USER_ID_ITEM})*$"
+NOT_GUID_LIST_CHAR = r"[^0-9A-Za-z._/@,-]"
+
+
+def _exact(col: Column, ctx: Context) -> list[pl.Expr]:
+    """The column typed as if every value had its exact form, and `__bad_<name>`: rows where one has not.
+
+    Where `__bad_` is false everywhere, the typed column equals what the detailed handler would give.
+    """
+    c = pl.col(col.name)
+    kind, name = col.kind, col.name
+    typed: pl.Expr = c
+    bad: pl.Expr | None = None
+    if kind in (Kind.GUID, Kind.REF):
+        bad = c.str.contains(NOT_GUID_CHAR) | (c.str.len_bytes() > 255) | (c == "")
+    elif kind in (Kind.REF_LIST, Kind.LIST, Kind.GRADES, Kind.USER_IDS):
+        typed = c.str.split(",")
+        bad = c.str.contains(LIST_NEEDS_CLEANING)
+        if kind is Kind.REF_LIST:
+            bad = bad | c.str.contains(NOT_GUID_LIST_CHAR) | (c.str.len_bytes() > 255)
+        elif kind is Kind.USER_IDS:
+            bad = bad | ~c.str.contains(USER_ID_LIST)
+        elif kind is Kind.GRADES and not ctx.version.extensible:
+            bad = bad | ~c.str.contains(CEDS_LIST)
+    elif kind is Kind.ENUM:
+        ok = c.is_in(list(col.vocabulary))
+        if col.extensible and ctx.version.extensible:
+            ok = ok | c.str.contains(EXT_TOKEN)
+        bad = c.is_not_null() & ~ok
+    elif kind is Kind.BOOL:
+        typed = pl.when(c.is_not_null()).then(c == "true")
+        bad = c.is_not_null() & ~c.is_in(["true", "false"])
+    elif kind is Kind.DATE:
+        typed = c.str.to_date("%Y-%m-%d", strict=False)
+        bad = c.is_not_null() & (typed.is_null() | ~c.str.contains(DATE))
+    elif kind is Kind.YEAR:
+        typed = c.cast(pl.Int16, strict=False)
+        bad = c.is_not_null() & ~c.str.contains(YEAR)
+    elif kind in (Kind.STATUS, Kind.MODIFIED) and ctx.file_mode == "bulk":
+        typed = pl.lit(None, UTC_MS if kind is Kind.MODIFIED else pl.String)
+        bad = c.is_not_null()
+    elif kind is Kind.STATUS:
+        bad = c.is_null() | ~c.is_in(list(STATUS_VALUES))
+    elif kind is Kind.MODIFIED:
+        typed = c.str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", strict=False, time_unit="ms", time_zone="UTC")
+        bad = c.is_null() | typed.is_null() | ~c.str.contains(DATETIME)
+    if col.required and kind not in (Kind.STATUS, Kind.MODIFIED):
+        bad = c.is_null() if bad is None else (bad | c.is_null())
+    exprs = [typed.alias(name)]
+    if bad is not None:
+        exprs.append(bad.fill_null(False).alias(f"__bad_{name}"))
+    return exprs
 
 
 def _check_column(text: pl.Series, col: Column, ctx: Context) -> Checked:

@@ -33,7 +33,7 @@ class ValidateOptions:
     limits: ZipLimits = ZipLimits()
     max_dropped_share: float = 0.01  # a file losing more than this share of its rows rejects the upload
     keep_examples: int = 1000  # findings kept per (code, file); counts are always complete
-    chunk_bytes: int = 32 << 20  # text checked at a time; bounds the memory a large file needs
+    chunk_bytes: int = 16 << 20  # text checked at a time; bounds the memory a large file needs
     progress: Callable[[str], None] | None = None
 
 
