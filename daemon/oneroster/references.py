@@ -38,6 +38,7 @@ def check_references(
     order = [e for e in DEPENDENCY_ORDER if e in states] + sorted(e for e in states if e not in DEPENDENCY_ORDER)
     for entity in order:
         state = states[entity]
+        checked: list[tuple[Column, FileState, pl.Series]] = []
         for col in state.table.columns:
             if col.ref is None or col.name not in state.frame.columns:
                 continue
@@ -46,9 +47,17 @@ def check_references(
                 if all_bulk:
                     _missing_file(state, col, findings)
                 continue
-            if target.mode != "bulk":
-                continue
-            _check_column(state, col, target, version, findings, mode)
+            if target.mode == "bulk":
+                checked.append((col, target, _resolvable(col, target, version)))
+        # Common case first: one parallel pass of membership tests over all of the file's references; only
+        # the references with a row that fails it are looked at further.
+        unresolved = state.frame.select(
+            _unresolved(col, ids).alias(col.name) for col, _, ids in checked
+        ) if checked else None  # fmt: skip
+        for col, target, _ in checked:
+            mask = unresolved[col.name]
+            if mask.any():
+                _check_column(state, col, target, mask, version, findings, mode)
         if entity == "roles" and "userProfiles" in states and states["userProfiles"].mode == "bulk":
             _check_profile_owner(state, states["userProfiles"], findings)
 
@@ -71,22 +80,24 @@ def _missing_file(state: FileState, col: Column, findings: Findings) -> None:
     )
 
 
-def _check_column(
-    state: FileState, col: Column, target: FileState, version: Version, findings: Findings, mode: Mode
-) -> None:
-    # Common case first: one membership test against the rows that survived and have the right type;
-    # only the rows that fail it are looked at further (no copy of a whole column on the way).
-    keys = ["sourcedId", "_ok", *(["type"] if col.ref.target_types else [])]
-    good = target.frame.select(keys).filter(pl.col("_ok") & (_type_ok(col, version) if col.ref.target_types else True))
-    good_ids = good["sourcedId"].implode()
-    column = state.frame[col.name]
+def _resolvable(col: Column, target: FileState, version: Version) -> pl.Series:
+    """The sourcedIds a reference may point at: surviving rows of the target, of the right type."""
+    keep = pl.col("_ok") & (_type_ok(col, version) if col.ref.target_types else True)
+    return target.frame.select(pl.col("sourcedId").filter(keep)).to_series()  # no copy of the other columns
+
+
+def _unresolved(col: Column, ids: pl.Series) -> pl.Expr:
+    good = ids.implode()
     if col.kind is Kind.REF_LIST:
-        unresolved = column.list.eval(~pl.element().is_in(good_ids)).list.any()
-    else:
-        unresolved = ~column.is_in(good_ids)
-    unresolved = unresolved.fill_null(False)
-    if not unresolved.any():
-        return
+        return pl.col(col.name).list.eval(~pl.element().is_in(good)).list.any().fill_null(False)
+    return (~pl.col(col.name).is_in(good)).fill_null(False)
+
+
+def _check_column(
+    state: FileState, col: Column, target: FileState, unresolved: pl.Series, version: Version, findings: Findings,
+    mode: Mode,
+) -> None:  # fmt: skip
+    good_ids = _resolvable(col, target, version).implode()
     values = state.frame.filter(unresolved).select("_row", value=pl.col(col.name))
     if col.kind is Kind.REF_LIST:
         values = values.explode("value")

@@ -41,6 +41,30 @@ class RawTable:
     dropped_ids: pl.Series  # first cell (the sourcedId) of those lines, so dependants see them as dropped
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Whole lines of a file with the byte counts the fast parse needs, counted where the chunk is made
+    (the prefetch thread), off the critical path."""
+
+    data: bytes
+    newlines: int
+    commas: int
+    quotes: bool
+    bare_cr: bool
+
+    @classmethod
+    def of(cls, data: bytes) -> Chunk:
+        bare_cr = b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
+        return cls(data, data.count(b"\n"), data.count(b","), b'"' in data, bare_cr)
+
+    def after(self, head: bytes) -> Chunk:
+        """This chunk without its first `len(head)` bytes (the header line and its line break)."""
+        rest = self.data[len(head) :]
+        bare_cr = self.bare_cr and b"\r" in rest and rest.count(b"\r") != rest.count(b"\r\n")
+        return Chunk(rest, self.newlines - head.count(b"\n"), self.commas - head.count(b","),
+                     self.quotes and b'"' in rest, bare_cr)  # fmt: skip
+
+
 def column_names(width: int) -> list[str]:
     return [f"c{i}" for i in range(width)]
 
@@ -53,7 +77,7 @@ def read_table(
     `scope="file"` makes every broken line reject the upload (used for manifest.csv, where no row is optional).
     """
     reader = CsvReader(file, findings, mode, width_code, scope)
-    body = reader.start(data)
+    body = reader.start(Chunk.of(data))
     if body is None:
         return None
     return reader.rows(body, last=True)
@@ -73,19 +97,19 @@ class CsvReader:
         self.header: list[str] = []
         self.next_row = 2  # the header is row 1
 
-    def start(self, first: bytes) -> bytes | None:
-        """Check the file's opening bytes and read the header; return the rest of `first`, or None."""
+    def start(self, chunk: Chunk) -> Chunk | None:
+        """Check the file's opening bytes and read the header; return the rest of the chunk, or None."""
         file, findings = self.file, self.findings
-        if not first.strip(b"\r\n\t "):
+        first = chunk.data
+        if not first or first.isspace():
             findings.add("csv.empty_file", Severity.ERROR, f"{file} is empty: it needs at least a header row", file=file)
             return None
         if first.startswith(UTF16_BOMS) or first[:2].count(0) == 1:
             findings.add("csv.utf16", Severity.ERROR, f"{file} is UTF-16 text; save it as UTF-8", file=file)
             return None
-        if first.startswith(UTF8_BOM):
-            first = first[len(UTF8_BOM) :]  # the spec tells importers to accept and ignore a UTF-8 BOM
+        bom = len(UTF8_BOM) if first.startswith(UTF8_BOM) else 0  # the spec says: accept and ignore a BOM
         end = first.find(b"\n")
-        header_bytes = first[: end if end >= 0 else len(first)].rstrip(b"\r")
+        header_bytes = first[bom : end if end >= 0 else len(first)].rstrip(b"\r")
         if b"\x00" in header_bytes:
             self._nul()
             return None
@@ -93,18 +117,19 @@ class CsvReader:
         if header is None:
             return None
         self.header = header
-        return first[end + 1 :] if end >= 0 else b""
+        return chunk.after(first[: end + 1] if end >= 0 else first)
 
-    def rows(self, body: bytes, last: bool) -> RawTable | None:
+    def rows(self, chunk: Chunk, last: bool) -> RawTable | None:
         """The well-formed rows of one chunk of data lines (None when the file turns out to be binary)."""
+        body = chunk.data
         if b"\x00" in body:
             self._nul()
             return None
         first_row = self.next_row
-        self.next_row += body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+        self.next_row += chunk.newlines + (0 if body.endswith(b"\n") or not body else 1)
         names = column_names(len(self.header))
         schema = {n: pl.String for n in names}
-        fast = _parse_if_clean(body, names, schema, first_row)
+        fast = _parse_if_clean(chunk, names, schema, first_row)
         if fast is not None:
             return RawTable(self.header, fast, fast.height, 0, pl.Series("sourcedId", [], pl.String))
         return self._rows_line_by_line(body, names, schema, first_row, last)
@@ -144,24 +169,29 @@ class CsvReader:
         return RawTable(self.header, frame, data_rows, data_rows - expected, dropped_ids)
 
 
-def line_chunks(blocks: Iterable[bytes], size: int = 32 << 20) -> Iterator[bytes]:
+def line_chunks(blocks: Iterable[bytes], size: int = 16 << 20) -> Iterator[Chunk]:
     """Regroup blocks of bytes into chunks of about `size` that end at a line break.
 
     A chunk ends where the quotes so far balance, so a record that a quoted line break splits over several
     lines stays in one chunk and is reported once, where it starts.
     """
-    buf = bytearray()
+    pending: list[bytes] = []
+    held = 0
     for block in blocks:
-        buf += block
-        if len(buf) >= size:
-            cut = _cut_point(buf)
+        pending.append(block)
+        held += len(block)
+        if held >= size:
+            data = b"".join(pending)
+            cut = _cut_point(data)
             if cut:
-                yield bytes(buf[:cut])
-                del buf[:cut]
-    yield bytes(buf)
+                yield Chunk.of(data if cut == len(data) else data[:cut])
+                pending, held = [data[cut:]], len(data) - cut
+            else:
+                pending = [data]
+    yield Chunk.of(b"".join(pending))
 
 
-def _cut_point(buf: bytearray, tries: int = 64) -> int:
+def _cut_point(buf: bytes, tries: int = 64) -> int:
     """After the last line break outside quotes (within `tries` lines of the end); 0 when there is none."""
     end = buf.rfind(b"\n")
     if end < 0:
@@ -179,26 +209,27 @@ def _cut_point(buf: bytearray, tries: int = 64) -> int:
     return buf.rfind(b"\n") + 1
 
 
-def _parse_if_clean(body: bytes, names: list[str], schema: dict, first_row: int) -> pl.DataFrame | None:
+def _parse_if_clean(chunk: Chunk, names: list[str], schema: dict, first_row: int) -> pl.DataFrame | None:
     """Parse straight from the bytes when that provably gives one well-formed record per line, else None.
 
     polars' strict parse already fails on invalid UTF-8, stray quotes and rows with too many cells. If it
     also yields one record per physical line (no quoted line breaks) and the separators outside quotes add
     up to exactly (width - 1) per record, no row can be short, so no line needs looking at on its own.
     """
+    body = chunk.data
     if not body:
         return pl.DataFrame(schema=schema).with_columns(_row=pl.lit(0, pl.UInt32))
-    if b"\r" in body and body.count(b"\r") != body.count(b"\r\n"):
+    if chunk.bare_cr:
         return None
     try:
         frame = pl.read_csv(body, has_header=False, new_columns=names, schema=schema, quote_char='"')
     except pl.exceptions.PolarsError:
         return None
-    lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+    lines = chunk.newlines + (0 if body.endswith(b"\n") else 1)
     if frame.height != lines:
         return None
-    separators = body.count(b",")
-    if b'"' in body:
+    separators = chunk.commas
+    if chunk.quotes:
         # polars reads a stray quote inside an unquoted field as text. Such a value holds a quote, and so does
         # a correctly escaped one (""): the raw lines of rows whose values hold a quote are checked for form.
         # Row i is line i here (the counts matched above).

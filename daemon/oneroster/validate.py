@@ -235,8 +235,7 @@ class _Run:
         dropped_ids: list[pl.Series] = []
         chunks = prefetch(line_chunks(self.pkg.stream(file), self.options.chunk_bytes))
         try:
-            for number, chunk in enumerate(_last_flagged(chunks)):
-                data, last = chunk
+            for number, (data, last) in enumerate(_last_flagged(chunks)):
                 if number == 0:
                     data = reader.start(data)
                     if data is None:

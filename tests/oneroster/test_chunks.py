@@ -31,7 +31,7 @@ def test_small_chunks_change_nothing(name: str, mode: Mode) -> None:
 def test_chunks_end_at_line_breaks_and_keep_quoted_records_whole() -> None:
     text = b'h1,h2\n1,"a\nb"\n2,x\n3,"c\n\nd"\n4,y\n' * 50
     blocks = [text[i : i + 7] for i in range(0, len(text), 7)]
-    chunks = list(line_chunks(blocks, size=40))
+    chunks = [chunk.data for chunk in line_chunks(blocks, size=40)]
     assert b"".join(chunks) == text
     for chunk in chunks[:-1]:
         assert chunk.endswith(b"\n")
