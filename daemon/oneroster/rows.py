@@ -392,27 +392,29 @@ def _has_duplicates(values: pl.Series) -> bool:
 
 
 def _row_rules(frame: pl.DataFrame, names: set[str], ctx: Context) -> list[Issue]:
-    """Rules over several cells of a row, or over all rows of the file (`frame` holds the typed values)."""
-    issues: list[Issue] = []
-
-    def rule(code: str, severity: Severity, mask: pl.Expr, message: str, column: str, value: pl.Expr | None = None):
-        mask_series = frame.select(mask.fill_null(False)).to_series()
-        if not mask_series.any():
-            return
-        shown = frame.select((value if value is not None else pl.col(column).cast(pl.String))).to_series()
-        issues.append(Issue(code, severity, mask_series, message, column, shown))
-
+    """Rules over several cells of a row (`frame` holds the typed values); one parallel pass finds which fire."""
+    rules: list[tuple[str, Severity, pl.Expr, str, str, pl.Expr]] = []
     if {"subjects", "subjectCodes"} <= names:
-        rule("row.list_length_mismatch", Severity.ERROR,
-             pl.col("subjects").list.len() != pl.col("subjectCodes").list.len(),
-             "subjects and subjectCodes must have the same number of items", "subjectCodes",
-             pl.col("subjectCodes").list.join(","))  # fmt: skip
+        rules.append(("row.list_length_mismatch", Severity.ERROR,
+                      pl.col("subjects").list.len() != pl.col("subjectCodes").list.len(),
+                      "subjects and subjectCodes must have the same number of items", "subjectCodes",
+                      pl.col("subjectCodes").list.join(",")))  # fmt: skip
     for start, end in (("startDate", "endDate"), ("beginDate", "endDate")):
         if {start, end} <= names:
-            rule("row.date_order", ctx.mode.deviation(), pl.col(start) > pl.col(end), f"{end} is before {start}", end)
+            rules.append(("row.date_order", ctx.mode.deviation(), pl.col(start) > pl.col(end),
+                          f"{end} is before {start}", end, pl.col(end).cast(pl.String)))  # fmt: skip
     if ctx.table.entity == "enrollments" and {"primary", "role"} <= names:
-        rule("row.primary_not_teacher", ctx.mode.deviation(), pl.col("primary") & (pl.col("role") != "teacher"),
-             "primary=true is only for teachers", "primary")  # fmt: skip
+        rules.append(("row.primary_not_teacher", ctx.mode.deviation(),
+                      pl.col("primary") & (pl.col("role") != "teacher"),
+                      "primary=true is only for teachers", "primary", pl.col("primary").cast(pl.String)))  # fmt: skip
+    if not rules:
+        return []
+    fired = frame.select(rule[2].fill_null(False).any().alias(str(k)) for k, rule in enumerate(rules)).row(0)
+    issues = []
+    for (code, severity, mask, message, column, value), hit in zip(rules, fired, strict=True):
+        if hit:
+            out = frame.select(mask.fill_null(False).alias("mask"), value.alias("value"))
+            issues.append(Issue(code, severity, out["mask"], message, column, out["value"]))
     return issues
 
 

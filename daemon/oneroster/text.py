@@ -233,15 +233,17 @@ def _parse_if_clean(chunk: Chunk, names: list[str], schema: dict, first_row: int
         # polars reads a stray quote inside an unquoted field as text. Such a value holds a quote, and so does
         # a correctly escaped one (""): the raw lines of rows whose values hold a quote are checked for form.
         # Row i is line i here (the counts matched above).
-        suspect = frame.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True) for n in names))
-        suspect = suspect.to_series().fill_null(False)
-        if suspect.any():
-            lines = _split_lines(body)[0].gather(suspect.arg_true())
+        # A comma inside a value was inside quotes: it is not a separator. One parallel pass gives both.
+        stats = frame.select(
+            pl.any_horizontal(pl.col(n).str.contains('"', literal=True).any() for n in names).alias("quote"),
+            pl.sum_horizontal(pl.col(n).str.count_matches(",", literal=True).sum() for n in names).alias("commas"),
+        ).row(0, named=True)
+        if stats["quote"]:
+            suspect = frame.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True) for n in names))
+            lines = _split_lines(body)[0].gather(suspect.to_series().fill_null(False).arg_true())
             if lines.str.replace_all(FIELD_START_QUOTED, "$1").str.contains('"', literal=True).any():
                 return None
-        # A comma inside a value was inside quotes: it is not a separator.
-        inside = frame.select(pl.sum_horizontal(pl.col(n).str.count_matches(",", literal=True).sum() for n in names))
-        separators -= inside.item() or 0
+        separators -= stats["commas"] or 0
     if separators != (len(names) - 1) * frame.height:
         return None
     return frame.with_columns(_row=pl.int_range(first_row, first_row + frame.height, dtype=pl.UInt32))
