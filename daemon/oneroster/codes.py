@@ -87,6 +87,7 @@ CODES: dict[str, str] = {
     "reference.target_type_mismatch": "the referenced row has the wrong type (e.g. a class's school is not a school)",
     "reference.target_dropped": "the referenced row was dropped for its own errors, so this row is dropped too",
     "reference.profile_user_mismatch": "a role's user profile belongs to another user",
+    "reference.primary_org_without_role": "a user's primaryOrgSourcedId has no role for that user at that org",
     # Verdict
     "file.too_many_dropped_rows": "more rows were dropped than the configured share of the file allows",
 }

@@ -60,6 +60,8 @@ def check_references(
                 _check_column(state, col, target, mask, version, findings, mode)
         if entity == "roles" and "userProfiles" in states and states["userProfiles"].mode == "bulk":
             _check_profile_owner(state, states["userProfiles"], findings)
+        if entity == "roles" and state.mode == "bulk" and "users" in states:
+            _check_primary_org_roles(states["users"], state, findings)
 
 
 def _missing_file(state: FileState, col: Column, findings: Findings) -> None:
@@ -183,3 +185,21 @@ def _check_profile_owner(roles: FileState, profiles: FileState, findings: Findin
         column="userProfileSourcedId",
     )
     roles.frame = roles.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(wrong["_row"].implode()))
+
+
+def _check_primary_org_roles(users: FileState, roles: FileState, findings: Findings) -> None:
+    """1.2: a user's primary org should be an org where the user has a role (a warning: the spec says should)."""
+    if "primaryOrgSourcedId" not in users.frame.columns:
+        return
+    held = roles.frame.filter(pl.col("_ok")).select(sourcedId="userSourcedId", primaryOrgSourcedId="orgSourcedId")
+    missing = users.frame.filter(pl.col("primaryOrgSourcedId").is_not_null()).join(
+        held.unique(), on=["sourcedId", "primaryOrgSourcedId"], how="anti"
+    )
+    findings.add_rows(
+        "reference.primary_org_without_role",
+        Severity.WARNING,
+        missing.select("_row", value="primaryOrgSourcedId"),
+        "roles.csv has no role for this user at their primaryOrgSourcedId",
+        file=users.table.file,
+        column="primaryOrgSourcedId",
+    )

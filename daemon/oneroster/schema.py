@@ -255,12 +255,33 @@ def _roles_12() -> dict[str, Table]:
     }  # fmt: skip
 
 
+# References of the resources and gradebook files (shared/reference/oneroster_csv.md section 8), by column.
+# rosterd does not ingest these files, so their references are checked as optional ones.
+_OTHER_REFS = {
+    "classSourcedId": Ref("classes"),
+    "courseSourcedId": Ref("courses"),
+    "resourceSourcedId": Ref("resources"),
+    "categorySourcedId": Ref("categories"),
+    "gradingPeriodSourcedId": Ref("academicSessions"),
+    # 1.2: a line item's academic session must not be a whole school year.
+    "academicSessionSourcedId": Ref("academicSessions", ("gradingPeriod", "semester", "term")),
+    "schoolSourcedId": Ref("orgs"),
+    "orgSourcedId": Ref("orgs"),
+    "userSourcedId": Ref("users"),
+    "studentSourcedId": Ref("users"),
+    "lineItemSourcedId": Ref("lineItems"),
+    "resultSourcedId": Ref("results"),
+    "scoreScaleSourcedId": Ref("scoreScales"),
+}
+
+
 def _shape_only(entity: str, header: str, required: tuple[str, ...] = ()) -> Table:
-    """Resources and gradebook files: header, row shape, lifecycle and required values are checked."""
+    """Resources and gradebook files: header, row shape, lifecycle, required values and references."""
     names = header.split(",")
     cols = list(_lifecycle())
     for name in names[3:]:
-        cols.append(Column(name, Kind.STRING, name in required))
+        ref = _OTHER_REFS.get(name)
+        cols.append(Column(name, Kind.REF if ref else Kind.STRING, name in required, ref=ref))
     return Table(entity, tuple(cols))
 
 
@@ -376,7 +397,9 @@ MANIFEST_VERSIONS = {"1.1": V11, "1.2": V12, "1.2.1": V12}
 # Rostering entities in dependency order: a table only references tables before it (or itself).
 DEPENDENCY_ORDER = (
     "orgs", "academicSessions", "courses", "classes", "users", "userProfiles", "roles", "enrollments",
-    "demographics",
+    "demographics", "categories", "resources", "scoreScales", "lineItems", "lineItemLearningObjectiveIds",
+    "lineItemScoreScales", "results", "resultLearningObjectiveIds", "resultScoreScales", "classResources",
+    "courseResources", "userResources",
 )  # fmt: skip
 
 # Header names that only OneRoster 1.0 used, per file (shared/reference/oneroster_csv.md section 9.3).

@@ -47,7 +47,7 @@ def test_the_valid_packages_are_accepted_without_findings(run, version, strict):
 
 
 VALIDATOR_TESTS = ("test_text.py", "test_header.py", "test_rows.py", "test_manifest.py", "test_references.py",
-                   "test_verdict.py")  # fmt: skip
+                   "test_other_references.py", "test_verdict.py")  # fmt: skip
 
 
 def test_every_code_but_the_zip_ones_is_triggered_by_some_test():
