@@ -6,6 +6,7 @@ column, value). Text is rendered from findings at the edge (see report.py), neve
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -70,6 +71,7 @@ class Findings:
         self.errors = 0
         self.warnings = 0
         self.rejecting = 0  # errors that reject the upload by themselves (package, file or header level)
+        self._lock = threading.Lock()  # files are checked in parallel threads
 
     def add(
         self,
@@ -85,12 +87,13 @@ class Findings:
     ) -> None:
         """Record one finding. An error of scope "file" (the default when there is no row) rejects the upload;
         an error of scope "row" drops that row only."""
-        self._count(code, severity, 1)
-        if severity is Severity.ERROR and (scope or ("row" if row is not None else "file")) == "file":
-            self.rejecting += 1
-        if self._kept[(code, file)] < self.keep:
-            self._kept[(code, file)] += 1
-            self.items.append(Finding(code, severity, message, file, row, column, clip(value)))
+        with self._lock:
+            self._count(code, severity, 1)
+            if severity is Severity.ERROR and (scope or ("row" if row is not None else "file")) == "file":
+                self.rejecting += 1
+            if self._kept[(code, file)] < self.keep:
+                self._kept[(code, file)] += 1
+                self.items.append(Finding(code, severity, message, file, row, column, clip(value)))
 
     def add_rows(
         self,
@@ -108,14 +111,15 @@ class Findings:
         total = rows.height
         if total == 0:
             return
-        self._count(code, severity, total)
-        if severity is Severity.ERROR and scope == "file":
-            self.rejecting += total
-        room = self.keep - self._kept[(code, file)]
-        if room <= 0:
-            return
-        examples = rows.head(room)
-        self._kept[(code, file)] += examples.height
+        with self._lock:
+            self._count(code, severity, total)
+            if severity is Severity.ERROR and scope == "file":
+                self.rejecting += total
+            room = self.keep - self._kept[(code, file)]
+            if room <= 0:
+                return
+            examples = rows.head(room)
+            self._kept[(code, file)] += examples.height
         has_value = "value" in examples.columns
         for rec in examples.iter_rows(named=True):
             value = REDACTED if secret and has_value and rec.get("value") else rec.get("value")
