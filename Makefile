@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	@echo "rosterd: the SFTP daemon is not built yet; validating the bundled samples instead."
 	$(BIN)/rosterd validate samples/valid-1.1-bulk.zip
-	-$(BIN)/rosterd validate samples/broken-reference-missing-class.zip
+	-$(BIN)/rosterd validate samples/broken-school-not-a-school.zip
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto -q
