@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from .findings import Findings, Mode, Severity
-from .rows import EXT_TOKEN
+from .rows import EXT_TOKEN, Context, id_form_issues, report
 from .schema import DEPENDENCY_ORDER, Column, Kind, Table, Version
 
 
@@ -43,12 +43,12 @@ def check_references(
             if col.ref is None or col.name not in state.frame.columns:
                 continue
             target = states.get(col.ref.entity)
-            if target is None:
-                if all_bulk:
-                    _missing_file(state, col, findings)
-                continue
-            if target.mode == "bulk":
+            if target is None and all_bulk:
+                _missing_file(state, col, findings)
+            elif target is not None and target.mode == "bulk":
                 checked.append((col, target, _resolvable(col, target, version)))
+            else:  # resolved later against the snapshot: check the form of every value now
+                _check_id_form(state, col, None, version, findings, mode)
         # Common case first: one parallel pass of membership tests over all of the file's references; only
         # the references with a row that fails it are looked at further.
         unresolved = state.frame.select(
@@ -99,6 +99,7 @@ def _check_column(
     state: FileState, col: Column, target: FileState, unresolved: pl.Series, version: Version, findings: Findings,
     mode: Mode,
 ) -> None:  # fmt: skip
+    _check_id_form(state, col, unresolved, version, findings, mode)
     good_ids = _resolvable(col, target, version).implode()
     values = state.frame.filter(unresolved).select("_row", value=pl.col(col.name))
     if col.kind is Kind.REF_LIST:
@@ -203,3 +204,15 @@ def _check_primary_org_roles(users: FileState, roles: FileState, findings: Findi
         file=users.table.file,
         column="primaryOrgSourcedId",
     )
+
+
+def _check_id_form(
+    state: FileState, col: Column, only: pl.Series | None, version: Version, findings: Findings, mode: Mode
+) -> None:
+    """Check the sourcedId form of a reference column, on the rows of `only` (a mask) or on all rows."""
+    rows = state.frame.select("_row", col.name) if only is None else state.frame.filter(only).select("_row", col.name)
+    ctx = Context(state.table, version, state.mode, mode)
+    ok = report(rows["_row"], id_form_issues(rows[col.name], col, ctx), ctx, findings)
+    if not ok.all():
+        dropped = rows["_row"].filter(~ok).implode()
+        state.frame = state.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(dropped))

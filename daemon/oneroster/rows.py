@@ -95,7 +95,7 @@ def check_rows(raw: RawTable, hmap: HeaderMap, ctx: Context, findings: Findings)
     typed = pl.DataFrame([*columns, src["_row"]])
     present = {c.name for c in ctx.table.columns if c.name in hmap.positions}
     issues.extend(_row_rules(typed, present, ctx))
-    ok = _report(src["_row"], issues, ctx, findings)
+    ok = report(src["_row"], issues, ctx, findings)
     extensions = [src[f"c{pos}"].alias(name) for name, pos in hmap.extensions.items()]
     # One chunk per column: a frame whose columns are chunked alike is never silently rechunked (copied) later.
     return typed.with_columns(*extensions, ok).rechunk()
@@ -108,7 +108,8 @@ def _with_values(issues: list[Issue], text: pl.Series) -> list[Issue]:
     return issues
 
 
-def _report(rows: pl.Series, issues: list[Issue], ctx: Context, findings: Findings) -> pl.Series:
+def report(rows: pl.Series, issues: list[Issue], ctx: Context, findings: Findings) -> pl.Series:
+    """Record the issues' findings; return `_ok`, false on rows that an error drops."""
     ok = pl.repeat(True, rows.len(), dtype=pl.Boolean, eager=True)
     for issue in issues:
         mask = issue.mask.fill_null(False)
@@ -128,7 +129,6 @@ _CEDS = "|".join(CEDS_GRADES)
 CEDS_LIST = rf"^(?:{_CEDS})(?:,(?:{_CEDS}))*$"
 _USER_ID_ITEM = r"\{[^{}:,]+:[^{},]+\}"
 USER_ID_LIST = rf"^{_USER_ID_ITEM}(?:,{_USER_ID_ITEM})*$"
-NOT_GUID_LIST_CHAR = r"[^0-9A-Za-z._/@,-]"
 
 
 def _exact(col: Column, ctx: Context) -> list[pl.Expr]:
@@ -140,14 +140,12 @@ def _exact(col: Column, ctx: Context) -> list[pl.Expr]:
     kind, name = col.kind, col.name
     typed: pl.Expr = c
     bad: pl.Expr | None = None
-    if kind in (Kind.GUID, Kind.REF):
+    if kind is Kind.GUID:
         bad = c.str.contains(NOT_GUID_CHAR) | (c.str.len_bytes() > 255) | (c == "")
     elif kind in (Kind.REF_LIST, Kind.LIST, Kind.GRADES, Kind.USER_IDS):
         typed = c.str.split(",")
         bad = c.str.contains(LIST_NEEDS_CLEANING)
-        if kind is Kind.REF_LIST:
-            bad = bad | c.str.contains(NOT_GUID_LIST_CHAR) | (c.str.len_bytes() > 255)
-        elif kind is Kind.USER_IDS:
+        if kind is Kind.USER_IDS:
             bad = bad | ~c.str.contains(USER_ID_LIST)
         elif kind is Kind.GRADES and not ctx.version.extensible:
             bad = bad | ~c.str.contains(CEDS_LIST)
@@ -233,10 +231,29 @@ def _split(text: pl.Series, col: Column, ctx: Context) -> Checked:
     return cleaned, issues
 
 
+def id_form_issues(values: pl.Series, col: Column, ctx: Context) -> list[Issue]:
+    """The form of the sourcedIds in a reference column (typed: a string, or a list for REF_LIST).
+
+    The reference stage calls this, and only where it must: a value that resolves to a row of the target
+    has the form of that row's own, already checked, sourcedId.
+    """
+    if col.kind is Kind.REF_LIST:
+        bad = _any(values, ~pl.element().str.contains(GUID))
+        issues = _id_issues(bad, lambda: _any(values, ~pl.element().str.contains(USABLE_ID)), col, ctx)
+        shown = values.list.join(",")
+    else:
+        bad = values.str.contains(NOT_GUID_CHAR) | (values.str.len_bytes() > 255)
+        issues = _id_issues(bad, lambda: values.is_not_null() & ~values.str.contains(USABLE_ID), col, ctx)
+        shown = values
+    return _with_values(issues, shown)
+
+
+def _ref(text: pl.Series, col: Column, ctx: Context) -> Checked:
+    return text, []  # the form of a reference is checked with its target, in references.py
+
+
 def _ref_list(text: pl.Series, col: Column, ctx: Context) -> Checked:
     items, issues = _split(text, col, ctx)
-    bad = _any(items, ~pl.element().str.contains(GUID))
-    issues += _id_issues(bad, lambda: _any(items, ~pl.element().str.contains(USABLE_ID)), col, ctx)
     if col.required:
         issues.append(Issue("row.missing_required_value", Severity.ERROR, text.is_not_null() & (items.list.len() == 0),
                             f"{col.name} needs at least one item", col.name))  # fmt: skip
@@ -368,7 +385,7 @@ def _lifecycle(text: pl.Series, col: Column, ctx: Context) -> Checked:
 
 _HANDLERS: dict[Kind, Callable[[pl.Series, Column, Context], Checked]] = {
     Kind.GUID: _guid,
-    Kind.REF: _guid,
+    Kind.REF: _ref,
     Kind.REF_LIST: _ref_list,
     Kind.LIST: _list,
     Kind.GRADES: _grades,
@@ -447,5 +464,5 @@ def check_file_rules(frame: pl.DataFrame, ctx: Context, findings: Findings) -> p
              "a user has more than one primary role at this org", "roleType")  # fmt: skip
     if not issues:
         return frame
-    ok = _report(frame["_row"], issues, ctx, findings)
+    ok = report(frame["_row"], issues, ctx, findings)
     return frame.with_columns(_ok=pl.col("_ok") & ok)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from daemon.oneroster.findings import Severity
 
-from .conftest import V11, V12, codes, frame_ids, only, set_cell
+from .conftest import V11, V12, codes, delta_package, frame_ids, only, set_cell
 
 RESOURCES_11 = {
     "resources.csv": """\
@@ -71,3 +71,37 @@ def test_a_primary_org_without_a_role_there_is_a_warning(run) -> None:
          column="primaryOrgSourcedId", value="d1")  # fmt: skip
     assert result.verdict == "accepted"
     assert "reference.primary_org_without_role" not in codes(run(V12))
+
+
+# --- the form of a reference is checked in the reference stage -----------------------------------------------
+
+
+def test_a_malformed_reference_is_reported_with_its_missing_target(run) -> None:
+    result = run(set_cell(V11, "enrollments.csv", 3, "userSourcedId", "u 2"), max_dropped_share=1.0)
+    only(result, "row.invalid_sourced_id", severity=Severity.ERROR, file="enrollments.csv", row=3,
+         column="userSourcedId", value="u 2")  # fmt: skip
+    only(result, "reference.missing_target_record", file="enrollments.csv", row=3, value="u 2")
+
+
+def test_a_nonconformant_but_usable_reference_to_a_matching_row_is_accepted_in_lenient_mode(run) -> None:
+    files = set_cell(set_cell(V11, "users.csv", 3, "sourcedId", "u#2"), "enrollments.csv", 3, "userSourcedId", "u#2")
+    files = set_cell(files, "demographics.csv", 2, "sourcedId", "u#2")
+    result = run(files)
+    # Reported where the id is a row's own sourcedId (users, demographics), not again on each reference to it.
+    reported = {(f.file, f.row, f.severity) for f in result.findings.items if f.code == "row.invalid_sourced_id"}
+    assert reported == {("users.csv", 3, Severity.WARNING), ("demographics.csv", 2, Severity.WARNING)}
+    assert result.verdict == "accepted"
+    assert "u#2" in frame_ids(result, "users")
+
+
+def test_references_into_a_delta_file_are_still_checked_for_form(run) -> None:
+    files = delta_package(set_cell(V11, "enrollments.csv", 3, "classSourcedId", "k/1 x"), "enrollments.csv")
+    result = run(files, max_dropped_share=1.0)
+    only(result, "row.invalid_sourced_id", severity=Severity.ERROR, file="enrollments.csv", row=3,
+         column="classSourcedId", value="k/1 x")  # fmt: skip
+    assert "reference.missing_target_record" not in codes(result)  # resolved later against the snapshot
+
+
+def test_a_malformed_item_of_a_reference_list(run) -> None:
+    result = run(set_cell(V11, "classes.csv", 2, "termSourcedIds", "t1,t 2"), max_dropped_share=1.0)
+    only(result, "row.invalid_sourced_id", file="classes.csv", row=2, column="termSourcedIds", value="t1,t 2")
