@@ -1,9 +1,10 @@
-"""CSV text: bytes of one file -> header cells and a frame of string cells, one row per line.
+"""CSV text: bytes of one file -> header cells and frames of string cells, one row per line.
 
 OneRoster forbids line breaks inside fields, so every record is exactly one physical line and a finding's
-row is the line number a person sees (header = 1). The structure of each line (quotes, width, stray CR,
-bad UTF-8) is checked with polars string expressions over all lines at once; only lines that pass are
-parsed. Clean files (the common case) are parsed straight from the original bytes.
+row is the line number a person sees (header = 1). A file is read in chunks of whole lines. A chunk is
+parsed straight from its bytes when byte counts prove every line well formed (the common case); otherwise
+the structure of each of its lines (quotes, width, stray CR, bad UTF-8) is checked with polars string
+expressions over all its lines at once, and only the lines that pass are parsed.
 """
 
 from __future__ import annotations
@@ -155,9 +156,9 @@ class CsvReader:
             .to_series()
             .drop_nulls()
         )
-        data_rows = flags.height - int(flags["trailing_blank"].sum()) - int(
-            (flags["blank"] & (mode is Mode.LENIENT)).sum()
-        )
+        # Trailing blank lines are not rows; lenient mode skips blank lines between rows too.
+        skipped = flags["trailing_blank"] | (flags["blank"] & (mode is Mode.LENIENT))
+        data_rows = flags.height - int(skipped.sum())
         expected = good.height
         del flags
         rows = good["_row"]
@@ -340,7 +341,8 @@ def _report_line_problems(
         "csv.line_break_in_quoted_field",
         Severity.ERROR,
         starts.select("_row", "end", value="shown"),
-        lambda r: f"a quoted field opened on row {r['_row']} runs over a line break (rows {r['_row']}-{r['end']})",
+        lambda r: f"a quoted field opened on row {r['_row']} runs over a line break (rows {r['_row']}-{r['end']})"
+        if r["end"] > r["_row"] else f"a quoted field opened on row {r['_row']} is never closed",
         file=file,
         scope=scope,
     )

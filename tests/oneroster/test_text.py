@@ -144,3 +144,18 @@ def test_a_header_only_file_is_a_warning_in_lenient_mode_and_an_error_in_strict_
     lenient, strict = deviation(run, {**DEMO_ALONE, DEMO: HEADER}, "csv.no_data_rows", file=DEMO, row=None)
     assert lenient.roster.frames["demographics"].height == 0
     assert strict.verdict == "rejected"
+
+
+def test_trailing_blank_lines_are_not_rows_in_either_mode(run):
+    files = dict(V11, **{"orgs.csv": V11["orgs.csv"] + "\n\r\n\n"})
+    for strict in (False, True):
+        result = run(files, strict=strict)
+        assert result.files["orgs.csv"].rows == 2 and result.files["orgs.csv"].dropped == 0
+        assert result.findings.items == []
+
+
+def test_a_quote_never_closed_at_the_end_of_a_file(run):
+    files = dict(V11, **{"orgs.csv": V11["orgs.csv"] + 'o9,,,"Unfinished,school,,d1\n'})
+    result = run(files, max_dropped_share=1.0)
+    finding = only(result, "csv.line_break_in_quoted_field", file="orgs.csv", row=4)
+    assert "never closed" in finding.message
