@@ -41,6 +41,7 @@ CODES: dict[str, str] = {
     "manifest.file_missing": "the manifest declares a file bulk or delta but the zip does not hold it",
     "manifest.file_unexpected": "the manifest declares a file absent but the zip holds it",
     "manifest.file_not_declared": "the zip holds a file the manifest does not mention",
+    "manifest.too_large": "manifest.csv is implausibly large (over 1 MiB); it is not read",
     # Text and CSV syntax
     "csv.empty_file": "the file is empty: not even a header row",
     "csv.utf16": "the file is UTF-16 text; OneRoster files must be UTF-8",

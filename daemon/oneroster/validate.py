@@ -8,6 +8,7 @@ and too many dropped rows in a file reject the upload too. An accepted upload yi
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .text import CsvReader, line_chunks
 from .zipread import EntryError, Package, ZipLimits, open_package
 
 KNOWN_FILES = frozenset({*V11.files, *V12.files, MANIFEST_FILE})
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,18 +139,33 @@ class _Run:
     def _manifest(self) -> Manifest | None:
         if MANIFEST_FILE not in self.pkg.entries:
             return None
+        if self.pkg.entries[MANIFEST_FILE].size > MAX_MANIFEST_BYTES:
+            self.findings.add("manifest.too_large", Severity.ERROR,
+                              f"manifest.csv is over {MAX_MANIFEST_BYTES // 1024} KiB; a manifest has a few dozen "
+                              "short rows", file=MANIFEST_FILE)  # fmt: skip
+            return Manifest(None, None)
         data = self._read(MANIFEST_FILE)
         if data is None:
             return Manifest(None, None)
         return read_manifest(data, self.findings, self.mode)
 
     def _headers(self, data_files: dict) -> dict[str, list[str]]:
+        """Each file's header cells, read from the first blocks of its stream (not the whole file)."""
         headers = {}
         for entity in data_files:
-            data = self._read(f"{entity}.csv")
-            if data is not None:
-                first = data.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
-                headers[entity] = first.decode("utf-8", errors="replace").split(",")
+            head = bytearray()
+            stream = self.pkg.stream(f"{entity}.csv")
+            try:
+                for block in stream:
+                    head += block
+                    if b"\n" in block or len(head) > MAX_MANIFEST_BYTES:
+                        break
+            except EntryError:
+                continue  # reported when the file itself is read
+            finally:
+                stream.close()
+            line = bytes(head).removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
+            headers[entity] = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
         return headers
 
     def _is_oneroster_10(self, headers: dict[str, list[str]]) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import hashlib
+
 from daemon.oneroster.findings import Severity
 
 from .conftest import (
@@ -203,3 +205,12 @@ def test_a_manifest_only_package_means_no_changes_and_is_accepted(run, strict):
     only(result, "package.no_changes", severity=Severity.WARNING, file=None)
     assert result.verdict == "accepted"
     assert result.roster.frames == {}
+
+
+def test_an_implausibly_large_manifest_is_not_read(run):
+    # Distinct values, so the zip's compression ratio stays low and the size check is what fires.
+    filler = "".join(f"source.note{i},{hashlib.sha256(str(i).encode()).hexdigest()}\n" for i in range(20000))
+    big = "propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\n" + filler
+    result = run(V11, manifest=big)
+    only(result, "manifest.too_large", file="manifest.csv", severity=Severity.ERROR)
+    assert result.verdict == "rejected"
