@@ -210,8 +210,7 @@ def _id_issues(bad: pl.Series, unusable: Callable[[], pl.Series], col: Column, c
 
 
 def _guid(text: pl.Series, col: Column, ctx: Context) -> Checked:
-    bad = text.str.contains(NOT_GUID_CHAR) | (text.str.len_bytes() > 255) | (text == "")
-    return text, _id_issues(bad, lambda: text.is_not_null() & ~text.str.contains(USABLE_ID), col, ctx)
+    return text, id_form_issues(text, col, ctx)
 
 
 def _split(text: pl.Series, col: Column, ctx: Context) -> Checked:
