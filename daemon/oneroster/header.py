@@ -72,6 +72,9 @@ def map_header(header: list[str], table: Table, findings: Findings, mode: Mode) 
 
     usable = "sourcedId" in positions and len(positions) * 2 >= len(table.names)
     if not usable:
+        joined = ",".join(header)
+        hint = next((f" (it looks {name}-separated: OneRoster files are comma-separated)"
+                     for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")) if sep in joined), "")  # fmt: skip
         report("header.unusable", Severity.ERROR,
-               f"the header matches too little of {file} to check its rows; expected {','.join(table.names)}")  # fmt: skip
+               f"the header matches too little of {file} to check its rows{hint}; expected {','.join(table.names)}")  # fmt: skip
     return HeaderMap(positions, extensions, usable)

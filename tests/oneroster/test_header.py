@@ -139,3 +139,11 @@ def test_a_header_that_matches_too_little_is_unusable_and_its_rows_are_not_check
     assert result.verdict == "rejected"
     assert result.findings.counts["header.missing_column"] == 7
     assert not [f for f in result.findings.items if f.file == "orgs.csv" and f.code.startswith("row.")]
+
+
+def test_a_semicolon_separated_file_is_named_as_such(run):
+    text = V11["orgs.csv"].replace(",", ";")
+    result = run(dict(V11, **{"orgs.csv": text}))
+    finding = only(result, "header.unusable", file="orgs.csv")
+    assert "semicolon-separated" in finding.message
+    assert result.verdict == "rejected"
