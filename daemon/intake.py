@@ -1,0 +1,284 @@
+"""Intake: completed uploads in each tenant's inbox -> recorded, validated, answered with a receipt.
+
+An upload arrives three ways: the SFTP server reports its own completed renames (taken at once), the
+watcher sees a file appear, or the periodic rescan finds one (inotify drops events when its queue
+overflows). Files that did not come through our SFTP server are taken only once their size and mtime have
+been stable for the settle period. A taken file is first moved out of the inbox into the state directory
+(same filesystem, so the move is atomic), its name carrying the upload id and the original name; only then
+is it hashed and recorded. After a crash, a moved but unrecorded file is recorded at start, and recorded
+but unfinished uploads resume from their last state: nothing is lost, nothing is taken twice.
+
+Per tenant, uploads are validated one at a time in arrival order; tenants run in parallel up to a worker
+limit. Validation runs in a process pool, so SFTP sessions on the event loop never stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watchfiles import Change, DefaultFilter, awatch
+
+from . import receipts
+from .store import State, Store, Upload, new_upload_id
+
+HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
+PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
+NAME_SEPARATOR = "--"  # <upload_id>--<original name>.zip in the uploads folder
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPaths:
+    name: str
+    inbox: Path
+    results: Path
+    validation: dict = field(default_factory=dict)  # ValidateOptions fields for this tenant (mode, limits)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOptions:
+    state_dir: Path
+    settle_seconds: float = 5.0
+    rescan_seconds: float = 60.0
+    workers: int = 2
+    quarantine_days: float = 30.0
+    receipts_kept: int = 100
+
+
+class ZipFilter(DefaultFilter):
+    """Pass `.zip` names that are not hidden or partial; watchfiles' default filter knows nothing of zips."""
+
+    def __call__(self, change: Change, path: str) -> bool:
+        return change != Change.deleted and is_candidate(Path(path))
+
+
+def is_candidate(path: Path) -> bool:
+    name = path.name
+    return name.lower().endswith(".zip") and not name.startswith(HIDDEN_PREFIX)
+
+
+def validate_to_dict(path: str, options: dict) -> dict:
+    """Validate in a worker process; return only plain data (the findings and counts) to the daemon."""
+    from .oneroster.findings import Mode
+    from .oneroster.validate import ValidateOptions, validate_package
+    from .oneroster.zipread import ZipLimits
+
+    limits = {k: options[k] for k in ("max_entries", "max_total_bytes", "max_ratio") if k in options}
+    result = validate_package(
+        Path(path),
+        ValidateOptions(
+            mode=Mode(options.get("mode", "lenient")),
+            limits=ZipLimits(**limits),
+            max_dropped_share=options.get("max_dropped_share", 0.01),
+        ),
+    )
+    return result.to_dict()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Intake:
+    def __init__(
+        self,
+        tenants: dict[str, TenantPaths],
+        store: Store,
+        pool: Executor,
+        options: IntakeOptions,
+        log: Callable[..., None],
+    ) -> None:
+        self.tenants = tenants
+        self.store = store
+        self.pool = pool
+        self.options = options
+        self.log = log  # log(event, **fields)
+        self.uploads_dir = options.state_dir / "uploads"
+        self.quarantine_dir = options.state_dir / "quarantine"
+        self._queues: dict[str, asyncio.Queue[Upload]] = {name: asyncio.Queue() for name in tenants}
+        self._workers = asyncio.Semaphore(options.workers)
+        self._claiming: set[Path] = set()
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()  # settle checks; referenced so they are not collected
+        self._pending = 0
+        self.idle = asyncio.Event()  # set whenever no upload is waiting or being processed
+        self.idle.set()
+
+    # lifecycle
+
+    async def start(self) -> None:
+        for tenant in self.tenants.values():
+            tenant.inbox.mkdir(parents=True, exist_ok=True)
+            tenant.results.mkdir(parents=True, exist_ok=True)
+            (self.uploads_dir / tenant.name).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._record_orphans)
+        for upload in self.store.unfinished():
+            self._enqueue(upload)
+        self._tasks = [asyncio.create_task(self._serve_tenant(name), name=f"intake-{name}") for name in self.tenants]
+        self._tasks.append(asyncio.create_task(self._watch(), name="intake-watch"))
+        self._tasks.append(asyncio.create_task(self._rescan_forever(), name="intake-rescan"))
+        self._tasks.append(asyncio.create_task(self._expire_quarantine(), name="intake-quarantine"))
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # arrivals
+
+    async def notify(self, tenant: str, path: Path) -> None:
+        """The SFTP server completed an upload: take it now, no settle period needed."""
+        await self._claim(tenant, path)
+
+    async def rescan(self, settle: bool = True) -> None:
+        for tenant in self.tenants.values():
+            for path in sorted(tenant.inbox.iterdir()):
+                if is_candidate(path) and path.is_file() and not path.is_symlink():
+                    self._spawn(self._settle_then_claim(tenant.name, path) if settle else self._claim(tenant.name, path))
+
+    async def _watch(self) -> None:
+        by_inbox = {str(t.inbox): t.name for t in self.tenants.values()}
+        async for changes in awatch(*by_inbox, watch_filter=ZipFilter(), recursive=False):
+            for _change, raw in changes:
+                path = Path(raw)
+                tenant = by_inbox.get(str(path.parent))
+                if tenant is not None:
+                    self._spawn(self._settle_then_claim(tenant, path))
+
+    async def _rescan_forever(self) -> None:
+        while True:
+            await self.rescan()
+            await asyncio.sleep(self.options.rescan_seconds)
+
+    async def _settle_then_claim(self, tenant: str, path: Path) -> None:
+        """Take a file placed by other means once its size and mtime stop changing."""
+        last = None
+        while True:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                return
+            seen = (stat.st_size, stat.st_mtime_ns)
+            if seen == last:
+                break
+            last = seen
+            await asyncio.sleep(self.options.settle_seconds)
+        await self._claim(tenant, path)
+
+    async def _claim(self, tenant: str, path: Path) -> None:
+        if path in self._claiming:
+            return
+        self._claiming.add(path)
+        try:
+            upload_id = new_upload_id()
+            kept = self.uploads_dir / tenant / f"{upload_id}{NAME_SEPARATOR}{path.name}"
+            try:
+                await asyncio.to_thread(os.rename, path, kept)
+            except FileNotFoundError:
+                return  # taken already (by another event for the same file)
+            upload = await self._record(tenant, upload_id, path.name, kept)
+        finally:
+            self._claiming.discard(path)
+        if upload.state is State.DUPLICATE:
+            await self._answer(upload, None, detail=self.store.history(upload.id)[-1][2])
+        else:
+            self._enqueue(upload)
+
+    def _enqueue(self, upload: Upload) -> None:
+        self._pending += 1
+        self.idle.clear()
+        self._queues[upload.tenant].put_nowait(upload)
+
+    def _spawn(self, work) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record(self, tenant: str, upload_id: str, name: str, kept: Path) -> Upload:
+        size = kept.stat().st_size
+        sha256 = await asyncio.to_thread(sha256_of, kept)
+        upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept))
+        self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name)
+        if upload.state is State.DUPLICATE:
+            self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
+        return upload
+
+    def _record_orphans(self) -> None:
+        """Files moved out of an inbox by a daemon that died before recording them."""
+        for tenant in self.tenants:
+            for kept in sorted((self.uploads_dir / tenant).glob(f"*{NAME_SEPARATOR}*")):
+                upload_id, _, name = kept.name.partition(NAME_SEPARATOR)
+                if not self.store.exists(upload_id):
+                    size = kept.stat().st_size
+                    self.store.add(upload_id, tenant, name, sha256_of(kept), size, str(kept))
+                    self.log("upload.received", tenant=tenant, upload_id=upload_id, bytes=size, file=name,
+                             recovered=True)  # fmt: skip
+
+    # processing
+
+    async def _serve_tenant(self, tenant: str) -> None:
+        queue = self._queues[tenant]
+        while True:
+            upload = await queue.get()
+            try:
+                async with self._workers:
+                    await self._process(upload)
+            except Exception as exc:  # one upload's failure must never stop the tenant's queue
+                self.log("upload.failed", tenant=tenant, upload_id=upload.id, error=repr(exc))
+            finally:
+                self._pending -= 1
+                if self._pending == 0:
+                    self.idle.set()
+
+    async def _process(self, upload: Upload) -> None:
+        tenant = self.tenants[upload.tenant]
+        upload = self.store.set_state(upload.id, State.VALIDATING)
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self.pool, validate_to_dict, upload.path, tenant.validation)
+        except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
+            self.log("upload.rejected", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
+            upload = await self._quarantine(upload, f"internal error: {exc!r}")
+            await self._answer(upload, None, detail="rosterd could not validate this upload; an operator was told.")
+            return
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        if result["verdict"] == "accepted":
+            upload = self.store.set_state(upload.id, State.ACCEPTED)
+        else:
+            upload = await self._quarantine(upload)
+        self.log(f"upload.{upload.state}", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256,
+                 elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"])  # fmt: skip
+        await self._answer(upload, result)
+
+    async def _quarantine(self, upload: Upload, detail: str | None = None) -> Upload:
+        """A rejected upload is kept (not deleted) for the quarantine period: record it, then move it."""
+        target = self.quarantine_dir / upload.tenant / Path(upload.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rejected = self.store.set_state(upload.id, State.REJECTED, detail=detail, path=str(target))
+        await asyncio.to_thread(os.replace, upload.path, target)
+        return rejected
+
+    async def _answer(self, upload: Upload, result: dict | None, detail: str | None = None) -> None:
+        receipt = receipts.build(upload, result, detail)
+        results = self.tenants[upload.tenant].results
+        await asyncio.to_thread(receipts.write, results, receipt, self.options.receipts_kept)
+
+    async def _expire_quarantine(self) -> None:
+        while True:
+            limit = time.time() - self.options.quarantine_days * 86400
+            for kept in self.quarantine_dir.glob("*/*"):
+                if kept.stat().st_mtime < limit:
+                    kept.unlink(missing_ok=True)
+            await asyncio.sleep(3600)

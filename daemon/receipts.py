@@ -1,0 +1,119 @@
+"""Receipts: what an uploader reads back in results/ about each upload, as JSON and as text.
+
+`results/<name>.<upload_id>.json` and `.txt` for every upload, `results/latest.json` for the newest one.
+Files are written under a hidden temporary name and renamed, so a client never reads half a receipt; the
+newest `keep` receipts of a tenant are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from .store import State, Upload
+
+MAX_FINDINGS = 1000
+TMP_PREFIX = ".rosterd-tmp-"
+
+NEXT_STEP = {
+    State.RECEIVED: "The upload was received and waits for validation.",
+    State.VALIDATING: "The upload is being validated.",
+    State.REJECTED: "Nothing was taken from this upload; the last accepted roster stays in use. Fix the errors "
+    "listed here (every error is listed, in one pass) and upload again.",
+    State.ACCEPTED: "The upload was accepted; rows listed as dropped were left out.",
+    State.DUPLICATE: "This file is identical to an earlier upload; nothing else happens.",
+}
+
+
+def build(upload: Upload, validation: dict | None = None, detail: str | None = None) -> dict:
+    """The receipt as data: the upload, its state, and (once validated) counts and findings."""
+    receipt = {
+        "upload_id": upload.id,
+        "tenant": upload.tenant,
+        "file": upload.name,
+        "sha256": upload.sha256,
+        "bytes": upload.size,
+        "received_at": upload.received_at,
+        "state": str(upload.state),
+        "next": NEXT_STEP[upload.state],
+    }
+    if detail:
+        receipt["detail"] = detail
+    if validation is not None:
+        findings = validation["findings"]
+        receipt["validation"] = {
+            "verdict": validation["verdict"],
+            "version": validation["version"],
+            "mode": validation["mode"],
+            "files": validation["files"],
+            "counts_by_code": validation["counts_by_code"],
+            "findings": findings[:MAX_FINDINGS],
+            "findings_truncated": validation["findings_truncated"] or len(findings) > MAX_FINDINGS,
+        }
+    return receipt
+
+
+def write(results: Path, receipt: dict, keep: int = 100) -> Path:
+    """Write the JSON and text receipts and latest.json; drop receipts beyond the newest `keep`."""
+    results.mkdir(parents=True, exist_ok=True)
+    stem = f"{receipt['file']}.{receipt['upload_id']}"
+    body = json.dumps(receipt, indent=2, ensure_ascii=False) + "\n"
+    path = results / f"{stem}.json"
+    _publish(path, body)
+    _publish(results / f"{stem}.txt", render_text(receipt))
+    _publish(results / "latest.json", body)
+    _prune(results, keep)
+    return path
+
+
+def render_text(receipt: dict) -> str:
+    lines = [
+        f"Upload {receipt['upload_id']}: {receipt['state'].upper()}",
+        f"  file      {receipt['file']} ({receipt['bytes']} bytes)",
+        f"  sha256    {receipt['sha256']}",
+        f"  received  {receipt['received_at']}",
+        "",
+        receipt["next"],
+    ]
+    if receipt.get("detail"):
+        lines.append(receipt["detail"])
+    validation = receipt.get("validation")
+    if validation:
+        lines += ["", f"OneRoster {validation['version'] or 'unknown'}, {validation['mode']} mode", ""]
+        lines.append(f"  {'file':<34}{'mode':<7}{'rows':>10}{'dropped':>10}")
+        for name, s in validation["files"].items():
+            lines.append(f"  {name:<34}{s['mode']:<7}{s['rows']:>10}{s['dropped']:>10}")
+        if validation["counts_by_code"]:
+            lines += ["", "Findings by code:"]
+            for code, count in validation["counts_by_code"].items():
+                lines.append(f"  {count:>8}  {code}")
+            lines += ["", "Findings (file:row column = value):"]
+            for f in validation["findings"]:
+                place = (f["file"] or "(package)") + (f":{f['row']}" if f["row"] is not None else "")
+                place += f" {f['column']}" if f["column"] else ""
+                place += f" = {f['value']!r}" if f["value"] is not None else ""
+                lines.append(f"  {f['severity'].upper():<8}{f['code']}  {place}  {f['message']}")
+            if validation["findings_truncated"]:
+                lines.append(f"  … only the first {MAX_FINDINGS} are listed; the counts above are complete")
+    return "\n".join(lines) + "\n"
+
+
+def _publish(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(6)}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _prune(results: Path, keep: int) -> None:
+    receipts = sorted(
+        (p for p in results.glob("*.json") if p.name != "latest.json" and not p.name.startswith(TMP_PREFIX)),
+        key=lambda p: p.stat().st_mtime_ns,
+    )
+    for old in receipts[: max(0, len(receipts) - keep)]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".txt").unlink(missing_ok=True)

@@ -1,0 +1,152 @@
+"""Intake with real files, the real watcher and a real process pool: arrivals, receipts, duplicates, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from daemon.intake import NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
+from daemon.store import State, Store
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor
+
+
+class Harness:
+    def __init__(self, root: Path, pool: ProcessPoolExecutor) -> None:
+        self.root = root
+        self.events: list[tuple[str, dict]] = []
+        self.tenants = {
+            name: TenantPaths(name, root / "tenants" / name / "inbox", root / "tenants" / name / "results")
+            for name in ("north", "south")
+        }
+        self.store = Store(root / "state" / "rosterd.db")
+        self.intake = Intake(
+            self.tenants, self.store, pool,
+            IntakeOptions(state_dir=root / "state", settle_seconds=0.2, rescan_seconds=0.5),
+            lambda event, **fields: self.events.append((event, fields)),
+        )  # fmt: skip
+
+    def receipts(self, tenant: str) -> list[dict]:
+        found = sorted(self.tenants[tenant].results.glob("*.json"))
+        return [json.loads(p.read_text()) for p in found if p.name != "latest.json"]
+
+    async def wait_for_receipts(self, tenant: str, count: int, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [r for r in self.receipts(tenant) if r["state"] in ("accepted", "rejected", "duplicate")]
+            if len(done) >= count:
+                return done
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{tenant}: {len(self.receipts(tenant))} receipts, wanted {count}; {self.events}")
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, pool):
+    h = Harness(tmp_path, pool)
+    yield h
+    await h.intake.stop()
+    h.store.close()
+
+
+def copy_slowly(source: Path, target: Path) -> None:
+    """Like cp: the file appears at once and grows; the settle period must wait for it."""
+    data = source.read_bytes()
+    with open(target, "wb") as out:
+        for i in range(0, len(data), 1024):
+            out.write(data[i : i + 1024])
+            out.flush()
+            time.sleep(0.002)
+
+
+async def test_a_copied_zip_is_validated_and_answered_with_a_receipt(harness: Harness) -> None:
+    await harness.intake.start()
+    await asyncio.to_thread(copy_slowly, SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "day1.zip")
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "accepted" and receipt["file"] == "day1.zip"
+    assert receipt["validation"]["files"]["users.csv"]["rows"] == 46
+    assert list(harness.tenants["north"].inbox.iterdir()) == []  # taken out of the inbox
+    latest = json.loads((harness.tenants["north"].results / "latest.json").read_text())
+    assert latest["upload_id"] == receipt["upload_id"]
+    text = (harness.tenants["north"].results / f"day1.zip.{receipt['upload_id']}.txt").read_text()
+    assert "ACCEPTED" in text
+    assert [s for s, _, _ in harness.store.history(receipt["upload_id"])] == ["received", "validating", "accepted"]
+
+
+async def test_a_rejected_zip_is_quarantined_with_its_findings(harness: Harness) -> None:
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "broken-school-not-a-school.zip", harness.tenants["south"].inbox / "bad.zip")
+    (receipt,) = await harness.wait_for_receipts("south", 1)
+    assert receipt["state"] == "rejected"
+    assert "reference.target_type_mismatch" in receipt["validation"]["counts_by_code"]
+    upload = harness.store.get(receipt["upload_id"])
+    assert "quarantine" in upload.path and Path(upload.path).exists()
+    assert harness.receipts("north") == []  # the other tenant sees nothing
+
+
+async def test_the_same_zip_twice_is_a_duplicate(harness: Harness) -> None:
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "a.zip")
+    await harness.wait_for_receipts("north", 1)
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "b.zip")
+    receipts = await harness.wait_for_receipts("north", 2)
+    states = {r["file"]: r["state"] for r in receipts}
+    assert states == {"a.zip": "accepted", "b.zip": "duplicate"}
+
+
+async def test_hidden_partial_and_non_zip_files_are_left_alone(harness: Harness) -> None:
+    inbox = harness.tenants["north"].inbox
+    await harness.intake.start()
+    for name in (".rosterd-tmp-1", "x.zip.part", "notes.txt", ".hidden.zip"):
+        (inbox / name).write_bytes(b"data")
+    await asyncio.sleep(1.5)  # several rescans
+    assert sorted(p.name for p in inbox.iterdir()) == [".hidden.zip", ".rosterd-tmp-1", "notes.txt", "x.zip.part"]
+    assert harness.receipts("north") == []
+
+
+async def test_a_file_left_while_the_daemon_was_down_is_taken_at_start(harness: Harness) -> None:
+    harness.tenants["north"].inbox.mkdir(parents=True)
+    shutil.copy(SAMPLES / "valid-1.2-bulk.zip", harness.tenants["north"].inbox / "weekend.zip")
+    await harness.intake.start()
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "accepted" and receipt["validation"]["version"] == "1.2"
+
+
+async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
+    """A file moved but not recorded, and one recorded as validating: both finish once, after restart."""
+    uploads = harness.root / "state" / "uploads" / "north"
+    uploads.mkdir(parents=True)
+    orphan = uploads / f"u-20260101T000000Z-aaaaaa{NAME_SEPARATOR}orphan.zip"
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", orphan)
+    midway = uploads / f"u-20260101T000001Z-bbbbbb{NAME_SEPARATOR}midway.zip"
+    shutil.copy(SAMPLES / "valid-1.1-delta.zip", midway)
+    harness.store.add("u-20260101T000001Z-bbbbbb", "north", "midway.zip", "f" * 64, midway.stat().st_size,
+                      str(midway))  # fmt: skip
+    harness.store.set_state("u-20260101T000001Z-bbbbbb", State.VALIDATING)
+    await harness.intake.start()
+    receipts = await harness.wait_for_receipts("north", 2)
+    assert sorted((r["file"], r["state"]) for r in receipts) == [("midway.zip", "accepted"),
+                                                                ("orphan.zip", "accepted")]  # fmt: skip
+    assert [u.state for u in harness.store.recent("north")] == [State.ACCEPTED, State.ACCEPTED]
+
+
+async def test_the_server_notification_is_taken_without_settling(harness: Harness) -> None:
+    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=30, rescan_seconds=30)
+    await harness.intake.start()
+    inbox = harness.tenants["south"].inbox
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", inbox / "fast.zip")
+    await harness.intake.notify("south", inbox / "fast.zip")
+    (receipt,) = await harness.wait_for_receipts("south", 1, timeout=20)
+    assert receipt["state"] == "accepted"
