@@ -41,7 +41,39 @@ def _parser() -> argparse.ArgumentParser:
     codes = sub.add_parser("codes", help="list every finding code and what it means",
                            description="List every finding code rosterd can report, with its meaning.")  # fmt: skip
     codes.set_defaults(func=_codes)
+    _add_tenant_parsers(sub)
     return parser
+
+
+def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
+    tenant = sub.add_parser("tenant", help="add a tenant to a config file, or list its tenants",
+                            description="Manage the [[tenants]] entries of a rosterd config file.")  # fmt: skip
+    actions = tenant.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    config_help = "the config file (default: config/rosterd.toml of the source tree)"
+
+    add = actions.add_parser(
+        "add",
+        help="append a tenant entry, with its password hashed",
+        description="Append a [[tenants]] entry to an existing config file. The password is read from standard "
+        "input and only its argon2id hash is written. The file is checked as a whole before it is replaced, "
+        "and left unchanged if the result would be invalid or the name is taken. "
+        "Exit status: 0 added, 1 refused (invalid config or duplicate name), 2 unusable arguments or files.",
+    )
+    add.add_argument("name", metavar="NAME", help="the tenant's SFTP user name (a-z, 0-9, _ and -)")
+    add.add_argument("--config", type=Path, metavar="PATH", help=config_help)
+    add.add_argument("--key", action="append", default=[], metavar="FILE",
+                     help="an OpenSSH public key file (.pub or authorized_keys lines); repeatable")  # fmt: skip
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from stdin (one line; on a terminal: asked twice, not echoed)")  # fmt: skip
+    add.add_argument("--network", action="append", default=[], metavar="CIDR",
+                     help="a source network the tenant may log in from; repeat for more (default: any)")  # fmt: skip
+    add.set_defaults(func=_tenant_add)
+
+    listing = actions.add_parser("list", help="list tenants and how each logs in (never the secrets)",
+                                 description="List the tenants of a config file and how each can log in.")  # fmt: skip
+    listing.add_argument("--config", type=Path, metavar="PATH", help=config_help)
+    listing.set_defaults(func=_tenant_list)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -85,6 +117,87 @@ def _codes(args: argparse.Namespace) -> int:
     width = max(map(len, CODES))
     for code, meaning in CODES.items():
         print(f"{code:<{width}}  {meaning}")
+    return 0
+
+
+def _tenant_add(args: argparse.Namespace) -> int:
+    from .config import ConfigError, add_tenant, default_config_path
+
+    path = args.config or default_config_path()
+    if not path.is_file():
+        print(f"rosterd tenant add: {path}: no such file (start from config/rosterd.example.toml)", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.key and not args.password_stdin:
+        print("rosterd tenant add: give --password-stdin, --key FILE or both", file=sys.stderr)
+        return EXIT_USAGE
+    keys = []
+    for file in map(Path, args.key):
+        try:
+            keys += _public_keys(file)
+        except (OSError, ValueError) as err:
+            print(f"rosterd tenant add: {file}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            return EXIT_USAGE
+    password = None
+    if args.password_stdin:
+        password = _read_password(args.name)
+        if not password:
+            print("rosterd tenant add: no password was given (or the two entries differ)", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        tenant = add_tenant(path, args.name, password=password, keys=keys, networks=args.network)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"rosterd tenant add: added {tenant.name} to {path} ({', '.join(tenant.auth_kinds)})")
+    if password is not None and path.stat().st_mode & 0o004:
+        print(f"rosterd tenant add: note: everyone can read {path}, which now holds a password hash; "
+              "restrict it to the user rosterd runs as (chmod o-r)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _public_keys(file: Path) -> list[str]:
+    """The key lines of a .pub or authorized_keys file, each checked; ValueError names the bad line."""
+    from .config import check_public_key
+
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if "PRIVATE KEY" in text:
+        raise ValueError("this is a private key; give the public key (the .pub file), and keep this one secret")
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                keys.append(check_public_key(line))
+            except ValueError as err:
+                raise ValueError(f"line {number}: {err}") from None
+    if not keys:
+        raise ValueError("holds no public key")
+    return keys
+
+
+def _read_password(name: str) -> str:
+    """One line from standard input, without its line end; on a terminal, asked twice without echo."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass(f"password for {name}: ")
+        return first if getpass.getpass("again: ") == first else ""
+    return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+
+
+def _tenant_list(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_REJECTED
+    if not settings.tenants:
+        print(f"rosterd tenant list: {settings.source} has no tenants", file=sys.stderr)
+    width = max((len(t.name) for t in settings.tenants), default=0)
+    for tenant in settings.tenants:
+        networks = ", ".join(map(str, tenant.allowed_networks)) or "any network"
+        print(f"{tenant.name:<{width}}  {', '.join(tenant.auth_kinds)}; from {networks}")
     return 0
 
 

@@ -1,0 +1,366 @@
+"""Configuration: the TOML file, validated into one `Settings` object that is passed down.
+
+Every problem is reported at once, one per line, as `FILE: dotted.key[index]: what is wrong`; a value that
+may be a secret (a password hash that turned out to be a plaintext password, a key line) is never echoed.
+
+The default file, used when no `--config` is given, is `config/rosterd.toml` in the source tree (the folder
+next to the `daemon` package). It exists to make `make run` work from a checkout; it keeps its state in the
+checkout's `./var`, which would make no sense inside site-packages, so an installed rosterd is started with
+an explicit `--config` (as a service unit would) and `load_settings(None)` says so when the file is absent.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tempfile
+import tomllib
+import typing
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+GiB = 1024**3
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "rosterd.toml"
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_ARGON2ID = re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$")
+_BCRYPT = re.compile(r"^\$2[by]\$\d\d\$[./A-Za-z0-9]{53}$")
+_TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
+
+ValidationMode = Literal["lenient", "strict"]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds one `FILE: key: message` line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _network(value: object) -> IPv4Network | IPv6Network:
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a network is written as a string such as \"192.0.2.0/24\" or \"2001:db8::/32\"")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as err:
+        if "host bits set" in str(err):
+            fixed = ipaddress.ip_network(value.strip(), strict=False)
+            raise ValueError(f"{value!r} has host bits set; the network is {str(fixed)!r}") from None
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 network (CIDR such as \"192.0.2.0/24\")") from None
+
+
+Network = Annotated[IPv4Network | IPv6Network, PlainValidator(_network), PlainSerializer(str)]
+
+
+def check_public_key(line: str) -> str:
+    """One OpenSSH public key line (`TYPE BASE64 [COMMENT]`), stripped; ValueError says what is wrong."""
+    import asyncssh  # costs ~0.1 s: only when a key is actually read
+
+    line = line.strip()
+    if "PRIVATE KEY" in line:
+        raise ValueError("this is a private key; give the public key (the .pub file) instead")
+    if "\n" in line or line.startswith("-"):
+        raise ValueError("not an OpenSSH public key line (one line: TYPE BASE64 [COMMENT])")
+    try:
+        key = asyncssh.import_public_key(line)
+    except (asyncssh.KeyImportError, ValueError):
+        raise ValueError("not an OpenSSH public key line (one line: TYPE BASE64 [COMMENT])") from None
+    if key.algorithm == b"ssh-dss":
+        raise ValueError("DSA keys are too weak; use an ed25519 key (ssh-keygen -t ed25519)")
+    if key.algorithm == b"ssh-rsa" and key.pyca_key.key_size < 2048:
+        raise ValueError(f"an RSA key of {key.pyca_key.key_size} bits is too weak; use 3072 bits or ed25519")
+    return line
+
+
+PublicKey = Annotated[str, AfterValidator(check_public_key)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(2222, ge=1, le=65535)
+    state_dir: Path = Path("var")  # a relative path is taken from the config file's folder
+    max_auth_tries: int = Field(6, ge=1)
+    login_grace_seconds: int = Field(120, ge=1)
+    idle_timeout_seconds: int = Field(900, ge=1)
+    max_sessions_per_tenant: int = Field(5, ge=1)
+    max_sessions_per_ip: int = Field(10, ge=1)
+    min_free_bytes: int = Field(1 * GiB, ge=0)
+
+
+
+class DefenderConfig(_Section):
+    enabled: bool = True
+    threshold: int = Field(15, ge=1)
+    observation_minutes: int = Field(30, ge=1)
+    ban_minutes: int = Field(30, ge=1)
+    score_unknown_user: int = Field(2, ge=0)
+    score_bad_password: int = Field(1, ge=0)
+    score_limit_exceeded: int = Field(3, ge=0)
+    ban_multiplier: float = Field(2.0, ge=1)  # each repeated ban of an IP lasts this many times the last one
+
+
+class ValidationConfig(_Section):
+    mode: ValidationMode = "lenient"
+    max_dropped_share: float = Field(0.01, ge=0, le=1)
+    max_total_bytes: int = Field(4 * GiB, ge=1)
+    max_entries: int = Field(200, ge=1)
+    max_ratio: float = Field(200.0, gt=0)
+
+
+class IntakeConfig(_Section):
+    settle_seconds: float = Field(5.0, ge=0)
+    rescan_seconds: float = Field(60.0, gt=0)
+    workers: int = Field(2, ge=1)
+    quarantine_days: int = Field(30, ge=0)
+    receipts_kept: int = Field(100, ge=1)
+
+
+class TenantConfig(_Section):
+    name: str
+    password_hash: str | None = None
+    authorized_keys: list[PublicKey] = []
+    allowed_networks: list[Network] = []  # empty: any source address
+    max_upload_bytes: int = Field(2 * GiB, ge=1)
+    inbox_quota_bytes: int = Field(10 * GiB, ge=1)
+    validation_mode: ValidationMode | None = None  # None: the [validation] mode
+    demo: bool = False  # key pair generated at first start; insecure, for `make run` only
+    targets: list[dict] = []  # defined by the delivery issues
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TENANT_NAME.match(value):
+            raise ValueError(
+                "a tenant name is 1 to 63 of a-z, 0-9, '_' and '-', starting with a letter or digit "
+                f"(got {value!r})"
+            )
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        if value is None or _ARGON2ID.match(value) or _BCRYPT.match(value):
+            return value
+        if not value.startswith("$"):
+            raise ValueError(
+                "this looks like a plaintext password, and rosterd stores only hashes: remove it and run "
+                "`rosterd tenant add NAME --password-stdin` (the value is not shown here)"
+            )
+        raise ValueError(
+            "not an argon2id ($argon2id$...) or bcrypt ($2b$/$2y$...) hash; `rosterd tenant add NAME "
+            "--password-stdin` writes one"
+        )
+
+    @model_validator(mode="after")
+    def _can_log_in(self) -> TenantConfig:
+        if self.password_hash is None and not self.authorized_keys and not self.demo:
+            raise ValueError("a tenant needs a password_hash, authorized_keys or both")
+        return self
+
+    @property
+    def auth_kinds(self) -> list[str]:
+        """How this tenant can log in, for listings (never the secrets themselves)."""
+        kinds = ["password"] if self.password_hash else []
+        if self.authorized_keys:
+            kinds.append(f"{len(self.authorized_keys)} key" + ("s" if len(self.authorized_keys) > 1 else ""))
+        if self.demo:
+            kinds.append("demo key (insecure)")
+        return kinds
+
+
+class Settings(_Section):
+    server: ServerConfig = ServerConfig()
+    defender: DefenderConfig = DefenderConfig()
+    validation: ValidationConfig = ValidationConfig()
+    intake: IntakeConfig = IntakeConfig()
+    tenants: list[TenantConfig] = []
+    source: Path  # the file these settings came from; filled in by the loader, not a TOML key
+
+    @field_validator("tenants")
+    @classmethod
+    def _unique_names(cls, tenants: list[TenantConfig]) -> list[TenantConfig]:
+        first: dict[str, int] = {}
+        for index, tenant in enumerate(tenants):
+            if tenant.name in first:
+                raise ValueError(
+                    f"tenants[{first[tenant.name]}] and tenants[{index}] are both named {tenant.name!r}"
+                )
+            first[tenant.name] = index
+        return tenants
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+    def tenant_root(self, name: str) -> Path:
+        """The folder holding a tenant's inbox and results."""
+        if not TENANT_NAME.match(name):  # the name becomes a path component: never '..' or '/'
+            raise ValueError(f"not a tenant name: {name!r}")
+        return self.server.state_dir / "tenants" / name
+
+
+def default_config_path() -> Path:
+    return DEFAULT_CONFIG
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate a config file; None means the default `config/rosterd.toml` of the source tree."""
+    if path is None:
+        path = DEFAULT_CONFIG
+        if not path.is_file():
+            raise ConfigError([
+                f"{path}: the default config is not there (an installed rosterd has none): "
+                "give one with --config PATH, starting from config/rosterd.example.toml"
+            ])
+    return parse_settings(_read(path), path)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {err.start})"]) from None
+
+
+def parse_settings(text: str, source: Path) -> Settings:
+    """Validate TOML text as if it were the file `source` (relative paths resolve against its folder)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        found = _TOML_POSITION.match(str(err))
+        where = f"line {found['line']}, column {found['column']}: {found['what']}" if found else str(err)
+        raise ConfigError([f"{source}: TOML syntax error at {where}"]) from None
+    problems = []
+    if data.pop("source", None) is not None:
+        problems.append(f"{source}: source: not a setting (rosterd records the file's path itself)")
+    try:
+        settings = Settings.model_validate({**data, "source": source})
+    except ValidationError as err:
+        problems += [f"{source}: {_describe(e)}" for e in err.errors(include_input=False)]
+    if problems:
+        raise ConfigError(problems)
+    state_dir = Path(os.path.abspath(source.resolve().parent / settings.server.state_dir))
+    return settings.model_copy(update={"server": settings.server.model_copy(update={"state_dir": state_dir})})
+
+
+def _describe(error: dict) -> str:
+    loc = error["loc"]
+    key = _dotted(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys here: {', '.join(known)}"
+        return f"{key}: unknown key{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}"
+
+
+def _dotted(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".")
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the model at `loc` accepts, for 'did you mean' hints."""
+    model: object = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation  # type: ignore[attr-defined]
+        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+    return [name for name in model.model_fields if name != "source"]  # type: ignore[attr-defined]
+
+
+def hash_password(plaintext: str) -> str:
+    """An argon2id hash with argon2-cffi's default cost."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(plaintext)
+
+
+def add_tenant(
+    path: Path,
+    name: str,
+    *,
+    password: str | None = None,
+    keys: Sequence[str] = (),
+    networks: Sequence[str] = (),
+) -> TenantConfig:
+    """Append a `[[tenants]]` entry to an existing config file, keeping the file unchanged if the result is invalid.
+
+    The password is hashed here; only the hash reaches the file.
+    """
+    text = _read(path)
+    if parse_settings(text, path).tenant(name) is not None:
+        raise ConfigError([f"{path}: tenants: a tenant named {name!r} exists already"])
+    lines = [
+        "",
+        f"# added by `rosterd tenant add` on {datetime.now(UTC):%Y-%m-%d}",
+        "[[tenants]]",
+        f"name = {_toml_string(name)}",
+    ]
+    if password is not None:
+        lines.append(f"password_hash = {_toml_string(hash_password(password))}")
+    if keys:
+        lines.append(_toml_list("authorized_keys", keys))
+    if networks:
+        lines.append(_toml_list("allowed_networks", networks))
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "\n".join(lines) + "\n"
+    added = parse_settings(text, path).tenants[-1]
+    _replace_file(path, text)
+    return added
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c == "\t" or (" " <= c != "\x7f") else f"\\u{ord(c):04x}" for c in escaped) + '"'
+
+
+def _toml_list(key: str, values: Sequence[str]) -> str:
+    if len(values) == 1:
+        return f"{key} = [{_toml_string(values[0])}]"
+    return f"{key} = [\n" + "".join(f"    {_toml_string(v)},\n" for v in values) + "]"
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write beside the file and rename over it, so a reader sees the old file or the new one, never half."""
+    mode = path.stat().st_mode & 0o7777
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,143 @@
+"""Logging: structlog set up once, and the one vocabulary of events rosterd logs.
+
+An event is a past-tense fact named `area.what_happened`; its details are keys from `KEYS`, spelled the same
+everywhere, so `jq 'select(.tenant == "x")'` over the journal follows one tenant through every stage.
+Output is one JSON object per line on stdout when stdout is not a terminal (journald, files, pipes) and
+readable columns when it is. Records from the standard library's logging (asyncssh's, for instance) go
+through the same processors, so they are JSON lines too and get the same redaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+
+EVENTS: dict[str, str] = {
+    "daemon.started": "the daemon is listening and its stages run",
+    "daemon.stopping": "a stop was asked for (signal or error); stages are being shut down",
+    "hostkey.generated": "a host key was made and saved in the state directory (first start)",
+    "hostkey.loaded": "an existing host key was read from the state directory; its fingerprint is logged",
+    "config.insecure_demo_tenant": "the demo tenant is configured: anyone with its generated key can log in",
+    "sftp.session_opened": "a tenant logged in and an SFTP session started",
+    "sftp.session_closed": "an SFTP session ended, for whatever reason",
+    "sftp.login_failed": "an authentication attempt failed (unknown user, bad password or key, wrong network)",
+    "sftp.limit_exceeded": "a session, size, quota or disk limit refused a request",
+    "sftp.ip_banned": "the defender banned a source address for a while",
+    "upload.received": "an uploaded file was taken from an inbox, hashed and recorded",
+    "upload.aborted": "a transfer ended before a clean close; its partial file was removed",
+    "upload.rejected": "validation rejected an upload; its receipt says why",
+    "upload.accepted": "validation accepted an upload",
+    "upload.duplicate": "an upload is identical to an earlier one of the same tenant; nothing else happens",
+    "snapshot.accepted": "an accepted upload became the tenant's current snapshot",
+    "delivery.failed": "a delivery to a target failed; it will be retried or dead-lettered",
+}
+
+KEYS: dict[str, str] = {
+    "tenant": "tenant name",
+    "upload_id": "the upload's id, as in its receipt",
+    "sha256": "hex sha256 of the uploaded file",
+    "remote_ip": "the client's source address",
+    "session_id": "id of one SSH connection, shared by all its events",
+    "bytes": "a size in bytes",
+    "elapsed_ms": "how long something took, in milliseconds",
+}
+
+# Matched anywhere in a key, case-insensitively: `password_hash`, `api_token` and `Authorization` all count.
+_SECRET_KEY = re.compile(r"password|passphrase|secret|token|private_?key|authorization", re.IGNORECASE)
+
+_stdlib_handler: logging.Handler | None = None
+
+
+def redact_secrets(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """Replace the value of every secret-named key, at any depth, with "[redacted]".
+
+    A last line of defence: code should not log secrets in the first place.
+    """
+    return _redact_mapping(event)
+
+
+def _redact_mapping(mapping: Mapping) -> dict:
+    return {
+        key: REDACTED if isinstance(key, str) and _SECRET_KEY.search(key) else _redact_value(value)
+        for key, value in mapping.items()
+    }
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _redact_mapping(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def configure_logging(json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog (and route standard-library logging through it).
+
+    `json` None chooses by the stream: JSON lines unless it is a terminal. `stream` defaults to stdout.
+    """
+    stream = stream or sys.stdout
+    if json is None:
+        json = not stream.isatty()
+    levelno = logging.getLevelNamesMapping().get(level.upper())
+    if levelno is None:
+        raise ValueError(f"unknown log level {level!r}: one of debug, info, warning, error, critical")
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        redact_secrets,
+    ]
+    # Tracebacks without local variables: a local may hold exactly the secret the redaction is for.
+    finish: list[Processor] = (
+        [
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ]
+        if json
+        else [structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)]
+    )
+    structlog.configure(
+        processors=[*shared, *finish],
+        wrapper_class=structlog.make_filtering_bound_logger(levelno),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,  # configure_logging may run again (tests, reload)
+    )
+    _route_stdlib_logging(shared, finish[-1], stream, levelno)
+
+
+def _route_stdlib_logging(shared: list[Processor], renderer: Processor, stream: TextIO, levelno: int) -> None:
+    global _stdlib_handler
+    root = logging.getLogger()
+    if _stdlib_handler is not None:
+        root.removeHandler(_stdlib_handler)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root.addHandler(handler)
+    root.setLevel(levelno)
+    # asyncssh narrates every connection at INFO; rosterd's own sftp.* events say what matters.
+    logging.getLogger("asyncssh").setLevel(levelno if levelno <= logging.DEBUG else logging.WARNING)
+    _stdlib_handler = handler
+
+
+def get_logger(**context: Any) -> FilteringBoundLogger:
+    """A logger with `context` (e.g. tenant=..., session_id=...) bound to every event it logs.
+
+    It follows the configuration in force when it logs, so a module may create its logger at import time,
+    before `configure_logging` runs.
+    """
+    return structlog.get_logger(**context)

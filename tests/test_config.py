@@ -1,0 +1,339 @@
+"""Settings from TOML: defaults, the two shipped files, error messages that name file and key, `rosterd tenant`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncssh
+import pytest
+from argon2 import PasswordHasher
+
+from daemon import config
+from daemon.config import (
+    ConfigError,
+    DefenderConfig,
+    IntakeConfig,
+    ServerConfig,
+    Settings,
+    TenantConfig,
+    ValidationConfig,
+    add_tenant,
+    load_settings,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+ROSTERD = Path(sys.executable).parent / "rosterd"
+GiB = 1024**3
+BCRYPT = "$2b$12$" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
+
+
+@pytest.fixture(scope="module")
+def public_key() -> str:
+    return asyncssh.generate_private_key("ssh-ed25519", comment="sis@example").export_public_key().decode().strip()
+
+
+def write(tmp_path: Path, text: str, name: str = "rosterd.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == "\n".join(caught.value.problems)
+    return caught.value.problems
+
+
+# -- defaults and the shipped files -------------------------------------------------------------------------
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = Settings(source=Path("x.toml"))
+    assert (s.server.host, s.server.port, s.server.min_free_bytes) == ("127.0.0.1", 2222, GiB)
+    assert (s.server.max_auth_tries, s.server.login_grace_seconds, s.server.idle_timeout_seconds) == (6, 120, 900)
+    assert (s.server.max_sessions_per_tenant, s.server.max_sessions_per_ip) == (5, 10)
+    d = s.defender
+    assert (d.enabled, d.threshold, d.observation_minutes, d.ban_minutes, d.ban_multiplier) == (True, 15, 30, 30, 2)
+    assert (d.score_unknown_user, d.score_bad_password, d.score_limit_exceeded) == (2, 1, 3)
+    v = s.validation
+    assert (v.mode, v.max_dropped_share, v.max_total_bytes, v.max_entries, v.max_ratio) == (
+        "lenient", 0.01, 4 * GiB, 200, 200.0
+    )
+    i = s.intake
+    assert (i.settle_seconds, i.rescan_seconds, i.workers, i.quarantine_days, i.receipts_kept) == (5, 60, 2, 30, 100)
+    t = TenantConfig(name="t", demo=True)
+    assert (t.max_upload_bytes, t.inbox_quota_bytes, t.validation_mode, t.allowed_networks) == (
+        2 * GiB, 10 * GiB, None, []
+    )
+
+
+def test_no_config_means_the_source_trees_default_with_the_demo_tenant() -> None:
+    s = load_settings(None)
+    assert s.source == REPO / "config" / "rosterd.toml"
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 2222)
+    assert s.server.state_dir == REPO / "var"
+    assert [(t.name, t.demo) for t in s.tenants] == [("demo", True)]
+    assert s.tenant_root("demo") == REPO / "var" / "tenants" / "demo"
+
+
+def test_a_missing_default_asks_for_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", tmp_path / "nowhere.toml")
+    with pytest.raises(ConfigError, match=r"nowhere\.toml: .*--config PATH"):
+        load_settings(None)
+
+
+def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
+    path = REPO / "config" / "rosterd.example.toml"
+    s = load_settings(path)
+    assert s.tenants and not any(t.demo for t in s.tenants)
+    tenant = s.tenants[0]
+    assert tenant.password_hash.startswith("$argon2id$") and tenant.authorized_keys and tenant.allowed_networks
+    text = path.read_text()
+    for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, TenantConfig):
+        for key in model.model_fields:
+            assert re.search(rf"^#? *{key} *=", text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
+
+
+def test_every_key_in_the_example_has_a_comment() -> None:
+    lines = (REPO / "config" / "rosterd.example.toml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"^\w+ *=", line):
+            commented = " #" in line or lines[number - 1].startswith("#")
+            assert commented, f"line {number + 1} has no comment: {line}"
+
+
+def test_relative_state_dir_is_taken_from_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    path = write(tmp_path / "etc", '[server]\nstate_dir = "../state"\n')
+    assert load_settings(path).server.state_dir == tmp_path / "state"
+    path = write(tmp_path / "etc", f'[server]\nstate_dir = "{tmp_path / "abs"}"\n')
+    assert load_settings(path).server.state_dir == tmp_path / "abs"
+
+
+def test_tenant_root_refuses_what_is_not_a_name() -> None:
+    s = Settings(source=Path("x.toml"))
+    with pytest.raises(ValueError):
+        s.tenant_root("../other")
+
+
+def test_a_full_tenant_loads(tmp_path: Path, public_key: str) -> None:
+    path = write(tmp_path, f"""
+[[tenants]]
+name = "district-7"
+password_hash = "{BCRYPT}"
+authorized_keys = ["{public_key}"]
+allowed_networks = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]
+validation_mode = "strict"
+targets = [{{ kind = "webhook" }}]
+""")
+    tenant = load_settings(path).tenant("district-7")
+    assert tenant is not None
+    assert tenant.authorized_keys == [public_key]
+    assert [str(n) for n in tenant.allowed_networks] == ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32"]
+    assert tenant.validation_mode == "strict" and tenant.targets == [{"kind": "webhook"}]
+    assert tenant.auth_kinds == ["password", "1 key"]
+
+
+# -- errors name the file and the key ----------------------------------------------------------------------
+
+
+def test_a_typod_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nmax_auth_trys = 3\n\n[intake]\nworkers = 2\n")
+    assert problems(path) == [f"{path}: server.max_auth_trys: unknown key; did you mean 'max_auth_tries'?"]
+
+
+def test_an_unknown_section_lists_the_known_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "[database]\nurl = 'x'\n")
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: database: unknown key; known keys here: server, defender,")
+
+
+def test_a_bad_cidr_names_the_tenant_and_the_entry(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+[[tenants]]
+name = "a"
+password_hash = "{BCRYPT}"
+[[tenants]]
+name = "b"
+password_hash = "{BCRYPT}"
+allowed_networks = ["10.0.0.0/8", "10.0.0.300/24", "10.1.2.3/16"]
+""")
+    assert problems(path) == [
+        f"{path}: tenants[1].allowed_networks[1]: '10.0.0.300/24' is not an IPv4 or IPv6 network "
+        '(CIDR such as "192.0.2.0/24")',
+        f"{path}: tenants[1].allowed_networks[2]: '10.1.2.3/16' has host bits set; the network is '10.1.0.0/16'",
+    ]
+
+
+def test_a_plaintext_password_is_refused_without_being_repeated(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "ok"\ndemo = true\n'
+                           '[[tenants]]\nname = "a"\npassword_hash = "Summer2026!"\n')  # fmt: skip
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: tenants[1].password_hash: this looks like a plaintext password")
+    assert "rosterd tenant add" in problem and "Summer2026!" not in problem
+
+
+def test_a_hash_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "a"\npassword_hash = "$argon2i$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"\n')
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: tenants[0].password_hash: not an argon2id ($argon2id$...) or bcrypt")
+
+
+def test_a_duplicate_tenant_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "a"\ndemo = true\n[[tenants]]\nname = "b"\ndemo = true\n'
+                           '[[tenants]]\nname = "a"\ndemo = true\n')  # fmt: skip
+    assert problems(path) == [f"{path}: tenants: tenants[0] and tenants[2] are both named 'a'"]
+
+
+def test_a_bad_public_key_is_named(tmp_path: Path, public_key: str) -> None:
+    private = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
+    path = write(tmp_path, f"""
+[[tenants]]
+name = "a"
+authorized_keys = ["{public_key}", "ssh-ed25519 AAAAnotbase64", '''{private}''']
+""")
+    got = problems(path)
+    assert got == [
+        f"{path}: tenants[0].authorized_keys[1]: not an OpenSSH public key line (one line: TYPE BASE64 [COMMENT])",
+        f"{path}: tenants[0].authorized_keys[2]: this is a private key; give the public key (the .pub file) instead",
+    ]
+
+
+def test_a_weak_rsa_key_is_refused(tmp_path: Path) -> None:
+    weak = asyncssh.generate_private_key("ssh-rsa", key_size=1024).export_public_key().decode().strip()
+    path = write(tmp_path, f'[[tenants]]\nname = "a"\nauthorized_keys = ["{weak}"]\n')
+    assert problems(path) == [f"{path}: tenants[0].authorized_keys[0]: an RSA key of 1024 bits is too weak; "
+                              "use 3072 bits or ed25519"]  # fmt: skip
+
+
+def test_a_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nport = 2222\nhost "0.0.0.0"\n')
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: TOML syntax error at line 3, column 6: ")
+
+
+def test_a_tenant_that_cannot_log_in_and_a_bad_name(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "a"\n[[tenants]]\nname = "Bad/Name"\ndemo = true\n')
+    assert problems(path) == [
+        f"{path}: tenants[0]: a tenant needs a password_hash, authorized_keys or both",
+        f"{path}: tenants[1].name: a tenant name is 1 to 63 of a-z, 0-9, '_' and '-', starting with a letter or "
+        "digit (got 'Bad/Name')",
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nport = 70000\n[validation]\nmode = "loose"\nmax_dropped_share = 2\n'
+                           '[intake]\nworkers = "two"\n')  # fmt: skip
+    assert problems(path) == [
+        f"{path}: server.port: Input should be less than or equal to 65535",
+        f"{path}: validation.mode: Input should be 'lenient' or 'strict'",
+        f"{path}: validation.max_dropped_share: Input should be less than or equal to 1",
+        f"{path}: intake.workers: Input should be a valid integer, unable to parse string as an integer",
+    ]
+
+
+def test_source_is_not_a_setting(tmp_path: Path) -> None:
+    path = write(tmp_path, 'source = "/etc/passwd"\n[server]\nport = 0\n')
+    assert problems(path) == [
+        f"{path}: source: not a setting (rosterd records the file's path itself)",
+        f"{path}: server.port: Input should be greater than or equal to 1",
+    ]
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
+    assert problems(tmp_path / "absent.toml") == [f"{tmp_path / 'absent.toml'}: cannot read: No such file or directory"]
+
+
+# -- rosterd tenant add / list ------------------------------------------------------------------------------
+
+
+def rosterd(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROSTERD), *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write(tmp_path, (REPO / "config" / "rosterd.toml").read_text())
+
+
+def test_tenant_add_writes_only_the_hash_and_the_result_loads(config_file: Path, public_key: str) -> None:
+    password = "correct horse battery staple 7"
+    key_file = config_file.parent / "sis.pub"
+    key_file.write_text(public_key + "\n")
+    out = rosterd("tenant", "add", "acme", "--config", str(config_file), "--password-stdin", "--key", str(key_file),
+                  "--network", "192.0.2.0/24", "--network", "2001:db8::/32", stdin=password + "\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert password not in out.stdout + out.stderr
+    text = config_file.read_text()
+    assert password not in text
+    tenant = load_settings(config_file).tenant("acme")
+    assert tenant is not None and tenant.password_hash.startswith("$argon2id$")
+    assert PasswordHasher().verify(tenant.password_hash, password)  # the newline was stripped, spaces kept
+    assert tenant.authorized_keys == [public_key]
+    assert [str(n) for n in tenant.allowed_networks] == ["192.0.2.0/24", "2001:db8::/32"]
+    assert load_settings(config_file).tenant("demo") is not None  # what was there is kept
+
+    listing = rosterd("tenant", "list", "--config", str(config_file))
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines() == [
+        "demo  demo key (insecure); from any network",
+        "acme  password, 1 key; from 192.0.2.0/24, 2001:db8::/32",
+    ]
+    assert "$argon2id$" not in listing.stdout
+
+
+def test_tenant_add_refuses_a_duplicate_and_leaves_the_file(config_file: Path) -> None:
+    before = config_file.read_bytes()
+    out = rosterd("tenant", "add", "demo", "--config", str(config_file), "--password-stdin", stdin="pw\n")
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"{config_file}: tenants: a tenant named 'demo' exists already"
+    assert config_file.read_bytes() == before
+
+
+def test_tenant_add_leaves_the_file_when_the_result_is_invalid(config_file: Path) -> None:
+    before = config_file.read_bytes()
+    out = rosterd("tenant", "add", "Bad Name", "--config", str(config_file), "--password-stdin",
+                  "--network", "10.0.0.0/33", stdin="secret-pw\n")  # fmt: skip
+    assert out.returncode == 1
+    assert f"{config_file}: tenants[1].name: a tenant name is" in out.stderr
+    assert f"{config_file}: tenants[1].allowed_networks[0]: '10.0.0.0/33' is not" in out.stderr
+    assert "secret-pw" not in out.stderr
+    assert config_file.read_bytes() == before
+    assert [p.name for p in config_file.parent.iterdir()] == [config_file.name]  # no temp file left
+
+
+def test_tenant_add_refuses_unusable_arguments(config_file: Path, tmp_path: Path) -> None:
+    assert rosterd("tenant", "add", "x", "--config", str(config_file)).returncode == 2  # neither key nor password
+    assert rosterd("tenant", "add", "x", "--config", str(tmp_path / "none.toml"), "--password-stdin",
+                   stdin="pw\n").returncode == 2  # fmt: skip
+    assert rosterd("tenant", "add", "x", "--config", str(config_file), "--password-stdin", stdin="\n").returncode == 2
+    private = tmp_path / "id_ed25519"
+    private.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+    out = rosterd("tenant", "add", "x", "--config", str(config_file), "--key", str(private))
+    assert out.returncode == 2 and "this is a private key" in out.stderr
+    assert private.read_text().splitlines()[1] not in out.stderr
+    assert "name = \"x\"" not in config_file.read_text()
+
+
+def test_add_tenant_keeps_the_files_mode(config_file: Path, public_key: str) -> None:
+    config_file.chmod(0o640)
+    tenant = add_tenant(config_file, "keys-only", keys=[public_key, public_key.replace("sis@", "ops@")])
+    assert tenant.password_hash is None and len(tenant.authorized_keys) == 2
+    assert config_file.stat().st_mode & 0o777 == 0o640
+    assert load_settings(config_file).tenant("keys-only") == tenant
+
+
+def test_names_and_keys_are_written_as_toml_strings(config_file: Path, public_key: str) -> None:
+    odd_comment = public_key.replace("sis@example", 'ops "night" \\ shift')
+    add_tenant(config_file, "odd", keys=[odd_comment])
+    assert load_settings(config_file).tenant("odd").authorized_keys == [odd_comment]
+
+
+def test_cli_import_stays_light() -> None:
+    code = "import sys, daemon.cli; print(sorted({'pydantic', 'asyncssh', 'structlog', 'argon2'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
