@@ -20,6 +20,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    srv = sub.add_parser(
+        "serve",
+        help="run the daemon: SFTP drop folders, validation and receipts",
+        description="Run rosterd: an SFTP server that gives each tenant an inbox/ to upload OneRoster zips to and "
+        "a results/ folder with a receipt for each upload. Logs are JSON lines on stdout (pretty on a terminal). "
+        "Stops cleanly on SIGTERM or Ctrl-C.",
+    )
+    srv.add_argument("--config", type=Path, metavar="PATH",
+                     help="settings file (default: config/rosterd.toml of the checkout, with the demo tenant)")  # fmt: skip
+    srv.set_defaults(func=_serve)
+
     val = sub.add_parser(
         "validate",
         help="check a OneRoster 1.1/1.2 zip and report every finding",
@@ -74,6 +85,22 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
                                  description="List the tenants of a config file and how each can log in.")  # fmt: skip
     listing.add_argument("--config", type=Path, metavar="PATH", help=config_help)
     listing.set_defaults(func=_tenant_list)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(f"rosterd serve: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    from .app import serve
+
+    asyncio.run(serve(settings))
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -1,0 +1,168 @@
+"""Wiring and lifecycle of `rosterd serve`: settings in, stages started in order, stopped on a signal.
+
+Reading top to bottom follows one upload: the SFTP server accepts it into a tenant's inbox and reports the
+completed file; intake takes it, validates it in a worker process and writes the receipt. The SFTP layer
+and intake meet only at the filesystem and an UploadReceived record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import asyncssh
+
+from .config import Settings, TenantConfig
+from .intake import Intake, IntakeOptions, TenantPaths
+from .logs import configure_logging, get_logger
+from .sftp import ServerOptions, TenantAccess, UploadReceived, start_server
+from .store import Store
+
+DEMO_KEY_NAME = "demo_id_ed25519"
+
+
+def demo_key(state_dir: Path, log) -> str:
+    """The demo tenant's key pair: made once, private half in the state directory (mode 600)."""
+    private = state_dir / DEMO_KEY_NAME
+    if not private.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="rosterd demo tenant")
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.export_private_key())
+        private.with_suffix(".pub").write_bytes(key.export_public_key())
+        log.info("hostkey.generated", kind="demo tenant key", path=str(private))
+    key = asyncssh.read_private_key(private)
+    return key.export_public_key().decode().strip()
+
+
+def tenant_access(settings: Settings, tenant: TenantConfig, demo_public_key: str | None) -> TenantAccess:
+    keys = [*tenant.authorized_keys, *([demo_public_key] if tenant.demo and demo_public_key else [])]
+    return TenantAccess(
+        name=tenant.name,
+        root=settings.tenant_root(tenant.name),
+        password_hash=tenant.password_hash,
+        authorized_keys=tuple(keys),
+        allowed_networks=tuple(tenant.allowed_networks),
+        max_upload_bytes=tenant.max_upload_bytes,
+        inbox_quota_bytes=tenant.inbox_quota_bytes,
+    )
+
+
+def tenant_paths(settings: Settings, tenant: TenantConfig) -> TenantPaths:
+    root = settings.tenant_root(tenant.name)
+    v = settings.validation
+    validation = {
+        "mode": tenant.validation_mode or v.mode,
+        "max_dropped_share": v.max_dropped_share,
+        "max_total_bytes": v.max_total_bytes,
+        "max_entries": v.max_entries,
+        "max_ratio": v.max_ratio,
+    }
+    return TenantPaths(tenant.name, root / "inbox", root / "results", validation)
+
+
+class Daemon:
+    """The running daemon: start() brings the stages up in order, stop() takes them down in reverse."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = get_logger()
+        self.state_dir = settings.server.state_dir
+        self.store: Store | None = None
+        self.pool: ProcessPoolExecutor | None = None
+        self.intake: Intake | None = None
+        self.acceptor: asyncssh.SSHAcceptor | None = None
+
+    async def start(self) -> None:
+        settings, log = self.settings, self.log
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        demo_public = None
+        if any(t.demo for t in settings.tenants):
+            demo_public = demo_key(self.state_dir, log)
+            log.warning("config.insecure_demo_tenant", key=str(self.state_dir / DEMO_KEY_NAME))
+        self.store = Store(self.state_dir / "rosterd.db")
+        # spawn, not fork: polars runs threads, and a forked copy of a threaded process can deadlock.
+        self.pool = ProcessPoolExecutor(settings.intake.workers, mp_context=multiprocessing.get_context("spawn"))
+        self.intake = Intake(
+            {t.name: tenant_paths(settings, t) for t in settings.tenants},
+            self.store,
+            self.pool,
+            IntakeOptions(
+                state_dir=self.state_dir,
+                settle_seconds=settings.intake.settle_seconds,
+                rescan_seconds=settings.intake.rescan_seconds,
+                workers=settings.intake.workers,
+                quarantine_days=settings.intake.quarantine_days,
+                receipts_kept=settings.intake.receipts_kept,
+            ),
+            lambda event, **fields: log.info(event, **fields),
+        )
+        await self.intake.start()
+        server = settings.server
+        options = ServerOptions(
+            host=server.host,
+            port=server.port,
+            host_key_dir=self.state_dir / "hostkeys",
+            tenants={t.name: tenant_access(settings, t, demo_public) for t in settings.tenants},
+            max_auth_tries=server.max_auth_tries,
+            login_grace_seconds=server.login_grace_seconds,
+            idle_timeout_seconds=server.idle_timeout_seconds,
+            max_sessions_per_tenant=server.max_sessions_per_tenant,
+            max_sessions_per_ip=server.max_sessions_per_ip,
+            min_free_bytes=server.min_free_bytes,
+        )
+        self.acceptor = await start_server(options, self._uploaded, self._sftp_event)
+        log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
+                 tenants=[t.name for t in settings.tenants])  # fmt: skip
+        if demo_public:
+            key = os.path.relpath(self.state_dir / DEMO_KEY_NAME)
+            print(f"\nrosterd is listening on {server.host}:{self.port}. Upload as the demo tenant with:\n"
+                  f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
+                  "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    @property
+    def port(self) -> int:
+        assert self.acceptor is not None
+        return self.acceptor.sockets[0].getsockname()[1]
+
+    def _uploaded(self, event: UploadReceived) -> None:
+        assert self.intake is not None
+        task = asyncio.get_running_loop().create_task(self.intake.notify(event.tenant, event.path))
+        task.add_done_callback(lambda t: t.exception() and self.log.error("upload.failed", error=repr(t.exception())))
+
+    def _sftp_event(self, name: str, fields: dict) -> None:
+        level = "warning" if name in ("sftp.login_failed", "sftp.limit_exceeded", "upload.aborted") else "info"
+        getattr(self.log, level)(name, **fields)
+
+    async def stop(self) -> None:
+        self.log.info("daemon.stopping")
+        if self.acceptor is not None:
+            self.acceptor.close()
+            await self.acceptor.wait_closed()
+        if self.intake is not None:
+            await self.intake.stop()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.store is not None:
+            self.store.close()
+
+
+async def serve(settings: Settings) -> None:
+    configure_logging()
+    daemon = Daemon(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await daemon.start()
+    try:
+        await stopping.wait()
+    finally:
+        await daemon.stop()

@@ -1,0 +1,70 @@
+"""What the SFTP layer tells the rest: one record per completed upload, and named security facts.
+
+`UploadReceived` is the seam to the pipeline (like SFTPGo's upload hook payload: what the next stage
+needs, nothing more). Other facts go out as `(name, fields)` through `on_event`, so a defender or the
+structured logger can subscribe. Fields never carry a password or key material.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The event vocabulary: past-tense facts.
+SERVER_STARTED = "sftp.server_started"
+LOGIN_FAILED = "sftp.login_failed"  # reason: unknown_user | bad_password | bad_key | network_refused
+LOGIN_SUCCEEDED = "sftp.login_succeeded"
+LIMIT_EXCEEDED = "sftp.limit_exceeded"  # limit: max_auth_tries | max_sessions_per_ip | max_sessions_per_tenant
+SESSION_OPENED = "sftp.session_opened"
+SESSION_CLOSED = "sftp.session_closed"
+IDLE_DISCONNECTED = "sftp.idle_disconnected"
+OPERATION_REFUSED = "sftp.operation_refused"  # op, reason: path_escape | not_permitted | link | symlink_on_disk ...
+UPLOAD_ABORTED = "upload.aborted"  # reason: client_gone | too_large | write_failed | orphaned
+
+SHOWN_USERNAME_CHARS = 64  # a mistyped password sometimes lands in the username field: show little of it
+
+
+@dataclass(frozen=True)
+class UploadReceived:
+    tenant: str
+    path: Path  # the final file in the tenant's inbox
+    name: str
+    size: int
+    remote_ip: str
+    session_id: str
+    elapsed_ms: int
+
+
+OnUpload = Callable[[UploadReceived], None]
+OnEvent = Callable[[str, dict[str, Any]], None]
+
+
+class Reporter:
+    """Calls the subscribers; a subscriber that raises is logged and never breaks a session."""
+
+    def __init__(self, on_upload: OnUpload, on_event: OnEvent | None) -> None:
+        self._on_upload = on_upload
+        self._on_event = on_event
+
+    def upload(self, record: UploadReceived) -> None:
+        try:
+            self._on_upload(record)
+        except Exception:
+            log.exception("on_upload subscriber failed for %s", record.path)
+
+    def event(self, event: str, /, **fields: Any) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event, fields)
+        except Exception:
+            log.exception("on_event subscriber failed for %s", event)
+
+
+def shown_username(username: str) -> str:
+    return username[:SHOWN_USERNAME_CHARS]

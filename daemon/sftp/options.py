@@ -1,0 +1,43 @@
+"""What the SFTP layer is told: plain options, no config files, no database.
+
+The caller (the daemon's wiring, or a test) builds these once and passes them to `start_server`.
+Validation of operator input happens before this point; here a value is taken as meant.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    """One tenant's way in and what it may use once inside."""
+
+    name: str
+    root: Path  # holds inbox/ and results/ (created if missing)
+    password_hash: str | None = None  # $argon2id$... or $2b$... ; None: no password login
+    authorized_keys: tuple[str, ...] = ()  # OpenSSH public key lines
+    allowed_networks: tuple[Network, ...] = ()  # empty: any source address
+    max_upload_bytes: int = 2 * GiB
+    inbox_quota_bytes: int = 10 * GiB
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str
+    port: int
+    host_key_dir: Path  # ed25519 and RSA-3072 host keys are generated here once (mode 600) and reused
+    tenants: Mapping[str, TenantAccess]
+    max_auth_tries: int = 6
+    login_grace_seconds: float = 120
+    idle_timeout_seconds: float = 900
+    max_sessions_per_tenant: int = 5  # SFTP sessions, counted across all of a tenant's connections
+    max_sessions_per_ip: int = 10  # SSH connections from one address, counted before authentication
+    min_free_bytes: int = GiB  # new uploads are refused when the inbox's filesystem has less free

@@ -1,0 +1,283 @@
+"""The SSH side: who gets in, from where, how often, for how long, and into which tenant's session.
+
+asyncssh brings the protocol; what it leaves to us (see the research digest, §3.2) is done here:
+at most `max_auth_tries` attempts per connection, a one-second pause after a failed password, the
+same hashing cost for unknown users, a per-IP connection cap checked before any authentication, a
+per-tenant SFTP session cap, and an idle timeout. Only the sftp subsystem is served: no shell, exec,
+PTY, X11, agent or port forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from . import algorithms, events, fs, hostkeys, passwords
+from .events import OnEvent, OnUpload, Reporter, shown_username
+from .options import ServerOptions, TenantAccess
+from .session import SessionContext, TenantSFTPServer
+
+FAILED_PASSWORD_DELAY_SECONDS = 1.0
+SERVER_VERSION = "rosterd"  # the SSH banner names no library version
+
+
+@dataclass
+class _Shared:
+    """State every connection of one listener sees."""
+
+    options: ServerOptions
+    reporter: Reporter
+    keys: dict[str, frozenset[bytes]]  # tenant -> public key blobs it may log in with
+    connections_by_ip: Counter[str] = field(default_factory=Counter)
+    sessions_by_tenant: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def passwords_offered(self) -> bool:
+        return any(t.password_hash for t in self.options.tenants.values())
+
+
+class _Gate(asyncssh.SSHServer):
+    """One SSH connection, from its first byte to its end."""
+
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self.remote_ip = "unknown"
+        self.session_id = secrets.token_hex(8)
+        self._counted = False
+        self._attempts = 0
+        self._method = ""
+        self._last_activity = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername")
+        self.remote_ip = _plain_ip(peer[0]) if peer else "unknown"
+        shared = self._shared
+        if shared.connections_by_ip[self.remote_ip] >= shared.options.max_sessions_per_ip:
+            self._report(events.LIMIT_EXCEEDED, limit="max_sessions_per_ip")
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections from your address")
+            return
+        shared.connections_by_ip[self.remote_ip] += 1
+        self._counted = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            counts = self._shared.connections_by_ip
+            counts[self.remote_ip] -= 1
+            if counts[self.remote_ip] <= 0:
+                del counts[self.remote_ip]
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+
+    def _report(self, event: str, /, **fields: object) -> None:
+        self._shared.reporter.event(event, remote_ip=self.remote_ip, session_id=self.session_id, **fields)
+
+    # -- authentication ----------------------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # False would mean "no authentication needed"
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return self._shared.passwords_offered
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        tenant, refusal = self._admissible(username)
+        if refusal is None and key.public_data in self._shared.keys[tenant.name]:
+            self._method = "publickey"
+            return True
+        self._attempts += 1
+        self._failed(username, "publickey", refusal or "bad_key")
+        return False
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        self._attempts += 1  # counted before hashing: pipelined attempts cannot skip the count
+        if self._attempts > self._shared.options.max_auth_tries:
+            self._too_many_attempts()
+            return False
+        tenant, refusal = self._admissible(username)
+        stored = tenant.password_hash if tenant is not None else None
+        matches = await asyncio.to_thread(passwords.verify, stored, password)
+        if matches and refusal is None:
+            self._method = "password"
+            return True
+        await asyncio.sleep(FAILED_PASSWORD_DELAY_SECONDS)
+        self._failed(username, "password", refusal or "bad_password")
+        return False
+
+    def _admissible(self, username: str) -> tuple[TenantAccess | None, str | None]:
+        """The tenant named, and why it may not log in from here (None: it may, given a credential)."""
+        tenant = self._shared.options.tenants.get(username)
+        if tenant is None:
+            return None, "unknown_user"
+        if tenant.allowed_networks and not _address_in(self.remote_ip, tenant.allowed_networks):
+            return tenant, "network_refused"
+        return tenant, None
+
+    def _failed(self, username: str, method: str, reason: str) -> None:
+        self._report(events.LOGIN_FAILED, username=shown_username(username), method=method, reason=reason)
+        if self._attempts >= self._shared.options.max_auth_tries:
+            self._too_many_attempts()
+
+    def _too_many_attempts(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            return
+        self._report(events.LIMIT_EXCEEDED, limit="max_auth_tries")
+        self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
+
+    def auth_completed(self) -> None:
+        assert self._conn is not None
+        username = self._conn.get_extra_info("username")
+        self._report(events.LOGIN_SUCCEEDED, tenant=username, method=self._method)
+        self.touch()
+        self._arm_idle_timer(self._shared.options.idle_timeout_seconds)
+
+    # -- idle timeout ------------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        timeout = self._shared.options.idle_timeout_seconds
+        idle_for = time.monotonic() - self._last_activity
+        if idle_for < timeout:
+            self._arm_idle_timer(timeout - idle_for)
+            return
+        if self._conn is not None and not self._conn.is_closed():
+            self._report(events.IDLE_DISCONNECTED, idle_seconds=int(idle_for))
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Idle timeout")
+
+
+class _RefusedSession(asyncssh.SFTPServer):
+    """A session over the tenant's cap. Its first request is refused and closes the channel.
+
+    Closing earlier is worse: asyncssh treats a channel that ends before the SFTP handshake as an
+    internal error and drops the whole connection, sessions within the cap included.
+    """
+
+    def map_path(self, path: bytes) -> bytes:
+        asyncio.get_running_loop().call_soon(self.channel.close)  # after this refusal is sent
+        raise asyncssh.SFTPPermissionDenied("Too many sessions")
+
+
+def _open_session(shared: _Shared, chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
+    """asyncssh's sftp_factory: one call per sftp subsystem request, after authentication."""
+    conn = chan.get_connection()
+    gate: _Gate = conn.get_owner()
+    tenant = shared.options.tenants.get(conn.get_extra_info("username"))
+    cap = shared.options.max_sessions_per_tenant
+    if tenant is None or shared.sessions_by_tenant[tenant.name] >= cap:
+        gate._report(events.LIMIT_EXCEEDED, limit="max_sessions_per_tenant", tenant=getattr(tenant, "name", None))
+        return _RefusedSession(chan)
+    shared.sessions_by_tenant[tenant.name] += 1
+    context = SessionContext(
+        tenant=tenant,
+        remote_ip=gate.remote_ip,
+        session_id=gate.session_id,
+        min_free_bytes=shared.options.min_free_bytes,
+        reporter=shared.reporter,
+        touch=gate.touch,
+        on_exit=functools.partial(_release_session, shared, tenant.name),
+    )
+    gate.touch()
+    return TenantSFTPServer(chan, context)
+
+
+def _release_session(shared: _Shared, tenant: str) -> None:
+    shared.sessions_by_tenant[tenant] -= 1
+    if shared.sessions_by_tenant[tenant] <= 0:
+        del shared.sessions_by_tenant[tenant]
+
+
+async def start_server(
+    options: ServerOptions, on_upload: OnUpload, on_event: OnEvent | None = None
+) -> asyncssh.SSHAcceptor:
+    """Listen for SFTP clients; completed uploads go to `on_upload`, security facts to `on_event`.
+
+    Close with `acceptor.close(); await acceptor.wait_closed()`.
+    """
+    reporter = Reporter(on_upload, on_event)
+    keys = {name: _key_blobs(tenant) for name, tenant in options.tenants.items()}
+    for tenant in options.tenants.values():
+        await asyncio.to_thread(fs.prepare_root, tenant.root)
+        for orphan in await asyncio.to_thread(fs.remove_orphans, tenant.root):
+            reporter.event(events.UPLOAD_ABORTED, tenant=tenant.name, name=orphan, reason="orphaned")
+    host_keys = await asyncio.to_thread(hostkeys.load_or_create, options.host_key_dir)
+    await asyncio.to_thread(passwords.warm_up)
+    shared = _Shared(options=options, reporter=reporter, keys=keys)
+    acceptor = await asyncssh.listen(
+        options.host,
+        options.port,
+        server_factory=functools.partial(_Gate, shared),
+        sftp_factory=functools.partial(_open_session, shared),
+        server_host_keys=host_keys.pairs,
+        server_version=SERVER_VERSION,
+        config=None,
+        login_timeout=options.login_grace_seconds,
+        public_key_auth=True,
+        password_auth=True,
+        kbdint_auth=False,
+        gss_host=None,
+        allow_scp=False,
+        allow_pty=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        **algorithms.connection_options(),
+    )
+    reporter.event(
+        events.SERVER_STARTED,
+        host=options.host,
+        port=acceptor.get_port(),
+        host_keys=host_keys.fingerprints,
+        tenants=len(options.tenants),
+    )
+    return acceptor
+
+
+def _key_blobs(tenant: TenantAccess) -> frozenset[bytes]:
+    blobs = set()
+    for number, line in enumerate(tenant.authorized_keys, start=1):
+        try:
+            blobs.add(asyncssh.import_public_key(line).public_data)
+        except (asyncssh.KeyImportError, ValueError):
+            raise ValueError(f"tenant {tenant.name!r}: authorized key {number} is not an OpenSSH public key") from None
+    return frozenset(blobs)
+
+
+def _plain_ip(address: str) -> str:
+    """127.0.0.1 rather than ::ffff:127.0.0.1 when a dual-stack socket accepted an IPv4 client."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def _address_in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed.version == net.version and parsed in net for net in networks)

@@ -1,0 +1,405 @@
+"""One tenant's SFTP session: the virtual tree of paths.py, on disk through fs.py, uploads made atomic.
+
+Upload rules: a write-open of `/inbox/NAME` writes a hidden temp file; a clean close fsyncs it and
+renames it to NAME, and only then is the upload reported. A session that ends with the file still
+open (client killed, channel closed, connection lost) removes the temp file instead. A NAME that
+looks partial (`x.zip.part`, `.x.zip`) is published but not reported: renaming it to a final name
+is what completes that upload.
+
+Every method answers with an SFTP error the client understands; nothing raises out of `close` or
+`exit`, which asyncssh also calls during teardown (an exception there would skip the remaining
+handles). Blocking file work runs in worker threads, so one session's disk never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import asyncssh
+from asyncssh import (
+    FXF_CREAT,
+    FXF_EXCL,
+    FXF_READ,
+    FXF_TRUNC,
+    FXF_WRITE,
+    SFTPAttrs,
+    SFTPError,
+    SFTPFailure,
+    SFTPFileAlreadyExists,
+    SFTPName,
+    SFTPNoSpaceOnFilesystem,
+    SFTPNoSuchFile,
+    SFTPOpUnsupported,
+    SFTPPermissionDenied,
+    SFTPQuotaExceeded,
+)
+
+from . import events, fs
+from .events import Reporter, UploadReceived
+from .options import TenantAccess
+from .paths import AREAS, INBOX, RESULTS, Kind, PathRefused, VirtualPath, is_partial, parse
+
+# How the tree is shown: the tenant's rights, not the host's modes or owners.
+_ROOT_MODE = stat.S_IFDIR | 0o555
+_AREA_MODES = {INBOX: stat.S_IFDIR | 0o755, RESULTS: stat.S_IFDIR | 0o555}
+_FILE_MODES = {INBOX: stat.S_IFREG | 0o600, RESULTS: stat.S_IFREG | 0o444}
+_MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
+
+
+@dataclass
+class SessionContext:
+    """What a session knows of its connection, captured when it starts (the connection may go first)."""
+
+    tenant: TenantAccess
+    remote_ip: str
+    session_id: str
+    min_free_bytes: int
+    reporter: Reporter
+    touch: Callable[[], None]  # marks the connection active, for the idle timeout
+    on_exit: Callable[[], None]  # releases the session's place under the per-tenant cap
+
+
+class _Handle:
+    def seek(self, *args: object) -> None:
+        """asyncssh's ranges extension seeks a handle directly; these handles are not files."""
+        raise SFTPOpUnsupported("Operation not supported")
+
+
+@dataclass(eq=False)
+class _Reading(_Handle):
+    fd: int
+
+
+@dataclass(eq=False)
+class _Upload(_Handle):
+    temp: fs.TempFile
+    name: str  # the name the client asked for
+    started: float = field(default_factory=time.monotonic)
+    refused: SFTPError | None = None  # once a write was refused, the upload is gone for good
+
+
+class TenantSFTPServer(asyncssh.SFTPServer):
+    def __init__(self, chan: asyncssh.SSHServerChannel, context: SessionContext) -> None:
+        super().__init__(chan)  # no asyncssh chroot: every path is resolved by paths.parse instead
+        self._ctx = context
+        self._root = context.tenant.root
+        self._uploads: set[_Upload] = set()
+        self._started_parts: dict[str, float] = {}  # partial names uploaded here -> when their upload began
+        self._report(events.SESSION_OPENED)
+
+    # -- guard rails -------------------------------------------------------------------------------
+
+    def map_path(self, path: bytes) -> bytes:
+        """Every operation is overridden below; should asyncssh add one, it must not reach the disk."""
+        raise SFTPPermissionDenied("Permission denied")
+
+    def _resolve(self, raw: bytes, op: str) -> VirtualPath:
+        self._ctx.touch()
+        try:
+            return parse(raw)
+        except PathRefused as refused:
+            self._refuse(op, refused.reason)
+
+    def _refuse(self, op: str, reason: str) -> None:
+        self._report(events.OPERATION_REFUSED, op=op, reason=reason)
+        raise SFTPPermissionDenied("Permission denied")
+
+    def _report(self, event: str, /, **fields: object) -> None:
+        ctx = self._ctx
+        ctx.reporter.event(event, tenant=ctx.tenant.name, remote_ip=ctx.remote_ip, session_id=ctx.session_id, **fields)
+
+    async def _disk(self, func, *args, **kwargs):
+        """Run blocking file work in a thread, answering the client in SFTP terms."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except FileNotFoundError:
+            raise SFTPNoSuchFile("No such file") from None
+        except FileExistsError:
+            raise SFTPFileAlreadyExists("File already exists") from None
+        except fs.NotRegularFile:
+            self._refuse(getattr(func, "__name__", "disk"), "not_a_regular_file")
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a symlink (to a file, to a dir)
+                self._refuse(getattr(func, "__name__", "disk"), "symlink_on_disk")
+            raise SFTPFailure("Failure") from None  # the host's error text may name host paths
+
+    # -- looking around ----------------------------------------------------------------------------
+
+    def realpath(self, path: bytes) -> bytes:
+        return self._resolve(path, "realpath").text.encode()
+
+    async def stat(self, path: bytes) -> SFTPAttrs:
+        return await self._attrs_of(self._resolve(path, "stat"))
+
+    async def lstat(self, path: bytes) -> SFTPAttrs:
+        return await self._attrs_of(self._resolve(path, "lstat"))
+
+    async def _attrs_of(self, where: VirtualPath) -> SFTPAttrs:
+        if where.kind is Kind.ROOT:
+            return _attrs(_ROOT_MODE, await self._disk(os.stat, self._root))
+        if where.kind is Kind.AREA:
+            return _attrs(_AREA_MODES[where.area], await self._disk(fs.area_stat, self._root, where.area))
+        if where.kind is Kind.ENTRY and not where.hidden:
+            st = await self._disk(fs.entry_stat, self._root, where.area, where.name)
+            return _attrs(_FILE_MODES[where.area], st)
+        raise SFTPNoSuchFile("No such file")
+
+    def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        where = self._resolve(path, "opendir")  # checked now, so opendir itself fails on a bad path
+        if where.kind not in (Kind.ROOT, Kind.AREA):
+            raise SFTPNoSuchFile("No such directory")
+        return self._names(where)
+
+    async def _names(self, where: VirtualPath) -> AsyncIterator[SFTPName]:
+        if where.kind is Kind.ROOT:
+            for area in AREAS:
+                st = await self._disk(fs.area_stat, self._root, area)
+                yield SFTPName(area.encode(), attrs=_attrs(_AREA_MODES[area], st))
+            return
+        for name, st in await self._disk(fs.list_area, self._root, where.area):
+            yield SFTPName(name.encode(), attrs=_attrs(_FILE_MODES[where.area], st))
+
+    def readlink(self, path: bytes) -> bytes:
+        self._resolve(path, "readlink")
+        self._refuse("readlink", "link")
+
+    def statvfs(self, path: bytes) -> None:
+        raise SFTPOpUnsupported("Operation not supported")
+
+    def fstatvfs(self, file_obj: object) -> None:
+        raise SFTPOpUnsupported("Operation not supported")
+
+    # -- changing things that are not uploads ------------------------------------------------------
+
+    async def remove(self, path: bytes) -> None:
+        where = self._resolve(path, "remove")
+        if not where.is_entry_in(INBOX):
+            self._refuse("remove", "not_permitted")
+        await self._disk(fs.remove_entry, self._root, INBOX, where.name)
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await self._rename(oldpath, newpath, overwrite=False)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await self._rename(oldpath, newpath, overwrite=True)
+
+    async def _rename(self, oldpath: bytes, newpath: bytes, *, overwrite: bool) -> None:
+        old = self._resolve(oldpath, "rename")
+        new = self._resolve(newpath, "rename")
+        if not (old.is_entry_in(INBOX) and new.is_entry_in(INBOX)):
+            self._refuse("rename", "not_permitted")
+        size = await self._disk(fs.rename_entry, self._root, INBOX, old.name, new.name, overwrite=overwrite)
+        started = self._started_parts.pop(old.name, None)
+        if is_partial(old.name) and not is_partial(new.name):
+            self._report_upload(new.name, size, started)
+
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        await self._set_times(self._resolve(path, "setstat"), attrs)
+
+    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        await self._set_times(self._resolve(path, "lsetstat"), attrs)
+
+    async def _set_times(self, where: VirtualPath, attrs: SFTPAttrs) -> None:
+        """Clients set times after an upload (WinSCP does by default); nothing else may be changed."""
+        changes_more = any(value is not None for value in (attrs.size, attrs.uid, attrs.gid, attrs.permissions))
+        if not where.is_entry_in(INBOX) or changes_more:
+            self._refuse("setstat", "not_permitted")
+        if attrs.atime is not None and attrs.mtime is not None:
+            await self._disk(fs.set_times, self._root, INBOX, where.name, attrs.atime, attrs.mtime)
+        else:
+            await self._disk(fs.entry_stat, self._root, INBOX, where.name)
+
+    def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
+        self._resolve(path, "mkdir")
+        self._refuse("mkdir", "not_permitted")
+
+    def rmdir(self, path: bytes) -> None:
+        self._resolve(path, "rmdir")
+        self._refuse("rmdir", "not_permitted")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        self._ctx.touch()
+        self._refuse("symlink", "link")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        self._ctx.touch()
+        self._refuse("link", "link")
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def open56(self, path: bytes, desired_access: int, flags: int, attrs: SFTPAttrs) -> None:
+        raise SFTPOpUnsupported("Operation not supported")  # only SFTP v3 is offered
+
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        where = self._resolve(path, "open")
+        if pflags & (FXF_WRITE | FXF_CREAT | FXF_TRUNC):
+            return await self._open_upload(where, pflags)
+        if where.is_entry_in(RESULTS):
+            return _Reading(await self._disk(fs.open_for_reading, self._root, RESULTS, where.name))
+        if where.is_entry_in(INBOX):
+            self._refuse("open", "inbox_is_write_only")
+        if where.kind in (Kind.ROOT, Kind.AREA):
+            self._refuse("open", "is_a_directory")
+        raise SFTPNoSuchFile("No such file")
+
+    async def _open_upload(self, where: VirtualPath, pflags: int) -> _Upload:
+        if not where.is_entry_in(INBOX) or pflags & FXF_READ:
+            self._refuse("open", "not_permitted")
+        exists = await self._exists_in_inbox(where.name)
+        if exists and pflags & FXF_EXCL:
+            raise SFTPFileAlreadyExists("File already exists")
+        if exists and not pflags & FXF_TRUNC:
+            # Resuming or patching a file in place: the server cannot, since uploads start empty.
+            self._refuse("open", "resume_not_supported")
+        tenant = self._ctx.tenant
+        if await self._disk(fs.free_bytes, self._root) < self._ctx.min_free_bytes:
+            self._report(events.LIMIT_EXCEEDED, limit="min_free_bytes")
+            raise SFTPNoSpaceOnFilesystem("Not enough free space on the server")
+        if await self._disk(fs.inbox_usage, self._root) >= tenant.inbox_quota_bytes:
+            self._report(events.LIMIT_EXCEEDED, limit="inbox_quota_bytes")
+            raise SFTPQuotaExceeded("Inbox quota exceeded")
+        upload = _Upload(await self._disk(fs.create_temp, self._root), where.name)
+        self._uploads.add(upload)
+        return upload
+
+    async def _exists_in_inbox(self, name: str) -> bool:
+        try:
+            await self._disk(fs.entry_stat, self._root, INBOX, name)
+        except SFTPNoSuchFile:
+            return False
+        return True
+
+    async def read(self, file_obj: object, offset: int, length: int) -> bytes:
+        self._ctx.touch()
+        if not isinstance(file_obj, _Reading):
+            self._refuse("read", "inbox_is_write_only")
+        return await self._disk(os.pread, file_obj.fd, min(length, _MAX_READ_BYTES), offset)
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        self._ctx.touch()
+        if not isinstance(file_obj, _Upload):
+            self._refuse("write", "results_are_read_only")
+        if file_obj.refused:
+            raise file_obj.refused
+        if offset + len(data) > self._ctx.tenant.max_upload_bytes:
+            await self._abandon(file_obj, "too_large", SFTPQuotaExceeded("File is larger than this inbox accepts"))
+        try:
+            return await asyncio.to_thread(os.pwrite, file_obj.temp.fd, data, offset)
+        except OSError as exc:
+            refusal = SFTPNoSpaceOnFilesystem("No space") if exc.errno == errno.ENOSPC else SFTPFailure("Write failed")
+            await self._abandon(file_obj, "write_failed", refusal)
+
+    async def _abandon(self, upload: _Upload, reason: str, refusal: SFTPError) -> None:
+        """Drop a refused upload now (its partial file removed) and fail this and later writes."""
+        upload.refused = refusal
+        await self._discard(upload, reason)
+        raise refusal
+
+    async def fstat(self, file_obj: object) -> SFTPAttrs:
+        self._ctx.touch()
+        if isinstance(file_obj, _Reading):
+            return _attrs(_FILE_MODES[RESULTS], await self._disk(os.fstat, file_obj.fd))
+        if isinstance(file_obj, _Upload) and not file_obj.refused:
+            return _attrs(_FILE_MODES[INBOX], await self._disk(os.fstat, file_obj.temp.fd))
+        raise SFTPFailure("Upload was refused")
+
+    def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
+        """Accepted and ignored on uploads (clients send modes and times); the published file is ours."""
+        self._ctx.touch()
+        if not isinstance(file_obj, _Upload):
+            self._refuse("fsetstat", "not_permitted")
+
+    async def fsync(self, file_obj: object) -> None:
+        self._ctx.touch()
+        if isinstance(file_obj, _Upload) and not file_obj.refused:
+            await self._disk(os.fsync, file_obj.temp.fd)
+
+    async def close(self, file_obj: object) -> None:
+        # Decided before the first await: asyncssh calls close() both for the client's FXP_CLOSE and
+        # for every handle still open when the session is torn down, and only the first may publish.
+        explicit = _client_still_sending(self.channel)
+        try:
+            if isinstance(file_obj, _Reading):
+                os.close(file_obj.fd)
+            elif isinstance(file_obj, _Upload):
+                await self._finish(file_obj, explicit)
+        except SFTPError:
+            if explicit:
+                raise
+        except Exception:
+            events.log.exception("closing a handle failed")
+            if explicit:
+                raise SFTPFailure("Failure") from None
+
+    async def _finish(self, upload: _Upload, explicit: bool) -> None:
+        if upload.refused:
+            return  # already removed and reported when the write was refused
+        if not explicit:
+            await self._discard(upload, "client_gone")
+            return
+        self._uploads.discard(upload)
+        try:
+            size = await asyncio.to_thread(fs.publish, upload.temp, upload.name)
+        except (OSError, fs.NotRegularFile):
+            self._report(events.UPLOAD_ABORTED, name=upload.name, reason="publish_failed")
+            raise SFTPFailure("Failure") from None
+        if is_partial(upload.name):
+            self._started_parts[upload.name] = upload.started
+        else:
+            self._report_upload(upload.name, size, upload.started)
+
+    async def _discard(self, upload: _Upload, reason: str) -> None:
+        self._uploads.discard(upload)
+        written = -1
+        try:
+            written = os.fstat(upload.temp.fd).st_size if upload.temp.fd >= 0 else -1
+            await asyncio.to_thread(fs.discard, upload.temp)
+        except OSError:
+            events.log.exception("removing an aborted upload failed")
+        self._report(events.UPLOAD_ABORTED, name=upload.name, reason=reason, bytes=written)
+
+    def _report_upload(self, name: str, size: int, started: float | None) -> None:
+        ctx = self._ctx
+        elapsed = 0 if started is None else int((time.monotonic() - started) * 1000)
+        ctx.reporter.upload(
+            UploadReceived(
+                tenant=ctx.tenant.name,
+                path=self._root / INBOX / name,
+                name=name,
+                size=size,
+                remote_ip=ctx.remote_ip,
+                session_id=ctx.session_id,
+                elapsed_ms=elapsed,
+            )
+        )
+
+    async def exit(self) -> None:
+        try:
+            for upload in list(self._uploads):  # normally none left: close() ran for each open handle
+                await self._discard(upload, "client_gone")
+            self._report(events.SESSION_CLOSED)
+        finally:
+            self._ctx.on_exit()
+
+
+def _attrs(mode: int, st: os.stat_result) -> SFTPAttrs:
+    size = st.st_size if stat.S_ISREG(mode) else 0
+    return SFTPAttrs(size=size, permissions=mode, atime=int(st.st_atime), mtime=int(st.st_mtime))
+
+
+def _client_still_sending(chan: asyncssh.SSHServerChannel) -> bool:
+    """Whether the client can still send on this channel, i.e. this close is its own request.
+
+    asyncssh gives no public way to tell FXP_CLOSE from teardown. Teardown only ever starts after the
+    channel's receive side has ended (EOF, channel close or lost connection), so a close that arrives
+    while it is still open came from the client. This reads one private attribute, pinned by the
+    tests in tests/sftp/test_uploads.py; if asyncssh renames it, every close counts as an abort and
+    those tests fail loudly rather than publishing half a file.
+    """
+    return getattr(chan, "_recv_state", None) == "open" and not chan.is_closing()

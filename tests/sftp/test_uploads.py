@@ -1,0 +1,225 @@
+"""Atomic uploads: published and reported only after a clean close (or a rename away from a partial name)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from daemon.sftp.paths import HIDDEN_PREFIX, TEMP_PREFIX
+
+from .conftest import ACME_PASSWORD, Harness, needs_openssh, write_random
+
+
+def assert_quota_error(error: asyncssh.SFTPError, reason: str) -> None:
+    """SFTP v3 (what OpenSSH speaks, and all this server offers) has no quota or disk-full status:
+    asyncssh sends those as a failure with the reason, which is what a v3 client can show."""
+    assert error.code == asyncssh.FX_FAILURE
+    assert reason in error.reason
+
+
+def hidden_files(inbox: Path) -> list[str]:
+    return [name for name in os.listdir(inbox) if name.startswith(HIDDEN_PREFIX)]
+
+
+@needs_openssh
+async def test_openssh_put_publishes_the_file_and_reports_it_once(server: Harness) -> None:
+    local = write_random(server.workdir / "roster.zip", 700_000)  # several SFTP writes
+
+    result = await server.sftp("acme", ["put roster.zip /inbox/roster.zip", "ls -a /inbox"])
+
+    assert result.returncode == 0, result.output
+    published = server.root("acme") / "inbox" / "roster.zip"
+    assert published.read_bytes() == local.read_bytes()
+    assert hidden_files(published.parent) == []
+    assert HIDDEN_PREFIX not in result.stdout
+    (upload,) = server.uploads
+    (login,) = server.named("sftp.login_succeeded")
+    assert (upload.tenant, upload.name, upload.size, upload.path) == ("acme", "roster.zip", 700_000, published)
+    assert upload.remote_ip == "127.0.0.1"
+    assert upload.session_id == login["session_id"]
+    assert upload.elapsed_ms >= 0
+
+
+@needs_openssh
+async def test_partial_name_upload_completes_at_the_rename(server: Harness) -> None:
+    write_random(server.workdir / "roster.zip", 50_000)
+
+    first = await server.sftp("acme", ["put roster.zip /inbox/roster.zip.filepart", "ls /inbox"])
+    assert first.returncode == 0, first.output
+    assert "roster.zip.filepart" in first.stdout
+    assert server.uploads == []  # a .filepart is not an upload yet
+
+    second = await server.sftp("acme", ["rename /inbox/roster.zip.filepart /inbox/roster.zip"])
+    assert second.returncode == 0, second.output
+    (upload,) = server.uploads
+    assert (upload.name, upload.size) == ("roster.zip", 50_000)
+    assert sorted(os.listdir(server.root("acme") / "inbox")) == ["roster.zip"]
+
+
+async def test_part_upload_and_rename_in_one_asyncssh_session(server: Harness) -> None:
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/inbox/district.zip.part", "wb") as remote:
+            await remote.write(b"x" * 10_000)
+        assert server.uploads == []
+        await sftp.rename("/inbox/district.zip.part", "/inbox/district.zip")
+    (upload,) = server.uploads
+    assert (upload.name, upload.size) == ("district.zip", 10_000)
+    assert upload.elapsed_ms >= 0
+
+
+@needs_openssh
+async def test_killed_client_leaves_no_file_and_reports_the_abort(server: Harness) -> None:
+    big = server.workdir / "big.zip"
+    with open(big, "wb") as out:
+        out.truncate(1024**3)  # sparse: the client reads it fast, the server still writes every byte
+    inbox = server.root("acme") / "inbox"
+    client = await server.start_sftp("acme", ["put big.zip /inbox/big.zip"])
+
+    def temp_growing() -> bool:
+        temps = [name for name in os.listdir(inbox) if name.startswith(TEMP_PREFIX)]
+        return bool(temps) and (inbox / temps[0]).stat().st_size > 1024**2
+
+    try:
+        await server.wait_for(temp_growing)
+    finally:
+        client.send_signal(signal.SIGKILL)
+        await client.wait()
+
+    await server.wait_for(lambda: bool(server.named("upload.aborted")))
+    (aborted,) = server.named("upload.aborted")
+    assert (aborted["tenant"], aborted["name"], aborted["reason"]) == ("acme", "big.zip", "client_gone")
+    assert aborted["bytes"] > 0
+    assert os.listdir(inbox) == []
+    assert server.uploads == []
+
+
+@pytest.mark.parametrize("how", ["channel_closed", "connection_closed"])
+async def test_session_ending_without_close_discards_the_upload(server: Harness, how: str) -> None:
+    async with server.connect("acme", ACME_PASSWORD) as conn:
+        sftp = await conn.start_sftp_client()
+        remote = await sftp.open("/inbox/unfinished.zip", "wb")
+        await remote.write(b"y" * 100_000)
+        if how == "channel_closed":
+            sftp.exit()  # EOF on the SFTP channel, connection kept: asyncssh's server sees no FXP_CLOSE
+            await sftp.wait_closed()
+        else:
+            conn.close()
+        await server.wait_for(lambda: bool(server.named("upload.aborted")))
+
+    assert os.listdir(server.root("acme") / "inbox") == []
+    assert server.uploads == []
+
+
+async def test_max_upload_size_is_enforced_while_writing(start) -> None:
+    server: Harness = await start(tenant_overrides={"acme": {"max_upload_bytes": 64_000}})
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        remote = await sftp.open("/inbox/huge.zip", "wb")
+        await remote.write(b"z" * 60_000)
+        with pytest.raises(asyncssh.SFTPError) as refused:
+            await remote.write(b"z" * 10_000, 60_000)
+        assert_quota_error(refused.value, "larger than this inbox accepts")
+        assert os.listdir(server.root("acme") / "inbox") == []  # the partial file went at once
+        await remote.close()
+
+    (aborted,) = server.named("upload.aborted")
+    assert aborted["reason"] == "too_large"
+    assert server.uploads == []
+
+
+@needs_openssh
+async def test_max_upload_size_fails_the_openssh_put(start) -> None:
+    server: Harness = await start(tenant_overrides={"acme": {"max_upload_bytes": 100_000}})
+    write_random(server.workdir / "big.zip", 300_000)
+
+    result = await server.sftp("acme", ["put big.zip /inbox/big.zip"])
+
+    assert result.returncode != 0
+    assert os.listdir(server.root("acme") / "inbox") == []
+    assert server.uploads == []
+
+
+async def test_inbox_quota_and_free_space_are_checked_at_open(start) -> None:
+    server: Harness = await start(tenant_overrides={"acme": {"inbox_quota_bytes": 1000}})
+    (server.root("acme") / "inbox" / "waiting.zip").write_bytes(b"w" * 1000)
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        with pytest.raises(asyncssh.SFTPError) as refused:
+            await sftp.open("/inbox/more.zip", "wb")
+        assert_quota_error(refused.value, "quota exceeded")
+
+    low_disk: Harness = await start(min_free_bytes=2**62)
+    async with low_disk.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        with pytest.raises(asyncssh.SFTPError) as refused:
+            await sftp.open("/inbox/more.zip", "wb")
+        assert_quota_error(refused.value, "free space")
+    assert [e["limit"] for e in server.named("sftp.limit_exceeded") + low_disk.named("sftp.limit_exceeded")] == [
+        "inbox_quota_bytes",
+        "min_free_bytes",
+    ]
+
+
+async def test_server_files_are_never_listed_or_addressable(server: Harness) -> None:
+    inbox = server.root("acme") / "inbox"
+    (inbox / ".rosterd-state").write_bytes(b"internal")
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        remote = await sftp.open("/inbox/now.zip", "wb")  # a temp file exists on disk meanwhile
+        await remote.write(b"n" * 1000)
+        assert len(hidden_files(inbox)) == 2
+        assert await sftp.listdir("/inbox") == []
+        with pytest.raises(asyncssh.SFTPNoSuchFile):
+            await sftp.stat("/inbox/.rosterd-state")
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.open("/inbox/.rosterd-state", "wb")
+        await remote.close()
+        assert await sftp.listdir("/inbox") == ["now.zip"]
+
+
+async def test_temp_files_left_by_a_crash_are_removed_at_start(start, tmp_path: Path) -> None:
+    inbox = tmp_path / "tenants" / "acme" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / (TEMP_PREFIX + "deadbeef")).write_bytes(b"half")
+    (inbox / "kept.zip").write_bytes(b"whole")
+
+    server: Harness = await start()
+
+    assert os.listdir(inbox) == ["kept.zip"]
+    (orphan,) = server.named("upload.aborted")
+    assert (orphan["tenant"], orphan["reason"]) == ("acme", "orphaned")
+
+
+async def test_reopening_an_existing_file_without_truncating_is_refused(server: Harness) -> None:
+    (server.root("acme") / "inbox" / "old.zip").write_bytes(b"o" * 100)
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.open("/inbox/old.zip", "ab")  # a resume would otherwise leave a zero-filled head
+        with pytest.raises(asyncssh.SFTPError, match="already exists"):
+            await sftp.open("/inbox/old.zip", "xb")
+        async with sftp.open("/inbox/old.zip", "wb") as remote:  # a plain re-send replaces it
+            await remote.write(b"new")
+    assert (server.root("acme") / "inbox" / "old.zip").read_bytes() == b"new"
+    assert [u.name for u in server.uploads] == ["old.zip"]
+
+
+async def test_blocking_work_leaves_the_event_loop_free(server: Harness) -> None:
+    """While one client uploads, another session's round trips stay quick."""
+    async with server.connect("acme", ACME_PASSWORD) as conn:
+        async with conn.start_sftp_client() as uploader, conn.start_sftp_client() as lister:
+
+            async def upload() -> None:
+                async with uploader.open("/inbox/load.zip", "wb") as remote:
+                    for block in range(64):
+                        await remote.write(os.urandom(256 * 1024), block * 256 * 1024)
+
+            task = asyncio.create_task(upload())
+            worst = 0.0
+            while not task.done():
+                begun = asyncio.get_running_loop().time()
+                await lister.listdir("/")
+                worst = max(worst, asyncio.get_running_loop().time() - begun)
+            await task
+    assert worst < 1.0
+    assert [u.size for u in server.uploads] == [64 * 256 * 1024]
