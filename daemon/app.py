@@ -21,6 +21,7 @@ from .config import Settings, TenantConfig
 from .intake import Intake, IntakeOptions, TenantPaths
 from .logs import configure_logging, get_logger
 from .sftp import ServerOptions, TenantAccess, UploadReceived, start_server
+from .sftp.defender import DefenderOptions
 from .store import Store
 
 DEMO_KEY_NAME = "demo_id_ed25519"
@@ -51,6 +52,21 @@ def tenant_access(settings: Settings, tenant: TenantConfig, demo_public_key: str
         allowed_networks=tuple(tenant.allowed_networks),
         max_upload_bytes=tenant.max_upload_bytes,
         inbox_quota_bytes=tenant.inbox_quota_bytes,
+    )
+
+
+def defender_options(settings: Settings) -> DefenderOptions | None:
+    d = settings.defender
+    if not d.enabled:
+        return None
+    return DefenderOptions(
+        threshold=d.threshold,
+        observation_seconds=d.observation_minutes * 60,
+        ban_seconds=d.ban_minutes * 60,
+        ban_multiplier=d.ban_multiplier,
+        score_unknown_user=d.score_unknown_user,
+        score_bad_password=d.score_bad_password,
+        score_limit_exceeded=d.score_limit_exceeded,
     )
 
 
@@ -116,6 +132,8 @@ class Daemon:
             max_sessions_per_tenant=server.max_sessions_per_tenant,
             max_sessions_per_ip=server.max_sessions_per_ip,
             min_free_bytes=server.min_free_bytes,
+            defender=defender_options(settings),
+            defender_file=self.state_dir / "defender.json",
         )
         self.acceptor = await start_server(options, self._uploaded, self._sftp_event)
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
@@ -138,7 +156,9 @@ class Daemon:
         task.add_done_callback(lambda t: t.exception() and self.log.error("upload.failed", error=repr(t.exception())))
 
     def _sftp_event(self, name: str, fields: dict) -> None:
-        level = "warning" if name in ("sftp.login_failed", "sftp.limit_exceeded", "upload.aborted") else "info"
+        warnings = ("sftp.login_failed", "sftp.limit_exceeded", "sftp.ip_banned", "sftp.connection_refused",
+                    "upload.aborted")  # fmt: skip
+        level = "warning" if name in warnings else "info"
         getattr(self.log, level)(name, **fields)
 
     async def stop(self) -> None:

@@ -5,11 +5,14 @@ watcher sees a file appear, or the periodic rescan finds one (inotify drops even
 overflows). Files that did not come through our SFTP server are taken only once their size and mtime have
 been stable for the settle period. A taken file is first moved out of the inbox into the state directory
 (same filesystem, so the move is atomic), its name carrying the upload id and the original name; only then
-is it hashed and recorded. After a crash, a moved but unrecorded file is recorded at start, and recorded
-but unfinished uploads resume from their last state: nothing is lost, nothing is taken twice.
+is it hashed and recorded. After a crash, a moved but unrecorded file is recorded at start, recorded but
+unfinished uploads resume from their last state, a rejected upload's file that had not reached quarantine
+is moved there, and a final state whose receipt was not written gets it from the stored result: nothing is
+lost, nothing is taken twice.
 
 Per tenant, uploads are validated one at a time in arrival order; tenants run in parallel up to a worker
-limit. Validation runs in a process pool, so SFTP sessions on the event loop never stall.
+limit. Validation runs in a process pool, and hashing, moves and database commits in threads, so SFTP
+sessions on the event loop never stall.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .store import State, Store, Upload, new_upload_id
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
 NAME_SEPARATOR = "--"  # <upload_id>--<original name>.zip in the uploads folder
+INTERNAL_ERROR = "rosterd could not validate this upload because of an internal error; an operator was told."
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +125,13 @@ class Intake:
             tenant.inbox.mkdir(parents=True, exist_ok=True)
             tenant.results.mkdir(parents=True, exist_ok=True)
             (self.uploads_dir / tenant.name).mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._record_orphans)
-        for upload in self.store.unfinished():
-            self._enqueue(upload)
+        await asyncio.to_thread(self._repair)
+        for upload in await self._db(self.store.unanswered):
+            if upload.tenant in self.tenants:
+                await self._reanswer(upload)
+        for upload in await self._db(self.store.unfinished):
+            if upload.tenant in self.tenants:  # a tenant removed from the config keeps its records as they are
+                self._enqueue(upload)
         self._tasks = [asyncio.create_task(self._serve_tenant(name), name=f"intake-{name}") for name in self.tenants]
         self._tasks.append(asyncio.create_task(self._watch(), name="intake-watch"))
         self._tasks.append(asyncio.create_task(self._rescan_forever(), name="intake-rescan"))
@@ -143,9 +151,8 @@ class Intake:
 
     async def rescan(self, settle: bool = True) -> None:
         for tenant in self.tenants.values():
-            for path in sorted(tenant.inbox.iterdir()):
-                if is_candidate(path) and path.is_file() and not path.is_symlink():
-                    self._spawn(self._settle_then_claim(tenant.name, path) if settle else self._claim(tenant.name, path))
+            for path in await asyncio.to_thread(_candidates, tenant.inbox):
+                self._spawn(self._settle_then_claim(tenant.name, path) if settle else self._claim(tenant.name, path))
 
     async def _watch(self) -> None:
         by_inbox = {str(t.inbox): t.name for t in self.tenants.values()}
@@ -166,7 +173,7 @@ class Intake:
         last = None
         while True:
             try:
-                stat = path.stat()
+                stat = await asyncio.to_thread(os.lstat, path)
             except FileNotFoundError:
                 return
             seen = (stat.st_size, stat.st_mtime_ns)
@@ -191,8 +198,9 @@ class Intake:
         finally:
             self._claiming.discard(path)
         if upload.state is State.DUPLICATE:
-            await self._answer(upload, None, detail=self.store.history(upload.id)[-1][2])
+            await self._answer_duplicate(upload)
         else:
+            await self._answer(upload, None)  # "received": the uploader sees at once that it arrived
             self._enqueue(upload)
 
     def _enqueue(self, upload: Upload) -> None:
@@ -206,24 +214,40 @@ class Intake:
         task.add_done_callback(self._background.discard)
 
     async def _record(self, tenant: str, upload_id: str, name: str, kept: Path) -> Upload:
-        size = kept.stat().st_size
+        size = (await asyncio.to_thread(kept.stat)).st_size
         sha256 = await asyncio.to_thread(sha256_of, kept)
-        upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept))
+        upload = await self._db(self.store.add, upload_id, tenant, name, sha256, size, str(kept))
         self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name)
         if upload.state is State.DUPLICATE:
             self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
         return upload
 
-    def _record_orphans(self) -> None:
-        """Files moved out of an inbox by a daemon that died before recording them."""
+    def _repair(self) -> None:
+        """Finish what a crash interrupted between a move and its record (blocking; runs before intake starts).
+
+        A file in the uploads folder whose id is not recorded was moved out of an inbox by a daemon that died
+        before recording it: it is recorded now. One recorded as rejected had not reached quarantine yet: it
+        is moved there. One recorded as a duplicate had not been deleted yet: it is deleted.
+        """
         for tenant in self.tenants:
-            for kept in sorted((self.uploads_dir / tenant).glob(f"*{NAME_SEPARATOR}*")):
-                upload_id, _, name = kept.name.partition(NAME_SEPARATOR)
-                if not self.store.exists(upload_id):
+            kept_files = {p.name.partition(NAME_SEPARATOR)[0]: p
+                          for p in sorted((self.uploads_dir / tenant).glob(f"*{NAME_SEPARATOR}*"))}  # fmt: skip
+            states = self.store.states(list(kept_files))
+            for upload_id, kept in kept_files.items():
+                state = states.get(upload_id)
+                if state is None:
+                    name = kept.name.partition(NAME_SEPARATOR)[2]
                     size = kept.stat().st_size
-                    self.store.add(upload_id, tenant, name, sha256_of(kept), size, str(kept))
-                    self.log("upload.received", tenant=tenant, upload_id=upload_id, bytes=size, file=name,
-                             recovered=True)  # fmt: skip
+                    sha256 = sha256_of(kept)
+                    upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept))
+                    self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size,
+                             file=name, recovered=True)  # fmt: skip
+                    if upload.state is State.DUPLICATE:
+                        self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
+                elif state is State.REJECTED:
+                    _move(kept, Path(self.store.get(upload_id).path))
+                elif state is State.DUPLICATE:
+                    kept.unlink(missing_ok=True)
 
     # processing
 
@@ -243,42 +267,90 @@ class Intake:
 
     async def _process(self, upload: Upload) -> None:
         tenant = self.tenants[upload.tenant]
-        upload = self.store.set_state(upload.id, State.VALIDATING)
+        upload = await self._db(self.store.set_state, upload.id, State.VALIDATING)
+        self.log("upload.validating", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self.pool, validate_to_dict, upload.path, tenant.validation)
         except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
             self.log("upload.rejected", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
-            upload = await self._quarantine(upload, f"internal error: {exc!r}")
-            await self._answer(upload, None, detail="rosterd could not validate this upload; an operator was told.")
+            upload = await self._quarantine(upload, None, INTERNAL_ERROR)
+            await self._answer(upload, None)
             return
         elapsed_ms = int((time.monotonic() - started) * 1000)
+        result = receipts.trim(result)
         if result["verdict"] == "accepted":
-            upload = self.store.set_state(upload.id, State.ACCEPTED)
+            upload = await self._db(self.store.set_state, upload.id, State.ACCEPTED, result=result)
         else:
-            upload = await self._quarantine(upload)
+            upload = await self._quarantine(upload, result)
         self.log(f"upload.{upload.state}", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256,
                  elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"])  # fmt: skip
         await self._answer(upload, result)
 
-    async def _quarantine(self, upload: Upload, detail: str | None = None) -> Upload:
-        """A rejected upload is kept (not deleted) for the quarantine period: record it, then move it."""
+    async def _quarantine(self, upload: Upload, result: dict | None, detail: str | None = None) -> Upload:
+        """A rejected upload is kept (not deleted) for the quarantine period: record it, then move it.
+
+        Recorded first: a crash between the two leaves the file where `_repair` finds and moves it.
+        """
         target = self.quarantine_dir / upload.tenant / Path(upload.path).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        rejected = self.store.set_state(upload.id, State.REJECTED, detail=detail, path=str(target))
-        await asyncio.to_thread(os.replace, upload.path, target)
+        rejected = await self._db(self.store.set_state, upload.id, State.REJECTED, detail=detail, path=str(target),
+                                  result=result)  # fmt: skip
+        await asyncio.to_thread(_move, Path(upload.path), target)
         return rejected
 
-    async def _answer(self, upload: Upload, result: dict | None, detail: str | None = None) -> None:
-        receipt = receipts.build(upload, result, detail)
+    async def _answer_duplicate(self, upload: Upload) -> None:
+        """Nothing is done with a duplicate: its receipt names the earlier upload, and its bytes are dropped."""
+        await self._answer(upload, None)
+        await asyncio.to_thread(Path(upload.path).unlink, missing_ok=True)
+
+    async def _reanswer(self, upload: Upload) -> None:
+        """The receipt of an upload that reached its final state just before a crash."""
+        if upload.state is State.DUPLICATE:
+            await self._answer_duplicate(upload)
+        else:
+            await self._answer(upload, await self._db(self.store.result, upload.id))
+
+    async def _answer(self, upload: Upload, result: dict | None) -> None:
+        """Write the receipt for the upload's current state; a final state is then marked answered."""
+        history = await self._db(self.store.history, upload.id)
+        receipt = receipts.build(upload, result, detail=history[-1][2] if history else None)
         results = self.tenants[upload.tenant].results
         await asyncio.to_thread(receipts.write, results, receipt, self.options.receipts_kept)
+        if upload.state.final:
+            await self._db(self.store.mark_answered, upload.id)
+
+    async def _db(self, method, *args, **kwargs):
+        """A store call in a worker thread: SQLite commits fsync, which must not stall the event loop."""
+        return await asyncio.to_thread(method, *args, **kwargs)
 
     async def _expire_quarantine(self) -> None:
         while True:
-            limit = time.time() - self.options.quarantine_days * 86400
-            for kept in self.quarantine_dir.glob("*/*"):
-                if kept.stat().st_mtime < limit:
-                    kept.unlink(missing_ok=True)
+            await asyncio.to_thread(_expire, self.quarantine_dir, self.options.quarantine_days * 86400)
             await asyncio.sleep(3600)
+
+
+def _candidates(inbox: Path) -> list[Path]:
+    """The zips in an inbox that intake may take: regular files only, never links. Blocking."""
+    found = []
+    for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
+        path = Path(entry.path)
+        if is_candidate(path) and entry.is_file(follow_symlinks=False):
+            found.append(path)
+    return found
+
+
+def _move(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+
+
+def _expire(folder: Path, max_age_seconds: float) -> None:
+    """Delete quarantined files older than the quarantine period. Blocking."""
+    limit = time.time() - max_age_seconds
+    for kept in folder.glob("*/*"):
+        try:
+            if kept.lstat().st_mtime < limit:
+                kept.unlink()
+        except FileNotFoundError:
+            continue

@@ -27,6 +27,14 @@ NEXT_STEP = {
 }
 
 
+def trim(validation: dict) -> dict:
+    """The validation result as a receipt keeps it: the first MAX_FINDINGS findings, every count."""
+    findings = validation["findings"]
+    if len(findings) <= MAX_FINDINGS:
+        return validation
+    return {**validation, "findings": findings[:MAX_FINDINGS], "findings_truncated": True}
+
+
 def build(upload: Upload, validation: dict | None = None, detail: str | None = None) -> dict:
     """The receipt as data: the upload, its state, and (once validated) counts and findings."""
     receipt = {

@@ -2,11 +2,17 @@
 
 One database file under the state directory, in WAL mode so readers (`rosterd status`) never block the
 daemon. Each state change is one transaction that updates the upload and appends to its history, so after a
-crash the last committed state is exactly where the upload resumes.
+crash the last committed state is exactly where the upload resumes. A final state is committed together with
+the validation result it was decided on, and `answered_at` is set once the receipt is written: an upload that
+reached its final state but whose receipt a crash cut short gets that receipt at the next start, from the
+stored result, without being validated again.
+
+Every method blocks (SQLite commits fsync); the daemon calls them from a worker thread.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import threading
@@ -41,6 +47,7 @@ class Upload:
     state: State
     received_at: str
     updated_at: str
+    answered_at: str | None = None  # when the receipt for the current final state was written
 
 
 SCHEMA = """
@@ -53,7 +60,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     path TEXT NOT NULL,
     state TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    answered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS uploads_by_tenant ON uploads (tenant, received_at);
 CREATE INDEX IF NOT EXISTS uploads_by_hash ON uploads (tenant, sha256);
@@ -62,6 +70,10 @@ CREATE TABLE IF NOT EXISTS transitions (
     state TEXT NOT NULL,
     at TEXT NOT NULL,
     detail TEXT
+);
+CREATE TABLE IF NOT EXISTS validations (
+    upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
+    result TEXT NOT NULL  -- the validator's result as JSON, findings already cut to what a receipt shows
 );
 """
 
@@ -88,6 +100,9 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")  # a recorded state survives a power cut
         with self._lock:
             self._db.executescript(SCHEMA)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(uploads)")}
+            if "answered_at" not in columns:  # a database from before receipts were tracked
+                self._db.execute("ALTER TABLE uploads ADD COLUMN answered_at TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -110,21 +125,62 @@ class Store:
             ).fetchone()
             state = State.DUPLICATE if earlier else State.RECEIVED
             db.execute(
-                "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (upload_id, tenant, name, sha256, size, path, state, at, at),
             )
             detail = f"same content as {earlier['id']}" if earlier else None
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
         return self.get(upload_id)
 
-    def set_state(self, upload_id: str, state: State, detail: str | None = None, path: str | None = None) -> Upload:
-        """Move an upload to `state` (and, with `path`, record where its file now lives) in one transaction."""
+    def set_state(
+        self,
+        upload_id: str,
+        state: State,
+        detail: str | None = None,
+        path: str | None = None,
+        result: dict | None = None,
+    ) -> Upload:
+        """Move an upload to `state` in one transaction; with `path`, record where its file now lives, with
+        `result`, the validation result the state was decided on."""
         at = now()
         with self._tx() as db:
-            db.execute("UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path) WHERE id = ?",
-                       (state, at, path, upload_id))  # fmt: skip
+            db.execute(
+                "UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL "
+                "WHERE id = ?",
+                (state, at, path, upload_id),
+            )
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
+            if result is not None:
+                db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
         return self.get(upload_id)
+
+    def mark_answered(self, upload_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE uploads SET answered_at = ? WHERE id = ?", (now(), upload_id))
+
+    def result(self, upload_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT result FROM validations WHERE upload_id = ?", (upload_id,)).fetchone()
+        return None if row is None else json.loads(row["result"])
+
+    def unanswered(self) -> list[Upload]:
+        """Uploads in a final state whose receipt a crash may have cut short, oldest first."""
+        finals = [s for s in State if s.final]
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM uploads WHERE answered_at IS NULL AND state IN ({','.join('?' * len(finals))}) "
+                "ORDER BY received_at, id",
+                finals,
+            ).fetchall()
+        return [_upload(r) for r in rows]
+
+    def states(self, upload_ids: list[str]) -> dict[str, State]:
+        """The recorded state of each of `upload_ids` that is recorded."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, state FROM uploads WHERE id IN ({','.join('?' * len(upload_ids))})", upload_ids
+            ).fetchall()
+        return {r["id"]: State(r["state"]) for r in rows}
 
     def get(self, upload_id: str) -> Upload:
         with self._lock:

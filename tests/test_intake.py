@@ -150,3 +150,53 @@ async def test_the_server_notification_is_taken_without_settling(harness: Harnes
     await harness.intake.notify("south", inbox / "fast.zip")
     (receipt,) = await harness.wait_for_receipts("south", 1, timeout=20)
     assert receipt["state"] == "accepted"
+
+
+async def test_a_duplicate_names_the_earlier_upload_and_its_bytes_are_dropped(harness: Harness) -> None:
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "a.zip")
+    (first,) = await harness.wait_for_receipts("north", 1)
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "b.zip")
+    second = next(r for r in await harness.wait_for_receipts("north", 2) if r["file"] == "b.zip")
+    assert second["state"] == "duplicate" and first["upload_id"] in second["detail"]
+    kept = sorted(p.name for p in (harness.root / "state" / "uploads" / "north").iterdir())
+    assert kept == [f"{first['upload_id']}{NAME_SEPARATOR}a.zip"]
+
+
+async def test_a_crash_between_record_and_receipt_is_finished_at_start(harness: Harness) -> None:
+    """Recorded as rejected, file not yet in quarantine, no receipt: the restart moves it and answers it
+    from the stored result, without validating again."""
+    uploads = harness.root / "state" / "uploads" / "north"
+    uploads.mkdir(parents=True)
+    upload_id = "u-20260101T000000Z-cccccc"
+    kept = uploads / f"{upload_id}{NAME_SEPARATOR}bad.zip"
+    kept.write_bytes(b"not even a zip")
+    store = harness.store
+    store.add(upload_id, "north", "bad.zip", "e" * 64, kept.stat().st_size, str(kept))
+    store.set_state(upload_id, State.VALIDATING)
+    stored = {"verdict": "rejected", "version": None, "mode": "lenient", "files": {}, "findings_truncated": False,
+              "counts_by_code": {"zip.not_a_zip": 1},
+              "findings": [{"code": "zip.not_a_zip", "severity": "error", "message": "stored before the crash",
+                            "file": None, "row": None, "column": None, "value": None}]}  # fmt: skip
+    quarantined = harness.root / "state" / "quarantine" / "north" / kept.name
+    store.set_state(upload_id, State.REJECTED, path=str(quarantined), result=stored)
+    assert [u.id for u in store.unanswered()] == [upload_id]
+
+    await harness.intake.start()
+
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "rejected"
+    assert receipt["validation"]["findings"][0]["message"] == "stored before the crash"  # not validated again
+    assert quarantined.read_bytes() == b"not even a zip" and not kept.exists()
+    assert store.unanswered() == []
+    assert [state for state, _, _ in store.history(upload_id)] == ["received", "validating", "rejected"]
+
+
+async def test_each_state_is_recorded_in_order_and_the_final_receipt_marked_answered(harness: Harness) -> None:
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["south"].inbox / "early.zip")
+    await harness.intake.notify("south", harness.tenants["south"].inbox / "early.zip")
+    (receipt,) = await harness.wait_for_receipts("south", 1)
+    states = [state for state, _, _ in harness.store.history(receipt["upload_id"])]
+    assert states == ["received", "validating", "accepted"]
+    assert harness.store.get(receipt["upload_id"]).answered_at is not None

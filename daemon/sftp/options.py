@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .defender import DefenderOptions
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 GiB = 1024**3
@@ -41,3 +43,5 @@ class ServerOptions:
     max_sessions_per_tenant: int = 5  # SFTP sessions, counted across all of a tenant's connections
     max_sessions_per_ip: int = 10  # SSH connections from one address, counted before authentication
     min_free_bytes: int = GiB  # new uploads are refused when the inbox's filesystem has less free
+    defender: DefenderOptions | None = None  # None: no scoring, no bans
+    defender_file: Path | None = None  # where bans are kept across restarts; None: in memory only

@@ -16,15 +16,19 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncssh
 
 from . import algorithms, events, fs, hostkeys, passwords
+from .defender import Defender, read_state, write_state
 from .events import OnEvent, OnUpload, Reporter, shown_username
 from .options import ServerOptions, TenantAccess
 from .session import SessionContext, TenantSFTPServer
 
 FAILED_PASSWORD_DELAY_SECONDS = 1.0
+REFUSAL_LOG_INTERVAL_SECONDS = 60.0  # a banned address hammering away is logged once a minute, not per try
 SERVER_VERSION = "rosterd"  # the SSH banner names no library version
 
 
@@ -35,12 +39,52 @@ class _Shared:
     options: ServerOptions
     reporter: Reporter
     keys: dict[str, frozenset[bytes]]  # tenant -> public key blobs it may log in with
+    defender: Defender | None = None
     connections_by_ip: Counter[str] = field(default_factory=Counter)
     sessions_by_tenant: Counter[str] = field(default_factory=Counter)
+    refusals_logged: dict[str, float] = field(default_factory=dict)  # ip -> when its refusal was last logged
+    _saving: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @property
     def passwords_offered(self) -> bool:
         return any(t.password_hash for t in self.options.tenants.values())
+
+    def penalise(self, gate: _Gate, points: int) -> None:
+        """Score an address for the defender; a ban that starts here ends this connection too."""
+        if self.defender is None:
+            return
+        ban = self.defender.score(gate.remote_ip, points)
+        if ban is None:
+            return
+        until = datetime.fromtimestamp(ban.until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        gate._report(events.IP_BANNED, until=until, ban_seconds=int(ban.seconds), ban_count=ban.count)
+        self._save_defender()
+        gate.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many failed logins from your address")
+
+    def _save_defender(self) -> None:
+        if self.defender is None or self.options.defender_file is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._write_defender(self.defender, self.options.defender_file))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_defender(self, defender: Defender, path: Path) -> None:
+        async with self._saving:  # one writer at a time, each with the state as it is when it writes
+            try:
+                await asyncio.to_thread(write_state, path, defender.state())
+            except OSError:
+                events.log.exception("saving the defender's bans failed")
+
+    def refusal_due(self, ip: str) -> bool:
+        """Whether a refused connection from `ip` should be logged now (rate-limited per address)."""
+        now = time.monotonic()
+        if now - self.refusals_logged.get(ip, -REFUSAL_LOG_INTERVAL_SECONDS) < REFUSAL_LOG_INTERVAL_SECONDS:
+            return False
+        self.refusals_logged[ip] = now
+        if len(self.refusals_logged) > 10_000:
+            self.refusals_logged.clear()
+        return True
 
 
 class _Gate(asyncssh.SSHServer):
@@ -54,6 +98,7 @@ class _Gate(asyncssh.SSHServer):
         self._counted = False
         self._attempts = 0
         self._method = ""
+        self._key_refusal: str | None = None  # why a key was refused, scored once when the connection ends
         self._last_activity = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -64,14 +109,24 @@ class _Gate(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername")
         self.remote_ip = _plain_ip(peer[0]) if peer else "unknown"
         shared = self._shared
+        banned_until = shared.defender.banned_until(self.remote_ip) if shared.defender else None
+        if banned_until is not None:
+            if shared.refusal_due(self.remote_ip):
+                self._report(events.CONNECTION_REFUSED, reason="banned",
+                             until=datetime.fromtimestamp(banned_until, UTC).isoformat(timespec="seconds"))  # fmt: skip
+            conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many failed logins from your address")
+            return
         if shared.connections_by_ip[self.remote_ip] >= shared.options.max_sessions_per_ip:
-            self._report(events.LIMIT_EXCEEDED, limit="max_sessions_per_ip")
+            self._limit_exceeded("max_sessions_per_ip")
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections from your address")
             return
         shared.connections_by_ip[self.remote_ip] += 1
         self._counted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._key_refusal is not None:  # a client that offered keys and never got in
+            self._penalise_refusal(self._key_refusal)
+            self._key_refusal = None
         if self._counted:
             self._counted = False
             counts = self._shared.connections_by_ip
@@ -83,6 +138,21 @@ class _Gate(asyncssh.SSHServer):
 
     def _report(self, event: str, /, **fields: object) -> None:
         self._shared.reporter.event(event, remote_ip=self.remote_ip, session_id=self.session_id, **fields)
+
+    def disconnect(self, code: int, reason: str) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            self._conn.disconnect(code, reason)
+
+    def _limit_exceeded(self, limit: str, **fields: object) -> None:
+        self._report(events.LIMIT_EXCEEDED, limit=limit, **fields)
+        if self._shared.defender is not None:
+            self._shared.penalise(self, self._shared.defender.options.score_limit_exceeded)
+
+    def _penalise_refusal(self, reason: str) -> None:
+        defender = self._shared.defender
+        if defender is not None:
+            unknown = reason == "unknown_user"
+            self._shared.penalise(self, defender.options.score_unknown_user if unknown else defender.options.score_bad_password)
 
     # -- authentication ----------------------------------------------------------------------------
 
@@ -132,19 +202,29 @@ class _Gate(asyncssh.SSHServer):
         return tenant, None
 
     def _failed(self, username: str, method: str, reason: str) -> None:
+        """Report a failed attempt and score it: each password guess counts, keys count once per connection.
+
+        Clients offer every key they hold, one after another, so a legitimate client with several keys
+        fails a few times before it gets in; only a connection that never gets in is scored for its keys.
+        """
         self._report(events.LOGIN_FAILED, username=shown_username(username), method=method, reason=reason)
+        if method == "password":
+            self._penalise_refusal(reason)
+        elif self._key_refusal != "unknown_user":
+            self._key_refusal = reason
         if self._attempts >= self._shared.options.max_auth_tries:
             self._too_many_attempts()
 
     def _too_many_attempts(self) -> None:
         if self._conn is None or self._conn.is_closed():
             return
-        self._report(events.LIMIT_EXCEEDED, limit="max_auth_tries")
-        self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
+        self._limit_exceeded("max_auth_tries")
+        self.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
 
     def auth_completed(self) -> None:
         assert self._conn is not None
         username = self._conn.get_extra_info("username")
+        self._key_refusal = None
         self._report(events.LOGIN_SUCCEEDED, tenant=username, method=self._method)
         self.touch()
         self._arm_idle_timer(self._shared.options.idle_timeout_seconds)
@@ -187,7 +267,7 @@ def _open_session(shared: _Shared, chan: asyncssh.SSHServerChannel) -> asyncssh.
     tenant = shared.options.tenants.get(conn.get_extra_info("username"))
     cap = shared.options.max_sessions_per_tenant
     if tenant is None or shared.sessions_by_tenant[tenant.name] >= cap:
-        gate._report(events.LIMIT_EXCEEDED, limit="max_sessions_per_tenant", tenant=getattr(tenant, "name", None))
+        gate._limit_exceeded("max_sessions_per_tenant", tenant=getattr(tenant, "name", None))
         return _RefusedSession(chan)
     shared.sessions_by_tenant[tenant.name] += 1
     context = SessionContext(
@@ -224,7 +304,12 @@ async def start_server(
             reporter.event(events.UPLOAD_ABORTED, tenant=tenant.name, name=orphan, reason="orphaned")
     host_keys = await asyncio.to_thread(hostkeys.load_or_create, options.host_key_dir)
     await asyncio.to_thread(passwords.warm_up)
-    shared = _Shared(options=options, reporter=reporter, keys=keys)
+    defender = None
+    if options.defender is not None:
+        defender = Defender(options.defender)
+        if options.defender_file is not None:
+            defender.load(await asyncio.to_thread(read_state, options.defender_file))
+    shared = _Shared(options=options, reporter=reporter, keys=keys, defender=defender)
     acceptor = await asyncssh.listen(
         options.host,
         options.port,
@@ -250,6 +335,8 @@ async def start_server(
         port=acceptor.get_port(),
         host_keys=host_keys.fingerprints,
         tenants=len(options.tenants),
+        defender=defender is not None,
+        bans_in_force=defender.bans_in_force() if defender else 0,
     )
     return acceptor
 
