@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench samples clean
+.PHONY: run test openssh-client bench samples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The daemon on the embedded default config (config/rosterd.toml): 127.0.0.1:2222, state in ./var, and the
+# demo tenant. It prints the sftp command to type; Ctrl-C stops it.
 run: $(STAMP)
-	@echo "rosterd: the SFTP daemon is not built yet; validating the bundled samples instead."
-	$(BIN)/rosterd validate samples/valid-1.1-bulk.zip
-	-$(BIN)/rosterd validate samples/broken-school-not-a-school.zip
+	$(BIN)/rosterd serve
 
-test: $(STAMP)
+# The tests drive the real OpenSSH client (sftp, ssh-keygen); install it where it is missing (Debian/Ubuntu).
+openssh-client:
+	@if ! command -v sftp >/dev/null || ! command -v ssh-keygen >/dev/null; then \
+		echo "installing the OpenSSH client for the tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client; \
+	fi
+
+test: $(STAMP) openssh-client
 	$(BIN)/python -m pytest -n auto -q
 
 bench: $(STAMP)

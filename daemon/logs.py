@@ -26,6 +26,10 @@ EVENTS: dict[str, str] = {
     "hostkey.generated": "a host key was made and saved in the state directory (first start)",
     "hostkey.loaded": "an existing host key was read from the state directory; its fingerprint is logged",
     "config.insecure_demo_tenant": "the demo tenant is configured: anyone with its generated key can log in",
+    "sftp.server_started": "the SFTP listener is up (`host_keys` has the fingerprints, `bans_in_force` the bans kept)",
+    "sftp.login_succeeded": "a tenant authenticated (`method`: publickey or password)",
+    "sftp.operation_refused": "a request outside what a tenant may do was refused (`op`, `reason`)",
+    "sftp.idle_disconnected": "a connection without traffic for the idle timeout was closed",
     "sftp.session_opened": "a tenant logged in and an SFTP session started",
     "sftp.session_closed": "an SFTP session ended, for whatever reason",
     "sftp.login_failed": "an authentication attempt failed (unknown user, bad password or key, wrong network)",
@@ -34,6 +38,8 @@ EVENTS: dict[str, str] = {
     "sftp.connection_refused": "a banned address tried to connect and was dropped (logged once a minute)",
     "upload.received": "an uploaded file was taken from an inbox, hashed and recorded",
     "upload.aborted": "a transfer ended before a clean close; its partial file was removed",
+    "upload.validating": "validation of an upload started (in a worker process)",
+    "upload.failed": "processing an upload failed inside rosterd (a bug or a disk error); it is logged with the error",
     "upload.rejected": "validation rejected an upload; its receipt says why",
     "upload.accepted": "validation accepted an upload",
     "upload.duplicate": "an upload is identical to an earlier one of the same tenant; nothing else happens",
@@ -132,6 +138,8 @@ def _route_stdlib_logging(shared: list[Processor], renderer: Processor, stream: 
     root.setLevel(levelno)
     # asyncssh narrates every connection at INFO; rosterd's own sftp.* events say what matters.
     logging.getLogger("asyncssh").setLevel(levelno if levelno <= logging.DEBUG else logging.WARNING)
+    # watchfiles logs every batch of file changes at INFO; intake's upload.* events say what it did with them.
+    logging.getLogger("watchfiles").setLevel(levelno if levelno <= logging.DEBUG else logging.WARNING)
     _stdlib_handler = handler
 
 

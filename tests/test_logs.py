@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import structlog
@@ -165,3 +166,16 @@ def test_the_vocabulary_is_past_tense_dotted_names_with_the_standard_keys() -> N
         "config.insecure_demo_tenant", "hostkey.generated", "hostkey.loaded",
     } <= set(EVENTS)  # fmt: skip
     assert set(KEYS) >= {"tenant", "upload_id", "sha256", "remote_ip", "session_id", "bytes", "elapsed_ms"}
+
+
+def test_every_event_the_code_logs_is_in_the_vocabulary() -> None:
+    """Event names written in the code (log calls, the SFTP layer's constants) and one per upload state."""
+    import daemon
+    from daemon.sftp import events
+    from daemon.store import State
+
+    source = "\n".join(p.read_text() for p in Path(daemon.__file__).parent.rglob("*.py"))
+    logged = set(re.findall(r"\.(?:info|warning|error|exception|log)\(\s*\"([a-z_]+\.[a-z_]+)\"", source))
+    constants = {v for k, v in vars(events).items() if k.isupper() and isinstance(v, str) and "." in v}
+    states = {f"upload.{state}" for state in State}
+    assert logged and constants and (logged | constants | states) - set(EVENTS) == set()

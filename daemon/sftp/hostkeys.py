@@ -20,21 +20,25 @@ _KEYS = (  # file name, asyncssh algorithm, generation options
 class HostKeys:
     pairs: list[asyncssh.SSHKeyPair]
     fingerprints: list[str]  # "ssh-ed25519 SHA256:...", for the start-up log
+    generated: list[str]  # the files made by this call (first start), the others were read
 
 
 def load_or_create(directory: Path) -> HostKeys:
     """The server's keys, each offered only with the host key algorithms we allow. Blocking."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pairs, prints = [], []
+    pairs, prints, generated = [], [], []
     for file_name, algorithm, generation in _KEYS:
+        existed = (directory / file_name).exists()
         key = _read_or_generate(directory / file_name, algorithm, generation)
+        if not existed:
+            generated.append(str(directory / file_name))
         (pair,) = asyncssh.load_keypairs([key])
         # An RSA key would otherwise also be offered as ssh-rsa (SHA-1 signatures); asyncssh has no
         # server option for host key algorithms, so the pair's own list is narrowed.
         pair.host_key_algorithms = tuple(alg for alg in pair.host_key_algorithms if alg in HOST_KEY_ALGS)
         pairs.append(pair)
         prints.append(f"{key.get_algorithm()} {key.get_fingerprint('sha256')}")
-    return HostKeys(pairs, prints)
+    return HostKeys(pairs, prints, generated)
 
 
 def _read_or_generate(path: Path, algorithm: str, generation: dict) -> asyncssh.SSHKey:

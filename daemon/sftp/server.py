@@ -303,6 +303,8 @@ async def start_server(
         for orphan in await asyncio.to_thread(fs.remove_orphans, tenant.root):
             reporter.event(events.UPLOAD_ABORTED, tenant=tenant.name, name=orphan, reason="orphaned")
     host_keys = await asyncio.to_thread(hostkeys.load_or_create, options.host_key_dir)
+    for path in host_keys.generated:
+        reporter.event(events.HOSTKEY_GENERATED, kind="host key", path=path)
     await asyncio.to_thread(passwords.warm_up)
     defender = None
     if options.defender is not None:

@@ -25,10 +25,20 @@ from daemon.sftp import ServerOptions, TenantAccess, UploadReceived, start_serve
 
 ACME_PASSWORD = "correct horse battery staple"
 
-needs_openssh = pytest.mark.skipif(
-    shutil.which("sftp") is None or shutil.which("ssh-keygen") is None,
-    reason="the OpenSSH client (sftp, ssh-keygen) is not installed",
-)
+
+def require_openssh() -> None:
+    """These tests drive the real OpenSSH client; without it they fail (`make test` installs it), never skip."""
+    missing = [tool for tool in ("sftp", "ssh-keygen") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the OpenSSH client is missing ({', '.join(missing)}): run `make test`, which installs it")
+
+
+@pytest.fixture
+def openssh_client() -> None:
+    require_openssh()
+
+
+needs_openssh = pytest.mark.usefixtures("openssh_client")
 
 
 def free_port() -> int:
@@ -51,8 +61,7 @@ def _make_key(directory: Path, name: str) -> ClientKey:
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ClientKey]:
-    if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen is not installed")
+    require_openssh()
     directory = tmp_path_factory.mktemp("client-keys")
     return {name: _make_key(directory, name) for name in ("acme", "globex", "stranger")}
 
