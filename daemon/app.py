@@ -8,6 +8,7 @@ and intake meet only at the filesystem and an UploadReceived record.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -83,6 +84,10 @@ def tenant_paths(settings: Settings, tenant: TenantConfig) -> TenantPaths:
     return TenantPaths(tenant.name, root / "inbox", root / "results", validation)
 
 
+class StartupError(Exception):
+    """The daemon cannot start for a reason an operator can fix; the message says which."""
+
+
 class Daemon:
     """The running daemon: start() brings the stages up in order, stop() takes them down in reverse."""
 
@@ -94,10 +99,12 @@ class Daemon:
         self.pool: ProcessPoolExecutor | None = None
         self.intake: Intake | None = None
         self.acceptor: asyncssh.SSHAcceptor | None = None
+        self._lock_fd: int | None = None
 
     async def start(self) -> None:
         settings, log = self.settings, self.log
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
         demo_public = None
         if any(t.demo for t in settings.tenants):
             demo_public = demo_key(self.state_dir, log)
@@ -135,7 +142,12 @@ class Daemon:
             defender=defender_options(settings),
             defender_file=self.state_dir / "defender.json",
         )
-        self.acceptor = await start_server(options, self._uploaded, self._sftp_event)
+        try:
+            self.acceptor = await start_server(options, self._uploaded, self._sftp_event)
+        except OSError as exc:  # most often: the port is taken, or below 1024 without the capability
+            raise StartupError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # a state file the daemon cannot trust (the defender's bans)
+            raise StartupError(str(exc)) from None
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
                  tenants=[t.name for t in settings.tenants])  # fmt: skip
         if demo_public:
@@ -144,6 +156,16 @@ class Daemon:
                   f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
                   "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+    def _lock_state_dir(self) -> None:
+        """One daemon per state directory: a second one would take uploads from under the first."""
+        fd = os.open(self.state_dir / "rosterd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(f"another rosterd is running with the state directory {self.state_dir}") from None
+        self._lock_fd = fd  # held until the process exits
 
     @property
     def port(self) -> int:
@@ -172,6 +194,9 @@ class Daemon:
             self.pool.shutdown(wait=True, cancel_futures=True)
         if self.store is not None:
             self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 async def serve(settings: Settings) -> None:
@@ -181,8 +206,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    await daemon.start()
     try:
+        await daemon.start()
         await stopping.wait()
     finally:
         await daemon.stop()

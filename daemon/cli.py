@@ -97,9 +97,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"rosterd serve: {err}", file=sys.stderr)
         return EXIT_USAGE
-    from .app import serve
+    from .app import StartupError, serve
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as err:
+        print(f"rosterd serve: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from .store import State, Upload
 
 MAX_FINDINGS = 1000
+MAX_NAME_BYTES_IN_RECEIPT = 200  # leaves room for ".<upload_id>.json" within a file name's 255 bytes
 TMP_PREFIX = ".rosterd-tmp-"
 
 NEXT_STEP = {
@@ -66,7 +67,7 @@ def build(upload: Upload, validation: dict | None = None, detail: str | None = N
 def write(results: Path, receipt: dict, keep: int = 100) -> Path:
     """Write the JSON and text receipts and latest.json; drop receipts beyond the newest `keep`."""
     results.mkdir(parents=True, exist_ok=True)
-    stem = f"{receipt['file']}.{receipt['upload_id']}"
+    stem = f"{_shortened(receipt['file'])}.{receipt['upload_id']}"
     body = json.dumps(receipt, indent=2, ensure_ascii=False) + "\n"
     path = results / f"{stem}.json"
     _publish(path, body)
@@ -74,6 +75,14 @@ def write(results: Path, receipt: dict, keep: int = 100) -> Path:
     _publish(results / "latest.json", body)
     _prune(results, keep)
     return path
+
+
+def _shortened(name: str, max_bytes: int = MAX_NAME_BYTES_IN_RECEIPT) -> str:
+    """The upload's name as the start of a receipt's file name, cut so the whole stays within 255 bytes."""
+    encoded = name.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return name
+    return encoded[:max_bytes].decode("utf-8", errors="ignore") + "~"
 
 
 def render_text(receipt: dict) -> str:

@@ -1,0 +1,71 @@
+"""Receipts: both forms written whole, latest.json mirrors the newest, old ones pruned, long names cut."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from daemon import receipts
+from daemon.store import State, Upload
+
+
+def upload(name: str = "day1.zip", state: State = State.REJECTED, upload_id: str = "u-20261201T000000Z-abcdef") -> Upload:
+    return Upload(upload_id, "lakeside", name, "a" * 64, 1234, "/state/x", state, "2026-12-01T00:00:00.000Z",
+                  "2026-12-01T00:00:01.000Z")  # fmt: skip
+
+
+def validation(findings: int) -> dict:
+    finding = {"code": "row.invalid_enum", "severity": "error", "message": "not one of the allowed values",
+               "file": "users.csv", "row": 2, "column": "role", "value": "pupil"}  # fmt: skip
+    return {"verdict": "rejected", "version": "1.1", "mode": "lenient", "findings_truncated": False,
+            "files": {"users.csv": {"mode": "bulk", "rows": findings, "dropped": findings}},
+            "counts_by_code": {"row.invalid_enum": findings}, "findings": [finding] * findings}  # fmt: skip
+
+
+def test_json_text_and_latest_are_written(tmp_path: Path) -> None:
+    receipt = receipts.build(upload(), validation(3))
+    path = receipts.write(tmp_path, receipt)
+
+    assert path.name == "day1.zip.u-20261201T000000Z-abcdef.json"
+    assert json.loads(path.read_text()) == receipt == json.loads((tmp_path / "latest.json").read_text())
+    text = path.with_suffix(".txt").read_text()
+    assert "REJECTED" in text and "users.csv:2 role = 'pupil'" in text and "row.invalid_enum" in text
+    assert receipt["next"].startswith("Nothing was taken from this upload")
+    assert sorted(os.listdir(tmp_path)) == ["day1.zip.u-20261201T000000Z-abcdef.json",
+                                            "day1.zip.u-20261201T000000Z-abcdef.txt", "latest.json"]  # fmt: skip
+
+
+def test_findings_are_cut_to_the_first_thousand_with_complete_counts() -> None:
+    trimmed = receipts.trim(validation(1500))
+    receipt = receipts.build(upload(), trimmed)
+    assert len(receipt["validation"]["findings"]) == 1000
+    assert receipt["validation"]["findings_truncated"] is True
+    assert receipt["validation"]["counts_by_code"] == {"row.invalid_enum": 1500}
+    assert "only the first 1000 are listed" in receipts.render_text(receipt)
+    assert receipts.trim(validation(10))["findings_truncated"] is False
+
+
+def test_only_the_newest_receipts_are_kept(tmp_path: Path) -> None:
+    for number in range(5):
+        receipts.write(tmp_path, receipts.build(upload(upload_id=f"u-{number}"), validation(1)), keep=3)
+        os.utime(tmp_path / f"day1.zip.u-{number}.json", ns=(number * 10**9, number * 10**9))
+    receipts.write(tmp_path, receipts.build(upload(upload_id="u-5"), validation(1)), keep=3)
+    kept = sorted(p.name for p in tmp_path.glob("*.json") if p.name != "latest.json")
+    assert kept == ["day1.zip.u-3.json", "day1.zip.u-4.json", "day1.zip.u-5.json"]
+    assert len(list(tmp_path.glob("*.txt"))) == 3
+    assert json.loads((tmp_path / "latest.json").read_text())["upload_id"] == "u-5"
+
+
+def test_a_very_long_upload_name_still_gets_its_receipt(tmp_path: Path) -> None:
+    name = "é" * 120 + ".zip"  # 244 bytes: a legal file name, too long with the upload id after it
+    path = receipts.write(tmp_path, receipts.build(upload(name=name), validation(1)))
+    assert len(path.name.encode()) <= 255 and path.name.endswith(".u-20261201T000000Z-abcdef.json")
+    assert json.loads(path.read_text())["file"] == name
+
+
+def test_a_duplicate_names_the_earlier_upload(tmp_path: Path) -> None:
+    receipt = receipts.build(upload(state=State.DUPLICATE), None, detail="same content as u-1")
+    assert receipt["state"] == "duplicate" and receipt["detail"] == "same content as u-1"
+    assert "validation" not in receipt
+    assert "identical to an earlier upload" in receipts.render_text(receipt)
