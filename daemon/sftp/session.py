@@ -9,15 +9,23 @@ is what completes that upload.
 Every method answers with an SFTP error the client understands; nothing raises out of `close` or
 `exit`, which asyncssh also calls during teardown (an exception there would skip the remaining
 handles). Blocking file work runs in worker threads, so one session's disk never stalls the others.
+
+asyncssh handles one request of a session at a time, awaiting each before it reads the next, so a write
+that waited for a thread would cost every 32 KiB of an upload a thread round trip. Writes are therefore
+gathered in memory while they are contiguous and handed to a thread a mebibyte at a time, without waiting;
+a write waits only when two such flushes are still on their way (back pressure, a few MiB per upload at
+most). A failed flush fails the next write, fstat, fsync or close, which drops the upload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +58,8 @@ _ROOT_MODE = stat.S_IFDIR | 0o555
 _AREA_MODES = {INBOX: stat.S_IFDIR | 0o755, RESULTS: stat.S_IFDIR | 0o555}
 _FILE_MODES = {INBOX: stat.S_IFREG | 0o600, RESULTS: stat.S_IFREG | 0o444}
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
+FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
+MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait
 
 
 @dataclass
@@ -82,6 +92,9 @@ class _Upload(_Handle):
     name: str  # the name the client asked for
     started: float = field(default_factory=time.monotonic)
     refused: SFTPError | None = None  # once a write was refused, the upload is gone for good
+    buffer: bytearray = field(default_factory=bytearray)  # contiguous writes not yet handed to a thread
+    buffer_at: int = 0  # the file offset of buffer[0]
+    flushes: deque[asyncio.Future] = field(default_factory=deque)  # writes to disk under way, oldest first
 
 
 class TenantSFTPServer(asyncssh.SFTPServer):
@@ -285,15 +298,37 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         self._ctx.touch()
         if not isinstance(file_obj, _Upload):
             self._refuse("write", "results_are_read_only")
-        if file_obj.refused:
-            raise file_obj.refused
+        upload = file_obj
+        if upload.refused:
+            raise upload.refused
         if offset + len(data) > self._ctx.tenant.max_upload_bytes:
-            await self._abandon(file_obj, "too_large", SFTPQuotaExceeded("File is larger than this inbox accepts"))
+            await self._abandon(upload, "too_large", SFTPQuotaExceeded("File is larger than this inbox accepts"))
+        if upload.buffer and offset != upload.buffer_at + len(upload.buffer):
+            _start_flush(upload)  # not contiguous (a client writing out of order): the gathered part goes first
+        if not upload.buffer:
+            upload.buffer_at = offset
+        upload.buffer += data
+        if len(upload.buffer) >= FLUSH_BYTES:
+            _start_flush(upload)
+        while upload.flushes and (len(upload.flushes) > MAX_FLUSHES_IN_FLIGHT or upload.flushes[0].done()):
+            await self._settle_oldest_flush(upload)  # returns at once for a flush that is done
+        return len(data)
+
+    async def _settle_oldest_flush(self, upload: _Upload) -> None:
         try:
-            return await asyncio.to_thread(os.pwrite, file_obj.temp.fd, data, offset)
+            await upload.flushes.popleft()
         except OSError as exc:
             refusal = SFTPNoSpaceOnFilesystem("No space") if exc.errno == errno.ENOSPC else SFTPFailure("Write failed")
-            await self._abandon(file_obj, "write_failed", refusal)
+            await self._abandon(upload, "write_failed", refusal)
+
+    async def _drain(self, upload: _Upload) -> None:
+        """Every write of the upload on disk (or the upload dropped and its refusal raised)."""
+        if upload.refused:
+            raise upload.refused
+        if upload.buffer:
+            _start_flush(upload)
+        while upload.flushes:
+            await self._settle_oldest_flush(upload)
 
     async def _abandon(self, upload: _Upload, reason: str, refusal: SFTPError) -> None:
         """Drop a refused upload now (its partial file removed) and fail this and later writes."""
@@ -306,6 +341,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if isinstance(file_obj, _Reading):
             return _attrs(_FILE_MODES[RESULTS], await self._disk(os.fstat, file_obj.fd))
         if isinstance(file_obj, _Upload) and not file_obj.refused:
+            await self._drain(file_obj)
             return _attrs(_FILE_MODES[INBOX], await self._disk(os.fstat, file_obj.temp.fd))
         raise SFTPFailure("Upload was refused")
 
@@ -318,6 +354,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
     async def fsync(self, file_obj: object) -> None:
         self._ctx.touch()
         if isinstance(file_obj, _Upload) and not file_obj.refused:
+            await self._drain(file_obj)
             await self._disk(os.fsync, file_obj.temp.fd)
 
     async def close(self, file_obj: object) -> None:
@@ -343,6 +380,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if not explicit:
             await self._discard(upload, "client_gone")
             return
+        await self._drain(upload)
         self._uploads.discard(upload)
         try:
             size = await asyncio.to_thread(fs.publish, upload.temp, upload.name)
@@ -356,6 +394,10 @@ class TenantSFTPServer(asyncssh.SFTPServer):
 
     async def _discard(self, upload: _Upload, reason: str) -> None:
         self._uploads.discard(upload)
+        upload.buffer.clear()
+        while upload.flushes:  # the file stays open until no thread writes to it any more
+            with contextlib.suppress(OSError):
+                await upload.flushes.popleft()
         written = -1
         try:
             written = os.fstat(upload.temp.fd).st_size if upload.temp.fd >= 0 else -1
@@ -386,6 +428,21 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             self._report(events.SESSION_CLOSED)
         finally:
             self._ctx.on_exit()
+
+
+def _start_flush(upload: _Upload) -> None:
+    """Hand the gathered writes to a worker thread, without waiting for it."""
+    chunk, at = upload.buffer, upload.buffer_at
+    upload.buffer = bytearray()
+    upload.flushes.append(asyncio.get_running_loop().run_in_executor(None, _write_at, upload.temp.fd, chunk, at))
+
+
+def _write_at(fd: int, data: bytearray, offset: int) -> None:
+    """pwrite all of `data` (a single pwrite may write less than asked). Blocking."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _attrs(mode: int, st: os.stat_result) -> SFTPAttrs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 from pathlib import Path
 
@@ -223,3 +224,22 @@ async def test_blocking_work_leaves_the_event_loop_free(server: Harness) -> None
             await task
     assert worst < 1.0
     assert [u.size for u in server.uploads] == [64 * 256 * 1024]
+
+
+async def test_writes_in_any_order_and_size_make_the_exact_file(server: Harness) -> None:
+    """Writes are gathered in memory while contiguous; out-of-order, overlapping and odd-sized ones must land
+    exactly where the client put them."""
+    rng = random.Random(7)
+    expected = bytearray(rng.randbytes(3 * 1024 * 1024 + 12345))
+    blocks = [(at, min(at + 40_000, len(expected))) for at in range(0, len(expected), 40_000)]
+    rng.shuffle(blocks)
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/inbox/shuffled.zip", "wb") as remote:
+            for start, end in blocks:
+                await remote.write(bytes(expected[start:end]), start)
+            patch = rng.randbytes(5000)  # a rewrite of bytes already sent
+            await remote.write(patch, 1_000_000)
+            expected[1_000_000:1_005_000] = patch
+            assert (await remote.stat()).size == len(expected)  # fstat sees every write so far
+    assert (server.root("acme") / "inbox" / "shuffled.zip").read_bytes() == expected
+    assert [u.size for u in server.uploads] == [len(expected)]
