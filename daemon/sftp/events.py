@@ -7,7 +7,9 @@ structured logger can subscribe. Fields never carry a password or key material.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ IDLE_DISCONNECTED = "sftp.idle_disconnected"
 OPERATION_REFUSED = "sftp.operation_refused"  # op, reason: path_escape | not_permitted | link | symlink_on_disk ...
 UPLOAD_ABORTED = "upload.aborted"  # reason: client_gone | too_large | write_failed | orphaned
 
-SHOWN_USERNAME_CHARS = 64  # a mistyped password sometimes lands in the username field: show little of it
+_TENANT_LIKE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # what config.TENANT_NAME allows
 
 
 @dataclass(frozen=True)
@@ -70,4 +72,12 @@ class Reporter:
 
 
 def shown_username(username: str) -> str:
-    return username[:SHOWN_USERNAME_CHARS]
+    """The name as logged for a failed login: as typed when it could be a tenant name, else a digest.
+
+    A password typed into the user-name field is the usual way one reaches a log; tenant names are short
+    lowercase words, so anything else is logged as `?sha256:<12 hex>`, which still lets an operator see
+    that the same wrong name keeps coming back.
+    """
+    if _TENANT_LIKE.fullmatch(username):
+        return username
+    return "?sha256:" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:12]

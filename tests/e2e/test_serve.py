@@ -1,105 +1,75 @@
-"""`rosterd serve` end to end, as an operator and an SIS would use it: real daemon, real OpenSSH client."""
+"""`rosterd serve` as an operator runs it: start, stop with SIGTERM, start again on the same state.
+
+The demo tenant of the default config is checked as `make run` would use it: the key the daemon makes
+at first start logs in with OpenSSH, and a second start keeps both that key and the host keys.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
+import stat
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
-
-ROSTERD = Path(sys.executable).parent / "rosterd"
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+from .conftest import RunningDaemon, Tenant, copy_sample
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_sigterm_stops_the_daemon_with_status_0_and_takes_its_workers_along(daemon: RunningDaemon) -> None:
+    copy_sample("valid-1.1-bulk.zip", daemon.inbox("north") / "day1.zip")
+    assert daemon.wait_for_receipt("north", "day1.zip")["state"] == "accepted"  # the validation pool is up
+
+    assert daemon.stop() == 0
+    assert daemon.events("daemon.stopping")
+    deadline = time.monotonic() + 5
+    while _group_alive(daemon.proc.pid):
+        assert time.monotonic() < deadline, "a process of the daemon's group outlived it"
+        time.sleep(0.05)
 
 
-@pytest.fixture
-def daemon(tmp_path: Path):
-    key = tmp_path / "client_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    port = free_port()
-    config = tmp_path / "rosterd.toml"
-    config.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-state_dir = "state"
-
-[intake]
-settle_seconds = 0.5
-rescan_seconds = 2
-
-[[tenants]]
-name = "lakeside"
-authorized_keys = ["{key.with_suffix('.pub').read_text().strip()}"]
-""")
-    log = open(tmp_path / "daemon.log", "w")
-    proc = subprocess.Popen([str(ROSTERD), "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError((tmp_path / "daemon.log").read_text())
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield {"port": port, "key": key, "root": tmp_path, "proc": proc, "log": tmp_path / "daemon.log"}
-    proc.send_signal(signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
-def sftp(d: dict, commands: str, cwd: Path) -> subprocess.CompletedProcess:
-    batch = cwd / "batch"
-    batch.write_text(commands)
-    return subprocess.run(
-        ["sftp", "-b", str(batch), "-P", str(d["port"]), "-i", str(d["key"]), "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "lakeside@127.0.0.1"],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+def test_a_zip_left_in_the_inbox_while_the_daemon_was_down_is_taken_at_start(daemon: RunningDaemon) -> None:
+    assert daemon.stop() == 0
+    copy_sample("valid-1.2-bulk.zip", daemon.inbox("south") / "overnight.zip")
+    daemon.start()
+
+    receipt = daemon.wait_for_receipt("south", "overnight.zip")
+    assert receipt["state"] == "accepted" and receipt["validation"]["version"] == "1.2"
+    assert daemon.events("upload.received", run=-1, tenant="south", file="overnight.zip")
+    assert list(daemon.inbox("south").iterdir()) == []
 
 
-def test_upload_with_openssh_and_read_the_receipt_back(daemon: dict, tmp_path: Path) -> None:
-    work = tmp_path / "client"
-    work.mkdir()
-    (work / "day1.zip").write_bytes((SAMPLES / "valid-1.1-bulk.zip").read_bytes())
-    put = sftp(daemon, "put day1.zip inbox/day1.zip\n", work)
-    assert put.returncode == 0, put.stderr
-    deadline = time.monotonic() + 60
-    receipt = None
-    while time.monotonic() < deadline:
-        got = sftp(daemon, "get results/latest.json latest.json\n", work)
-        if got.returncode == 0:
-            receipt = json.loads((work / "latest.json").read_text())
-            if receipt["state"] in ("accepted", "rejected"):
-                break
-        time.sleep(0.5)
-    assert receipt is not None and receipt["state"] == "accepted", daemon["log"].read_text()[-3000:]
-    assert receipt["file"] == "day1.zip"
-    assert receipt["validation"]["files"]["enrollments.csv"]["rows"] == 196
-    listing = sftp(daemon, "ls -1 results\n", work)
-    assert f"day1.zip.{receipt['upload_id']}.txt" in listing.stdout
-    events = [json.loads(line)["event"] for line in daemon["log"].read_text().splitlines() if line.startswith("{")]
-    assert "daemon.started" in events and "upload.received" in events and "upload.accepted" in events
+def test_the_demo_tenant_logs_in_with_its_generated_key_and_restarts_keep_every_key(
+    rosterd: Callable[..., RunningDaemon],
+) -> None:
+    daemon = rosterd(Tenant("demo", demo=True), fresh_host_keys=True)
+    key = daemon.state / "demo_id_ed25519"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert daemon.events("config.insecure_demo_tenant", run=-1)
+    (started,) = daemon.events("sftp.server_started", run=-1)
+    assert len(started["host_keys"]) == 2
 
+    known_hosts = daemon.client_dir / "known_hosts"  # the client remembers the host key, as a real one does
+    remembering = ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=accept-new"]
+    copy_sample("valid-1.1-bulk.zip", daemon.client_dir)
+    got = daemon.sftp_batch("demo", ["put valid-1.1-bulk.zip inbox/"], key=key, options=remembering)
+    assert got.returncode == 0, got.stderr
+    assert daemon.wait_for_receipt("demo", "valid-1.1-bulk.zip", key=key)["state"] == "accepted"
+    assert known_hosts.read_text().strip()
 
-def test_sigterm_stops_the_daemon_cleanly(daemon: dict) -> None:
-    daemon["proc"].send_signal(signal.SIGTERM)
-    assert daemon["proc"].wait(timeout=20) == 0
-    events = [json.loads(line)["event"] for line in daemon["log"].read_text().splitlines() if line.startswith("{")]
-    assert "daemon.stopping" in events
+    key_bytes = key.read_bytes()
+    daemon.restart()
+    (restarted,) = daemon.events("sftp.server_started", run=-1)
+    assert restarted["host_keys"] == started["host_keys"]
+    assert key.read_bytes() == key_bytes
+    assert daemon.events("config.insecure_demo_tenant", run=-1)  # warned at every start, not just the first
+    strict = ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+    got = daemon.sftp_batch("demo", ["ls -1 results"], key=key, options=strict)
+    assert got.returncode == 0, got.stderr
+    assert "results/latest.json" in got.stdout

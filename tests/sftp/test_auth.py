@@ -132,3 +132,11 @@ def test_free_port_helper_is_not_the_default_port() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         assert sock.getsockname()[1] != 2222
+
+
+async def test_a_failed_user_name_that_cannot_be_a_tenant_is_logged_as_a_digest(server: Harness) -> None:
+    """A password typed into the user-name field must not reach the log."""
+    await failed_password_login(server, "Tr0ub4dor&3", "whatever")
+    (failed,) = server.named("sftp.login_failed")
+    assert failed["username"].startswith("?sha256:") and len(failed["username"]) == len("?sha256:") + 12
+    assert "Tr0ub4dor" not in repr(server.events)

@@ -1,0 +1,178 @@
+"""Uploads end to end: an SIS puts a zip into its inbox and reads the verdict back from results/.
+
+Every test drives the real daemon with a real client (OpenSSH `sftp`, or asyncssh with a password) or,
+for files that arrive by other means, with a plain copy on the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .conftest import SAMPLES, RunningDaemon, Tenant, copy_sample, poll_receipt
+
+ROWS = {  # what the generated district in samples/ holds (samples/README.md)
+    "academicSessions.csv": 3,
+    "classes.csv": 36,
+    "courses.csv": 15,
+    "demographics.csv": 40,
+    "enrollments.csv": 196,
+    "orgs.csv": 3,
+    "users.csv": 46,
+}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rows_of(receipt: dict) -> dict[str, int]:
+    return {name: counts["rows"] for name, counts in receipt["validation"]["files"].items()}
+
+
+def put(daemon: RunningDaemon, tenant: str, local: str, remote: str) -> None:
+    got = daemon.sftp_batch(tenant, [f"put {local} {remote}"])
+    assert got.returncode == 0, got.stdout + got.stderr
+
+
+def test_openssh_key_upload_is_accepted_and_both_receipts_read_back(daemon: RunningDaemon) -> None:
+    sample = copy_sample("valid-1.1-bulk.zip", daemon.client_dir / "day1.zip")
+    put(daemon, "north", "day1.zip", "inbox/day1.zip")
+    receipt = daemon.wait_for_receipt("north", "day1.zip")
+
+    assert receipt["state"] == "accepted" and receipt["tenant"] == "north"
+    assert receipt["sha256"] == sha256(sample) and receipt["bytes"] == sample.stat().st_size
+    assert receipt["validation"]["verdict"] == "accepted" and receipt["validation"]["version"] == "1.1"
+    assert rows_of(receipt) == ROWS
+    assert all(counts["dropped"] == 0 for counts in receipt["validation"]["files"].values())
+
+    stem = f"day1.zip.{receipt['upload_id']}"
+    got = daemon.sftp_batch("north", [f"get results/{stem}.json", f"get results/{stem}.txt", "ls -1 results"])
+    assert got.returncode == 0, got.stderr
+    assert json.loads((daemon.client_dir / f"{stem}.json").read_text()) == receipt
+    text = (daemon.client_dir / f"{stem}.txt").read_text()
+    assert text.startswith(f"Upload {receipt['upload_id']}: ACCEPTED")
+    for name, rows in ROWS.items():
+        assert re.search(rf"^\s+{re.escape(name)}\s+bulk\s+{rows}\s+0$", text, re.MULTILINE), text
+    assert f"{stem}.json" in got.stdout and f"{stem}.txt" in got.stdout
+
+    received = daemon.wait_for_event("upload.accepted", upload_id=receipt["upload_id"])
+    assert received["tenant"] == "north" and received["sha256"] == receipt["sha256"]
+    assert daemon.events("upload.received", upload_id=receipt["upload_id"], file="day1.zip")
+    assert daemon.events("sftp.login_succeeded", tenant="north", method="publickey")
+    assert list(daemon.inbox("north").iterdir()) == []
+
+
+async def test_password_login_with_asyncssh_uploads_a_1_2_package(
+    daemon: RunningDaemon, tenants: dict[str, Tenant]
+) -> None:
+    async with daemon.connect("south", tenants["south"].password) as conn, conn.start_sftp_client() as sftp:
+        await sftp.put(str(SAMPLES / "valid-1.2-bulk.zip"), "inbox/roster-1.2.zip")
+        receipt = await poll_receipt(sftp, "roster-1.2.zip")
+        async with sftp.open(f"results/roster-1.2.zip.{receipt['upload_id']}.json", "rb") as handle:
+            by_name = json.loads(await handle.read())
+        async with sftp.open(f"results/roster-1.2.zip.{receipt['upload_id']}.txt") as handle:
+            text = await handle.read()
+
+    assert receipt["state"] == "accepted" and receipt["tenant"] == "south"
+    assert receipt["validation"]["version"] == "1.2"
+    assert rows_of(receipt) == {**ROWS, "roles.csv": 46}
+    assert by_name == receipt
+    assert "ACCEPTED" in text and "OneRoster 1.2" in text
+    assert daemon.events("sftp.login_succeeded", tenant="south", method="password")
+
+
+def test_a_rejected_upload_lists_its_findings_and_is_kept_in_quarantine(daemon: RunningDaemon) -> None:
+    sample = copy_sample("broken-school-not-a-school.zip", daemon.client_dir / "bad.zip")
+    put(daemon, "north", "bad.zip", "inbox/bad.zip")
+    receipt = daemon.wait_for_receipt("north", "bad.zip")
+
+    assert receipt["state"] == "rejected" and receipt["validation"]["verdict"] == "rejected"
+    codes = receipt["validation"]["counts_by_code"]
+    assert {"reference.target_type_mismatch", "reference.target_dropped", "file.too_many_dropped_rows"} <= set(codes)
+    mismatch = next(f for f in receipt["validation"]["findings"] if f["code"] == "reference.target_type_mismatch")
+    assert (mismatch["file"], mismatch["row"], mismatch["column"], mismatch["value"]) == (
+        "classes.csv", 2, "schoolSourcedId", "dst-0001",
+    )  # fmt: skip
+
+    stem = f"bad.zip.{receipt['upload_id']}"
+    got = daemon.sftp_batch("north", [f"get results/{stem}.txt"])
+    assert got.returncode == 0, got.stderr
+    text = (daemon.client_dir / f"{stem}.txt").read_text()
+    assert text.startswith(f"Upload {receipt['upload_id']}: REJECTED")
+    assert "reference.target_type_mismatch" in text and "classes.csv:2 schoolSourcedId" in text
+
+    (kept,) = daemon.quarantine("north").iterdir()
+    assert receipt["upload_id"] in kept.name and kept.name.endswith("bad.zip")
+    assert kept.read_bytes() == sample.read_bytes()
+    assert daemon.events("upload.rejected", upload_id=receipt["upload_id"], tenant="north")
+    assert list(daemon.inbox("north").iterdir()) == []
+
+
+def test_a_zip_copied_into_the_inbox_on_the_host_is_taken(daemon: RunningDaemon) -> None:
+    copy_sample("valid-1.1-bulk.zip", daemon.inbox("south") / "copied.zip")
+    receipt = daemon.wait_for_receipt("south", "copied.zip")
+
+    assert receipt["state"] == "accepted" and rows_of(receipt) == ROWS
+    assert daemon.events("upload.received", tenant="south", file="copied.zip")
+    assert list(daemon.inbox("south").iterdir()) == []
+
+
+def test_the_same_zip_sent_twice_is_answered_as_a_duplicate(daemon: RunningDaemon) -> None:
+    copy_sample("valid-1.1-bulk.zip", daemon.client_dir / "monday.zip")
+    copy_sample("valid-1.1-bulk.zip", daemon.client_dir / "tuesday.zip")  # same bytes, another name
+    put(daemon, "north", "monday.zip", "inbox/monday.zip")
+    first = daemon.wait_for_receipt("north", "monday.zip")
+    put(daemon, "north", "tuesday.zip", "inbox/tuesday.zip")
+    second = daemon.wait_for_receipt("north", "tuesday.zip")
+
+    assert first["state"] == "accepted"
+    assert second["state"] == "duplicate" and second["upload_id"] != first["upload_id"]
+    assert second["sha256"] == first["sha256"] and "validation" not in second
+    assert first["upload_id"] in second.get("detail", "")
+    assert daemon.wait_for_receipt("north", receipt=f"monday.zip.{first['upload_id']}.json") == first
+    assert daemon.events("upload.duplicate", upload_id=second["upload_id"], tenant="north")
+    (kept,) = (daemon.state / "uploads" / "north").iterdir()  # the duplicate's bytes were not kept
+    assert first["upload_id"] in kept.name
+
+
+def test_a_client_killed_mid_upload_leaves_nothing_to_ingest(daemon: RunningDaemon) -> None:
+    with open(daemon.client_dir / "huge.zip", "wb") as out:
+        out.truncate(300 * 1024**2)
+    client = daemon.start_sftp("north", ["put huge.zip inbox/huge.zip"])
+    inbox = daemon.inbox("north")
+
+    deadline = time.monotonic() + 20
+    while not any(p.name.startswith(".rosterd-tmp-") and p.stat().st_size > 0 for p in _entries(inbox)):
+        assert client.poll() is None, f"sftp ended ({client.returncode}) before the upload was seen growing"
+        assert time.monotonic() < deadline, "no growing .rosterd-tmp-* file in the inbox"
+        time.sleep(0.005)
+    os.killpg(client.pid, signal.SIGKILL)  # sftp and its ssh child at once: the SIS machine went away
+    client.wait(10)
+
+    aborted = daemon.wait_for_event("upload.aborted", tenant="north", name="huge.zip")
+    assert aborted["reason"] == "client_gone" and 0 < aborted["bytes"] < 300 * 1024**2
+    time.sleep(2.5)  # a full rescan period: nothing may turn up late
+    assert list(inbox.iterdir()) == []
+    assert list(daemon.results("north").iterdir()) == []
+    assert not daemon.events("upload.received")
+
+    copy_sample("valid-1.1-bulk.zip", daemon.client_dir / "huge.zip")  # the retry goes through
+    put(daemon, "north", "huge.zip", "inbox/huge.zip")
+    assert daemon.wait_for_receipt("north", "huge.zip")["state"] == "accepted"
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    """The folder's entries that still exist by the time they are looked at (uploads come and go)."""
+    for entry in folder.iterdir():
+        try:
+            entry.stat()
+        except FileNotFoundError:
+            continue
+        yield entry
