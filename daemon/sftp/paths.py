@@ -81,6 +81,15 @@ def parse(raw: bytes) -> VirtualPath:
     return VirtualPath(Kind.ENTRY, normalised, area=parts[0], name=parts[1])
 
 
+def is_acceptable_name(name: str) -> bool:
+    """What may be uploaded: a zip (`*.zip`, any letter case), or a partial name that a rename completes.
+
+    Anything else would sit in the inbox unanswered, as intake takes only zips; refusing it at once tells
+    the uploader, and keeps the quota for real uploads.
+    """
+    return name.lower().endswith(".zip") or is_partial(name)
+
+
 def is_partial(name: str) -> bool:
     """A name clients use while a transfer is still going on; completing means renaming it away."""
     lowered = name.lower()

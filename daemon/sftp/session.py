@@ -51,7 +51,7 @@ from asyncssh import (
 from . import events, fs
 from .events import Reporter, UploadReceived
 from .options import TenantAccess
-from .paths import AREAS, INBOX, RESULTS, Kind, PathRefused, VirtualPath, is_partial, parse
+from .paths import AREAS, INBOX, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
 
 # How the tree is shown: the tenant's rights, not the host's modes or owners.
 _ROOT_MODE = stat.S_IFDIR | 0o555
@@ -207,6 +207,8 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         new = self._resolve(newpath, "rename")
         if not (old.is_entry_in(INBOX) and new.is_entry_in(INBOX)):
             self._refuse("rename", "not_permitted")
+        if not is_acceptable_name(new.name):
+            self._refuse("rename", "not_a_zip_name")
         size = await self._disk(fs.rename_entry, self._root, INBOX, old.name, new.name, overwrite=overwrite)
         started = self._started_parts.pop(old.name, None)
         if is_partial(old.name) and not is_partial(new.name):
@@ -264,6 +266,8 @@ class TenantSFTPServer(asyncssh.SFTPServer):
     async def _open_upload(self, where: VirtualPath, pflags: int) -> _Upload:
         if not where.is_entry_in(INBOX) or pflags & FXF_READ:
             self._refuse("open", "not_permitted")
+        if not is_acceptable_name(where.name):
+            self._refuse("open", "not_a_zip_name")
         exists = await self._exists_in_inbox(where.name)
         if exists and pflags & FXF_EXCL:
             raise SFTPFileAlreadyExists("File already exists")
@@ -426,6 +430,9 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             for upload in list(self._uploads):  # normally none left: close() ran for each open handle
                 await self._discard(upload, "client_gone")
             self._report(events.SESSION_CLOSED)
+            # As sshd does: scp (which speaks SFTP since OpenSSH 9) fails without an exit status.
+            with contextlib.suppress(OSError):
+                self.channel.exit(0)
         finally:
             self._ctx.on_exit()
 

@@ -243,3 +243,29 @@ async def test_writes_in_any_order_and_size_make_the_exact_file(server: Harness)
             assert (await remote.stat()).size == len(expected)  # fstat sees every write so far
     assert (server.root("acme") / "inbox" / "shuffled.zip").read_bytes() == expected
     assert [u.size for u in server.uploads] == [len(expected)]
+
+
+async def test_only_zip_names_or_partial_names_may_be_uploaded(server: Harness) -> None:
+    """A CSV or any other file would wait in the inbox forever, unanswered: it is refused at once."""
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.open("/inbox/users.csv", "wb")
+        async with sftp.open("/inbox/ROSTER.ZIP", "wb") as remote:  # any letter case
+            await remote.write(b"z")
+        async with sftp.open("/inbox/next.zip.part", "wb") as remote:
+            await remote.write(b"p")
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await sftp.rename("/inbox/next.zip.part", "/inbox/next.csv")
+        await sftp.rename("/inbox/next.zip.part", "/inbox/next.zip")
+    assert [u.name for u in server.uploads] == ["ROSTER.ZIP", "next.zip"]
+    refused = [(e["op"], e["reason"]) for e in server.named("sftp.operation_refused")]
+    assert refused == [("open", "not_a_zip_name"), ("rename", "not_a_zip_name")]
+    assert sorted(os.listdir(server.root("acme") / "inbox")) == ["ROSTER.ZIP", "next.zip"]
+
+
+@needs_openssh
+async def test_openssh_put_of_a_csv_fails(server: Harness) -> None:
+    (server.workdir / "users.csv").write_text("sourcedId\n")
+    result = await server.sftp("acme", ["put users.csv /inbox/users.csv"])
+    assert result.returncode != 0 and "Permission denied" in result.output
+    assert os.listdir(server.root("acme") / "inbox") == []
