@@ -8,16 +8,17 @@ Target: rosterd's median throughput at least 0.9 of sshd's.
 
 One run: write a file of random bytes (1 GiB by default; random, so nothing can shortcut it), start both
 servers on free loopback ports, put the file once to each untimed (the first put into a fresh server and
-fresh files is slower than the rest), then put it to each N times, alternating which goes first (ABBA),
+fresh files is slower than the rest), then put it N times per series, rotating which series goes first,
 timing each put by wall clock (connection set-up included; the time of a bare login is shown for scale).
 
-Two differences are inherent and stated in the output rather than hidden: rosterd fsyncs an upload before
-it publishes it (sshd does not unless the client asks: `--fsync` makes the client ask both, with `put -f`),
-and rosterd's intake takes each finished upload out of the inbox, hashes it and rejects it as not a zip
+rosterd fsyncs every upload before it publishes it (a receipt must never name bytes a power cut could
+lose); sshd does so only when the client asks (`put -f`). So each run measures three series: rosterd with a
+plain put, sshd with a plain put (fast, not durable), and sshd with `put -f` (the same durability as
+rosterd), and prints rosterd's ratio against both. Also, rosterd's intake takes each finished upload out of the inbox, hashes it and rejects it as not a zip
 (or records it as a duplicate). The script waits for that receipt before the next timed put, and flushes
 the page cache's dirty pages (`sync`) before each put, so neither intake nor writeback overlaps a timing.
 
-    .venv/bin/python bench/sftp_throughput.py [--size-mib 1024] [--rounds 3] [--cipher NAME] [--fsync] [--record]
+    .venv/bin/python bench/sftp_throughput.py [--size-mib 1024] [--rounds 3] [--cipher NAME] [--record]
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ UPLOAD_NAME = "big.zip"
 @dataclass
 class Side:
     server: Server
+    fsync: bool = False  # the client asks the server to fsync (`put -f`)
     seconds: list[float] = field(default_factory=list)
     login_seconds: float = 0.0
     algorithms: Negotiated | None = None
@@ -74,6 +76,10 @@ class Side:
 
     def median_rate(self, size_mib: float) -> float:
         return statistics.median(self.rates(size_mib))
+
+    @property
+    def label(self) -> str:
+        return f"{self.server.name}{' put -f' if self.fsync else ''}"
 
 
 # --- the payload ------------------------------------------------------------------------------------------
@@ -93,10 +99,10 @@ def _put_timeout(size_mib: int) -> float:
     return 120 + size_mib  # as slow as 1 MiB/s still finishes
 
 
-def timed_put(side: Side, key: Path, payload: Path, work: Path, options: Sequence[str], fsync: bool) -> float:
+def timed_put(side: Side, key: Path, payload: Path, work: Path, options: Sequence[str]) -> float:
     server = side.server
     target = f"{server.upload_dir}/{UPLOAD_NAME}"
-    command = f'put {"-f " if fsync else ""}"{payload}" "{target}"'
+    command = f'put {"-f " if side.fsync else ""}"{payload}" "{target}"'
     os.sync()
     started = time.perf_counter()
     done = sftp_batch(server, key, [command], work / "batch", _put_timeout(payload.stat().st_size // MiB), options)
@@ -160,9 +166,9 @@ def settle_sshd(server: Server, size: int) -> None:
 # --- the rounds -------------------------------------------------------------------------------------------
 
 
-def run_rounds(rosterd: Side, sshd: Side, key: Path, payload: Path, work: Path, args: argparse.Namespace,
+def run_rounds(sides: Sequence[Side], key: Path, payload: Path, work: Path, args: argparse.Namespace,
                say: Callable[[str], None]) -> list[str]:  # fmt: skip
-    """One untimed warm-up put to each, then the rounds, alternating the servers (ABBA).
+    """One untimed warm-up put to each server, then the rounds, each round in another order (rotated).
 
     Returns the intake states rosterd reported for the timed puts."""
     size = payload.stat().st_size
@@ -170,23 +176,26 @@ def run_rounds(rosterd: Side, sshd: Side, key: Path, payload: Path, work: Path, 
     states: list[str] = []
     previous_id = None
 
+    rosterd = sides[0]
+
     def put(side: Side, label: str) -> float:
         nonlocal previous_id
-        seconds = timed_put(side, key, payload, work, options, args.fsync)
+        seconds = timed_put(side, key, payload, work, options)
         if side is rosterd:
             receipt = settle_rosterd(side.server, previous_id, size)
             previous_id = receipt["upload_id"]
             states.append(receipt["state"])
         else:
             settle_sshd(side.server, size)
-        say(f"  {label:12} {side.server.name:8} {seconds:7.2f} s {args.size_mib / seconds:8.1f} MiB/s")
+        say(f"  {label:12} {side.label:14} {seconds:7.2f} s {args.size_mib / seconds:8.1f} MiB/s")
         return seconds
 
-    for side in (rosterd, sshd):
+    for side in sides[:2]:  # one warm-up per server
         put(side, "warm-up")
     states.clear()
     for round_no in range(1, args.rounds + 1):
-        for side in (rosterd, sshd) if round_no % 2 else (sshd, rosterd):
+        shift = (round_no - 1) % len(sides)
+        for side in [*sides[shift:], *sides[:shift]]:
             side.seconds.append(put(side, f"round {round_no}/{args.rounds}"))
     return states
 
@@ -198,20 +207,25 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def figures_table(rosterd: Side, sshd: Side, size_mib: int) -> list[str]:
-    ratio = rosterd.median_rate(size_mib) / sshd.median_rate(size_mib)
+def figures_table(rosterd: Side, sshd: Side, durable: Side, size_mib: int) -> list[str]:
+    sides = (rosterd, sshd, durable)
 
-    def rates(side: Side) -> str:
-        return ", ".join(f"{r:.1f}" for r in side.rates(size_mib))
+    def row(measure: str, cell: Callable[[Side], str]) -> str:
+        return f"| {measure} | {' | '.join(cell(side) for side in sides)} | | |"
+
+    def ratio_row(other: Side, what: str) -> str:
+        ratio = rosterd.median_rate(size_mib) / other.median_rate(size_mib)
+        return f"| ratio rosterd / {what} (median MiB/s) | {ratio:.2f} | | | ≥ {MIN_RATIO} | {_verdict(ratio >= MIN_RATIO)} |"
 
     return [
-        "| measure | rosterd | sshd | target | result |",
-        "|---|---:|---:|---|---|",
-        f"| MiB/s per round | {rates(rosterd)} | {rates(sshd)} | | |",
-        f"| median MiB/s | {rosterd.median_rate(size_mib):.1f} | {sshd.median_rate(size_mib):.1f} | | |",
-        f"| median put (s) | {statistics.median(rosterd.seconds):.2f} | {statistics.median(sshd.seconds):.2f} | | |",
-        f"| login only (s), included above | {rosterd.login_seconds:.2f} | {sshd.login_seconds:.2f} | | |",
-        f"| ratio rosterd / sshd (median MiB/s) | {ratio:.2f} | | ≥ {MIN_RATIO} | {_verdict(ratio >= MIN_RATIO)} |",
+        "| measure | rosterd | sshd | sshd, put -f | target | result |",
+        "|---|---:|---:|---:|---|---|",
+        row("MiB/s per round", lambda side: ", ".join(f"{r:.1f}" for r in side.rates(size_mib))),
+        row("median MiB/s", lambda side: f"{side.median_rate(size_mib):.1f}"),
+        row("median put (s)", lambda side: f"{statistics.median(side.seconds):.2f}"),
+        row("login only (s), included above", lambda side: f"{side.login_seconds:.2f}"),
+        ratio_row(sshd, "sshd (not durable)"),
+        ratio_row(durable, "sshd with put -f (durable, as rosterd)"),
     ]
 
 
@@ -221,10 +235,10 @@ def context_lines(rosterd: Side, sshd: Side, args: argparse.Namespace, states: l
         mac = "" if a.mac in ("", "<implicit>") else f", MAC {a.mac}"
         return f"{side.server.name}: {a.server_software or '?'}, kex {a.kex or '?'}, cipher {a.cipher or '?'}{mac}"
 
-    fsync = ("both servers fsync (client sends fsync@openssh.com, `put -f`)" if args.fsync
-             else "rosterd fsyncs each upload before publishing it; sshd does not (no `put -f`)")  # fmt: skip
+    fsync = ("rosterd fsyncs each upload before publishing it; sshd is measured without `put -f` (no fsync) and "
+             "with it (fsync@openssh.com)")  # fmt: skip
     return [
-        f"parameters: {args.size_mib} MiB of random bytes, 1 warm-up put then {args.rounds} round(s), ABBA order; "
+        f"parameters: {args.size_mib} MiB of random bytes, 1 warm-up put then {args.rounds} round(s), order rotated each round; "
         f"client {openssh_client_version()}, default write size and requests (255 KiB writes, as both servers "
         f"advertise limits@openssh.com; 64 in flight); {fsync}",
         f"servers: rosterd on asyncssh {asyncssh_version()}; sshd with internal-sftp",
@@ -245,7 +259,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the uploaded file (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="puts to each server (default %(default)s)")
     parser.add_argument("--cipher", help="ask the client for this cipher (sftp -c), e.g. aes128-gcm@openssh.com")
-    parser.add_argument("--fsync", action="store_true", help="use `put -f`, so sshd fsyncs as rosterd does")
     parser.add_argument("--tmp", type=Path, help="where the temporary folder goes (default: the system's)")
     parser.add_argument("--record", action="store_true", help=f"append the figures to {recording.RESULTS.name}")
     args = parser.parse_args(argv)
@@ -258,7 +271,7 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the cleanup below, which stops both servers
 
 
-def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Side, Side, list[str]]:
+def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Side, Side, Side, list[str]]:
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosterd-sftp-bench-", dir=args.tmp,
                                                                     ignore_cleanup_errors=True)))  # fmt: skip
@@ -273,8 +286,10 @@ def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Side,
         options = ["-c", args.cipher] if args.cipher else []
         for side in (rosterd, sshd):
             side.login_seconds = login_seconds(side, key, work, options)
-        states = run_rounds(rosterd, sshd, key, payload, work, args, say)
-        return rosterd, sshd, states
+        durable = Side(sshd.server, fsync=True, login_seconds=sshd.login_seconds)
+        states = run_rounds((rosterd, sshd, durable), key, payload, work, args, say)
+        durable.algorithms = sshd.algorithms
+        return rosterd, sshd, durable, states
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,11 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         ensure_sshd(say)
-        rosterd, sshd, states = measure(args, say)
+        rosterd, sshd, durable, states = measure(args, say)
     except BenchError as failure:
         print(f"\nbench: FAILED: {failure}", file=sys.stderr)
         return 1
-    table = figures_table(rosterd, sshd, args.size_mib)
+    table = figures_table(rosterd, sshd, durable, args.size_mib)
     context = context_lines(rosterd, sshd, args, states)
     print()
     print("\n".join(context))

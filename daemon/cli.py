@@ -88,8 +88,6 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     from .config import ConfigError, load_settings
 
     try:
@@ -97,10 +95,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"rosterd serve: {err}", file=sys.stderr)
         return EXIT_USAGE
+    import uvloop  # libuv's event loop: socket work for SSH packets costs less than with asyncio's own
+
     from .app import StartupError, serve
 
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     except StartupError as err:
         print(f"rosterd serve: {err}", file=sys.stderr)
         return 1

@@ -60,6 +60,7 @@ _FILE_MODES = {INBOX: stat.S_IFREG | 0o600, RESULTS: stat.S_IFREG | 0o444}
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
 FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
 MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait
+WRITEBACK_BYTES = 32 * 1024 * 1024  # written stretches of this size are sent on to the disk at once
 
 
 @dataclass
@@ -445,11 +446,21 @@ def _start_flush(upload: _Upload) -> None:
 
 
 def _write_at(fd: int, data: bytearray, offset: int) -> None:
-    """pwrite all of `data` (a single pwrite may write less than asked). Blocking."""
+    """pwrite all of `data` (a single pwrite may write less than asked). Blocking.
+
+    Each time the writes pass a WRITEBACK_BYTES boundary, the stretch before it is sent on to the disk
+    (fadvise DONTNEED starts writeback of dirty pages, and lets the kernel drop them once clean): the disk
+    works while the network does, the fsync before publishing has little left to do, and a large upload
+    does not push everything else out of the page cache.
+    """
+    start = offset
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+    boundary = offset - offset % WRITEBACK_BYTES
+    if boundary > start and boundary >= WRITEBACK_BYTES:
+        os.posix_fadvise(fd, boundary - WRITEBACK_BYTES, WRITEBACK_BYTES, os.POSIX_FADV_DONTNEED)
 
 
 def _attrs(mode: int, st: os.stat_result) -> SFTPAttrs:
