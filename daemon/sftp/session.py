@@ -11,8 +11,9 @@ Every method answers with an SFTP error the client understands; nothing raises o
 handles). Blocking file work runs in worker threads, so one session's disk never stalls the others.
 
 asyncssh handles one request of a session at a time, awaiting each before it reads the next, so a write
-that waited for a thread would cost every 32 KiB of an upload a thread round trip. Writes are therefore
-gathered in memory while they are contiguous and handed to a thread a mebibyte at a time, without waiting;
+that waited for a thread would cost every request of an upload a thread round trip. Writes are therefore
+gathered (as received, without copying) while they are contiguous and handed to a thread a mebibyte at a
+time as one pwritev, without waiting;
 a write waits only when two such flushes are still on their way (back pressure, a few MiB per upload at
 most). A failed flush fails the next write, fstat, fsync or close, which drops the upload.
 """
@@ -60,6 +61,7 @@ _FILE_MODES = {INBOX: stat.S_IFREG | 0o600, RESULTS: stat.S_IFREG | 0o444}
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
 FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
 MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait
+MAX_GATHERED_WRITES = 256  # well under IOV_MAX (1024 on Linux): one pwritev takes them all
 WRITEBACK_BYTES = 32 * 1024 * 1024  # written stretches of this size are sent on to the disk at once
 
 
@@ -93,8 +95,9 @@ class _Upload(_Handle):
     name: str  # the name the client asked for
     started: float = field(default_factory=time.monotonic)
     refused: SFTPError | None = None  # once a write was refused, the upload is gone for good
-    buffer: bytearray = field(default_factory=bytearray)  # contiguous writes not yet handed to a thread
-    buffer_at: int = 0  # the file offset of buffer[0]
+    gathered: list[bytes] = field(default_factory=list)  # contiguous writes not yet handed to a thread
+    gathered_at: int = 0  # the file offset of gathered[0]
+    gathered_bytes: int = 0
     flushes: deque[asyncio.Future] = field(default_factory=deque)  # writes to disk under way, oldest first
 
 
@@ -308,12 +311,13 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             raise upload.refused
         if offset + len(data) > self._ctx.tenant.max_upload_bytes:
             await self._abandon(upload, "too_large", SFTPQuotaExceeded("File is larger than this inbox accepts"))
-        if upload.buffer and offset != upload.buffer_at + len(upload.buffer):
+        if upload.gathered and offset != upload.gathered_at + upload.gathered_bytes:
             _start_flush(upload)  # not contiguous (a client writing out of order): the gathered part goes first
-        if not upload.buffer:
-            upload.buffer_at = offset
-        upload.buffer += data
-        if len(upload.buffer) >= FLUSH_BYTES:
+        if not upload.gathered:
+            upload.gathered_at = offset
+        upload.gathered.append(data)  # kept as received, not copied: one pwritev writes them all
+        upload.gathered_bytes += len(data)
+        if upload.gathered_bytes >= FLUSH_BYTES or len(upload.gathered) >= MAX_GATHERED_WRITES:
             _start_flush(upload)
         while upload.flushes and (len(upload.flushes) > MAX_FLUSHES_IN_FLIGHT or upload.flushes[0].done()):
             await self._settle_oldest_flush(upload)  # returns at once for a flush that is done
@@ -330,7 +334,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         """Every write of the upload on disk (or the upload dropped and its refusal raised)."""
         if upload.refused:
             raise upload.refused
-        if upload.buffer:
+        if upload.gathered:
             _start_flush(upload)
         while upload.flushes:
             await self._settle_oldest_flush(upload)
@@ -399,7 +403,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
 
     async def _discard(self, upload: _Upload, reason: str) -> None:
         self._uploads.discard(upload)
-        upload.buffer.clear()
+        upload.gathered, upload.gathered_bytes = [], 0
         while upload.flushes:  # the file stays open until no thread writes to it any more
             with contextlib.suppress(OSError):
                 await upload.flushes.popleft()
@@ -440,13 +444,13 @@ class TenantSFTPServer(asyncssh.SFTPServer):
 
 def _start_flush(upload: _Upload) -> None:
     """Hand the gathered writes to a worker thread, without waiting for it."""
-    chunk, at = upload.buffer, upload.buffer_at
-    upload.buffer = bytearray()
-    upload.flushes.append(asyncio.get_running_loop().run_in_executor(None, _write_at, upload.temp.fd, chunk, at))
+    chunks, at = upload.gathered, upload.gathered_at
+    upload.gathered, upload.gathered_bytes = [], 0
+    upload.flushes.append(asyncio.get_running_loop().run_in_executor(None, _write_at, upload.temp.fd, chunks, at))
 
 
-def _write_at(fd: int, data: bytearray, offset: int) -> None:
-    """pwrite all of `data` (a single pwrite may write less than asked). Blocking.
+def _write_at(fd: int, chunks: list[bytes], offset: int) -> None:
+    """Write contiguous `chunks` from `offset` with one pwritev (a short write is finished off). Blocking.
 
     Each time the writes pass a WRITEBACK_BYTES boundary, the stretch before it is sent on to the disk
     (fadvise DONTNEED starts writeback of dirty pages, and lets the kernel drop them once clean): the disk
@@ -454,10 +458,14 @@ def _write_at(fd: int, data: bytearray, offset: int) -> None:
     does not push everything else out of the page cache.
     """
     start = offset
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+    total = sum(len(chunk) for chunk in chunks)
+    written = os.pwritev(fd, chunks, offset)
+    offset += written
+    if written < total:
+        rest = memoryview(b"".join(chunks))[written:]
+        while rest:
+            done = os.pwrite(fd, rest, offset)
+            rest, offset = rest[done:], offset + done
     boundary = offset - offset % WRITEBACK_BYTES
     if boundary > start and boundary >= WRITEBACK_BYTES:
         os.posix_fadvise(fd, boundary - WRITEBACK_BYTES, WRITEBACK_BYTES, os.POSIX_FADV_DONTNEED)

@@ -269,3 +269,15 @@ async def test_openssh_put_of_a_csv_fails(server: Harness) -> None:
     result = await server.sftp("acme", ["put users.csv /inbox/users.csv"])
     assert result.returncode != 0 and "Permission denied" in result.output
     assert os.listdir(server.root("acme") / "inbox") == []
+
+
+async def test_many_small_writes_make_the_exact_file(server: Harness) -> None:
+    """A client writing in tiny pieces: gathered writes are flushed by count as well as by size."""
+    pieces = [bytes([n % 251]) * 37 for n in range(3000)]
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/inbox/tiny.zip", "wb") as remote:
+            offset = 0
+            for piece in pieces:
+                await remote.write(piece, offset)
+                offset += len(piece)
+    assert (server.root("acme") / "inbox" / "tiny.zip").read_bytes() == b"".join(pieces)
