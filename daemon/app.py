@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import multiprocessing
 import os
 import signal
@@ -100,6 +101,7 @@ class Daemon:
         self.intake: Intake | None = None
         self.acceptor: asyncssh.SSHAcceptor | None = None
         self._lock_fd: int | None = None
+        self._notifications: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         settings, log = self.settings, self.log
@@ -175,7 +177,13 @@ class Daemon:
     def _uploaded(self, event: UploadReceived) -> None:
         assert self.intake is not None
         task = asyncio.get_running_loop().create_task(self.intake.notify(event.tenant, event.path))
-        task.add_done_callback(lambda t: t.exception() and self.log.error("upload.failed", error=repr(t.exception())))
+        self._notifications.add(task)  # referenced until done, so it is not collected mid-way
+        task.add_done_callback(functools.partial(self._notified, event))
+
+    def _notified(self, event: UploadReceived, task: asyncio.Task) -> None:
+        self._notifications.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # intake logs its own failures; this is a bug
+            self.log.error("upload.failed", tenant=event.tenant, file=event.name, error=repr(task.exception()))
 
     def _sftp_event(self, name: str, fields: dict) -> None:
         warnings = ("sftp.login_failed", "sftp.limit_exceeded", "sftp.ip_banned", "sftp.connection_refused",
