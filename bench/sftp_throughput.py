@@ -215,7 +215,7 @@ def figures_table(rosterd: Side, sshd: Side, durable: Side, size_mib: int) -> li
 
     def ratio_row(other: Side, what: str) -> str:
         ratio = rosterd.median_rate(size_mib) / other.median_rate(size_mib)
-        return f"| ratio rosterd / {what} (median MiB/s) | {ratio:.2f} | | | ≥ {MIN_RATIO} | {_verdict(ratio >= MIN_RATIO)} |"
+        return f"| ratio rosterd / {what} (median MiB/s) | {ratio:.3f} | | | ≥ {MIN_RATIO} | {_verdict(ratio >= MIN_RATIO)} |"
 
     return [
         "| measure | rosterd | sshd | sshd, put -f | target | result |",
