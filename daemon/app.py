@@ -82,7 +82,13 @@ def tenant_paths(settings: Settings, tenant: TenantConfig) -> TenantPaths:
         "max_entries": v.max_entries,
         "max_ratio": v.max_ratio,
     }
-    return TenantPaths(tenant.name, root / "inbox", root / "results", validation)
+    return TenantPaths(tenant.name, root / "inbox", root / "results", validation, tenant_holds(settings, tenant))
+
+
+def tenant_holds(settings: Settings, tenant: TenantConfig) -> dict:
+    """The [holds] thresholds with the tenant's own `holds` keys over them."""
+    own = tenant.holds.model_dump(exclude_unset=True) if tenant.holds is not None else {}
+    return {**settings.holds.model_dump(), **own}
 
 
 class StartupError(Exception):
@@ -125,6 +131,7 @@ class Daemon:
                 workers=settings.intake.workers,
                 quarantine_days=settings.intake.quarantine_days,
                 receipts_kept=settings.intake.receipts_kept,
+                snapshots_kept=settings.snapshots.keep,
             ),
             lambda event, **fields: log.info(event, **fields),
         )

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import admin
 from .oneroster.codes import CODES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
@@ -49,10 +50,33 @@ def _parser() -> argparse.ArgumentParser:
                      help="reject zips whose entries uncompress to more than this (default: 4 GiB)")  # fmt: skip
     val.set_defaults(func=_validate)
 
+    dif = sub.add_parser(
+        "diff",
+        help="show what changed between two OneRoster zips (offline)",
+        description="Validate two OneRoster zips and show the change set from OLD to NEW as the daemon works it "
+        "out: per entity, the rows added, updated (with every changed field, old and new) and deleted, keyed by "
+        "sourcedId. OLD stands for the last snapshot and must hold bulk files only; NEW may be a bulk, delta or "
+        "mixed package, and is applied to OLD (a bulk file replaces its entity, a delta file upserts and deletes "
+        "rows, files NEW does not hold are carried over). Values are compared after the validator's "
+        "normalisation and status and dateLastModified are left out, so a cosmetic re-export shows no changes. "
+        "Exit status: 0 compared (with or without changes), 1 a package was rejected (or NEW leaves references "
+        "dangling once applied to OLD), 2 unusable arguments, an unreadable path, or delta files in OLD.",
+    )
+    dif.add_argument("old", metavar="OLD.zip", help="the earlier package (bulk)")
+    dif.add_argument("new", metavar="NEW.zip", help="the later package (bulk, delta or mixed)")
+    dif.add_argument("--format", choices=("text", "json"), default="text",
+                     help="text: a table of counts and example rows; json: {\"entities\": {ENTITY: {\"added\": N, "
+                     "\"updated\": N, \"deleted\": N}}, \"samples\": {...}} (default: text)")  # fmt: skip
+    dif.add_argument("--strict", action="store_true", help="validate both packages in strict mode (default: lenient)")
+    dif.add_argument("--samples", type=int, default=3, metavar="N",
+                     help="example rows shown per entity and action (default: 3)")  # fmt: skip
+    dif.set_defaults(func=_diff)
+
     codes = sub.add_parser("codes", help="list every finding code and what it means",
                            description="List every finding code rosterd can report, with its meaning.")  # fmt: skip
     codes.set_defaults(func=_codes)
     _add_tenant_parsers(sub)
+    admin.add_parsers(sub)
     return parser
 
 
@@ -138,6 +162,80 @@ def _validate(args: argparse.Namespace) -> int:
     out = render_json(result) + "\n" if args.format == "json" else render_text(result, str(path))
     sys.stdout.write(out)
     return EXIT_ACCEPTED if result.accepted else EXIT_REJECTED
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """`rosterd diff OLD.zip NEW.zip`: both validated, NEW merged onto OLD's snapshot, the change set shown."""
+    import json
+
+    from .changes import render_text
+    from .diff import DeltaWithoutSnapshot, check_snapshot_references, diff_snapshots, merge_package
+    from .oneroster.findings import Mode
+    from .oneroster.validate import ValidateOptions, validate_package
+
+    paths = {"OLD": Path(args.old), "NEW": Path(args.new)}
+    for path in paths.values():
+        problem = "no such file" if not path.is_file() else _unreadable(path)
+        if problem:
+            print(f"rosterd diff: {path}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.samples < 0:
+        print("rosterd diff: --samples must not be negative", file=sys.stderr)
+        return EXIT_USAGE
+    mode = Mode.STRICT if args.strict else Mode.LENIENT
+    options = ValidateOptions(mode=mode, progress=_progress if sys.stderr.isatty() else None)
+    rosters = {}
+    for label, path in paths.items():
+        result = validate_package(path, options)
+        if options.progress:
+            print("\r\033[K", end="", file=sys.stderr)
+        if not result.accepted:
+            _print_rejected(path, f"{label} was rejected", result.findings.counts, args.format)
+            return EXIT_REJECTED
+        rosters[label] = result.roster
+    try:
+        before = merge_package(None, rosters["OLD"])
+    except DeltaWithoutSnapshot as exc:
+        print(f"rosterd diff: {paths['OLD']}: {exc.code}: OLD holds delta files ({', '.join(exc.entities)}); give a "
+              "bulk package as OLD", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    after = merge_package(before, rosters["NEW"])
+    dangling = check_snapshot_references(after, rosters["NEW"].version, rosters["NEW"], mode=mode)
+    if dangling.errors:
+        _print_rejected(paths["NEW"], "NEW leaves references dangling once applied to OLD", dangling.counts,
+                        args.format)  # fmt: skip
+        return EXIT_REJECTED
+    changes = diff_snapshots(before, after)
+    if args.format == "json":
+        print(json.dumps({"entities": changes.counts(), "samples": changes.samples(args.samples)}, indent=2,
+                         ensure_ascii=False))  # fmt: skip
+    else:
+        versions = " and ".join(dict.fromkeys(r.version for r in rosters.values()))
+        print(f"{paths['OLD']} -> {paths['NEW']} (OneRoster {versions}): {changes.total():,} changed rows\n")
+        sys.stdout.write(render_text(changes, args.samples))
+    return 0
+
+
+def _unreadable(path: Path) -> str | None:
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as err:
+        return err.strerror
+
+
+def _print_rejected(path: Path, why: str, counts: dict[str, int], fmt: str) -> None:
+    """The counts by code of a rejected package; `rosterd validate` shows the findings themselves."""
+    counts = dict(sorted(counts.items()))
+    if fmt == "json":
+        import json
+
+        print(json.dumps({"rejected": str(path), "reason": why, "counts_by_code": counts}, indent=2))
+        return
+    print(f"{path}: REJECTED ({why}); `rosterd validate {path}` lists every finding")
+    width = max(map(len, counts), default=0)
+    for code, n in counts.items():
+        print(f"  {code:<{width}}  {n:,}")
 
 
 def _progress(message: str) -> None:

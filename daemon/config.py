@@ -130,6 +130,19 @@ class ValidationConfig(_Section):
     max_ratio: float = Field(200.0, gt=0)
 
 
+class HoldsConfig(_Section):
+    """Mass-change holds (daemon/holds.py): an upload crossing any of these waits for `rosterd approve`."""
+
+    users_deleted_share: float = Field(0.10, ge=0, le=1)
+    enrollments_deleted_share: float = Field(0.10, ge=0, le=1)
+    school_deleted: bool = True
+    changed_share: float = Field(0.50, ge=0)
+
+
+class SnapshotsConfig(_Section):
+    keep: int = Field(30, ge=1)  # newest snapshots kept per tenant (the current one always)
+
+
 class IntakeConfig(_Section):
     settle_seconds: float = Field(5.0, ge=0)
     rescan_seconds: float = Field(60.0, gt=0)
@@ -146,6 +159,7 @@ class TenantConfig(_Section):
     max_upload_bytes: int = Field(2 * GiB, ge=1)
     inbox_quota_bytes: int = Field(10 * GiB, ge=1)
     validation_mode: ValidationMode | None = None  # None: the [validation] mode
+    holds: HoldsConfig | None = None  # None: the [holds] thresholds
     demo: bool = False  # key pair generated at first start; insecure, for `make run` only
     targets: list[dict] = []  # defined by the delivery issues
 
@@ -196,6 +210,8 @@ class Settings(_Section):
     defender: DefenderConfig = DefenderConfig()
     validation: ValidationConfig = ValidationConfig()
     intake: IntakeConfig = IntakeConfig()
+    holds: HoldsConfig = HoldsConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
     tenants: list[TenantConfig] = []
     source: Path  # the file these settings came from; filled in by the loader, not a TOML key
 

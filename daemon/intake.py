@@ -28,8 +28,9 @@ from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, awatch
 
-from . import receipts
-from .store import State, Store, Upload, new_upload_id
+from . import receipts, snapshots
+from .ingest import process_upload
+from .store import SnapshotRecord, State, Store, Upload, new_upload_id
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
@@ -43,6 +44,7 @@ class TenantPaths:
     inbox: Path
     results: Path
     validation: dict = field(default_factory=dict)  # ValidateOptions fields for this tenant (mode, limits)
+    holds: dict = field(default_factory=dict)  # HoldThresholds fields for this tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class IntakeOptions:
     workers: int = 2
     quarantine_days: float = 30.0
     receipts_kept: int = 100
+    snapshots_kept: int = 30
 
 
 class ZipFilter(DefaultFilter):
@@ -65,24 +68,6 @@ class ZipFilter(DefaultFilter):
 def is_candidate(path: Path) -> bool:
     name = path.name
     return name.lower().endswith(".zip") and not name.startswith(HIDDEN_PREFIX)
-
-
-def validate_to_dict(path: str, options: dict) -> dict:
-    """Validate in a worker process; return only plain data (the findings and counts) to the daemon."""
-    from .oneroster.findings import Mode
-    from .oneroster.validate import ValidateOptions, validate_package
-    from .oneroster.zipread import ZipLimits
-
-    limits = {k: options[k] for k in ("max_entries", "max_total_bytes", "max_ratio") if k in options}
-    result = validate_package(
-        Path(path),
-        ValidateOptions(
-            mode=Mode(options.get("mode", "lenient")),
-            limits=ZipLimits(**limits),
-            max_dropped_share=options.get("max_dropped_share", 0.01),
-        ),
-    )
-    return result.to_dict()
 
 
 def sha256_of(path: Path) -> str:
@@ -271,22 +256,69 @@ class Intake:
         self.log("upload.validating", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        work = await self._work_options(upload, tenant)
         try:
-            result = await loop.run_in_executor(self.pool, validate_to_dict, upload.path, tenant.validation)
+            outcome = await loop.run_in_executor(self.pool, process_upload, upload.path, work)
         except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
             self.log("upload.rejected", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
             upload = await self._quarantine(upload, None, INTERNAL_ERROR)
             await self._answer(upload, None)
             return
         elapsed_ms = int((time.monotonic() - started) * 1000)
-        result = receipts.trim(result)
-        if result["verdict"] == "accepted":
-            upload = await self._db(self.store.set_state, upload.id, State.ACCEPTED, result=result)
+        result = receipts.trim(outcome["validation"])
+        snapshot = outcome.get("snapshot")
+        if snapshot is not None:
+            upload = await self._take_snapshot(upload, work, snapshot, result)
         else:
             upload = await self._quarantine(upload, result)
         self.log(f"upload.{upload.state}", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256,
-                 elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"])  # fmt: skip
-        await self._answer(upload, result)
+                 elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"],
+                 changes=snapshot["changes"] if snapshot else None)  # fmt: skip
+        await self._answer(upload, result, snapshot)
+
+    async def _work_options(self, upload: Upload, tenant: TenantPaths) -> dict:
+        """What the worker needs: validation settings, where to stage, and the snapshot to diff against."""
+        state_dir = self.options.state_dir
+        await asyncio.to_thread(snapshots.tenant_folder(state_dir, upload.tenant).mkdir, parents=True, exist_ok=True)
+        base = None
+        if await self._db(self.store.rebaseline_requested, upload.tenant) is None:
+            current = await self._db(self.store.current_snapshot, upload.tenant)
+            base = current.path if current is not None else None
+        return {**tenant.validation, "holds": tenant.holds, "base": base,
+                "staging": str(snapshots.staging_folder(state_dir, upload.tenant, upload.id))}  # fmt: skip
+
+    async def _take_snapshot(self, upload: Upload, work: dict, snapshot: dict, result: dict) -> Upload:
+        """Publish the staged snapshot, record it (accepted, or held when a threshold was crossed), prune."""
+        final = snapshots.final_folder(self.options.state_dir, upload.tenant, upload.id)
+        await asyncio.to_thread(snapshots.publish, Path(work["staging"]), final)
+        record = SnapshotRecord(
+            tenant=upload.tenant, version=snapshot["version"], path=str(final),
+            base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"], holds=snapshot["holds"],
+        )  # fmt: skip
+        state = State.HELD if snapshot["holds"] else State.ACCEPTED
+        upload = await self._db(self.store.record_snapshot, upload.id, record, state, result)
+        if state is State.ACCEPTED:
+            self.log("snapshot.accepted", tenant=upload.tenant, upload_id=upload.id, rows=snapshot["rows"],
+                     base_upload_id=snapshot["base"])  # fmt: skip
+            for superseded in await self._db(self.store.unanswered):
+                if superseded.tenant == upload.tenant and superseded.state is State.SUPERSEDED:
+                    self.log("upload.superseded", tenant=upload.tenant, upload_id=superseded.id, by=upload.id)
+                    await self._reanswer(superseded, latest=False)
+        await asyncio.to_thread(self._prune, upload.tenant)
+        return upload
+
+    def _prune(self, tenant: str) -> None:
+        """Keep the newest `snapshots_kept` snapshots of a tenant, and always its current one. Blocking."""
+        current = self.store.current_snapshot(tenant)
+        kept = 0
+        for record, _upload in self.store.snapshots(tenant):
+            if record.pruned_at is not None:
+                continue
+            kept += 1
+            if kept > self.options.snapshots_kept and (current is None or record.upload_id != current.upload_id):
+                snapshots.clear(Path(record.path))
+                self.store.mark_pruned(record.upload_id)
+                self.log("snapshot.pruned", tenant=tenant, upload_id=record.upload_id)
 
     async def _quarantine(self, upload: Upload, result: dict | None, detail: str | None = None) -> Upload:
         """A rejected upload is kept (not deleted) for the quarantine period: record it, then move it.
@@ -304,19 +336,24 @@ class Intake:
         await self._answer(upload, None)
         await asyncio.to_thread(Path(upload.path).unlink, missing_ok=True)
 
-    async def _reanswer(self, upload: Upload) -> None:
-        """The receipt of an upload that reached its final state just before a crash."""
+    async def _reanswer(self, upload: Upload, latest: bool = True) -> None:
+        """The receipt of an upload whose recorded state has no receipt yet (a crash, or a held upload that a
+        newer one superseded), built from what the store holds."""
         if upload.state is State.DUPLICATE:
             await self._answer_duplicate(upload)
-        else:
-            await self._answer(upload, await self._db(self.store.result, upload.id))
+            return
+        receipt = await self._db(receipts.from_store, self.store, upload)
+        await self._write_receipt(upload, receipt, latest)
 
-    async def _answer(self, upload: Upload, result: dict | None) -> None:
+    async def _answer(self, upload: Upload, result: dict | None, snapshot: dict | None = None) -> None:
         """Write the receipt for the upload's current state; a final state is then marked answered."""
         history = await self._db(self.store.history, upload.id)
-        receipt = receipts.build(upload, result, detail=history[-1][2] if history else None)
+        receipt = receipts.build(upload, result, detail=history[-1][2] if history else None, snapshot=snapshot)
+        await self._write_receipt(upload, receipt)
+
+    async def _write_receipt(self, upload: Upload, receipt: dict, latest: bool = True) -> None:
         results = self.tenants[upload.tenant].results
-        await asyncio.to_thread(receipts.write, results, receipt, self.options.receipts_kept)
+        await asyncio.to_thread(receipts.write, results, receipt, self.options.receipts_kept, latest)
         if upload.state.final:
             await self._db(self.store.mark_answered, upload.id)
 

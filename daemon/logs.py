@@ -44,6 +44,12 @@ EVENTS: dict[str, str] = {
     "upload.accepted": "validation accepted an upload",
     "upload.duplicate": "an upload is identical to an earlier one of the same tenant; nothing else happens",
     "snapshot.accepted": "an accepted upload became the tenant's current snapshot",
+    "snapshot.pruned": "an old snapshot's files were removed (retention: `[snapshots] keep`)",
+    "upload.held": "an upload's change set crossed a hold threshold; it waits for `rosterd approve` or `discard`",
+    "upload.approved": "an administrator approved a held upload (`operator`); its snapshot is now current",
+    "upload.discarded": "an administrator discarded a held upload (`operator`)",
+    "upload.superseded": "a held upload was superseded by a newer accepted upload of the tenant",
+    "tenant.rebaseline_requested": "an administrator asked for the next upload to be taken as a fresh baseline",
     "delivery.failed": "a delivery to a target failed; it will be retried or dead-lettered",
 }
 

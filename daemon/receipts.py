@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .store import State, Upload
+from .store import State, Store, Upload
 
 MAX_FINDINGS = 1000
 MAX_NAME_BYTES_IN_RECEIPT = 200  # leaves room for ".<upload_id>.json" within a file name's 255 bytes
@@ -23,7 +23,13 @@ NEXT_STEP = {
     State.VALIDATING: "The upload is being validated.",
     State.REJECTED: "Nothing was taken from this upload; the last accepted roster stays in use. Fix the errors "
     "listed here (every error is listed, in one pass) and upload again.",
-    State.ACCEPTED: "The upload was accepted; rows listed as dropped were left out.",
+    State.ACCEPTED: "The upload was accepted and is now the current roster; rows listed as dropped were left out.",
+    State.HELD: "The upload is valid but would change more than this tenant's limits allow (see holds), so it is "
+    "held and nothing was applied; the current roster stays in use. An administrator approves it "
+    "(`rosterd approve UPLOAD_ID`) or discards it (`rosterd discard UPLOAD_ID`). If the export was wrong, fix "
+    "it and upload again: a newer accepted upload supersedes this one.",
+    State.SUPERSEDED: "This held upload was superseded by a newer accepted upload of the tenant; it will not be applied.",
+    State.DISCARDED: "An administrator discarded this held upload; it will not be applied.",
     State.DUPLICATE: "This file is identical to an earlier upload; nothing else happens.",
 }
 
@@ -36,8 +42,9 @@ def trim(validation: dict) -> dict:
     return {**validation, "findings": findings[:MAX_FINDINGS], "findings_truncated": True}
 
 
-def build(upload: Upload, validation: dict | None = None, detail: str | None = None) -> dict:
-    """The receipt as data: the upload, its state, and (once validated) counts and findings."""
+def build(upload: Upload, validation: dict | None = None, detail: str | None = None, snapshot: dict | None = None) -> dict:
+    """The receipt as data: the upload, its state, and (once validated) counts and findings; for an accepted
+    or held upload also the changes against the current roster and the hold thresholds crossed."""
     receipt = {
         "upload_id": upload.id,
         "tenant": upload.tenant,
@@ -50,6 +57,15 @@ def build(upload: Upload, validation: dict | None = None, detail: str | None = N
     }
     if detail:
         receipt["detail"] = detail
+    if snapshot is not None:
+        receipt["changes"] = {
+            "against_upload_id": snapshot.get("base"),  # None: a first upload or a rebaseline, all additions
+            "counts": snapshot["changes"],
+            "rows_after": snapshot["rows"],
+        }
+        receipt["holds"] = snapshot["holds"]
+        if snapshot.get("samples"):
+            receipt["changes"]["samples"] = snapshot["samples"]
     if validation is not None:
         findings = validation["findings"]
         receipt["validation"] = {
@@ -64,15 +80,28 @@ def build(upload: Upload, validation: dict | None = None, detail: str | None = N
     return receipt
 
 
-def write(results: Path, receipt: dict, keep: int = 100) -> Path:
-    """Write the JSON and text receipts and latest.json; drop receipts beyond the newest `keep`."""
+def from_store(store: Store, upload: Upload) -> dict:
+    """The receipt of an upload as recorded: its stored validation result and snapshot. Blocking."""
+    history = store.history(upload.id)
+    record = store.snapshot(upload.id)
+    snapshot = None
+    if record is not None:
+        snapshot = {"version": record.version, "rows": record.rows, "changes": record.changes,
+                    "holds": record.holds, "base": record.base_upload_id}  # fmt: skip
+    return build(upload, store.result(upload.id), detail=history[-1][2] if history else None, snapshot=snapshot)
+
+
+def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True) -> Path:
+    """Write the JSON and text receipts and (unless `latest` is False) latest.json; drop receipts beyond the
+    newest `keep`."""
     results.mkdir(parents=True, exist_ok=True)
     stem = f"{_shortened(receipt['file'])}.{receipt['upload_id']}"
     body = json.dumps(receipt, indent=2, ensure_ascii=False) + "\n"
     path = results / f"{stem}.json"
     _publish(path, body)
     _publish(results / f"{stem}.txt", render_text(receipt))
-    _publish(results / "latest.json", body)
+    if latest:
+        _publish(results / "latest.json", body)
     _prune(results, keep)
     return path
 
@@ -96,6 +125,15 @@ def render_text(receipt: dict) -> str:
     ]
     if receipt.get("detail"):
         lines.append(receipt["detail"])
+    for hold in receipt.get("holds") or []:
+        lines.append(f"  HOLD  {hold['threshold']}: {hold['detail']}")
+    changes = receipt.get("changes")
+    if changes:
+        base = changes["against_upload_id"] or "nothing (first upload or rebaseline: all additions)"
+        lines += ["", f"Changes against {base}:", f"  {'entity':<20}{'added':>10}{'updated':>10}{'deleted':>10}{'rows now':>10}"]
+        for entity, counts in changes["counts"].items():
+            lines.append(f"  {entity:<20}{counts['added']:>10}{counts['updated']:>10}{counts['deleted']:>10}"
+                         f"{changes['rows_after'].get(entity, 0):>10}")  # fmt: skip
     validation = receipt.get("validation")
     if validation:
         lines += ["", f"OneRoster {validation['version'] or 'unknown'}, {validation['mode']} mode", ""]

@@ -28,12 +28,16 @@ class State(StrEnum):
     RECEIVED = "received"  # moved out of the inbox, hashed, recorded
     VALIDATING = "validating"
     REJECTED = "rejected"
-    ACCEPTED = "accepted"
+    ACCEPTED = "accepted"  # its snapshot is (or was) the tenant's current one
+    HELD = "held"  # its change set crossed a hold threshold: waits for `rosterd approve` or `discard`
+    SUPERSEDED = "superseded"  # was held when a newer upload of the tenant was accepted
+    DISCARDED = "discarded"  # was held, and an admin discarded it
     DUPLICATE = "duplicate"  # same sha256 as an earlier upload of the tenant: nothing else happens
 
     @property
     def final(self) -> bool:
-        return self in (State.REJECTED, State.ACCEPTED, State.DUPLICATE)
+        """Intake is done with it (held waits for an admin, not for intake)."""
+        return self not in (State.RECEIVED, State.VALIDATING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,24 @@ CREATE TABLE IF NOT EXISTS transitions (
     state TEXT NOT NULL,
     at TEXT NOT NULL,
     detail TEXT
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
+    tenant TEXT NOT NULL,
+    version TEXT NOT NULL,
+    path TEXT NOT NULL,
+    base_upload_id TEXT,  -- the snapshot this one was diffed against; NULL: first snapshot or rebaseline
+    rows TEXT NOT NULL,  -- JSON: rows per entity
+    changes TEXT NOT NULL,  -- JSON: added/updated/deleted per entity
+    holds TEXT NOT NULL,  -- JSON: the hold thresholds crossed (empty list: none)
+    created_at TEXT NOT NULL,
+    pruned_at TEXT
+);
+CREATE INDEX IF NOT EXISTS snapshots_by_tenant ON snapshots (tenant, created_at);
+CREATE TABLE IF NOT EXISTS rebaselines (
+    tenant TEXT PRIMARY KEY,
+    requested_at TEXT NOT NULL,
+    requested_by TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS validations (
     upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
@@ -216,9 +238,140 @@ class Store:
             ).fetchall()
         return [(r["state"], r["at"], r["detail"]) for r in rows]
 
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    def record_snapshot(self, upload_id: str, snapshot: SnapshotRecord, state: State, result: dict) -> Upload:
+        """Catalogue a published snapshot and move its upload to `accepted` or `held`, in one transaction.
+
+        An accepted upload becomes the tenant's current snapshot: every older held upload of the tenant is
+        superseded, and a pending rebaseline is used up.
+        """
+        assert state in (State.ACCEPTED, State.HELD)
+        at = now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (upload_id, snapshot.tenant, snapshot.version, snapshot.path, snapshot.base_upload_id,
+                 json.dumps(snapshot.rows), json.dumps(snapshot.changes), json.dumps(snapshot.holds), at),
+            )  # fmt: skip
+            self._move(db, upload_id, state, at, None)
+            db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
+            if state is State.ACCEPTED:
+                self._accepted(db, upload_id, snapshot.tenant, at)
+        return self.get(upload_id)
+
+    def _accepted(self, db: sqlite3.Connection, upload_id: str, tenant: str, at: str) -> None:
+        older_held = db.execute(
+            "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND id != ? AND received_at <= "
+            "(SELECT received_at FROM uploads WHERE id = ?)",
+            (tenant, State.HELD, upload_id, upload_id),
+        ).fetchall()
+        for row in older_held:
+            self._move(db, row["id"], State.SUPERSEDED, at, f"superseded by {upload_id}")
+        db.execute("DELETE FROM rebaselines WHERE tenant = ?", (tenant,))
+
+    def _move(self, db: sqlite3.Connection, upload_id: str, state: State, at: str, detail: str | None) -> None:
+        db.execute("UPDATE uploads SET state = ?, updated_at = ?, answered_at = NULL WHERE id = ?",
+                   (state, at, upload_id))  # fmt: skip
+        db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
+
+    def current_snapshot(self, tenant: str) -> SnapshotRecord | None:
+        """The snapshot the next upload of `tenant` is diffed against: its newest accepted one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT s.* FROM snapshots s JOIN uploads u ON u.id = s.upload_id WHERE s.tenant = ? AND u.state = ? "
+                "ORDER BY s.created_at DESC, s.upload_id DESC LIMIT 1",
+                (tenant, State.ACCEPTED),
+            ).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def snapshot(self, upload_id: str) -> SnapshotRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM snapshots WHERE upload_id = ?", (upload_id,)).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def snapshots(self, tenant: str) -> list[tuple[SnapshotRecord, Upload]]:
+        """Every snapshot of `tenant` with its upload, newest first (pruned ones included, marked)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT upload_id FROM snapshots WHERE tenant = ? ORDER BY created_at DESC, upload_id DESC", (tenant,)
+            ).fetchall()
+        return [(self.snapshot(r["upload_id"]), self.get(r["upload_id"])) for r in rows]  # type: ignore[misc]
+
+    def mark_pruned(self, upload_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE snapshots SET pruned_at = ? WHERE upload_id = ?", (now(), upload_id))
+
+    def decide(self, upload_id: str, approve: bool, operator: str) -> Upload:
+        """An admin's decision on a held upload: approved (accepted, now current) or discarded.
+
+        Only the newest held upload of a tenant may be approved: an older one was diffed against a snapshot
+        that the newer one also builds on, so approving it would leave the newer one's change set stale.
+        Approving supersedes the older held ones. Raises Refused with the reason when the decision cannot be
+        taken.
+        """
+        at = now()
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+            if row is None:
+                raise Refused(f"no upload {upload_id}")
+            if row["state"] != State.HELD:
+                raise Refused(f"upload {upload_id} is {row['state']}, not held")
+            verb = "approved" if approve else "discarded"
+            detail = f"{verb} by {operator}"
+            if approve:
+                newer = db.execute(
+                    "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND received_at > ? ORDER BY received_at",
+                    (row["tenant"], State.HELD, row["received_at"]),
+                ).fetchone()
+                if newer is not None:
+                    raise Refused(f"upload {newer['id']} of {row['tenant']} is newer and held too: approve or discard "
+                                  "that one (approving it supersedes this one)")  # fmt: skip
+                self._move(db, upload_id, State.ACCEPTED, at, detail)
+                self._accepted(db, upload_id, row["tenant"], at)
+            else:
+                self._move(db, upload_id, State.DISCARDED, at, detail)
+        return self.get(upload_id)
+
+    def request_rebaseline(self, tenant: str, operator: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO rebaselines VALUES (?, ?, ?)", (tenant, now(), operator))
+
+    def rebaseline_requested(self, tenant: str) -> tuple[str, str] | None:
+        """(when, by whom) if the next upload of `tenant` is to be taken as a fresh baseline."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM rebaselines WHERE tenant = ?", (tenant,)).fetchone()
+        return None if row is None else (row["requested_at"], row["requested_by"])
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class Refused(Exception):
+    """An operator's request that the recorded states do not allow; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    tenant: str
+    version: str
+    path: str  # the snapshot's folder
+    base_upload_id: str | None  # the snapshot it was diffed against (None: first snapshot or rebaseline)
+    rows: dict[str, int]  # rows per entity
+    changes: dict[str, dict[str, int]]  # added/updated/deleted per entity
+    holds: list[dict]  # the hold thresholds crossed
+    upload_id: str = ""
+    created_at: str = ""
+    pruned_at: str | None = None
+
+
+def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
+    return SnapshotRecord(
+        tenant=row["tenant"], version=row["version"], path=row["path"], base_upload_id=row["base_upload_id"],
+        rows=json.loads(row["rows"]), changes=json.loads(row["changes"]), holds=json.loads(row["holds"]),
+        upload_id=row["upload_id"], created_at=row["created_at"], pruned_at=row["pruned_at"],
+    )  # fmt: skip
 
 
 def _upload(row: sqlite3.Row) -> Upload:

@@ -15,9 +15,11 @@ from daemon import config
 from daemon.config import (
     ConfigError,
     DefenderConfig,
+    HoldsConfig,
     IntakeConfig,
     ServerConfig,
     Settings,
+    SnapshotsConfig,
     TenantConfig,
     ValidationConfig,
     add_tenant,
@@ -93,7 +95,8 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     tenant = s.tenants[0]
     assert tenant.password_hash.startswith("$argon2id$") and tenant.authorized_keys and tenant.allowed_networks
     text = path.read_text()
-    for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, TenantConfig):
+    for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldsConfig, SnapshotsConfig,
+                  TenantConfig):
         for key in model.model_fields:
             assert re.search(rf"^#? *{key} *=", text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
 

@@ -131,7 +131,7 @@ async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
     orphan = uploads / f"u-20260101T000000Z-aaaaaa{NAME_SEPARATOR}orphan.zip"
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", orphan)
     midway = uploads / f"u-20260101T000001Z-bbbbbb{NAME_SEPARATOR}midway.zip"
-    shutil.copy(SAMPLES / "valid-1.1-delta.zip", midway)
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", midway)  # recorded first, so validated first: a bulk baseline
     harness.store.add("u-20260101T000001Z-bbbbbb", "north", "midway.zip", "f" * 64, midway.stat().st_size,
                       str(midway))  # fmt: skip
     harness.store.set_state("u-20260101T000001Z-bbbbbb", State.VALIDATING)

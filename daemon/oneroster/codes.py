@@ -91,6 +91,8 @@ CODES: dict[str, str] = {
     "reference.primary_org_without_role": "a user's primaryOrgSourcedId has no role for that user at that org",
     # Verdict
     "file.too_many_dropped_rows": "more rows were dropped than the configured share of the file allows",
+    # Against the tenant's current snapshot (the daemon only)
+    "snapshot.delta_without_baseline": "a package with delta files arrived before any accepted bulk upload",
 }
 
 

@@ -223,7 +223,7 @@ def _parse_if_clean(chunk: Chunk, names: list[str], schema: dict, first_row: int
     if chunk.bare_cr:
         return None
     try:
-        frame = pl.read_csv(body, has_header=False, new_columns=names, schema=schema, quote_char='"')
+        frame = pl.read_csv(body, **_csv_options(names, schema))
     except pl.exceptions.PolarsError:
         return None
     lines = chunk.newlines + (0 if body.endswith(b"\n") else 1)
@@ -399,4 +399,9 @@ def _broken_records(flags: pl.DataFrame) -> pl.DataFrame:
 def _parse_body(body: bytes, names: list[str], schema: dict, expected: int) -> pl.DataFrame:
     if expected == 0:
         return pl.DataFrame(schema=schema)
-    return pl.read_csv(body, has_header=False, new_columns=names, schema=schema, quote_char='"')
+    return pl.read_csv(body, **_csv_options(names, schema))
+
+
+def _csv_options(names: list[str], schema: dict) -> dict:
+    # A quoted empty field ("") is as blank as an empty one: exports that quote every field write blanks so.
+    return dict(has_header=False, new_columns=names, schema=schema, quote_char='"', null_values=[""])

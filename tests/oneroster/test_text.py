@@ -6,6 +6,7 @@ file at a time. Whole-package checks (line ends, byte order marks) use the bulk 
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from daemon.oneroster.findings import Severity, clip
@@ -79,6 +80,17 @@ def test_a_quoted_field_with_commas_and_doubled_quotes_is_fine(run):
     result = run(files, strict=True)
     assert result.findings.items == []
     assert result.roster.frames["demographics"]["cityOfBirth"][0] == 'Fresno, "The Raisin Capital"'
+
+
+def test_a_quoted_empty_field_is_blank(run):
+    """Exports that quote every field write a blank cell as "": the same as an empty one, in strict mode too."""
+    files = replace(DEMO_ALONE, DEMO, ",US,CA,Fresno,", ',"US","CA","Fresno",""')
+    files = replace(files, DEMO, "u3,active", 'u3,"active"')
+    result = run(replace(files, DEMO, "2010-09-12,male,,,", '2010-09-12,"male","","",'), strict=True)
+    assert result.findings.items == []
+    frame = result.roster.frames["demographics"]
+    assert frame["publicSchoolResidenceStatus"].null_count() == 3
+    assert frame.filter(pl.col("sourcedId") == "u3")["americanIndianOrAlaskaNative"].to_list() == [None]
 
 
 # --- line endings and blank lines --------------------------------------------------------------------------

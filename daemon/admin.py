@@ -1,0 +1,152 @@
+"""Administrator commands that act on the daemon's records: snapshots, approve, discard, rebaseline.
+
+They open the state directory's database next to a running daemon (SQLite in WAL mode: the daemon keeps
+working meanwhile), record the decision with the operator's user name and the time, and rewrite the
+receipts it changes in the tenant's results/ folder. The daemon reads the tenant's current snapshot from
+the database for every upload, so a decision counts from the next upload on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+CONFIG_HELP = "the config file (default: config/rosterd.toml of the source tree)"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    snaps = sub.add_parser("snapshots", help="a tenant's snapshot history with counts",
+                           description="List a tenant's snapshots, newest first: the upload each came from, its "
+                           "state, rows per entity and the changes against the snapshot before it.")  # fmt: skip
+    snaps.add_argument("tenant", metavar="TENANT")
+    snaps.add_argument("--format", choices=("text", "json"), default="text")
+    snaps.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    snaps.set_defaults(func=_snapshots)
+
+    for name, verb, text in (
+        ("approve", "approve", "Apply a held upload: its snapshot becomes the tenant's current one (older held "
+         "uploads of the tenant are superseded). Only the newest held upload of a tenant can be approved."),
+        ("discard", "discard", "Discard a held upload: it is never applied; the current snapshot stays."),
+    ):
+        decide = sub.add_parser(name, help=f"{verb} a held upload", description=text + " The decision is recorded "
+                                "with your user name and the time. Exit status: 0 done, 1 refused, 2 unusable.")  # fmt: skip
+        decide.add_argument("upload_id", metavar="UPLOAD_ID")
+        decide.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+        decide.set_defaults(func=_decide, approve=name == "approve")
+
+    rebase = sub.add_parser("rebaseline", help="take a tenant's next upload as a fresh baseline",
+                            description="Take the tenant's next upload as a fresh baseline: it is diffed against "
+                            "nothing (all additions, never held). Use after a change of SIS or of sourcedIds. "
+                            "Needs --confirm.")  # fmt: skip
+    rebase.add_argument("tenant", metavar="TENANT")
+    rebase.add_argument("--confirm", action="store_true", help="yes, the next upload replaces the baseline")
+    rebase.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    rebase.set_defaults(func=_rebaseline)
+
+
+def operator() -> str:
+    """Who runs the command: the user behind sudo when there is one."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _open(args: argparse.Namespace):
+    """(settings, store) for the config given; raises SystemExit with a message when unusable."""
+    from .config import ConfigError, load_settings
+    from .store import Store
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    database = settings.server.state_dir / "rosterd.db"
+    if not database.exists():
+        print(f"rosterd: no database at {database}: has the daemon run with this config?", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    return settings, Store(database)
+
+
+def _known_tenant(settings, name: str) -> None:
+    if settings.tenant(name) is None:
+        print(f"rosterd: no tenant {name!r} in {settings.source}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _snapshots(args: argparse.Namespace) -> int:
+    settings, store = _open(args)
+    _known_tenant(settings, args.tenant)
+    history = store.snapshots(args.tenant)
+    store.close()
+    if args.format == "json":
+        rows = [{"upload_id": r.upload_id, "file": u.name, "sha256": u.sha256, "state": str(u.state),
+                 "version": r.version, "created_at": r.created_at, "base_upload_id": r.base_upload_id,
+                 "rows": r.rows, "changes": r.changes, "holds": r.holds, "pruned": r.pruned_at is not None}
+                for r, u in history]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not history:
+        print(f"{args.tenant} has no snapshots yet")
+        return 0
+    print(f"{'upload':<27} {'state':<11} {'created':<24} {'users':>8} {'enrollments':>12} {'classes':>8} "
+          f"{'added':>8} {'updated':>8} {'deleted':>8}  file")  # fmt: skip
+    for record, upload in history:
+        totals = {action: sum(c[action] for c in record.changes.values()) for action in ("added", "updated", "deleted")}
+        state = str(upload.state) + (" (pruned)" if record.pruned_at else "")
+        print(f"{record.upload_id:<27} {state:<11} {record.created_at:<24} {record.rows.get('users', 0):>8} "
+              f"{record.rows.get('enrollments', 0):>12} {record.rows.get('classes', 0):>8} {totals['added']:>8} "
+              f"{totals['updated']:>8} {totals['deleted']:>8}  {upload.name}")  # fmt: skip
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    from . import receipts
+    from .logs import configure_logging, get_logger
+    from .store import Refused, State
+
+    settings, store = _open(args)
+    who = operator()
+    try:
+        upload = store.decide(args.upload_id, approve=args.approve, operator=who)
+    except Refused as refused:
+        print(f"rosterd: {refused}", file=sys.stderr)
+        store.close()
+        return EXIT_REFUSED
+    configure_logging(stream=sys.stderr)
+    event = "upload.approved" if args.approve else "upload.discarded"
+    get_logger().info(event, tenant=upload.tenant, upload_id=upload.id, operator=who)
+    tenant = settings.tenant(upload.tenant)
+    if tenant is not None:  # receipts of a tenant no longer configured are left as they are
+        results = settings.tenant_root(tenant.name) / "results"
+        newest = store.recent(upload.tenant, 1)
+        for changed in [upload, *[u for u in store.unanswered() if u.tenant == upload.tenant
+                                  and u.state is State.SUPERSEDED]]:  # fmt: skip
+            receipt = receipts.from_store(store, changed)
+            receipts.write(results, receipt, settings.intake.receipts_kept, latest=bool(newest) and newest[0].id == changed.id)
+            store.mark_answered(changed.id)
+    store.close()
+    print(f"{upload.id} ({upload.tenant}, {upload.name}) is now {upload.state}, by {who}")
+    return 0
+
+
+def _rebaseline(args: argparse.Namespace) -> int:
+    from .logs import configure_logging, get_logger
+
+    if not args.confirm:
+        print("rosterd rebaseline: the next upload of this tenant will be taken as a fresh baseline (all "
+              "additions, never held); run again with --confirm to go ahead", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    settings, store = _open(args)
+    _known_tenant(settings, args.tenant)
+    who = operator()
+    store.request_rebaseline(args.tenant, who)
+    store.close()
+    configure_logging(stream=sys.stderr)
+    get_logger().info("tenant.rebaseline_requested", tenant=args.tenant, operator=who)
+    print(f"the next upload of {args.tenant} will be taken as a fresh baseline (requested by {who})")
+    return 0

@@ -1,0 +1,122 @@
+"""Snapshots on disk: one Parquet file per entity in a folder per upload, written whole or not at all.
+
+    STATE/snapshots/<tenant>/<upload_id>/users.parquet, enrollments.parquet, ...   the roster after the upload
+    STATE/snapshots/<tenant>/<upload_id>/changes/                                  the change set that led here
+    STATE/snapshots/<tenant>/<upload_id>/snapshot.json                             version and counts
+
+A worker process writes a snapshot into a staging folder beside its final place; the daemon records it in
+the catalog (store.py) and renames the folder into place. A staging folder left by a crash is simply
+written again when the upload is processed again. Every function here blocks: callers run them in a
+worker process or thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import polars as pl
+
+META_FILE = "snapshot.json"
+CHANGES_FOLDER = "changes"
+STAGING_PREFIX = ".staging-"
+
+
+def tenant_folder(state_dir: Path, tenant: str) -> Path:
+    return state_dir / "snapshots" / tenant
+
+
+def final_folder(state_dir: Path, tenant: str, upload_id: str) -> Path:
+    return tenant_folder(state_dir, tenant) / upload_id
+
+
+def staging_folder(state_dir: Path, tenant: str, upload_id: str) -> Path:
+    return tenant_folder(state_dir, tenant) / f"{STAGING_PREFIX}{upload_id}"
+
+
+def write_frames(
+    folder: Path, frames: Mapping[str, pl.DataFrame | pl.LazyFrame], carried: Mapping[str, Path] | None = None
+) -> None:
+    """One Parquet file per entity, each fsynced. `folder` is created (its parent must exist).
+
+    `carried` names entities that are unchanged from an earlier snapshot, with that snapshot's file: those
+    are hard-linked (Parquet files are never changed once written), not rewritten. A LazyFrame is streamed
+    to its file, so a scanned snapshot is never held in memory whole.
+    """
+    folder.mkdir(exist_ok=True)
+    for entity, frame in frames.items():
+        path = folder / f"{entity}.parquet"
+        source = (carried or {}).get(entity)
+        if source is not None:
+            _link_or_copy(source, path)
+        elif isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(path, compression="zstd", statistics=False)
+        else:
+            frame.write_parquet(path, compression="zstd", statistics=False)
+        fsync_file(path)
+
+
+def read_frames(folder: Path) -> dict[str, pl.DataFrame]:
+    return {path.stem: pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))}
+
+
+def scan_frames(folder: Path) -> tuple[dict[str, pl.LazyFrame], dict[str, Path]]:
+    """A stored snapshot as LazyFrames (nothing read yet), with the file behind each entity."""
+    files = {path.stem: path for path in sorted(folder.glob("*.parquet"))}
+    return {entity: pl.scan_parquet(path) for entity, path in files.items()}, files
+
+
+def row_count(frame: pl.DataFrame | pl.LazyFrame) -> int:
+    """Rows of a frame; for a scanned Parquet file, from its metadata."""
+    return frame.select(pl.len()).collect().item() if isinstance(frame, pl.LazyFrame) else frame.height
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed: a copy does as well
+        shutil.copyfile(source, target)
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    path = folder / META_FILE
+    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    fsync_file(path)
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+
+
+def clear(folder: Path) -> None:
+    """Remove a staging or final folder (a crashed attempt, a pruned snapshot); missing is fine."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a complete staging folder into place. A final folder already there comes from an attempt that a
+    crash cut short before it was recorded (the catalog only names published folders), so it is replaced."""
+    _fsync_dir(staging)
+    if final.exists():
+        clear(final)
+    os.rename(staging, final)
+    _fsync_dir(final.parent)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

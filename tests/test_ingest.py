@@ -1,0 +1,61 @@
+"""The worker's whole job on one upload: validate, merge onto the base snapshot, diff, test holds, stage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from daemon import snapshots
+from daemon.ingest import process_upload
+from daemon.oneroster.churn import Churn, churn
+from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+
+SPEC = DistrictSpec(schools=2, students_per_school=30, teachers_per_school=3, enrollments_per_student=3)
+
+
+def staged(tmp_path: Path, name: str, zip_path: Path, base: Path | None, **holds) -> tuple[dict, Path]:
+    staging = tmp_path / f".staging-{name}"
+    outcome = process_upload(str(zip_path), {"staging": str(staging), "base": str(base) if base else None,
+                                             "holds": holds})  # fmt: skip
+    return outcome, staging
+
+
+def test_a_delta_is_merged_and_unchanged_entities_are_linked_not_rewritten(tmp_path: Path) -> None:
+    day1 = generate(SPEC)
+    day2 = churn(day1, SPEC.version, Churn(withdrawn=1, arrivals=1, new_emails=1))
+    write_zip(day1, tmp_path / "day1.zip", SPEC.version)
+    write_zip(day2.delta, tmp_path / "day2.zip", SPEC.version, mode="delta")
+
+    first, base = staged(tmp_path, "1", tmp_path / "day1.zip", None)
+    assert first["snapshot"]["base"] is None and first["snapshot"]["holds"] == []
+    second, staging = staged(tmp_path, "2", tmp_path / "day2.zip", base)
+
+    snapshot = second["snapshot"]
+    assert second["validation"]["verdict"] == "accepted"
+    assert {e: c for e, c in snapshot["changes"].items() if any(c.values())} == {
+        e: c for e, c in day2.expected.items() if any(c.values())
+    }
+    assert snapshot["rows"]["users"] == day2.bulk["users"].height
+    carried = [e for e in day1 if e not in day2.delta]
+    assert carried and all(os.path.samefile(base / f"{e}.parquet", staging / f"{e}.parquet") for e in carried)
+    written = snapshots.read_frames(staging)
+    assert written["users"].height == day2.bulk["users"].height
+
+
+def test_a_delta_first_is_rejected_with_its_code(tmp_path: Path) -> None:
+    day1 = generate(SPEC)
+    write_zip(churn(day1, SPEC.version).delta, tmp_path / "delta.zip", SPEC.version, mode="delta")
+    outcome, staging = staged(tmp_path, "1", tmp_path / "delta.zip", None)
+    assert outcome["validation"]["verdict"] == "rejected" and "snapshot" not in outcome
+    assert outcome["validation"]["counts_by_code"]["snapshot.delta_without_baseline"] == 1
+    assert not staging.exists()
+
+
+def test_a_mass_deletion_is_staged_with_its_holds(tmp_path: Path) -> None:
+    day1 = generate(SPEC)
+    write_zip(day1, tmp_path / "day1.zip", SPEC.version)
+    _, base = staged(tmp_path, "1", tmp_path / "day1.zip", None)
+    gutted = churn(day1, SPEC.version, Churn(withdrawn=20, arrivals=0, new_emails=0))
+    write_zip(gutted.bulk, tmp_path / "day2.zip", SPEC.version)
+    outcome, _ = staged(tmp_path, "2", tmp_path / "day2.zip", base, users_deleted_share=0.10)
+    assert [h["threshold"] for h in outcome["snapshot"]["holds"]] == ["users_deleted_share", "enrollments_deleted_share"]
