@@ -200,3 +200,27 @@ async def test_each_state_is_recorded_in_order_and_the_final_receipt_marked_answ
     states = [state for state, _, _ in harness.store.history(receipt["upload_id"])]
     assert states == ["received", "validating", "accepted"]
     assert harness.store.get(receipt["upload_id"]).answered_at is not None
+
+
+async def test_only_the_newest_snapshots_are_kept_and_always_the_current_one(harness: Harness) -> None:
+    from daemon.oneroster.churn import Churn, churn
+    from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+
+    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5,
+                                           snapshots_kept=2)  # fmt: skip
+    await harness.intake.start()
+    spec = DistrictSpec(schools=1, students_per_school=30, teachers_per_school=3, enrollments_per_student=2)
+    day = generate(spec)
+    inbox = harness.tenants["north"].inbox
+    for number in range(1, 5):  # four small, accepted changes in a row
+        write_zip(day, inbox / f".day{number}.zip", spec.version)
+        (inbox / f".day{number}.zip").rename(inbox / f"day{number}.zip")
+        await harness.wait_for_receipts("north", number)
+        day = churn(day, spec.version, Churn(withdrawn=0, arrivals=1, new_emails=0, seed=number)).bulk
+
+    history = harness.store.snapshots("north")
+    assert [record.pruned_at is None for record, _ in history] == [True, True, False, False]
+    folders = sorted(p.name for p in (harness.root / "state" / "snapshots" / "north").iterdir())
+    assert folders == sorted(record.upload_id for record, _ in history[:2])
+    assert harness.store.current_snapshot("north").upload_id == history[0][0].upload_id
+    assert [e for e, _ in harness.events].count("snapshot.pruned") == 2
