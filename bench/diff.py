@@ -12,7 +12,7 @@ figures mean nothing. The floor is a plain polars read of day 2's CSVs as string
 Targets: at most 2.5x the floor's wall time, at most 1.5 GiB peak RSS. This prints figures and exits 0
 whatever they are; it exits non-zero only when a run fails.
 
-    .venv/bin/python bench/diff.py [--schools N] [--share 0.02] [--runs 3] [--scan] [--out DIR] [--record]
+    .venv/bin/python bench/diff.py [--schools N] [--share 0.02] [--runs 3] [--read-whole] [--out DIR] [--record]
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _peak_rss_mib() -> int:
 def run_pipeline(snapshot: Path, day2: DayTwo, scratch: Path, scan: bool) -> tuple[Run, dict[str, float], dict[str, int]]:
     argv = [sys.executable, __file__, "--child", str(snapshot), str(day2.path)]
     with tempfile.TemporaryDirectory(dir=scratch) as out:
-        run, code, stdout, stderr = _run_child([*argv, out, *(["--scan"] if scan else [])])
+        run, code, stdout, stderr = _run_child([*argv, out, *([] if scan else ["--read-whole"])])
     try:
         report = json.loads(stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
@@ -265,8 +265,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--share", type=float, default=0.02, help="share of rows day 2 changes (default %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement (default %(default)s)")
     parser.add_argument("--out", type=Path, default=recording.BENCH / "out", help="where generated districts are cached")
-    parser.add_argument("--scan", action="store_true",
-                        help="scan day 1's snapshot (LazyFrames) instead of reading it whole, as the daemon does")  # fmt: skip
+    parser.add_argument("--read-whole", dest="scan", action="store_false",
+                        help="read day 1's snapshot whole instead of scanning it (LazyFrames) as the daemon does")  # fmt: skip
     parser.add_argument("--record", action="store_true", help=f"append the results to {recording.RESULTS.name}")
     parser.add_argument("--child", nargs=3, metavar=("SNAPSHOT", "ZIP", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"parameters: OneRoster {spec.version}, {spec.schools} schools x {spec.students_per_school} students, "
             f"{spec.teachers_per_school} teachers, {spec.enrollments_per_student} enrollments per student, "
             f"seed {spec.seed}, churn share {args.share:g}; {args.runs} run(s) each; polars {pl.__version__}",
-            "day 1's snapshot " + ("scanned (--scan: LazyFrames, only what the diff needs is read)" if args.scan
+            "day 1's snapshot " + ("scanned (LazyFrames, only what the diff needs is read, as the daemon does)" if args.scan
                                    else "read whole (read_frames), as daemon/ingest.py does"),
             *(f"day 1: {line}" for line in describe_package(day1)), *describe(day2),
             f"day 2 zip {day2_package.zip_bytes / 2**20:,.1f} MiB, CSV uncompressed "
