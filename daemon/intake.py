@@ -30,11 +30,12 @@ from watchfiles import Change, DefaultFilter, awatch
 
 from . import receipts, snapshots
 from .ingest import process_upload
-from .store import SnapshotRecord, State, Store, Upload, new_upload_id
+from .store import SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
 NAME_SEPARATOR = "--"  # <upload_id>--<original name>.zip in the uploads folder
+MAX_ATTEMPTS = 3  # diffs of one upload, should the tenant's current snapshot change under it
 INTERNAL_ERROR = "rosterd could not validate this upload because of an internal error; an operator was told."
 
 
@@ -256,21 +257,28 @@ class Intake:
         self.log("upload.validating", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        work = await self._work_options(upload, tenant)
-        try:
-            outcome = await loop.run_in_executor(self.pool, process_upload, upload.path, work)
-        except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
-            self.log("upload.rejected", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
-            upload = await self._quarantine(upload, None, INTERNAL_ERROR)
-            await self._answer(upload, None)
-            return
-        elapsed_ms = int((time.monotonic() - started) * 1000)
-        result = receipts.trim(outcome["validation"])
-        snapshot = outcome.get("snapshot")
-        if snapshot is not None:
-            upload = await self._take_snapshot(upload, work, snapshot, result)
+        for _attempt in range(MAX_ATTEMPTS):
+            work = await self._work_options(upload, tenant)
+            try:
+                outcome = await loop.run_in_executor(self.pool, process_upload, upload.path, work)
+            except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
+                self.log("upload.rejected", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
+                upload = await self._quarantine(upload, None, INTERNAL_ERROR)
+                await self._answer(upload, None)
+                return
+            result = receipts.trim(outcome["validation"])
+            snapshot = outcome.get("snapshot")
+            if snapshot is None:
+                upload = await self._quarantine(upload, result)
+                break
+            try:
+                upload = await self._take_snapshot(upload, work, snapshot, result)
+                break
+            except StaleBase:  # an admin approved a held upload meanwhile: diff against the new current one
+                self.log("upload.rediffed", tenant=upload.tenant, upload_id=upload.id)
         else:
-            upload = await self._quarantine(upload, result)
+            raise RuntimeError(f"{upload.id}: the tenant's current snapshot kept changing; tried {MAX_ATTEMPTS} times")
+        elapsed_ms = int((time.monotonic() - started) * 1000)
         self.log(f"upload.{upload.state}", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256,
                  elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"],
                  changes=snapshot["changes"] if snapshot else None)  # fmt: skip
@@ -281,10 +289,11 @@ class Intake:
         state_dir = self.options.state_dir
         await asyncio.to_thread(snapshots.tenant_folder(state_dir, upload.tenant).mkdir, parents=True, exist_ok=True)
         base = None
-        if await self._db(self.store.rebaseline_requested, upload.tenant) is None:
+        rebaseline = await self._db(self.store.rebaseline_requested, upload.tenant) is not None
+        if not rebaseline:
             current = await self._db(self.store.current_snapshot, upload.tenant)
             base = current.path if current is not None else None
-        return {**tenant.validation, "holds": tenant.holds, "base": base,
+        return {**tenant.validation, "holds": tenant.holds, "base": base, "rebaseline": rebaseline,
                 "staging": str(snapshots.staging_folder(state_dir, upload.tenant, upload.id))}  # fmt: skip
 
     async def _take_snapshot(self, upload: Upload, work: dict, snapshot: dict, result: dict) -> Upload:
@@ -296,7 +305,12 @@ class Intake:
             base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"], holds=snapshot["holds"],
         )  # fmt: skip
         state = State.HELD if snapshot["holds"] else State.ACCEPTED
-        upload = await self._db(self.store.record_snapshot, upload.id, record, state, result)
+        try:
+            upload = await self._db(self.store.record_snapshot, upload.id, record, state, result,
+                                    check_base=not work["rebaseline"])  # fmt: skip
+        except StaleBase:
+            await asyncio.to_thread(snapshots.clear, final)
+            raise
         if state is State.ACCEPTED:
             self.log("snapshot.accepted", tenant=upload.tenant, upload_id=upload.id, rows=snapshot["rows"],
                      base_upload_id=snapshot["base"])  # fmt: skip

@@ -49,6 +49,7 @@ EVENTS: dict[str, str] = {
     "upload.approved": "an administrator approved a held upload (`operator`); its snapshot is now current",
     "upload.discarded": "an administrator discarded a held upload (`operator`)",
     "upload.superseded": "a held upload was superseded by a newer accepted upload of the tenant",
+    "upload.rediffed": "the tenant's current snapshot changed while an upload was diffed (an approval): diffed again",
     "tenant.rebaseline_requested": "an administrator asked for the next upload to be taken as a fresh baseline",
     "delivery.failed": "a delivery to a target failed; it will be retried or dead-lettered",
 }

@@ -100,6 +100,13 @@ CREATE TABLE IF NOT EXISTS validations (
 """
 
 
+# A tenant's current snapshot: its newest accepted one (rowid breaks ties within a millisecond).
+CURRENT_SNAPSHOT = (
+    "SELECT s.* FROM snapshots s JOIN uploads u ON u.id = s.upload_id WHERE s.tenant = ? AND u.state = ? "
+    "ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1"
+)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -240,15 +247,22 @@ class Store:
 
     # -- snapshots ---------------------------------------------------------------------------------
 
-    def record_snapshot(self, upload_id: str, snapshot: SnapshotRecord, state: State, result: dict) -> Upload:
+    def record_snapshot(
+        self, upload_id: str, snapshot: SnapshotRecord, state: State, result: dict, check_base: bool = True
+    ) -> Upload:
         """Catalogue a published snapshot and move its upload to `accepted` or `held`, in one transaction.
 
         An accepted upload becomes the tenant's current snapshot: every older held upload of the tenant is
-        superseded, and a pending rebaseline is used up.
+        superseded, and a pending rebaseline is used up. With `check_base`, raises StaleBase (recording
+        nothing) when the snapshot was diffed against one that is no longer the tenant's current one.
         """
         assert state in (State.ACCEPTED, State.HELD)
         at = now()
         with self._tx() as db:
+            if check_base:
+                current = db.execute(CURRENT_SNAPSHOT, (snapshot.tenant, State.ACCEPTED)).fetchone()
+                if (current["upload_id"] if current else None) != snapshot.base_upload_id:
+                    raise StaleBase(upload_id)
             db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (upload_id, snapshot.tenant, snapshot.version, snapshot.path, snapshot.base_upload_id,
@@ -261,10 +275,9 @@ class Store:
         return self.get(upload_id)
 
     def _accepted(self, db: sqlite3.Connection, upload_id: str, tenant: str, at: str) -> None:
-        older_held = db.execute(
-            "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND id != ? AND received_at <= "
-            "(SELECT received_at FROM uploads WHERE id = ?)",
-            (tenant, State.HELD, upload_id, upload_id),
+        older_held = db.execute(  # rowid: arrival order, even within one millisecond
+            "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid < (SELECT rowid FROM uploads WHERE id = ?)",
+            (tenant, State.HELD, upload_id),
         ).fetchall()
         for row in older_held:
             self._move(db, row["id"], State.SUPERSEDED, at, f"superseded by {upload_id}")
@@ -278,11 +291,7 @@ class Store:
     def current_snapshot(self, tenant: str) -> SnapshotRecord | None:
         """The snapshot the next upload of `tenant` is diffed against: its newest accepted one."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT s.* FROM snapshots s JOIN uploads u ON u.id = s.upload_id WHERE s.tenant = ? AND u.state = ? "
-                "ORDER BY s.created_at DESC, s.upload_id DESC LIMIT 1",
-                (tenant, State.ACCEPTED),
-            ).fetchone()
+            row = self._db.execute(CURRENT_SNAPSHOT, (tenant, State.ACCEPTED)).fetchone()
         return None if row is None else _snapshot(row)
 
     def snapshot(self, upload_id: str) -> SnapshotRecord | None:
@@ -294,7 +303,7 @@ class Store:
         """Every snapshot of `tenant` with its upload, newest first (pruned ones included, marked)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT upload_id FROM snapshots WHERE tenant = ? ORDER BY created_at DESC, upload_id DESC", (tenant,)
+                "SELECT upload_id FROM snapshots WHERE tenant = ? ORDER BY created_at DESC, rowid DESC", (tenant,)
             ).fetchall()
         return [(self.snapshot(r["upload_id"]), self.get(r["upload_id"])) for r in rows]  # type: ignore[misc]
 
@@ -312,7 +321,7 @@ class Store:
         """
         at = now()
         with self._tx() as db:
-            row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+            row = db.execute("SELECT rowid, * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             if row is None:
                 raise Refused(f"no upload {upload_id}")
             if row["state"] != State.HELD:
@@ -321,8 +330,8 @@ class Store:
             detail = f"{verb} by {operator}"
             if approve:
                 newer = db.execute(
-                    "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND received_at > ? ORDER BY received_at",
-                    (row["tenant"], State.HELD, row["received_at"]),
+                    "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid > ? ORDER BY rowid",
+                    (row["tenant"], State.HELD, row["rowid"]),
                 ).fetchone()
                 if newer is not None:
                     raise Refused(f"upload {newer['id']} of {row['tenant']} is newer and held too: approve or discard "
@@ -346,6 +355,10 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class StaleBase(Exception):
+    """A snapshot was diffed against one that stopped being the tenant's current one meanwhile."""
 
 
 class Refused(Exception):

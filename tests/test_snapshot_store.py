@@ -29,8 +29,10 @@ def upload(store: Store, number: int, tenant: str = "north") -> str:
 
 
 def record(store: Store, upload_id: str, held: bool = False, tenant: str = "north") -> None:
+    """Record a snapshot diffed against the tenant's current one, as intake does."""
+    current = store.current_snapshot(tenant)
     snapshot = SnapshotRecord(tenant=tenant, version="1.1", path=f"/state/snapshots/{tenant}/{upload_id}",
-                              base_upload_id=None, rows={"users": 10},
+                              base_upload_id=current.upload_id if current else None, rows={"users": 10},
                               changes={"users": {"added": 10, "updated": 0, "deleted": 0}},
                               holds=[{"threshold": "users_deleted_share"}] if held else [])  # fmt: skip
     store.record_snapshot(upload_id, snapshot, State.HELD if held else State.ACCEPTED, RESULT)
@@ -119,3 +121,22 @@ def test_snapshot_folders_are_published_whole(tmp_path: Path) -> None:
     assert not staging.exists() and not (final / "stale.parquet").exists()
     assert snapshots.read_frames(final)["users"].equals(frames["users"])
     assert snapshots.read_meta(final) == {"version": "1.1"}
+
+
+def test_a_snapshot_diffed_against_a_base_that_is_no_longer_current_is_not_recorded(store: Store) -> None:
+    from daemon.store import StaleBase
+
+    first, held, late = upload(store, 1), upload(store, 2), upload(store, 3)
+    record(store, first)
+    record(store, held, held=True)
+    store.decide(held, approve=True, operator="alice")  # while `late` was being diffed against `first`
+    stale = SnapshotRecord(tenant="north", version="1.1", path="/x", base_upload_id=first, rows={}, changes={},
+                           holds=[])  # fmt: skip
+    with pytest.raises(StaleBase):
+        store.record_snapshot(late, stale, State.ACCEPTED, RESULT)
+    assert store.get(late).state is State.VALIDATING and store.snapshot(late) is None
+    fresh = SnapshotRecord(tenant="north", version="1.1", path="/x", base_upload_id=held, rows={}, changes={},
+                           holds=[])  # fmt: skip
+    assert store.record_snapshot(late, fresh, State.ACCEPTED, RESULT).state is State.ACCEPTED
+    rebased = upload(store, 4)
+    store.record_snapshot(rebased, stale, State.ACCEPTED, RESULT, check_base=False)  # a rebaseline: no base
