@@ -34,8 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
          "uploads of the tenant are superseded). Only the newest held upload of a tenant can be approved."),
         ("discard", "discard", "Discard a held upload: it is never applied; the current snapshot stays."),
     ):
-        decide = sub.add_parser(name, help=f"{verb} a held upload", description=text + " The decision is recorded "
-                                "with your user name and the time. Exit status: 0 done, 1 refused, 2 unusable.")  # fmt: skip
+        description = f"{text} The decision is recorded with your user name and the time. Exit status: 0 done, " \
+            "1 refused, 2 unusable."
+        decide = sub.add_parser(name, help=f"{verb} a held upload", description=description)
         decide.add_argument("upload_id", metavar="UPLOAD_ID")
         decide.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
         decide.set_defaults(func=_decide, approve=name == "approve")
@@ -126,8 +127,8 @@ def _decide(args: argparse.Namespace) -> int:
         newest = store.recent(upload.tenant, 1)
         for changed in [upload, *[u for u in store.unanswered() if u.tenant == upload.tenant
                                   and u.state is State.SUPERSEDED]]:  # fmt: skip
-            receipt = receipts.from_store(store, changed)
-            receipts.write(results, receipt, settings.intake.receipts_kept, latest=bool(newest) and newest[0].id == changed.id)
+            is_newest = bool(newest) and newest[0].id == changed.id
+            receipts.write(results, receipts.from_store(store, changed), settings.intake.receipts_kept, is_newest)
             store.mark_answered(changed.id)
     store.close()
     print(f"{upload.id} ({upload.tenant}, {upload.name}) is now {upload.state}, by {who}")

@@ -41,8 +41,8 @@ def crossed(
         before = previous_rows.get(entity, 0)
         deleted = counts.get(entity, {}).get("deleted", 0)
         if before and deleted / before > limit:
-            found.append(_crossing(f"{entity}_deleted_share", limit, deleted, before,
-                                   f"{deleted} of {before} {entity} deleted ({deleted / before:.1%}, more than {limit:.0%})"))  # fmt: skip
+            detail = f"{deleted} of {before} {entity} deleted ({deleted / before:.1%}, more than {limit:.0%})"
+            found.append(_crossing(f"{entity}_deleted_share", limit, deleted, before, detail))
     if thresholds.school_deleted and deleted_orgs is not None and "type" in deleted_orgs.columns:
         schools = deleted_orgs.filter(pl.col("type") == "school")
         if schools.height:

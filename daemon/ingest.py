@@ -47,7 +47,8 @@ def process_upload(path: str, options: dict) -> dict:
     holds = crossed(HoldThresholds(**options.get("holds", {})), previous_rows, counts,
                     orgs.deleted if orgs is not None else None)  # fmt: skip
     carried = {e: previous_files[e] for e, frame in frames.items() if previous and frame is previous.get(e)}
-    rows = {e: previous_rows[e] if e in carried and previous_rows else snapshots.row_count(f) for e, f in frames.items()}
+    rows = {e: previous_rows[e] if e in carried and previous_rows else snapshots.row_count(f)
+            for e, f in frames.items()}  # fmt: skip
     staging = Path(options["staging"])
     snapshots.clear(staging)
     snapshots.write_frames(staging, frames, carried)

@@ -302,7 +302,8 @@ class Intake:
         await asyncio.to_thread(snapshots.publish, Path(work["staging"]), final)
         record = SnapshotRecord(
             tenant=upload.tenant, version=snapshot["version"], path=str(final),
-            base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"], holds=snapshot["holds"],
+            base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"],
+            holds=snapshot["holds"],
         )  # fmt: skip
         state = State.HELD if snapshot["holds"] else State.ACCEPTED
         try:
@@ -322,14 +323,16 @@ class Intake:
         return upload
 
     def _prune(self, tenant: str) -> None:
-        """Keep the newest `snapshots_kept` snapshots of a tenant, and always its current one. Blocking."""
+        """Keep the newest `snapshots_kept` snapshots of a tenant, always its current one, and every held one
+        (an admin may still approve it). Blocking."""
         current = self.store.current_snapshot(tenant)
         kept = 0
-        for record, _upload in self.store.snapshots(tenant):
+        for record, upload in self.store.snapshots(tenant):
             if record.pruned_at is not None:
                 continue
             kept += 1
-            if kept > self.options.snapshots_kept and (current is None or record.upload_id != current.upload_id):
+            needed = upload.state is State.HELD or (current is not None and record.upload_id == current.upload_id)
+            if kept > self.options.snapshots_kept and not needed:
                 snapshots.clear(Path(record.path))
                 self.store.mark_pruned(record.upload_id)
                 self.log("snapshot.pruned", tenant=tenant, upload_id=record.upload_id)

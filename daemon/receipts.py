@@ -28,7 +28,8 @@ NEXT_STEP = {
     "held and nothing was applied; the current roster stays in use. An administrator approves it "
     "(`rosterd approve UPLOAD_ID`) or discards it (`rosterd discard UPLOAD_ID`). If the export was wrong, fix "
     "it and upload again: a newer accepted upload supersedes this one.",
-    State.SUPERSEDED: "This held upload was superseded by a newer accepted upload of the tenant; it will not be applied.",
+    State.SUPERSEDED: "This held upload was superseded by a newer accepted upload of the tenant; it will not be "
+    "applied.",
     State.DISCARDED: "An administrator discarded this held upload; it will not be applied.",
     State.DUPLICATE: "This file is identical to an earlier upload; nothing else happens.",
 }
@@ -42,7 +43,9 @@ def trim(validation: dict) -> dict:
     return {**validation, "findings": findings[:MAX_FINDINGS], "findings_truncated": True}
 
 
-def build(upload: Upload, validation: dict | None = None, detail: str | None = None, snapshot: dict | None = None) -> dict:
+def build(
+    upload: Upload, validation: dict | None = None, detail: str | None = None, snapshot: dict | None = None
+) -> dict:
     """The receipt as data: the upload, its state, and (once validated) counts and findings; for an accepted
     or held upload also the changes against the current roster and the hold thresholds crossed."""
     receipt = {
@@ -130,7 +133,8 @@ def render_text(receipt: dict) -> str:
     changes = receipt.get("changes")
     if changes:
         base = changes["against_upload_id"] or "nothing (first upload or rebaseline: all additions)"
-        lines += ["", f"Changes against {base}:", f"  {'entity':<20}{'added':>10}{'updated':>10}{'deleted':>10}{'rows now':>10}"]
+        heading = f"  {'entity':<20}{'added':>10}{'updated':>10}{'deleted':>10}{'rows now':>10}"
+        lines += ["", f"Changes against {base}:", heading]
         for entity, counts in changes["counts"].items():
             lines.append(f"  {entity:<20}{counts['added']:>10}{counts['updated']:>10}{counts['deleted']:>10}"
                          f"{changes['rows_after'].get(entity, 0):>10}")  # fmt: skip

@@ -69,3 +69,16 @@ def test_a_duplicate_names_the_earlier_upload(tmp_path: Path) -> None:
     assert receipt["state"] == "duplicate" and receipt["detail"] == "same content as u-1"
     assert "validation" not in receipt
     assert "identical to an earlier upload" in receipts.render_text(receipt)
+
+
+def test_a_held_receipt_names_its_thresholds_and_changes(tmp_path: Path) -> None:
+    snapshot = {"version": "1.1", "base": "u-1", "rows": {"users": 80},
+                "changes": {"users": {"added": 0, "updated": 1, "deleted": 20}},
+                "holds": [{"threshold": "users_deleted_share", "limit": 0.1, "value": 20, "of": 100,
+                           "detail": "20 of 100 users deleted (20.0%, more than 10%)"}]}  # fmt: skip
+    receipt = receipts.build(upload(state=State.HELD), validation(0), snapshot=snapshot)
+    assert receipt["holds"] == snapshot["holds"]
+    assert receipt["changes"]["against_upload_id"] == "u-1" and receipt["changes"]["rows_after"] == {"users": 80}
+    text = receipts.render_text(receipt)
+    assert "HOLD  users_deleted_share: 20 of 100 users deleted" in text and "rosterd approve" in text
+    assert "Changes against u-1:" in text
