@@ -94,6 +94,11 @@ def test_held_then_superseded_approved_and_discarded(rosterd, tenants: dict[str,
     assert discarded.returncode == 0, discarded.stderr
     assert admin(daemon, "approve", again["upload_id"]).returncode == 1  # discarded for good
 
+    table = admin(daemon, "snapshots", "north")
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == ["upload", "state", "created"]
+    assert f"{again['upload_id']}   discarded" in table.stdout and "day3.zip" in table.stdout
+    assert admin(daemon, "snapshots", "nobody").returncode == 2
+
     history = admin(daemon, "snapshots", "north", "--format", "json")
     states = [(row["upload_id"], row["state"]) for row in json.loads(history.stdout)]
     assert states == [(again["upload_id"], "discarded"), (big["upload_id"], "accepted"),
