@@ -61,6 +61,14 @@ async def harness(tmp_path: Path, pool):
     h.store.close()
 
 
+async def eventually(condition, timeout: float = 10) -> None:
+    """Wait for `condition()` (a step that follows the receipt, such as dropping a duplicate's bytes)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.05)
+
+
 def copy_slowly(source: Path, target: Path) -> None:
     """Like cp: the file appears at once and grows; the settle period must wait for it."""
     data = source.read_bytes()
@@ -159,8 +167,8 @@ async def test_a_duplicate_names_the_earlier_upload_and_its_bytes_are_dropped(ha
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "b.zip")
     second = next(r for r in await harness.wait_for_receipts("north", 2) if r["file"] == "b.zip")
     assert second["state"] == "duplicate" and first["upload_id"] in second["detail"]
-    kept = sorted(p.name for p in (harness.root / "state" / "uploads" / "north").iterdir())
-    assert kept == [f"{first['upload_id']}{NAME_SEPARATOR}a.zip"]
+    uploads = harness.root / "state" / "uploads" / "north"
+    await eventually(lambda: sorted(p.name for p in uploads.iterdir()) == [f"{first['upload_id']}{NAME_SEPARATOR}a.zip"])
 
 
 async def test_a_crash_between_record_and_receipt_is_finished_at_start(harness: Harness) -> None:
@@ -199,6 +207,7 @@ async def test_each_state_is_recorded_in_order_and_the_final_receipt_marked_answ
     (receipt,) = await harness.wait_for_receipts("south", 1)
     states = [state for state, _, _ in harness.store.history(receipt["upload_id"])]
     assert states == ["received", "validating", "accepted"]
+    await asyncio.wait_for(harness.intake.idle.wait(), 10)  # marked answered just after the receipt is written
     assert harness.store.get(receipt["upload_id"]).answered_at is not None
 
 
