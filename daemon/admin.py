@@ -125,8 +125,7 @@ def _decide(args: argparse.Namespace) -> int:
     if tenant is not None:  # receipts of a tenant no longer configured are left as they are
         results = settings.tenant_root(tenant.name) / "results"
         newest = store.recent(upload.tenant, 1)
-        for changed in [upload, *[u for u in store.unanswered() if u.tenant == upload.tenant
-                                  and u.state is State.SUPERSEDED]]:  # fmt: skip
+        for changed in [upload, *store.unanswered(upload.tenant, State.SUPERSEDED)]:
             is_newest = bool(newest) and newest[0].id == changed.id
             receipts.write(results, receipts.from_store(store, changed), settings.intake.receipts_kept, is_newest)
             store.mark_answered(changed.id)

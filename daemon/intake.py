@@ -111,6 +111,7 @@ class Intake:
             tenant.inbox.mkdir(parents=True, exist_ok=True)
             tenant.results.mkdir(parents=True, exist_ok=True)
             (self.uploads_dir / tenant.name).mkdir(parents=True, exist_ok=True)
+            snapshots.tenant_folder(self.options.state_dir, tenant.name).mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._repair)
         for upload in await self._db(self.store.unanswered):
             if upload.tenant in self.tenants:
@@ -287,7 +288,6 @@ class Intake:
     async def _work_options(self, upload: Upload, tenant: TenantPaths) -> dict:
         """What the worker needs: validation settings, where to stage, and the snapshot to diff against."""
         state_dir = self.options.state_dir
-        await asyncio.to_thread(snapshots.tenant_folder(state_dir, upload.tenant).mkdir, parents=True, exist_ok=True)
         base = None
         rebaseline = await self._db(self.store.rebaseline_requested, upload.tenant) is not None
         if not rebaseline:
@@ -315,10 +315,9 @@ class Intake:
         if state is State.ACCEPTED:
             self.log("snapshot.accepted", tenant=upload.tenant, upload_id=upload.id, rows=snapshot["rows"],
                      base_upload_id=snapshot["base"])  # fmt: skip
-            for superseded in await self._db(self.store.unanswered):
-                if superseded.tenant == upload.tenant and superseded.state is State.SUPERSEDED:
-                    self.log("upload.superseded", tenant=upload.tenant, upload_id=superseded.id, by=upload.id)
-                    await self._reanswer(superseded, latest=False)
+            for superseded in await self._db(self.store.unanswered, upload.tenant, State.SUPERSEDED):
+                self.log("upload.superseded", tenant=upload.tenant, upload_id=superseded.id, by=upload.id)
+                await self._reanswer(superseded, latest=False)
         await asyncio.to_thread(self._prune, upload.tenant)
         return upload
 
@@ -364,8 +363,8 @@ class Intake:
 
     async def _answer(self, upload: Upload, result: dict | None, snapshot: dict | None = None) -> None:
         """Write the receipt for the upload's current state; a final state is then marked answered."""
-        history = await self._db(self.store.history, upload.id)
-        receipt = receipts.build(upload, result, detail=history[-1][2] if history else None, snapshot=snapshot)
+        detail = await self._db(self.store.last_detail, upload.id)
+        receipt = receipts.build(upload, result, detail=detail, snapshot=snapshot)
         await self._write_receipt(upload, receipt)
 
     async def _write_receipt(self, upload: Upload, receipt: dict, latest: bool = True) -> None:

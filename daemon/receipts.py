@@ -85,13 +85,12 @@ def build(
 
 def from_store(store: Store, upload: Upload) -> dict:
     """The receipt of an upload as recorded: its stored validation result and snapshot. Blocking."""
-    history = store.history(upload.id)
     record = store.snapshot(upload.id)
     snapshot = None
     if record is not None:
         snapshot = {"version": record.version, "rows": record.rows, "changes": record.changes,
                     "holds": record.holds, "base": record.base_upload_id}  # fmt: skip
-    return build(upload, store.result(upload.id), detail=history[-1][2] if history else None, snapshot=snapshot)
+    return build(upload, store.result(upload.id), detail=store.last_detail(upload.id), snapshot=snapshot)
 
 
 def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True) -> Path:

@@ -171,16 +171,10 @@ class Store:
     ) -> Upload:
         """Move an upload to `state` in one transaction; with `path`, record where its file now lives, with
         `result`, the validation result the state was decided on."""
-        at = now()
         with self._tx() as db:
-            db.execute(
-                "UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL "
-                "WHERE id = ?",
-                (state, at, path, upload_id),
-            )
-            db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
+            self._move(db, upload_id, state, now(), detail, path)
             if result is not None:
-                db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
+                _keep_result(db, upload_id, result)
         return self.get(upload_id)
 
     def mark_answered(self, upload_id: str) -> None:
@@ -192,14 +186,15 @@ class Store:
             row = self._db.execute("SELECT result FROM validations WHERE upload_id = ?", (upload_id,)).fetchone()
         return None if row is None else json.loads(row["result"])
 
-    def unanswered(self) -> list[Upload]:
-        """Uploads in a final state whose receipt a crash may have cut short, oldest first."""
-        finals = [s for s in State if s.final]
+    def unanswered(self, tenant: str | None = None, state: State | None = None) -> list[Upload]:
+        """Uploads in a final state (or in `state`) whose receipt is not written yet, oldest first: a crash
+        cut it short, or a decision on another upload moved them (held ones superseded)."""
+        states = [state] if state is not None else [s for s in State if s.final]
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM uploads WHERE answered_at IS NULL AND state IN ({','.join('?' * len(finals))}) "
-                "ORDER BY received_at, id",
-                finals,
+                f"SELECT * FROM uploads WHERE answered_at IS NULL AND state IN ({','.join('?' * len(states))}) "
+                "AND (? IS NULL OR tenant = ?) ORDER BY received_at, id",
+                (*states, tenant, tenant),
             ).fetchall()
         return [_upload(r) for r in rows]
 
@@ -218,10 +213,6 @@ class Store:
             raise KeyError(upload_id)
         return _upload(row)
 
-    def exists(self, upload_id: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM uploads WHERE id = ?", (upload_id,)).fetchone() is not None
-
     def unfinished(self) -> list[Upload]:
         """Uploads a crash interrupted, oldest first: they resume from their recorded state."""
         with self._lock:
@@ -237,6 +228,11 @@ class Store:
                 "SELECT * FROM uploads WHERE tenant = ? ORDER BY received_at DESC, id DESC LIMIT ?", (tenant, limit)
             ).fetchall()
         return [_upload(r) for r in rows]
+
+    def last_detail(self, upload_id: str) -> str | None:
+        """What the latest transition of an upload says about it (same content as ..., approved by ...)."""
+        history = self.history(upload_id)
+        return history[-1][2] if history else None
 
     def history(self, upload_id: str) -> list[tuple[str, str, str | None]]:
         with self._lock:
@@ -269,7 +265,7 @@ class Store:
                  json.dumps(snapshot.rows), json.dumps(snapshot.changes), json.dumps(snapshot.holds), at),
             )  # fmt: skip
             self._move(db, upload_id, state, at, None)
-            db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
+            _keep_result(db, upload_id, result)
             if state is State.ACCEPTED:
                 self._accepted(db, upload_id, snapshot.tenant, at)
         return self.get(upload_id)
@@ -283,9 +279,13 @@ class Store:
             self._move(db, row["id"], State.SUPERSEDED, at, f"superseded by {upload_id}")
         db.execute("DELETE FROM rebaselines WHERE tenant = ?", (tenant,))
 
-    def _move(self, db: sqlite3.Connection, upload_id: str, state: State, at: str, detail: str | None) -> None:
-        db.execute("UPDATE uploads SET state = ?, updated_at = ?, answered_at = NULL WHERE id = ?",
-                   (state, at, upload_id))  # fmt: skip
+    def _move(
+        self, db: sqlite3.Connection, upload_id: str, state: State, at: str, detail: str | None, path: str | None = None
+    ) -> None:
+        """Within a transaction: the new state (its receipt not yet written), where the file now lives when
+        `path` is given, and one more line of history."""
+        db.execute("UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL "
+                   "WHERE id = ?", (state, at, path, upload_id))  # fmt: skip
         db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
 
     def current_snapshot(self, tenant: str) -> SnapshotRecord | None:
@@ -385,6 +385,10 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
         rows=json.loads(row["rows"]), changes=json.loads(row["changes"]), holds=json.loads(row["holds"]),
         upload_id=row["upload_id"], created_at=row["created_at"], pruned_at=row["pruned_at"],
     )  # fmt: skip
+
+
+def _keep_result(db: sqlite3.Connection, upload_id: str, result: dict) -> None:
+    db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
 
 
 def _upload(row: sqlite3.Row) -> Upload:
