@@ -15,7 +15,6 @@ import difflib
 import ipaddress
 import os
 import re
-import tempfile
 import tomllib
 import typing
 from collections.abc import Sequence
@@ -35,6 +34,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .files import replace_text
 
 GiB = 1024**3
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "rosterd.toml"
@@ -367,16 +368,5 @@ def _toml_list(key: str, values: Sequence[str]) -> str:
 
 
 def _replace_file(path: Path, text: str) -> None:
-    """Write beside the file and rename over it, so a reader sees the old file or the new one, never half."""
-    mode = path.stat().st_mode & 0o7777
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Replace the config file whole, keeping its mode."""
+    replace_text(path, text, mode=path.stat().st_mode & 0o7777)

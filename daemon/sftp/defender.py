@@ -14,12 +14,13 @@ The file is written beside itself and renamed into place, so a crash leaves the 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..files import replace_text
 
 MAX_BAN_SECONDS = 7 * 24 * 3600
 FORGET_AFTER_SECONDS = 24 * 3600  # an address whose last ban ended a day ago starts afresh
@@ -135,11 +136,5 @@ def read_state(path: Path) -> dict:
 
 
 def write_state(path: Path, state: dict) -> None:
-    """Replace the saved state at once (write, fsync, rename). Blocking."""
-    draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(state, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(draft, path)
+    """Replace the saved state at once (mode 600). Blocking."""
+    replace_text(path, json.dumps(state, indent=1, sort_keys=True))
