@@ -318,6 +318,14 @@ class RunningDaemon:
             conn.close()
             await conn.wait_closed()
 
+    async def login_refusal(self, tenant: str, password: str) -> BaseException | None:
+        """Why a password login failed (the client's exception), or None when it got in."""
+        try:
+            async with self.connect(tenant, password):
+                return None
+        except (asyncssh.Error, OSError) as refusal:
+            return refusal
+
     def wait_for_receipt(
         self, tenant: str, file: str | None = None, *, receipt: str = "latest.json", exclude: Iterable[str] = (),
         key: Path | None = None, timeout: float = RECEIPT_DEADLINE,

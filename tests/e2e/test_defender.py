@@ -14,25 +14,17 @@ from .conftest import ROSTERD, RunningDaemon, Tenant
 FEW_GUESSES = "[defender]\nthreshold = 3\n"
 
 
-async def guess(daemon: RunningDaemon, tenant: str, password: str) -> BaseException | None:
-    try:
-        async with daemon.connect(tenant, password):
-            return None
-    except (asyncssh.Error, OSError) as exc:
-        return exc
-
-
 async def test_repeated_bad_passwords_ban_the_address_across_a_restart(
     rosterd: Callable[..., RunningDaemon], tenants: dict[str, Tenant]
 ) -> None:
     north = tenants["north"]
     daemon = rosterd(north, extra_config=FEW_GUESSES)
-    refusals = await asyncio.gather(*(guess(daemon, "north", f"guess-{n}") for n in range(3)))
+    refusals = await asyncio.gather(*(daemon.login_refusal("north", f"guess-{n}") for n in range(3)))
     assert all(isinstance(r, asyncssh.PermissionDenied) for r in refusals), refusals
 
     banned = await asyncio.to_thread(daemon.wait_for_event, "sftp.ip_banned", remote_ip="127.0.0.1")
     assert banned["ban_seconds"] == 1800 and banned["ban_count"] == 1
-    assert isinstance(await guess(daemon, "north", north.password), asyncssh.DisconnectError | ConnectionError)
+    assert isinstance(await daemon.login_refusal("north", north.password), asyncssh.DisconnectError | ConnectionError)
     with_key = await asyncio.to_thread(daemon.sftp_batch, "north", ["ls /"])
     assert with_key.returncode != 0  # the right key does not help either
     assert daemon.events("sftp.connection_refused", reason="banned")

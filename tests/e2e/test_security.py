@@ -89,14 +89,6 @@ def test_a_tenant_cannot_list_read_or_write_another_tenants_files(daemon: Runnin
     assert len(daemon.events("upload.received", tenant="south")) == 1
 
 
-async def refused_login(daemon: RunningDaemon, user: str, password: str) -> Exception | None:
-    try:
-        async with daemon.connect(user, password):
-            return None
-    except (asyncssh.Error, OSError) as refusal:
-        return refusal
-
-
 def private_key_body(key: Path) -> list[str]:
     """The base64 lines of an OpenSSH private key file (what must never be logged)."""
     return [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
@@ -111,7 +103,7 @@ async def test_no_password_hash_or_private_key_reaches_the_log(
     async with daemon.connect("north", north.password) as conn, conn.start_sftp_client() as sftp:
         assert await sftp.listdir("/") is not None
     refusals = await asyncio.gather(  # at once: each failed password costs a second
-        *(refused_login(daemon, user, password)
+        *(daemon.login_refusal(user, password)
           for user, password in (("north", wrong), ("north", south.password), ("nobody", north.password)))
     )  # fmt: skip
     assert all(isinstance(r, asyncssh.PermissionDenied) for r in refusals), refusals
