@@ -1,0 +1,1 @@
+"""Delivery targets: where an accepted change set goes (CERS student groups; licence targets later)."""
