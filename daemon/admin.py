@@ -50,6 +50,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rebase.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
     rebase.set_defaults(func=_rebaseline)
 
+    outbox = sub.add_parser("outbox", help="deliveries to targets, newest first",
+                            description="List deliveries (one per target for each accepted upload), newest first, "
+                            "with their state, attempts and last error.")  # fmt: skip
+    outbox.add_argument("tenant", metavar="TENANT", nargs="?")
+    outbox.add_argument("--limit", type=int, default=50)
+    outbox.add_argument("--format", choices=("text", "json"), default="text")
+    outbox.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    outbox.set_defaults(func=_outbox)
+
+    replay = sub.add_parser("replay", help="re-queue a delivery",
+                            description="Queue a delivery again (a dead one after fixing its cause, or one to "
+                            "send again): the running daemon sends it within [outbox] poll_seconds. Refused when "
+                            "a newer delivery to the same target went out already (it would undo part of it) "
+                            "unless --force. Exit status: 0 done, 1 refused, 2 unusable.")  # fmt: skip
+    replay.add_argument("delivery_id", metavar="DELIVERY_ID")
+    replay.add_argument("--force", action="store_true", help="replay even though newer deliveries went out")
+    replay.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    replay.set_defaults(func=_replay)
+
 
 def operator() -> str:
     """Who runs the command: the user behind sudo when there is one."""
@@ -70,7 +89,7 @@ def _open(args: argparse.Namespace):
     if not database.exists():
         print(f"rosterd: no database at {database}: has the daemon run with this config?", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
-    return settings, Store(database)
+    return settings, Store(database, settings.target_names())
 
 
 def _known_tenant(settings, name: str) -> None:
@@ -149,4 +168,53 @@ def _rebaseline(args: argparse.Namespace) -> int:
     configure_logging(stream=sys.stderr)
     get_logger().info("tenant.rebaseline_requested", tenant=args.tenant, operator=who)
     print(f"the next upload of {args.tenant} will be taken as a fresh baseline (requested by {who})")
+    return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    settings, store = _open(args)
+    if args.tenant is not None:
+        _known_tenant(settings, args.tenant)
+    listed = store.deliveries(args.tenant, limit=args.limit)
+    store.close()
+    if args.format == "json":
+        print(json.dumps([_delivery_row(d) for d in listed], indent=2))
+        return 0
+    if not listed:
+        print("no deliveries" + (f" for {args.tenant}" if args.tenant else ""))
+        return 0
+    print(f"{'delivery':<27} {'tenant':<16} {'target':<10} {'upload':<27} {'state':<10} {'tries':>5}  "
+          "updated / last error")  # fmt: skip
+    for d in listed:
+        note = d.last_error if d.last_error and d.state != "delivered" else ""
+        print(f"{d.id:<27} {d.tenant:<16} {d.target:<10} {d.upload_id:<27} {d.state:<10} {d.attempts:>5}  "
+              f"{d.updated_at}{'  ' + note if note else ''}")  # fmt: skip
+    return 0
+
+
+def _delivery_row(d) -> dict:
+    return {"delivery_id": d.id, "tenant": d.tenant, "target": d.target, "upload_id": d.upload_id,
+            "state": str(d.state), "attempts": d.attempts, "idempotency_key": d.idempotency_key,
+            "created_at": d.created_at, "updated_at": d.updated_at, "next_attempt_at": d.next_attempt_at,
+            "delivered_at": d.delivered_at, "against_upload_id": d.base_upload_id, "last_error": d.last_error,
+            "result": d.result}  # fmt: skip
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .logs import configure_logging, get_logger
+    from .store import Refused
+
+    _settings, store = _open(args)
+    who = operator()
+    try:
+        delivery = store.replay_delivery(args.delivery_id, who, force=args.force)
+    except Refused as refused:
+        print(f"rosterd: {refused}", file=sys.stderr)
+        store.close()
+        return EXIT_REFUSED
+    store.close()
+    configure_logging(stream=sys.stderr)
+    get_logger().info("delivery.replayed", tenant=delivery.tenant, target=delivery.target,
+                      upload_id=delivery.upload_id, delivery_id=delivery.id, operator=who)  # fmt: skip
+    print(f"{delivery.id} ({delivery.tenant} -> {delivery.target}, upload {delivery.upload_id}) is queued again, by {who}")
     return 0

@@ -22,6 +22,7 @@ import asyncssh
 from .config import Settings, TenantConfig
 from .intake import Intake, IntakeOptions, TenantPaths
 from .logs import configure_logging, get_logger
+from .outbox import Outbox, RetryPolicy, Target
 from .sftp import ServerOptions, TenantAccess, UploadReceived, start_server
 from .sftp.defender import DefenderOptions
 from .store import Store
@@ -91,6 +92,19 @@ def tenant_holds(settings: Settings, tenant: TenantConfig) -> dict:
     return {**settings.holds.model_dump(), **own}
 
 
+def make_targets(settings: Settings) -> dict[tuple[str, str], Target]:
+    """Every configured target, keyed by (tenant, target name)."""
+    from .targets.cers.target import CersGroupsTarget
+
+    return {(t.name, target.name): CersGroupsTarget(t.name, target) for t in settings.tenants for target in t.targets}
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    o = settings.outbox
+    return RetryPolicy(first_seconds=o.retry_first_seconds, max_seconds=o.retry_max_seconds,
+                       give_up_seconds=o.give_up_hours * 3600, poll_seconds=o.poll_seconds)  # fmt: skip
+
+
 class StartupError(Exception):
     """The daemon cannot start for a reason an operator can fix; the message says which."""
 
@@ -105,6 +119,7 @@ class Daemon:
         self.store: Store | None = None
         self.pool: ProcessPoolExecutor | None = None
         self.intake: Intake | None = None
+        self.outbox: Outbox | None = None
         self.acceptor: asyncssh.SSHAcceptor | None = None
         self._lock_fd: int | None = None
         self._notifications: set[asyncio.Task] = set()
@@ -117,7 +132,7 @@ class Daemon:
         if any(t.demo for t in settings.tenants):
             demo_public = demo_key(self.state_dir, log)
             log.warning("config.insecure_demo_tenant", key=str(self.state_dir / DEMO_KEY_NAME))
-        self.store = Store(self.state_dir / "rosterd.db")
+        self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
         # spawn, not fork: polars runs threads, and a forked copy of a threaded process can deadlock.
         self.pool = ProcessPoolExecutor(settings.intake.workers, mp_context=multiprocessing.get_context("spawn"))
         self.intake = Intake(
@@ -132,10 +147,21 @@ class Daemon:
                 quarantine_days=settings.intake.quarantine_days,
                 receipts_kept=settings.intake.receipts_kept,
                 snapshots_kept=settings.snapshots.keep,
+                on_accepted=lambda _tenant, _upload_id: self.outbox.kick() if self.outbox else None,
             ),
             lambda event, **fields: log.info(event, **fields),
         )
+        self.outbox = Outbox(
+            self.store,
+            make_targets(settings),
+            {t.name: settings.tenant_root(t.name) / "results" for t in settings.tenants},
+            self.pool,
+            retry_policy(settings),
+            lambda level, event, **fields: getattr(log, level)(event, **fields),
+            on_change=lambda delivery: self.intake.refresh_receipt(delivery.upload_id),
+        )
         await self.intake.start()
+        await self.outbox.start()
         server = settings.server
         options = ServerOptions(
             host=server.host,
@@ -203,6 +229,8 @@ class Daemon:
         if self.acceptor is not None:
             self.acceptor.close()
             await self.acceptor.wait_closed()
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self.intake is not None:
             await self.intake.stop()
         if self.pool is not None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import admin
+from .targets import check as check_targets
 from .oneroster.codes import CODES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     codes.set_defaults(func=_codes)
     _add_tenant_parsers(sub)
     admin.add_parsers(sub)
+    check_targets.add_parser(sub)
     return parser
 
 

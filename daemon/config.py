@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from .files import replace_text
+from .targets.cers.settings import CersTarget
 
 GiB = 1024**3
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "rosterd.toml"
@@ -144,6 +145,15 @@ class SnapshotsConfig(_Section):
     keep: int = Field(30, ge=1)  # newest snapshots kept per tenant (the current one always)
 
 
+class OutboxConfig(_Section):
+    """Retries of deliveries (daemon/outbox.py): exponential backoff with jitter, then dead."""
+
+    retry_first_seconds: float = Field(30.0, gt=0)  # the wait after a first failure; doubled after each one
+    retry_max_seconds: float = Field(3600.0, gt=0)  # the longest wait between two attempts
+    give_up_hours: float = Field(72.0, gt=0)  # a delivery still failing this long after it was queued is dead
+    poll_seconds: float = Field(5.0, gt=0)  # how often the outbox looks for work queued by `rosterd replay`
+
+
 class IntakeConfig(_Section):
     settle_seconds: float = Field(5.0, ge=0)
     rescan_seconds: float = Field(60.0, gt=0)
@@ -162,7 +172,16 @@ class TenantConfig(_Section):
     validation_mode: ValidationMode | None = None  # None: the [validation] mode
     holds: HoldsConfig | None = None  # None: the [holds] thresholds
     demo: bool = False  # key pair generated at first start; insecure, for `make run` only
-    targets: list[dict] = []  # defined by the delivery issues
+    targets: list[CersTarget] = []  # where accepted change sets are delivered
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, targets: list[CersTarget]) -> list[CersTarget]:
+        names = [t.name for t in targets]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"target names must differ within a tenant; repeated: {', '.join(doubled)}")
+        return targets
 
     @field_validator("name")
     @classmethod
@@ -213,6 +232,7 @@ class Settings(_Section):
     intake: IntakeConfig = IntakeConfig()
     holds: HoldsConfig = HoldsConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
+    outbox: OutboxConfig = OutboxConfig()
     tenants: list[TenantConfig] = []
     source: Path  # the file these settings came from; filled in by the loader, not a TOML key
 
@@ -230,6 +250,10 @@ class Settings(_Section):
 
     def tenant(self, name: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+    def target_names(self) -> dict[str, list[str]]:
+        """Each tenant's target names: an accepted upload gets one delivery per target."""
+        return {t.name: [target.name for target in t.targets] for t in self.tenants}
 
     def tenant_root(self, name: str) -> Path:
         """The folder holding a tenant's inbox and results."""

@@ -57,6 +57,7 @@ class IntakeOptions:
     quarantine_days: float = 30.0
     receipts_kept: int = 100
     snapshots_kept: int = 30
+    on_accepted: Callable[[str, str], None] | None = None  # (tenant, upload_id): a new current snapshot
 
 
 class ZipFilter(DefaultFilter):
@@ -284,6 +285,8 @@ class Intake:
                  elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"],
                  changes=snapshot["changes"] if snapshot else None)  # fmt: skip
         await self._answer(upload, result, snapshot)
+        if upload.state is State.ACCEPTED and self.options.on_accepted is not None:
+            self.options.on_accepted(upload.tenant, upload.id)  # after the receipt: deliveries rewrite it
 
     async def _work_options(self, upload: Upload, tenant: TenantPaths) -> dict:
         """What the worker needs: validation settings, where to stage, and the snapshot to diff against."""
@@ -322,15 +325,17 @@ class Intake:
         return upload
 
     def _prune(self, tenant: str) -> None:
-        """Keep the newest `snapshots_kept` snapshots of a tenant, always its current one, and every held one
-        (an admin may still approve it). Blocking."""
+        """Keep the newest `snapshots_kept` snapshots of a tenant, always its current one, every held one (an
+        admin may still approve it) and every one the outbox still needs. Blocking."""
         current = self.store.current_snapshot(tenant)
+        for_outbox = self.store.snapshots_for_deliveries(tenant)
         kept = 0
         for record, upload in self.store.snapshots(tenant):
             if record.pruned_at is not None:
                 continue
             kept += 1
-            needed = upload.state is State.HELD or (current is not None and record.upload_id == current.upload_id)
+            needed = (upload.state is State.HELD or (current is not None and record.upload_id == current.upload_id)
+                      or record.upload_id in for_outbox)  # fmt: skip
             if kept > self.options.snapshots_kept and not needed:
                 snapshots.clear(Path(record.path))
                 self.store.mark_pruned(record.upload_id)
@@ -364,8 +369,19 @@ class Intake:
     async def _answer(self, upload: Upload, result: dict | None, snapshot: dict | None = None) -> None:
         """Write the receipt for the upload's current state; a final state is then marked answered."""
         detail = await self._db(self.store.last_detail, upload.id)
-        receipt = receipts.build(upload, result, detail=detail, snapshot=snapshot)
+        deliveries = await self._db(self.store.deliveries, None, upload.id)
+        receipt = receipts.build(upload, result, detail=detail, snapshot=snapshot, deliveries=deliveries)
         await self._write_receipt(upload, receipt)
+
+    async def refresh_receipt(self, upload_id: str) -> None:
+        """Write an upload's receipt again from the store (a delivery of it moved on); latest.json too when it
+        is the tenant's newest upload."""
+        upload = await self._db(self.store.get, upload_id)
+        if upload.tenant not in self.tenants:
+            return
+        newest = await self._db(self.store.recent, upload.tenant, 1)
+        receipt = await self._db(receipts.from_store, self.store, upload)
+        await self._write_receipt(upload, receipt, latest=bool(newest) and newest[0].id == upload.id)
 
     async def _write_receipt(self, upload: Upload, receipt: dict, latest: bool = True) -> None:
         results = self.tenants[upload.tenant].results

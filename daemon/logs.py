@@ -51,7 +51,13 @@ EVENTS: dict[str, str] = {
     "upload.superseded": "a held upload was superseded by a newer accepted upload of the tenant",
     "upload.rediffed": "the tenant's current snapshot changed while an upload was diffed (an approval): diffed again",
     "tenant.rebaseline_requested": "an administrator asked for the next upload to be taken as a fresh baseline",
-    "delivery.failed": "a delivery to a target failed; it will be retried or dead-lettered",
+    "delivery.started": "an attempt of a delivery to a target began (`attempt`, `base_upload_id`)",
+    "delivery.delivered": "a target took a delivery (CERS: ACCEPTED or PROCESSED; dry run: files written)",
+    "delivery.failed": "an attempt of a delivery failed; it is retried at `next_attempt_at`",
+    "delivery.dead": "a delivery was given up (refused by the target, or failing beyond `give_up_hours`)",
+    "delivery.crashed": "a delivery attempt hit an error inside rosterd (a bug); it is retried",
+    "delivery.resumed": "deliveries a stop or crash left in flight were queued again at start (`count`)",
+    "delivery.replayed": "an administrator re-queued a delivery (`operator`)",
 }
 
 KEYS: dict[str, str] = {
@@ -62,6 +68,8 @@ KEYS: dict[str, str] = {
     "session_id": "id of one SSH connection, shared by all its events",
     "bytes": "a size in bytes",
     "elapsed_ms": "how long something took, in milliseconds",
+    "target": "a delivery target's name within its tenant",
+    "delivery_id": "a delivery's id, as in `rosterd outbox`",
 }
 
 # Matched anywhere in a key, case-insensitively: `password_hash`, `api_token` and `Authorization` all count.

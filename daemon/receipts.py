@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .store import State, Store, Upload
+from .store import Delivery, DeliveryState, State, Store, Upload
 
 MAX_FINDINGS = 1000
 MAX_NAME_BYTES_IN_RECEIPT = 200  # leaves room for ".<upload_id>.json" within a file name's 255 bytes
@@ -44,7 +44,11 @@ def trim(validation: dict) -> dict:
 
 
 def build(
-    upload: Upload, validation: dict | None = None, detail: str | None = None, snapshot: dict | None = None
+    upload: Upload,
+    validation: dict | None = None,
+    detail: str | None = None,
+    snapshot: dict | None = None,
+    deliveries: list[Delivery] | None = None,
 ) -> dict:
     """The receipt as data: the upload, its state, and (once validated) counts and findings; for an accepted
     or held upload also the changes against the current roster and the hold thresholds crossed."""
@@ -69,6 +73,8 @@ def build(
         receipt["holds"] = snapshot["holds"]
         if snapshot.get("samples"):
             receipt["changes"]["samples"] = snapshot["samples"]
+    if deliveries:
+        receipt["deliveries"] = [_delivery(d) for d in deliveries]
     if validation is not None:
         findings = validation["findings"]
         receipt["validation"] = {
@@ -83,6 +89,31 @@ def build(
     return receipt
 
 
+def _delivery(delivery: Delivery) -> dict:
+    """A delivery as the uploader sees it: where the changes went, how it ended, what the target answered."""
+    shown = {
+        "delivery_id": delivery.id,
+        "target": delivery.target,
+        "state": str(delivery.state),
+        "attempts": delivery.attempts,
+        "against_upload_id": delivery.base_upload_id,
+    }
+    if delivery.delivered_at:
+        shown["delivered_at"] = delivery.delivered_at
+    if delivery.state.open and delivery.attempts:
+        shown["next_attempt_at"] = delivery.next_attempt_at
+    if delivery.last_error and delivery.state is not DeliveryState.DELIVERED:
+        shown["error"] = delivery.last_error
+    result = delivery.result or {}
+    for key in ("dry_run", "counts", "files", "credential"):
+        if key in result:
+            shown[key] = result[key]
+    findings = result.get("findings") or []
+    if findings:
+        shown["findings"] = findings[:MAX_FINDINGS]
+    return shown
+
+
 def from_store(store: Store, upload: Upload) -> dict:
     """The receipt of an upload as recorded: its stored validation result and snapshot. Blocking."""
     record = store.snapshot(upload.id)
@@ -90,7 +121,8 @@ def from_store(store: Store, upload: Upload) -> dict:
     if record is not None:
         snapshot = {"version": record.version, "rows": record.rows, "changes": record.changes,
                     "holds": record.holds, "base": record.base_upload_id}  # fmt: skip
-    return build(upload, store.result(upload.id), detail=store.last_detail(upload.id), snapshot=snapshot)
+    return build(upload, store.result(upload.id), detail=store.last_detail(upload.id), snapshot=snapshot,
+                 deliveries=store.deliveries(upload_id=upload.id))
 
 
 def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True) -> Path:
@@ -137,6 +169,17 @@ def render_text(receipt: dict) -> str:
         for entity, counts in changes["counts"].items():
             lines.append(f"  {entity:<20}{counts['added']:>10}{counts['updated']:>10}{counts['deleted']:>10}"
                          f"{changes['rows_after'].get(entity, 0):>10}")  # fmt: skip
+    for d in receipt.get("deliveries") or []:
+        lines += ["", f"Delivery to {d['target']} ({d['delivery_id']}): {d['state'].upper()}"
+                  f"{' (dry run: files in results/cers/)' if d.get('dry_run') else ''}, {d['attempts']} attempt(s)"]
+        if d.get("error"):
+            lines.append(f"  {d['error']}")
+        if d.get("counts"):
+            lines.append("  " + ", ".join(f"{k} {v}" for k, v in d["counts"].items()))
+        for f in d.get("files") or []:
+            lines.append(f"  file {f['name']} ({f['rows']} rows)" + (f" import {f['id']} {f['status']}" if f.get("id") else ""))
+        for f in d.get("findings") or []:
+            lines.append(f"  {f['severity'].upper():<8}{f['code']}  {f.get('file') or ''} {f.get('sourcedId') or ''}  {f['message']}")
     validation = receipt.get("validation")
     if validation:
         lines += ["", f"OneRoster {validation['version'] or 'unknown'}, {validation['mode']} mode", ""]

@@ -93,6 +93,23 @@ CREATE TABLE IF NOT EXISTS rebaselines (
     requested_at TEXT NOT NULL,
     requested_by TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    target TEXT NOT NULL,
+    upload_id TEXT NOT NULL REFERENCES uploads (id),
+    idempotency_key TEXT NOT NULL UNIQUE,  -- stable across attempts and restarts: the receiver drops repeats
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    delivered_at TEXT,
+    base_upload_id TEXT,  -- the snapshot the target had when this went out (NULL: nothing, all of it was sent)
+    last_error TEXT,
+    result TEXT  -- JSON: what the target answered (import ids, files, findings)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_target ON deliveries (tenant, target, state);
 CREATE TABLE IF NOT EXISTS validations (
     upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
     result TEXT NOT NULL  -- the validator's result as JSON, findings already cut to what a receipt shows
@@ -117,10 +134,45 @@ def new_upload_id() -> str:
     return f"u-{stamp}-{secrets.token_hex(3)}"
 
 
-class Store:
-    """The uploads table. Safe to share between threads (one connection, one lock)."""
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # waits for its turn (per target, deliveries go out in upload order)
+    IN_FLIGHT = "in_flight"  # a worker is sending it; a restart puts it back to pending (at least once)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # the last attempt failed; retried at next_attempt_at
+    DEAD = "dead"  # given up: a permanent failure, or retries beyond the configured age; `rosterd replay` re-queues
 
-    def __init__(self, path: Path) -> None:
+    @property
+    def open(self) -> bool:
+        return self in (DeliveryState.PENDING, DeliveryState.IN_FLIGHT, DeliveryState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    tenant: str
+    target: str
+    upload_id: str
+    idempotency_key: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: str
+    created_at: str
+    updated_at: str
+    delivered_at: str | None
+    base_upload_id: str | None
+    last_error: str | None
+    result: dict | None
+
+
+class Store:
+    """The uploads table. Safe to share between threads (one connection, one lock).
+
+    `targets` names each tenant's delivery targets: an upload that becomes a tenant's current snapshot gets
+    one delivery per target, in the same transaction.
+    """
+
+    def __init__(self, path: Path, targets: dict[str, list[str]] | None = None) -> None:
+        self.targets = dict(targets or {})
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -278,6 +330,13 @@ class Store:
         for row in older_held:
             self._move(db, row["id"], State.SUPERSEDED, at, f"superseded by {upload_id}")
         db.execute("DELETE FROM rebaselines WHERE tenant = ?", (tenant,))
+        for target in self.targets.get(tenant, []):
+            db.execute(
+                "INSERT OR IGNORE INTO deliveries (id, tenant, target, upload_id, idempotency_key, state, attempts, "
+                "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                (new_delivery_id(), tenant, target, upload_id, f"{tenant}.{target}.{upload_id}",
+                 DeliveryState.PENDING, at, at, at),
+            )  # fmt: skip
 
     def _move(
         self, db: sqlite3.Connection, upload_id: str, state: State, at: str, detail: str | None, path: str | None = None
@@ -352,6 +411,130 @@ class Store:
             row = self._db.execute("SELECT * FROM rebaselines WHERE tenant = ?", (tenant,)).fetchone()
         return None if row is None else (row["requested_at"], row["requested_by"])
 
+    # -- deliveries (the outbox) -----------------------------------------------------------------------
+
+    def due_deliveries(self, at: str, targets: set[tuple[str, str]]) -> list[Delivery]:
+        """Per (tenant, target) in `targets`, its oldest open delivery when that one may be attempted at `at`.
+
+        The oldest open delivery of a target blocks the newer ones, so a target gets its changes in upload
+        order; an in-flight one is being sent and is not due again.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM deliveries d WHERE rowid = (SELECT MIN(rowid) FROM deliveries o WHERE o.tenant = "
+                "d.tenant AND o.target = d.target AND o.state IN (?, ?, ?)) AND state != ? AND next_attempt_at <= ? "
+                "ORDER BY rowid", (*_OPEN, DeliveryState.IN_FLIGHT, at),
+            ).fetchall()  # fmt: skip
+        return [d for d in map(_delivery, rows) if (d.tenant, d.target) in targets]
+
+    def next_attempt_at(self) -> str | None:
+        """When the earliest waiting delivery may go (pending or failed), for the dispatcher's sleep."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state IN (?, ?)",
+                (DeliveryState.PENDING, DeliveryState.FAILED),
+            ).fetchone()
+        return row["at"]
+
+    def claim_delivery(self, delivery_id: str) -> Delivery:
+        """Mark a delivery in flight and count the attempt; record the base it goes out against: the upload of
+        the target's newest delivered delivery before it (None: the target has nothing yet)."""
+        with self._tx() as db:
+            row = db.execute("SELECT rowid, * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            base = db.execute(
+                "SELECT upload_id FROM deliveries WHERE tenant = ? AND target = ? AND state = ? AND rowid < ? "
+                "ORDER BY rowid DESC LIMIT 1", (row["tenant"], row["target"], DeliveryState.DELIVERED, row["rowid"]),
+            ).fetchone()  # fmt: skip
+            db.execute(
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, updated_at = ?, base_upload_id = ? "
+                "WHERE id = ?", (DeliveryState.IN_FLIGHT, now(), base["upload_id"] if base else None, delivery_id),
+            )  # fmt: skip
+        return self.delivery(delivery_id)
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        state: DeliveryState,
+        error: str | None = None,
+        result: dict | None = None,
+        next_attempt_at: str | None = None,
+    ) -> Delivery:
+        """Record the outcome of an attempt: delivered, failed (retried at `next_attempt_at`) or dead."""
+        at = now()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET state = ?, updated_at = ?, last_error = ?, result = COALESCE(?, result), "
+                "next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = CASE WHEN ? THEN ? ELSE delivered_at "
+                "END WHERE id = ?",
+                (state, at, error, json.dumps(result) if result is not None else None, next_attempt_at,
+                 state is DeliveryState.DELIVERED, at, delivery_id),
+            )  # fmt: skip
+        return self.delivery(delivery_id)
+
+    def resume_deliveries(self) -> int:
+        """At start: deliveries a stop or crash left in flight are sent again (their receivers drop repeats by
+        idempotency key). Returns how many."""
+        with self._tx() as db:
+            cursor = db.execute("UPDATE deliveries SET state = ?, next_attempt_at = ? WHERE state = ?",
+                                (DeliveryState.PENDING, now(), DeliveryState.IN_FLIGHT))  # fmt: skip
+        return cursor.rowcount
+
+    def replay_delivery(self, delivery_id: str, operator: str, force: bool = False) -> Delivery:
+        """Re-queue a delivery (an operator's `rosterd replay`). Refused while it is in flight, and, without
+        `force`, when a newer delivery of the same target went out already: replaying the older one would send
+        the roster as it was then and undo part of the newer one."""
+        with self._tx() as db:
+            row = db.execute("SELECT rowid, * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if row is None:
+                raise Refused(f"no delivery {delivery_id}")
+            if row["state"] == DeliveryState.IN_FLIGHT:
+                raise Refused(f"delivery {delivery_id} is being sent right now")
+            newer = db.execute(
+                "SELECT id FROM deliveries WHERE tenant = ? AND target = ? AND state = ? AND rowid > ? "
+                "ORDER BY rowid DESC LIMIT 1", (row["tenant"], row["target"], DeliveryState.DELIVERED, row["rowid"]),
+            ).fetchone()  # fmt: skip
+            if newer is not None and not force:
+                raise Refused(
+                    f"delivery {newer['id']} to {row['target']} is newer and delivered: replaying {delivery_id} would "
+                    f"send the roster as of {row['upload_id']} and undo part of it. Replay {newer['id']} instead, "
+                    "or pass --force"
+                )
+            at = now()
+            db.execute(
+                "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?, last_error = ?, "
+                "created_at = ? WHERE id = ?",
+                (DeliveryState.PENDING, at, at, f"replay requested by {operator}", at, delivery_id),
+            )  # fmt: skip
+        return self.delivery(delivery_id)
+
+    def delivery(self, delivery_id: str) -> Delivery:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if row is None:
+            raise KeyError(delivery_id)
+        return _delivery(row)
+
+    def deliveries(self, tenant: str | None = None, upload_id: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Deliveries newest first, of one tenant or upload or all."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM deliveries WHERE (? IS NULL OR tenant = ?) AND (? IS NULL OR upload_id = ?) "
+                "ORDER BY rowid DESC LIMIT ?", (tenant, tenant, upload_id, upload_id, limit),
+            ).fetchall()  # fmt: skip
+        return [_delivery(r) for r in rows]
+
+    def snapshots_for_deliveries(self, tenant: str) -> set[str]:
+        """Upload ids whose snapshots the outbox still needs: those of open deliveries, and each target's newest
+        delivered one (the next delivery to that target is diffed against it)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT upload_id FROM deliveries WHERE tenant = ? AND state IN (?, ?, ?) UNION "
+                "SELECT upload_id FROM deliveries d WHERE tenant = ? AND rowid = (SELECT MAX(rowid) FROM deliveries o "
+                "WHERE o.tenant = d.tenant AND o.target = d.target AND o.state = ?)",
+                (tenant, *_OPEN, tenant, DeliveryState.DELIVERED),
+            ).fetchall()  # fmt: skip
+        return {r["upload_id"] for r in rows}
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -385,6 +568,20 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
         rows=json.loads(row["rows"]), changes=json.loads(row["changes"]), holds=json.loads(row["holds"]),
         upload_id=row["upload_id"], created_at=row["created_at"], pruned_at=row["pruned_at"],
     )  # fmt: skip
+
+
+_OPEN = (DeliveryState.PENDING, DeliveryState.IN_FLIGHT, DeliveryState.FAILED)
+
+
+def new_delivery_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"d-{stamp}-{secrets.token_hex(3)}"
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    fields = {k: row[k] for k in row.keys() if k != "rowid"}
+    result = json.loads(fields["result"]) if fields["result"] else None
+    return Delivery(**fields | {"state": DeliveryState(fields["state"]), "result": result})
 
 
 def _keep_result(db: sqlite3.Connection, upload_id: str, result: dict) -> None:

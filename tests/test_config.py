@@ -131,13 +131,19 @@ password_hash = "{BCRYPT}"
 authorized_keys = ["{public_key}"]
 allowed_networks = ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]
 validation_mode = "strict"
-targets = [{{ kind = "webhook" }}]
+[[tenants.targets]]
+type = "cers"
+dry_run = true
+mapping = {{ student_id = "userIds:CA-SSID", teachers = "primary" }}
 """)
     tenant = load_settings(path).tenant("district-7")
     assert tenant is not None
     assert tenant.authorized_keys == [public_key]
     assert [str(n) for n in tenant.allowed_networks] == ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32"]
-    assert tenant.validation_mode == "strict" and tenant.targets == [{"kind": "webhook"}]
+    assert tenant.validation_mode == "strict"
+    (cers,) = tenant.targets
+    assert (cers.name, cers.dry_run, cers.mapping.student_id, cers.mapping.teachers) == ("cers", True, "userIds:CA-SSID", "primary")
+    assert cers.mapping.school_id == "identifier" and cers.mapping.group_name == "{classCode}"
     assert tenant.auth_kinds == ["password", "1 key"]
 
 
@@ -184,6 +190,22 @@ def test_a_hash_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, '[[tenants]]\nname = "a"\npassword_hash = "$argon2i$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"\n')
     (problem,) = problems(path)
     assert problem.startswith(f"{path}: tenants[0].password_hash: not an argon2id ($argon2id$...) or bcrypt")
+
+
+def test_a_cers_target_that_sends_needs_a_credential_and_never_holds_the_secret(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\ntype = "cers"\n')
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: tenants[0].targets[0]: a CERS target that sends (dry_run = false) needs")
+    path = write(tmp_path, '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\ntype = "cers"\n'
+                           '[tenants.targets.cognito]\nclient_id = "c"\nusername = "u"\nsecret = "hunter2"\n')  # fmt: skip
+    (problem,) = problems(path)
+    assert "tenants[0].targets[0].cognito.secret: unknown key" in problem and "hunter2" not in problem
+
+
+def test_target_names_differ_within_a_tenant(tmp_path: Path) -> None:
+    target = '[[tenants.targets]]\ntype = "cers"\ndry_run = true\n'
+    path = write(tmp_path, '[[tenants]]\nname = "a"\ndemo = true\n' + target + target)
+    assert problems(path) == [f"{path}: tenants[0].targets: target names must differ within a tenant; repeated: cers"]
 
 
 def test_a_duplicate_tenant_is_named(tmp_path: Path) -> None:

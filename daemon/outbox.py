@@ -1,0 +1,202 @@
+"""The outbox: durable deliveries of accepted change sets to each tenant's targets.
+
+When an upload becomes a tenant's current snapshot, the same transaction queues one delivery per target
+(store.py). The outbox sends them: per target, the oldest open delivery goes first and blocks the newer ones,
+so a target sees the tenant's rosters in upload order; different targets go in parallel. A delivery carries
+the snapshot it brings the target to and the snapshot the target had (the last one delivered to it), so a
+target sends exactly what changed in between, and a delivery that died is made good by the next one.
+
+A failed attempt is retried with exponential backoff and jitter until the delivery is older than the
+configured age; then, or at once on a permanent failure (the receiver refused the data or the credential),
+it is dead: logged as an error and written into the upload's receipt. A stop or crash leaves a delivery in
+flight; the next start sends it again (at least once: the idempotency key lets the receiver drop repeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from .store import Delivery, DeliveryState, Store, now
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a target needs for one attempt of one delivery."""
+
+    delivery: Delivery
+    snapshot: Path  # the snapshot this delivery brings the target to
+    base: Path | None  # the snapshot the target has already (None: nothing yet, send everything)
+    results: Path  # the tenant's results/ folder (dry runs write there)
+    pool: Executor  # for CPU work (polars): never on the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: DeliveryState  # DELIVERED, FAILED (retry) or DEAD (permanent)
+    error: str | None = None
+    result: dict | None = None  # what the receiver answered, kept with the delivery and shown in the receipt
+    retry_after: float | None = None  # seconds the receiver asked us to wait (Retry-After)
+
+
+def delivered(result: dict | None = None) -> Outcome:
+    return Outcome(DeliveryState.DELIVERED, result=result)
+
+
+def retry(error: str, result: dict | None = None, after: float | None = None) -> Outcome:
+    return Outcome(DeliveryState.FAILED, error=error, result=result, retry_after=after)
+
+
+def permanent(error: str, result: dict | None = None) -> Outcome:
+    return Outcome(DeliveryState.DEAD, error=error, result=result)
+
+
+class Target(Protocol):
+    tenant: str
+    name: str
+
+    async def deliver(self, job: Job) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    first_seconds: float = 30.0
+    max_seconds: float = 3600.0
+    give_up_seconds: float = 72 * 3600.0
+    poll_seconds: float = 5.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Wait before the next attempt: doubling from `first_seconds` up to `max_seconds`, jittered into its
+        upper half so that many failing deliveries do not come back in step; never less than `retry_after`."""
+        ceiling = min(self.max_seconds, self.first_seconds * 2 ** max(0, attempts - 1))
+        return max(ceiling * self.rng.uniform(0.5, 1.0), retry_after or 0.0)
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        targets: dict[tuple[str, str], Target],
+        results: dict[str, Path],
+        pool: Executor,
+        policy: RetryPolicy,
+        log: Callable[..., None],
+        on_change: Callable[[Delivery], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.targets = targets  # (tenant, target name) -> Target
+        self.results = results  # tenant -> its results/ folder
+        self.pool = pool
+        self.policy = policy
+        self.log = log  # log(level, event, **fields)
+        self.on_change = on_change  # told after each recorded outcome (the receipt is rewritten)
+        self._wake = asyncio.Event()
+        self._running: dict[tuple[str, str], asyncio.Task] = {}
+        self._loop_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        resumed = await asyncio.to_thread(self.store.resume_deliveries)
+        if resumed:
+            self.log("info", "delivery.resumed", count=resumed)
+        self._loop_task = asyncio.create_task(self._dispatch_forever(), name="outbox")
+
+    def kick(self) -> None:
+        """New deliveries may be due (an upload was accepted or approved)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop sending. A delivery cut off mid-way stays in flight in the database and goes again at start."""
+        tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for target in self.targets.values():
+            await target.close()
+
+    async def idle(self) -> None:
+        """Wait until nothing is being sent (tests and benchmarks)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            due = await asyncio.to_thread(self.store.due_deliveries, now(), set(self.targets))
+            for delivery in due:
+                key = (delivery.tenant, delivery.target)
+                if key not in self._running:
+                    task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+                    self._running[key] = task
+                    task.add_done_callback(lambda _t, key=key: self._finished(key))
+            try:
+                await asyncio.wait_for(self._wake.wait(), await self._sleep_seconds())
+            except TimeoutError:
+                pass
+
+    def _finished(self, key: tuple[str, str]) -> None:
+        self._running.pop(key, None)
+        self._wake.set()  # the next delivery of that target may be due now
+
+    async def _sleep_seconds(self) -> float:
+        at = await asyncio.to_thread(self.store.next_attempt_at)
+        if at is None:
+            return self.policy.poll_seconds
+        wait = (datetime.fromisoformat(at) - datetime.now(UTC)).total_seconds()
+        return min(self.policy.poll_seconds, max(0.05, wait))
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        target = self.targets[(delivery.tenant, delivery.target)]
+        delivery = await asyncio.to_thread(self.store.claim_delivery, delivery.id)
+        fields = {"tenant": delivery.tenant, "target": delivery.target, "upload_id": delivery.upload_id,
+                  "delivery_id": delivery.id, "attempt": delivery.attempts}  # fmt: skip
+        self.log("info", "delivery.started", base_upload_id=delivery.base_upload_id, **fields)
+        try:
+            outcome = await self._run(target, delivery)
+        except asyncio.CancelledError:
+            raise  # stopping: the delivery stays in flight and is resumed at the next start
+        except Exception as exc:  # a bug in a target must not stop the outbox: the delivery is retried
+            self.log("error", "delivery.crashed", error=repr(exc), **fields)
+            outcome = retry(f"internal error: {exc!r}")
+        await self._record(delivery, outcome, fields)
+
+    async def _run(self, target: Target, delivery: Delivery) -> Outcome:
+        snapshot = await asyncio.to_thread(self.store.snapshot, delivery.upload_id)
+        if snapshot is None or snapshot.pruned_at is not None:
+            return permanent(f"the snapshot of {delivery.upload_id} is no longer kept")
+        base = None
+        if delivery.base_upload_id is not None:
+            record = await asyncio.to_thread(self.store.snapshot, delivery.base_upload_id)
+            if record is not None and record.pruned_at is None:
+                base = Path(record.path)
+        job = Job(delivery, Path(snapshot.path), base, self.results[delivery.tenant], self.pool)
+        return await target.deliver(job)
+
+    async def _record(self, delivery: Delivery, outcome: Outcome, fields: dict) -> None:
+        state, next_at = outcome.state, None
+        if state is DeliveryState.FAILED:
+            age = (datetime.now(UTC) - datetime.fromisoformat(delivery.created_at)).total_seconds()
+            wait = self.policy.delay(delivery.attempts, outcome.retry_after)
+            if age + wait > self.policy.give_up_seconds:
+                state = DeliveryState.DEAD
+            else:
+                next_at = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat(timespec="milliseconds")
+                next_at = next_at.replace("+00:00", "Z")
+        recorded = await asyncio.to_thread(self.store.finish_delivery, delivery.id, state, outcome.error,
+                                           outcome.result, next_at)  # fmt: skip
+        if state is DeliveryState.DELIVERED:
+            self.log("info", "delivery.delivered", **fields)
+        elif state is DeliveryState.FAILED:
+            self.log("warning", "delivery.failed", error=outcome.error, next_attempt_at=next_at, **fields)
+        else:
+            self.log("error", "delivery.dead", error=outcome.error, **fields)
+        if self.on_change is not None:
+            await self.on_change(recorded)

@@ -1,0 +1,110 @@
+"""The CERS target: one delivery = the groups that changed between two snapshots, POSTed as group files.
+
+The files are built in a worker process (polars): the groups of the snapshot the delivery brings CERS to,
+compared group by group with those of the snapshot CERS has (delete-and-replace per group: a changed group
+is sent whole, a vanished one with its key fields only, which empties it). The same groups always give the
+same bytes, so a repeated attempt is recognised by CERS (PROCESSED) and changes nothing.
+
+In dry-run mode the files are written to the tenant's results/cers/ for review instead of being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+import aiohttp
+
+from ... import snapshots
+from ...outbox import Job, Outcome, delivered, permanent, retry
+from .client import CersClient, Verdict
+from .cognito import CognitoAuth
+from .settings import CersTarget
+
+DRY_RUN_FOLDER = "cers"
+DRY_RUN_FILES_KEPT = 300
+
+
+def build_files(snapshot: str, base: str | None, settings: dict) -> dict:
+    """In a worker process: the group files of one delivery, with counts and mapping findings."""
+    from .groups import build_groups, changed_groups, group_files
+
+    target = CersTarget.model_validate(settings)
+    frames, _files = snapshots.scan_frames(Path(snapshot))
+    groups, findings = build_groups(frames, target.mapping, target.filters)
+    old = None
+    if base is not None:
+        base_frames, _ = snapshots.scan_frames(Path(base))
+        old, _old_findings = build_groups(base_frames, target.mapping, target.filters)
+    changed, counts = changed_groups(old, groups)
+    files = group_files(changed, target.max_rows_per_file) if changed.height else []
+    return {"files": files, "counts": counts, "findings": findings}
+
+
+def file_name(tenant: str, upload_id: str, number: int) -> str:
+    return f"rosterd-{tenant}-{upload_id}-{number}.csv"
+
+
+class CersGroupsTarget:
+    def __init__(self, tenant: str, settings: CersTarget) -> None:
+        self.tenant = tenant
+        self.name = settings.name
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._auth: CognitoAuth | None = None
+
+    def client(self) -> CersClient:
+        """The HTTP client, made on first use (inside the running loop); one token cache per target."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._auth = CognitoAuth(self.settings.cognito, self._session)
+        assert self._auth is not None
+        return CersClient(self.settings, self._session, self._auth)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def deliver(self, job: Job) -> Outcome:
+        loop = asyncio.get_running_loop()
+        base = str(job.base) if job.base is not None else None
+        built = await loop.run_in_executor(job.pool, build_files, str(job.snapshot), base,
+                                           self.settings.model_dump(mode="json"))  # fmt: skip
+        upload_id = job.delivery.upload_id
+        names = [file_name(self.tenant, upload_id, n) for n in range(1, len(built["files"]) + 1)]
+        result = {"counts": built["counts"], "findings": built["findings"], "dry_run": self.settings.dry_run,
+                  "against_upload_id": job.delivery.base_upload_id,
+                  "files": [{"name": name, "rows": data.count(b"\n") - 1} for name, data in zip(names, built["files"])]}  # fmt: skip
+        if self.settings.dry_run:
+            folder = job.results / DRY_RUN_FOLDER
+            await asyncio.to_thread(_write_dry_run, folder, dict(zip(names, built["files"])))
+            return delivered(result)
+        client = self.client()
+        for entry, data in zip(result["files"], built["files"]):
+            sent = await client.upload(entry["name"], data)
+            if sent.record is not None:
+                entry.update({k: sent.record.get(k) for k in ("id", "status", "digest", "message")})
+            if sent.verdict is Verdict.RETRY:
+                return retry(sent.error or "retry", result, sent.retry_after)
+            if sent.verdict is Verdict.REFUSED:
+                return permanent(sent.error or "refused", result)
+        result["credential"] = self._auth.username if self._auth else None
+        return delivered(result)
+
+
+def _write_dry_run(folder: Path, files: dict[str, bytes]) -> None:
+    """The files as they would have been POSTed, each written whole under a hidden name and renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        tmp = folder / f".rosterd-tmp-{secrets.token_hex(6)}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / name)
+    kept = sorted((p for p in folder.glob("*.csv")), key=lambda p: p.stat().st_mtime_ns)
+    for old in kept[: max(0, len(kept) - DRY_RUN_FILES_KEPT)]:
+        old.unlink(missing_ok=True)

@@ -1,0 +1,79 @@
+"""`rosterd check-targets`: can each configured target be reached with its credential, and as whom?
+
+For a CERS target: a Cognito token is fetched and `GET /imports/user` asked who the credential is and what it
+may do (CERS's vendor document asks for this output in support tickets). Nothing is uploaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+CONFIG_HELP = "the config file (default: config/rosterd.toml of the source tree)"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check-targets", help="log in to each target and show who the credential is",
+                           description="For each delivery target of a tenant (or of every tenant): fetch a token "
+                           "and ask the target who the credential is and what it may do. Nothing is sent. Exit "
+                           "status: 0 every target answered, 1 one or more did not, 2 unusable.")  # fmt: skip
+    check.add_argument("tenant", metavar="TENANT", nargs="?")
+    check.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    check.set_defaults(func=_check_targets)
+
+
+def _check_targets(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    tenants = settings.tenants
+    if args.tenant is not None:
+        tenants = [t for t in tenants if t.name == args.tenant]
+        if not tenants:
+            print(f"rosterd: no tenant {args.tenant!r} in {settings.source}", file=sys.stderr)
+            return 2
+    pairs = [(t.name, target) for t in tenants for target in t.targets]
+    if not pairs:
+        print("no targets configured" + (f" for {args.tenant}" if args.tenant else ""))
+        return 0
+    results = asyncio.run(_check_all(pairs))
+    return 0 if all(results) else 1
+
+
+async def _check_all(pairs) -> list[bool]:
+    return [await _check_cers(tenant, target) for tenant, target in pairs]
+
+
+async def _check_cers(tenant: str, settings) -> bool:
+    from .cers.target import CersGroupsTarget
+
+    heading = f"{tenant} -> {settings.name} (CERS, {settings.user_endpoint})"
+    if not settings.cognito.configured:
+        print(f"{heading}\n  no credential configured (dry run: files are written to results/cers/ only)\n")
+        return settings.dry_run
+    target = CersGroupsTarget(tenant, settings)
+    try:
+        sent = await target.client().whoami()
+    finally:
+        await target.close()
+    mode = "dry run: nothing is sent" if settings.dry_run else "live"
+    if sent.record is None:
+        print(f"{heading} [{mode}]\n  FAILED: {sent.error}\n")
+        return False
+    who = sent.record
+    authorities = [a.get("authority", a) if isinstance(a, dict) else a for a in who.get("authorities") or []]
+    grants = (who.get("tenancyChain") or {}).get("grants") or []
+    can_write = any("GROUP_WRITE" in str(a) or "GROUP_ADMIN" in str(a) for a in authorities)
+    print(f"{heading} [{mode}]\n  credential: {who.get('username')}\n  authorities: {', '.join(map(str, authorities)) or 'none'}")
+    for grant in grants:
+        print(f"  grant: {json.dumps(grant, sort_keys=True)}")
+    print("  may write student groups: " + ("yes" if can_write else "NO (needs GROUP_WRITE via the GROUP_ADMIN role)"))
+    print()
+    return can_write
