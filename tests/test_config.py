@@ -17,6 +17,7 @@ from daemon.config import (
     DefenderConfig,
     HoldsConfig,
     IntakeConfig,
+    OutboxConfig,
     ServerConfig,
     Settings,
     SnapshotsConfig,
@@ -25,6 +26,7 @@ from daemon.config import (
     add_tenant,
     load_settings,
 )
+from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
 
 REPO = Path(__file__).resolve().parents[1]
 ROSTERD = Path(sys.executable).parent / "rosterd"
@@ -96,9 +98,10 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     assert tenant.password_hash.startswith("$argon2id$") and tenant.authorized_keys and tenant.allowed_networks
     text = path.read_text()
     for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldsConfig, SnapshotsConfig,
-                  TenantConfig):
+                  OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters):
         for key in model.model_fields:
-            assert re.search(rf"^#? *{key} *=", text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
+            shown = rf"^(#? *{key} *=|\[tenants\.targets\.{key}\])"  # a key, or a sub-table of a target
+            assert re.search(shown, text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
 
 
 def test_every_key_in_the_example_has_a_comment() -> None:
