@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import AREAS, HIDDEN_PREFIX, INBOX, TEMP_PREFIX
+from .paths import AREAS, HIDDEN_PREFIX, INBOX, RESULT_FOLDERS, RESULTS, TEMP_PREFIX
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -38,15 +38,34 @@ def prepare_root(root: Path) -> None:
 
 @contextlib.contextmanager
 def area_dir(root: Path, area: str) -> Iterator[int]:
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """An area's folder, opened one component at a time (`results/cers`), never through a link."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        area_fd = os.open(area, _DIR_FLAGS, dir_fd=root_fd)
-    finally:
-        os.close(root_fd)
+        for part in area.split("/"):
+            inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
     try:
-        yield area_fd
+        yield fd
     finally:
-        os.close(area_fd)
+        os.close(fd)
+
+
+def folder_stats(root: Path, area: str) -> list[tuple[str, os.stat_result]]:
+    """The folders of an area a client may open (those of RESULT_FOLDERS that exist and are real folders)."""
+    if area != RESULTS:
+        return []
+    found = []
+    with area_dir(root, area) as fd:
+        for name in RESULT_FOLDERS:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    found.append((name, st))
+    return found
 
 
 def area_stat(root: Path, area: str) -> os.stat_result:

@@ -1,4 +1,4 @@
-"""What a tenant sees: `/`, `/inbox`, `/results`, and the files directly inside those two.
+"""What a tenant sees: `/`, `/inbox`, `/results`, `/results/cers`, and the files directly inside them.
 
 A client's path is read lexically here, before anything touches the disk: decoded as UTF-8, `.` and
 `..` folded, and refused outright when `..` would climb above `/`. Whatever is left is one of four
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 INBOX = "inbox"
 RESULTS = "results"
 AREAS = (INBOX, RESULTS)
+RESULT_FOLDERS = ("cers",)  # read-only folders inside /results that targets write (CERS dry-run files)
+READABLE = (RESULTS, *(f"{RESULTS}/{folder}" for folder in RESULT_FOLDERS))
 
 HIDDEN_PREFIX = ".rosterd-"  # the server's own files: never listed, never addressable by a client
 TEMP_PREFIX = HIDDEN_PREFIX + "tmp-"
@@ -31,8 +33,8 @@ class PathRefused(Exception):
 
 class Kind(enum.Enum):
     ROOT = "root"  # "/"
-    AREA = "area"  # "/inbox" or "/results"
-    ENTRY = "entry"  # "/inbox/NAME" or "/results/NAME"
+    AREA = "area"  # "/inbox", "/results" or "/results/cers"
+    ENTRY = "entry"  # "/inbox/NAME", "/results/NAME" or "/results/cers/NAME"
     ELSEWHERE = "elsewhere"  # anything else: does not exist for the tenant
 
 
@@ -49,6 +51,11 @@ class VirtualPath:
 
     def is_entry_in(self, area: str) -> bool:
         return self.kind is Kind.ENTRY and self.area == area and not self.hidden
+
+    @property
+    def readable(self) -> bool:
+        """A file the tenant may read: one in /results or a folder of it."""
+        return self.kind is Kind.ENTRY and self.area in READABLE and not self.hidden
 
 
 def parse(raw: bytes) -> VirtualPath:
@@ -74,7 +81,9 @@ def parse(raw: bytes) -> VirtualPath:
     normalised = "/" + "/".join(parts)
     if not parts:
         return VirtualPath(Kind.ROOT, normalised)
-    if parts[0] not in AREAS or len(parts) > 2:
+    if parts[0] == RESULTS and len(parts) > 1 and parts[1] in RESULT_FOLDERS:
+        parts = [f"{RESULTS}/{parts[1]}", *parts[2:]]  # a folder of /results is an area of its own
+    if parts[0] not in READABLE + (INBOX,) or len(parts) > 2:
         return VirtualPath(Kind.ELSEWHERE, normalised)
     if len(parts) == 1:
         return VirtualPath(Kind.AREA, normalised, area=parts[0])

@@ -52,12 +52,12 @@ from asyncssh import (
 from . import events, fs
 from .events import Reporter, UploadReceived
 from .options import TenantAccess
-from .paths import AREAS, INBOX, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
+from .paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
 
 # How the tree is shown: the tenant's rights, not the host's modes or owners.
 _ROOT_MODE = stat.S_IFDIR | 0o555
-_AREA_MODES = {INBOX: stat.S_IFDIR | 0o755, RESULTS: stat.S_IFDIR | 0o555}
-_FILE_MODES = {INBOX: stat.S_IFREG | 0o600, RESULTS: stat.S_IFREG | 0o444}
+_AREA_MODES = {INBOX: stat.S_IFDIR | 0o755} | {area: stat.S_IFDIR | 0o555 for area in READABLE}
+_FILE_MODES = {INBOX: stat.S_IFREG | 0o600} | {area: stat.S_IFREG | 0o444 for area in READABLE}
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
 FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
 MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait
@@ -179,6 +179,8 @@ class TenantSFTPServer(asyncssh.SFTPServer):
                 st = await self._disk(fs.area_stat, self._root, area)
                 yield SFTPName(area.encode(), attrs=_attrs(_AREA_MODES[area], st))
             return
+        for name, st in await self._disk(fs.folder_stats, self._root, where.area):
+            yield SFTPName(name.encode(), attrs=_attrs(_AREA_MODES[f"{where.area}/{name}"], st))
         for name, st in await self._disk(fs.list_area, self._root, where.area):
             yield SFTPName(name.encode(), attrs=_attrs(_FILE_MODES[where.area], st))
 
@@ -259,8 +261,8 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         where = self._resolve(path, "open")
         if pflags & (FXF_WRITE | FXF_CREAT | FXF_TRUNC):
             return await self._open_upload(where, pflags)
-        if where.is_entry_in(RESULTS):
-            return _Reading(await self._disk(fs.open_for_reading, self._root, RESULTS, where.name))
+        if where.readable:
+            return _Reading(await self._disk(fs.open_for_reading, self._root, where.area, where.name))
         if where.is_entry_in(INBOX):
             self._refuse("open", "inbox_is_write_only")
         if where.kind in (Kind.ROOT, Kind.AREA):

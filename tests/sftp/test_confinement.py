@@ -30,6 +30,11 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
         (b"//etc/passwd", Kind.ELSEWHERE, "/etc/passwd"),
         (b"/inbox/a/b", Kind.ELSEWHERE, "/inbox/a/b"),
         (b"/inbox//x.zip", Kind.ENTRY, "/inbox/x.zip"),
+        (b"/results/cers", Kind.AREA, "/results/cers"),
+        (b"results/cers/g.csv", Kind.ENTRY, "/results/cers/g.csv"),
+        (b"/results/cers/a/b.csv", Kind.ELSEWHERE, "/results/cers/a/b.csv"),
+        (b"/results/other/g.csv", Kind.ELSEWHERE, "/results/other/g.csv"),
+        (b"/inbox/cers/g.csv", Kind.ELSEWHERE, "/inbox/cers/g.csv"),
     ],
 )
 def test_paths_are_read_lexically_inside_the_tenant_tree(raw: bytes, kind: Kind, text: str) -> None:
@@ -186,6 +191,38 @@ async def test_results_can_be_listed_and_read_but_not_changed(server: Harness) -
     ):
         assert (await server.sftp("acme", [command])).returncode != 0, command
     assert receipt.read_text() == '{"state": "accepted"}'
+
+
+@needs_openssh
+async def test_the_cers_folder_of_results_can_be_read_but_not_changed(server: Harness) -> None:
+    folder = server.root("acme") / "results" / "cers"
+    folder.mkdir()
+    (folder / "rosterd-acme-u1-1.csv").write_text("group_name,school_natural_id\n")
+
+    result = await server.sftp("acme", ["ls -l /results", "ls /results/cers", "get /results/cers/rosterd-acme-u1-1.csv"])
+
+    assert result.returncode == 0, result.output
+    assert "dr-xr-xr-x" in result.stdout and "rosterd-acme-u1-1.csv" in result.stdout
+    assert (server.workdir / "rosterd-acme-u1-1.csv").read_text() == "group_name,school_natural_id\n"
+    for command in ("put rosterd-acme-u1-1.csv /results/cers/x.csv", "rm /results/cers/rosterd-acme-u1-1.csv",
+                    "mkdir /results/cers/sub", "rmdir /results/cers"):  # fmt: skip
+        assert (await server.sftp("acme", [command])).returncode != 0, command
+    assert os.listdir(folder) == ["rosterd-acme-u1-1.csv"]
+
+
+@needs_openssh
+async def test_a_cers_folder_that_is_a_link_is_refused(server: Harness, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("not yours")
+    (server.root("acme") / "results" / "cers").symlink_to(outside)
+
+    result = await server.sftp("acme", ["get /results/cers/secret.csv"])
+
+    assert result.returncode != 0
+    assert not (server.workdir / "secret.csv").exists()
+    listing = await server.sftp("acme", ["ls /results"])
+    assert "cers" not in listing.stdout
 
 
 @needs_openssh
