@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.intake import NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
-from daemon.store import State, Store
+from daemon.store import DeliveryState, State, Store
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -233,3 +233,33 @@ async def test_only_the_newest_snapshots_are_kept_and_always_the_current_one(har
     assert folders == sorted(record.upload_id for record, _ in history[:2])
     assert harness.store.current_snapshot("north").upload_id == history[0][0].upload_id
     assert [e for e, _ in harness.events].count("snapshot.pruned") == 2
+
+
+async def test_snapshots_the_outbox_still_needs_are_kept(harness: Harness) -> None:
+    """With no delivery ever going out, the first snapshot is the target's base and the later ones wait to
+    be sent: none of them may be pruned, whatever `snapshots_kept` says."""
+    from daemon.oneroster.churn import Churn, churn
+    from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+
+    harness.store.targets = {"north": ["cers"]}
+    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5,
+                                           snapshots_kept=1)  # fmt: skip
+    await harness.intake.start()
+    spec = DistrictSpec(schools=1, students_per_school=30, teachers_per_school=3, enrollments_per_student=2)
+    day = generate(spec)
+    inbox = harness.tenants["north"].inbox
+    for number in range(1, 4):
+        write_zip(day, inbox / f".day{number}.zip", spec.version)
+        (inbox / f".day{number}.zip").rename(inbox / f"day{number}.zip")
+        await harness.wait_for_receipts("north", number)
+        day = churn(day, spec.version, Churn(withdrawn=0, arrivals=1, new_emails=0, seed=number)).bulk
+
+    history = harness.store.snapshots("north")
+    assert [record.pruned_at for record, _ in history] == [None, None, None]
+    pending = harness.store.deliveries("north")
+    assert sorted(d.upload_id for d in pending) == sorted(record.upload_id for record, _ in history)
+    for d in reversed(pending):  # all delivered, oldest first: only the newest is needed any more
+        harness.store.claim_delivery(d.id)
+        harness.store.finish_delivery(d.id, DeliveryState.DELIVERED)
+    await asyncio.to_thread(harness.intake._prune, "north")
+    assert [record.pruned_at is None for record, _ in harness.store.snapshots("north")] == [True, False, False]

@@ -82,3 +82,26 @@ def test_a_held_receipt_names_its_thresholds_and_changes(tmp_path: Path) -> None
     text = receipts.render_text(receipt)
     assert "HOLD  users_deleted_share: 20 of 100 users deleted" in text and "rosterd approve" in text
     assert "Changes against u-1:" in text
+
+
+def test_deliveries_are_shown_with_their_state_error_files_and_findings(tmp_path: Path) -> None:
+    from daemon.store import Delivery, DeliveryState
+
+    finding = {"code": "cers.school_without_id", "severity": "warning", "file": "orgs.csv", "sourcedId": "sch-9",
+               "column": "identifier", "value": None, "message": "school sch-9 has no identifier: its 4 groups are skipped"}  # fmt: skip
+    dead = Delivery("d-1", "lakeside", "cers", "u-1", "lakeside.cers.u-1", DeliveryState.DEAD, 1, "t0", "t0", "t1",
+                    None, None, "CERS answered BAD_DATA for rosterd-lakeside-u-1-1.csv (import 7): Row: 3 Failure: "
+                    "Invalid subject: Art",
+                    {"counts": {"groups": 4, "sent": 4}, "files": [{"name": "rosterd-lakeside-u-1-1.csv", "rows": 9,
+                     "id": 7, "status": "BAD_DATA"}], "findings": [finding], "dry_run": False})  # fmt: skip
+    pending = Delivery("d-2", "lakeside", "vendor", "u-1", "lakeside.vendor.u-1", DeliveryState.PENDING, 0, "t0",
+                       "t0", "t0", None, None, None, None)  # fmt: skip
+    receipt = receipts.build(upload(state=State.ACCEPTED), deliveries=[dead, pending])
+    shown = {d["target"]: d for d in receipt["deliveries"]}
+    assert shown["cers"]["state"] == "dead" and "Row: 3 Failure: Invalid subject: Art" in shown["cers"]["error"]
+    assert shown["cers"]["findings"] == [finding] and shown["cers"]["files"][0]["status"] == "BAD_DATA"
+    assert shown["vendor"] == {"delivery_id": "d-2", "target": "vendor", "state": "pending", "attempts": 0,
+                               "against_upload_id": None}  # fmt: skip
+    text = receipts.render_text(receipt)
+    assert "Delivery to cers (d-1): DEAD, 1 attempt(s)" in text and "import 7 BAD_DATA" in text
+    assert "cers.school_without_id" in text and "Delivery to vendor (d-2): PENDING" in text

@@ -59,6 +59,7 @@ class Tenant:
     password: str | None = None
     password_hash: str | None = None
     demo: bool = False
+    extra: str = ""  # more TOML for this tenant: its own tables such as [[tenants.targets]]
 
     @property
     def public_key(self) -> str:
@@ -73,6 +74,8 @@ class Tenant:
             lines.append(f"authorized_keys = [{json.dumps(self.public_key)}]")
         if self.demo:
             lines.append("demo = true")
+        if self.extra:
+            lines.append(self.extra)
         return "\n".join(lines) + "\n"
 
 
