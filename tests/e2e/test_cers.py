@@ -1,0 +1,200 @@
+"""Deliveries to CERS with the running daemon: dry run into results/cers/, and sending to the fake CERS with
+a Cognito token from moto, through a server fault, a refusal, and `rosterd replay`.
+
+The fake CERS runs on its own event loop in a thread, since the daemon harness waits synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.targets.cers.groups import build_groups
+from daemon.targets.cers.settings import CersFilters, CersMapping
+from tests.cers.moto_cognito import MotoCognito, running_cognito
+from tests.fakes.cers import FakeCers
+
+from .conftest import ROSTERD, RunningDaemon, Tenant
+
+SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, enrollments_per_student=3)
+DELIVERY_DEADLINE = 45.0
+
+
+class FakeInThread:
+    """A FakeCers served from a thread of its own, so the test may block while the daemon talks to it."""
+
+    def __init__(self, fake: FakeCers) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeCers:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def cognito(tmp_path: Path) -> Iterator[MotoCognito]:
+    with running_cognito(tmp_path / "cognito") as pool:
+        yield pool
+
+
+@pytest.fixture
+def cers(cognito: MotoCognito) -> Iterator[FakeCers]:
+    with FakeInThread(FakeCers(verify_token=cognito.verify)) as fake:
+        yield fake
+
+
+def admin(daemon: RunningDaemon, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROSTERD), *args, "--config", str(daemon.config)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def put(daemon: RunningDaemon, tables: dict[str, pl.DataFrame], name: str) -> dict:
+    write_zip(tables, daemon.client_dir / name, SPEC.version)
+    sent = daemon.sftp_batch("north", [f"put {name} inbox/{name}"])
+    assert sent.returncode == 0, sent.stderr
+    return daemon.wait_for_receipt("north", name)
+
+
+def delivery_in_receipt(daemon: RunningDaemon, receipt: dict, states: tuple[str, ...]) -> dict:
+    """Read the upload's receipt on disk until its CERS delivery reaches one of `states`."""
+    path = daemon.results("north") / f"{receipt['file']}.{receipt['upload_id']}.json"
+    deadline = time.monotonic() + DELIVERY_DEADLINE
+    last = None
+    while time.monotonic() < deadline:
+        last = json.loads(path.read_text())
+        found = [d for d in last.get("deliveries", []) if d["state"] in states]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"delivery not {states} in {DELIVERY_DEADLINE}s: {last.get('deliveries')}\n{daemon.diagnosis()}")
+
+
+def expected_groups(daemon: RunningDaemon, upload_id: str) -> dict:
+    """What CERS should hold after the snapshot of `upload_id`, keyed as the fake keys its groups."""
+    folder = daemon.state / "snapshots" / "north" / upload_id
+    frames = {p.stem: pl.read_parquet(p) for p in folder.glob("*.parquet")}
+    built, _ = build_groups(frames, CersMapping(), CersFilters())
+    return {(g["school_natural_id"].lower(), g["group_name"].lower(), g["school_year"]):
+            (set(g["teachers"]), set(g["students"])) for g in built.iter_rows(named=True)}  # fmt: skip
+
+
+def with_new_email(tables: dict[str, pl.DataFrame], teacher_number: int) -> dict[str, pl.DataFrame]:
+    users = tables["users"]
+    teacher = users.filter(pl.col("role") == "teacher")["sourcedId"][teacher_number]
+    email = pl.when(pl.col("sourcedId") == teacher).then(pl.lit(f"moved-{teacher_number}@new.example"))
+    return {**tables, "users": users.with_columns(email.otherwise(pl.col("email")).alias("email"))}
+
+
+def cers_groups(fake: FakeCers) -> dict:
+    return {key: (g.users, g.students) for key, g in fake.groups().items()}
+
+
+def test_dry_run_writes_the_group_files_to_results_cers(rosterd, tenants: dict[str, Tenant]) -> None:
+    north = dataclasses.replace(tenants["north"], extra='[[tenants.targets]]\ntype = "cers"\ndry_run = true')
+    daemon = rosterd(north)
+    receipt = put(daemon, generate(SPEC), "day1.zip")
+    assert receipt["state"] == "accepted"
+    delivered = delivery_in_receipt(daemon, receipt, ("delivered", "dead"))
+    assert delivered["state"] == "delivered" and delivered["dry_run"] is True
+    (entry,) = delivered["files"]
+    assert entry["name"] == f"rosterd-north-{receipt['upload_id']}-1.csv"
+
+    got = daemon.sftp_batch("north", ["ls results/cers", f"get results/cers/{entry['name']}"])
+    assert got.returncode == 0, got.stderr
+    lines = (daemon.client_dir / entry["name"]).read_text().splitlines()
+    assert lines[0] == "group_name,school_natural_id,school_year,subject_code,student_ssid,group_user_login"
+    assert len(lines) - 1 == entry["rows"] > 0
+    listed = admin(daemon, "outbox", "north", "--format", "json")
+    (row,) = json.loads(listed.stdout)
+    assert (row["target"], row["state"], row["upload_id"]) == ("cers", "delivered", receipt["upload_id"])
+    assert "delivery.delivered" in [e["event"] for e in daemon.events()]
+
+
+def live_target(cognito: MotoCognito, cers: FakeCers) -> str:
+    """The TOML of a CERS target that sends to the fake with the moto credential (the secret in a file)."""
+    return "\n".join([
+        "[[tenants.targets]]", 'type = "cers"', f"imports_url = {json.dumps(cers.imports_url)}",
+        "timeout_seconds = 10", "[tenants.targets.cognito]", f"endpoint_url = {json.dumps(cognito.endpoint_url)}",
+        f"region = {json.dumps(cognito.region)}", f"client_id = {json.dumps(cognito.client_id)}",
+        f"username = {json.dumps(cognito.username)}", f"secret_file = {json.dumps(str(cognito.secret_file))}",
+    ])  # fmt: skip
+
+
+def test_check_targets_shows_who_the_credential_is_and_whether_it_may_write_groups(
+    rosterd, tenants: dict[str, Tenant], cognito: MotoCognito, cers: FakeCers
+) -> None:
+    daemon = rosterd(dataclasses.replace(tenants["north"], extra=live_target(cognito, cers)), start=False)
+    checked = admin(daemon, "check-targets", "north")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"credential: {cognito.username}" in checked.stdout and "PERM_GROUP_WRITE" in checked.stdout
+    assert "may write student groups: yes" in checked.stdout
+    assert [(r.method, r.path, r.status) for r in cers.requests] == [("GET", "/imports/user", 200)]
+
+    cers.group_write = lambda user: False
+    refused = admin(daemon, "check-targets")
+    assert refused.returncode == 1 and "may write student groups: NO" in refused.stdout
+
+    cognito.secret_file.write_text("a-wrong-secret")
+    failed = admin(daemon, "check-targets", "north")
+    assert failed.returncode == 1 and "FAILED" in failed.stdout and "NotAuthorizedException" in failed.stdout
+    assert "a-wrong-secret" not in failed.stdout + failed.stderr
+    assert admin(daemon, "check-targets", "nobody").returncode == 2
+
+
+def test_sending_to_cers_through_a_fault_a_refusal_and_a_replay(
+    rosterd, tenants: dict[str, Tenant], cognito: MotoCognito, cers: FakeCers
+) -> None:
+    outbox = "[outbox]\nretry_first_seconds = 0.3\nretry_max_seconds = 1\npoll_seconds = 0.3\n"
+    daemon = rosterd(dataclasses.replace(tenants["north"], extra=live_target(cognito, cers)), extra_config=outbox)
+    day1 = generate(SPEC)
+
+    first = put(daemon, day1, "day1.zip")
+    sent = delivery_in_receipt(daemon, first, ("delivered", "dead"))
+    assert sent["state"] == "delivered" and sent["files"][0]["status"] == "ACCEPTED", sent
+    assert cers_groups(cers) == expected_groups(daemon, first["upload_id"])
+
+    cers.faults.append("503")  # CERS has trouble once: the delivery is retried
+    day2 = with_new_email(day1, 0)
+    second = put(daemon, day2, "day2.zip")
+    retried = delivery_in_receipt(daemon, second, ("delivered", "dead"))
+    assert retried["state"] == "delivered" and retried["attempts"] == 2
+    assert 0 < retried["counts"]["sent"] < retried["counts"]["groups"]  # only that teacher's groups
+    assert retried["against_upload_id"] == first["upload_id"]
+    assert cers_groups(cers) == expected_groups(daemon, second["upload_id"])
+
+    cers.group_write = lambda user: False  # the credential loses its permission
+    third = put(daemon, with_new_email(day2, 1), "day3.zip")
+    dead = delivery_in_receipt(daemon, third, ("dead",))
+    assert "403" in dead["error"] and "GROUP_WRITE" in dead["error"]
+    assert [e["delivery_id"] for e in daemon.events("delivery.dead")] == [dead["delivery_id"]]
+
+    cers.group_write = lambda user: True  # fixed in TOMS; the operator replays
+    replayed = admin(daemon, "replay", dead["delivery_id"])
+    assert replayed.returncode == 0, replayed.stderr
+    done = delivery_in_receipt(daemon, third, ("delivered",))
+    assert done["attempts"] == 1 and done["against_upload_id"] == second["upload_id"]
+    assert cers_groups(cers) == expected_groups(daemon, third["upload_id"])
+    table = admin(daemon, "outbox", "north").stdout.splitlines()
+    assert table[0].split()[:3] == ["delivery", "tenant", "target"] and len(table) == 4
+    replayed_row = next(line for line in table if line.startswith(dead["delivery_id"]))
+    assert replayed_row.split()[4] == "delivered"
+    assert cognito.secret not in daemon.output()  # never logged
