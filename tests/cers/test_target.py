@@ -174,32 +174,21 @@ async def test_server_trouble_is_retried(
 
 
 async def test_a_credential_without_group_write_is_refused_for_good(
-    cognito: MotoCognito, district: dict, pool, tmp_path: Path
+    cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
-    fake = FakeCers(verify_token=cognito.verify, group_write=lambda user: False)
-    await fake.start()
-    try:
-        outcome = await deliver(target_settings(cognito, fake),
-                                Job(delivery("u-1"), district["day1"], None, tmp_path, pool))  # fmt: skip
-    finally:
-        await fake.close()
+    cers.group_write = lambda user: False
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
     assert outcome.state is DeliveryState.DEAD
     assert "403" in outcome.error and "GROUP_WRITE" in outcome.error and cognito.username in outcome.error
 
 
 async def test_bad_data_is_refused_for_good_with_cers_own_rows(
-    cognito: MotoCognito, district: dict, pool, tmp_path: Path
+    cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     frames = {p.stem: pl.read_parquet(p) for p in district["day1"].glob("*.parquet")}
     schools = set(frames["orgs"].filter(pl.col("type") == "school")["identifier"])
-    known = sorted(schools)[0]
-    fake = FakeCers(verify_token=cognito.verify, schools={known})  # the credential covers one school only
-    await fake.start()
-    try:
-        outcome = await deliver(target_settings(cognito, fake),
-                                Job(delivery("u-1"), district["day1"], None, tmp_path, pool))  # fmt: skip
-    finally:
-        await fake.close()
+    cers.schools = {sorted(schools)[0]}  # the credential covers one school only
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
     assert outcome.state is DeliveryState.DEAD
     assert "BAD_DATA" in outcome.error and "Row: " in outcome.error and "can not be found" in outcome.error
     assert outcome.result["files"][0]["status"] == "BAD_DATA"
