@@ -198,3 +198,26 @@ def test_sending_to_cers_through_a_fault_a_refusal_and_a_replay(
     replayed_row = next(line for line in table if line.startswith(dead["delivery_id"]))
     assert replayed_row.split()[4] == "delivered"
     assert cognito.secret not in daemon.output()  # never logged
+
+
+def test_a_delivery_cut_off_by_kill_9_is_sent_again_after_the_restart(
+    rosterd, tenants: dict[str, Tenant], cognito: MotoCognito, cers: FakeCers
+) -> None:
+    daemon = rosterd(dataclasses.replace(tenants["north"], extra=live_target(cognito, cers)),
+                     extra_config="[outbox]\npoll_seconds = 0.3\n")  # fmt: skip
+    cers.hang_seconds = 60
+    cers.faults.append("timeout")  # CERS takes the file, and the answer never comes back before the kill
+    receipt = put(daemon, generate(SPEC), "day1.zip")
+    started = daemon.wait_for_event("delivery.started", upload_id=receipt["upload_id"])
+    deadline = time.monotonic() + 20
+    while not cers.imports and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cers.imports, "the POST never reached CERS"
+    daemon.kill()  # kill -9 in the middle of the delivery
+
+    daemon.start()
+    assert daemon.wait_for_event("delivery.resumed")["count"] == 1
+    done = delivery_in_receipt(daemon, receipt, ("delivered", "dead"))
+    assert done["state"] == "delivered" and done["attempts"] == 2 and done["delivery_id"] == started["delivery_id"]
+    assert done["files"][0]["status"] == "PROCESSED"  # the same bytes again: CERS applies nothing twice
+    assert len(cers.imports) == 1 and cers_groups(cers) == expected_groups(daemon, receipt["upload_id"])
