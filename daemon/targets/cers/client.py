@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -108,8 +109,6 @@ def _judge(method: str, url: str, status: int, text: str, record, retry_after, u
 
 
 def _json(text: str):
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
