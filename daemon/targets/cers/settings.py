@@ -7,12 +7,14 @@ systemd credential, an environment variable or a file (exactly one of them is na
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..secrets import SecretMissing, SecretSource
+
+__all__ = ["CersTarget", "CognitoSettings", "CersMapping", "CersFilters", "SecretMissing"]
 
 DEFAULT_IMPORTS_URL = "https://groups.import.smarterbalanced.org/groups/imports/"
 MAX_STUDENTS_PER_GROUP = 200  # CERS rejects a larger group
@@ -25,75 +27,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CognitoSettings(_Section):
-    """AWS Cognito InitiateAuth (USER_PASSWORD_AUTH), as CERS's vendor document describes."""
+class CognitoSettings(SecretSource):
+    """AWS Cognito InitiateAuth (USER_PASSWORD_AUTH), as CERS's vendor document describes. The secret key
+    comes from secret_credential, secret_env or secret_file (not needed in dry-run mode)."""
 
     region: str = "us-west-2"
     client_id: str = ""
     username: str = ""
-    # Where the secret key is read from, exactly one of these (not needed in dry-run mode):
-    secret_credential: str | None = None  # a systemd credential name ($CREDENTIALS_DIRECTORY/<name>)
-    secret_env: str | None = None  # an environment variable's name
-    secret_file: Path | None = None  # a file holding only the secret (mode 600 or stricter)
     endpoint_url: str | None = None  # default https://cognito-idp.<region>.amazonaws.com/
     token: Literal["id", "access"] = "id"  # which token goes into Authorization: Bearer
     refresh_margin_seconds: int = Field(300, ge=0)  # refresh this long before the token expires
-
-    @model_validator(mode="after")
-    def _one_secret_source(self) -> CognitoSettings:
-        named = [s for s in (self.secret_credential, self.secret_env, self.secret_file) if s is not None]
-        if len(named) > 1:
-            raise ValueError("name only one of secret_credential, secret_env and secret_file")
-        return self
 
     @property
     def configured(self) -> bool:
         return bool(self.client_id and self.username and self.secret_source)
 
     @property
-    def secret_source(self) -> str | None:
-        """Where the secret is read from, for messages (never the secret)."""
-        if self.secret_credential:
-            return f"systemd credential {self.secret_credential!r}"
-        if self.secret_env:
-            return f"environment variable {self.secret_env}"
-        if self.secret_file:
-            return f"file {self.secret_file}"
-        return None
-
-    @property
     def url(self) -> str:
         return self.endpoint_url or f"https://cognito-idp.{self.region}.amazonaws.com/"
-
-    def read_secret(self) -> str:
-        """The secret key, read now. SecretMissing says which source failed (never what it held)."""
-        if self.secret_credential:
-            folder = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not folder:
-                raise SecretMissing(f"{self.secret_source}: $CREDENTIALS_DIRECTORY is not set (LoadCredential=)")
-            return _read_secret_file(Path(folder) / self.secret_credential, self.secret_source)
-        if self.secret_env:
-            value = os.environ.get(self.secret_env, "").strip()
-            if not value:
-                raise SecretMissing(f"{self.secret_source} is not set or empty")
-            return value
-        if self.secret_file:
-            return _read_secret_file(self.secret_file, self.secret_source)
-        raise SecretMissing("no secret source configured (secret_credential, secret_env or secret_file)")
-
-
-class SecretMissing(Exception):
-    """The configured secret could not be read; the message names the source, never a value."""
-
-
-def _read_secret_file(path: Path, source: str | None) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as err:
-        raise SecretMissing(f"{source}: cannot read {path}: {err.strerror}") from None
-    if not value:
-        raise SecretMissing(f"{source}: {path} is empty")
-    return value
 
 
 class CersFilters(_Section):
