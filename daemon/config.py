@@ -37,6 +37,9 @@ from pydantic import (
 
 from .files import replace_text
 from .targets.cers.settings import CersTarget
+from .targets.settings import SftpTarget, WebhookTarget
+
+Target = Annotated[CersTarget | WebhookTarget | SftpTarget, Field(discriminator="type")]
 
 GiB = 1024**3
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "rosterd.toml"
@@ -172,11 +175,11 @@ class TenantConfig(_Section):
     validation_mode: ValidationMode | None = None  # None: the [validation] mode
     holds: HoldsConfig | None = None  # None: the [holds] thresholds
     demo: bool = False  # key pair generated at first start; insecure, for `make run` only
-    targets: list[CersTarget] = []  # where accepted change sets are delivered
+    targets: list[Target] = []  # where accepted change sets are delivered
 
     @field_validator("targets")
     @classmethod
-    def _unique_targets(cls, targets: list[CersTarget]) -> list[CersTarget]:
+    def _unique_targets(cls, targets: list[Target]) -> list[Target]:
         names = [t.name for t in targets]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:

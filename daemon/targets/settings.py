@@ -1,0 +1,154 @@
+"""Licence targets' settings: which part of the roster a vendor gets (scope), when it may be sent (window),
+and how (a signed webhook, or a OneRoster zip pushed to the vendor's SFTP server).
+
+Each is a `[[tenants.targets]]` table with `type = "webhook"` or `type = "sftp"`; config/rosterd.example.toml
+documents every key. Secrets (the webhook signing secret, the SFTP password or private key) are never in the
+TOML: each is read at the time of use from a systemd credential, an environment variable or a file.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .secrets import SecretSource
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_WINDOW = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scope(_Section):
+    """The part of the tenant's roster a target gets; an empty list does not narrow anything."""
+
+    orgs: list[str] = []  # schools (or districts) by sourcedId or identifier (e.g. an NCES id); their classes
+    roles: list[str] = []  # user roles kept, e.g. ["student", "teacher"]
+    email_domains: list[str] = []  # users whose e-mail is outside these domains are left out (and counted)
+    courses: list[str] = []  # classes of these courses only (course sourcedId or courseCode)
+    subjects: list[str] = []  # classes with one of these subjects only (SCED title or code, class or course)
+    # course sourcedId, courseCode or subject -> the licence (or pool) carried with each class and enrollment
+    licences: dict[str, str] = {}
+    class_start_days: int | None = Field(None, ge=0)  # classes starting more than N days ahead wait until then
+    class_end_days: int | None = Field(None, ge=0)  # classes that ended more than N days ago are removed
+
+
+class Window(_Section):
+    """When deliveries may go out: an optional daily window in a named time zone, and a pause switch."""
+
+    daily: str | None = None  # "HH:MM-HH:MM", e.g. "00:00-02:00"; may wrap past midnight ("22:00-02:00")
+    time_zone: str = "UTC"  # an IANA name such as "America/Los_Angeles"
+    paused: bool = False  # true: deliveries wait in the outbox until it is false again (then `rosterd reload`)
+
+    @field_validator("daily")
+    @classmethod
+    def _daily(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        found = _WINDOW.match(value)
+        if not found or int(found[1]) > 23 or int(found[3]) > 23 or int(found[2]) > 59 or int(found[4]) > 59:
+            raise ValueError(f"{value!r}: write the window as HH:MM-HH:MM, e.g. \"00:00-02:00\"")
+        if (found[1], found[2]) == (found[3], found[4]):
+            raise ValueError(f"{value!r}: the window is empty (start equals end)")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name such as \"America/Los_Angeles\"") from None
+        return value
+
+    def next_open(self, now: datetime) -> datetime | None:
+        """None when a delivery may go at `now` (aware, any zone); else when the window next opens. A paused
+        target is never open: `datetime.max` in UTC."""
+        if self.paused:
+            return datetime.max.replace(tzinfo=ZoneInfo("UTC"))
+        if self.daily is None:
+            return None
+        found = _WINDOW.match(self.daily)
+        assert found is not None
+        start, end = time(int(found[1]), int(found[2])), time(int(found[3]), int(found[4]))
+        local = now.astimezone(ZoneInfo(self.time_zone))
+        clock = local.time()
+        inside = start <= clock < end if start < end else (clock >= start or clock < end)
+        if inside:
+            return None
+        opens = datetime.combine(local.date(), start, tzinfo=local.tzinfo)
+        if opens <= local:
+            opens = datetime.combine(local.date() + timedelta(days=1), start, tzinfo=local.tzinfo)
+        return opens
+
+
+class _LicenceTarget(_Section):
+    name: str
+    scope: Scope = Scope()
+    window: Window = Window()
+    timeout_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"a target name is 1 to 63 of a-z, 0-9, '_' and '-' (got {value!r})")
+        return value
+
+
+class WebhookSecret(SecretSource):
+    """The signing secret (Standard Webhooks: `whsec_` + base64, or any string of 24 bytes or more)."""
+
+
+class WebhookTarget(_LicenceTarget):
+    type: Literal["webhook"]
+    url: str  # where batches are POSTed (https:// unless the host is loopback)
+    batch_size: int = Field(1000, ge=1, le=10_000)  # events per request
+    signing: WebhookSecret = WebhookSecret()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https://[^/\s]+", value) and not re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]",
+                                                                       value):  # fmt: skip
+            raise ValueError(f"{value!r}: a webhook URL is https:// (plain http only to this machine)")
+        return value
+
+    @model_validator(mode="after")
+    def _signed(self) -> WebhookTarget:
+        if self.signing.secret_source is None:
+            raise ValueError("a webhook target needs signing.secret_credential, secret_env or secret_file")
+        return self
+
+
+class SftpAuth(SecretSource):
+    """The vendor's SFTP login: a private key file (`key_file`) or a password from the secret source."""
+
+    username: str
+    key_file: Path | None = None  # an OpenSSH private key (unencrypted, mode 600), for key authentication
+
+
+class SftpTarget(_LicenceTarget):
+    type: Literal["sftp"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    host_key: str  # the vendor's host public key line (pinned: any other key is refused)
+    auth: SftpAuth
+    remote_dir: str = "."  # where the zip goes on the vendor's server
+    file_name: str = "{tenant}-{upload_id}.zip"  # template: {tenant}, {upload_id}, {target}
+    version: Literal["1.1", "1.2"] = "1.1"  # the OneRoster version the vendor takes
+    mode: Literal["bulk", "delta"] = "bulk"  # the whole scoped roster, or only the scoped changes
+
+    @model_validator(mode="after")
+    def _can_log_in(self) -> SftpTarget:
+        if self.auth.key_file is None and self.auth.secret_source is None:
+            raise ValueError("an sftp target needs auth.key_file or a password (auth.secret_credential, "
+                             "secret_env or secret_file)")  # fmt: skip
+        return self
