@@ -69,6 +69,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
     replay.set_defaults(func=_replay)
 
+    enable = sub.add_parser("enable-target", help="send to a target that answered 410 Gone again",
+                            description="A receiver that answered 410 Gone is disabled: its deliveries wait. Once "
+                            "the vendor wants them again, this enables the target; the waiting deliveries go out "
+                            "in order (a dead one needs `rosterd replay`).")  # fmt: skip
+    enable.add_argument("tenant", metavar="TENANT")
+    enable.add_argument("target", metavar="TARGET")
+    enable.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    enable.set_defaults(func=_enable_target)
+
 
 def operator() -> str:
     """Who runs the command: the user behind sudo when there is one."""
@@ -176,7 +185,12 @@ def _outbox(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         _known_tenant(settings, args.tenant)
     listed = store.deliveries(args.tenant, limit=args.limit)
+    disabled = store.disabled_targets()
     store.close()
+    for (tenant, target), (when, why) in sorted(disabled.items()):
+        if args.tenant in (None, tenant):
+            print(f"target {target} of {tenant} is DISABLED since {when}: {why} (rosterd enable-target {tenant} "
+                  f"{target})", file=sys.stderr)  # fmt: skip
     if args.format == "json":
         print(json.dumps([_delivery_row(d) for d in listed], indent=2))
         return 0
@@ -217,4 +231,21 @@ def _replay(args: argparse.Namespace) -> int:
     get_logger().info("delivery.replayed", tenant=delivery.tenant, target=delivery.target,
                       upload_id=delivery.upload_id, delivery_id=delivery.id, operator=who)  # fmt: skip
     print(f"{delivery.id} ({delivery.tenant} -> {delivery.target}, upload {delivery.upload_id}) is queued again, by {who}")
+    return 0
+
+
+def _enable_target(args: argparse.Namespace) -> int:
+    from .logs import configure_logging, get_logger
+
+    settings, store = _open(args)
+    _known_tenant(settings, args.tenant)
+    enabled = store.enable_target(args.tenant, args.target)
+    store.close()
+    if not enabled:
+        print(f"rosterd: target {args.target} of {args.tenant} is not disabled", file=sys.stderr)
+        return EXIT_REFUSED
+    who = operator()
+    configure_logging(stream=sys.stderr)
+    get_logger().info("target.enabled", tenant=args.tenant, target=args.target, operator=who)
+    print(f"target {args.target} of {args.tenant} is enabled again, by {who}")
     return 0

@@ -58,6 +58,8 @@ EVENTS: dict[str, str] = {
     "delivery.crashed": "a delivery attempt hit an error inside rosterd (a bug); it is retried",
     "delivery.resumed": "deliveries a stop or crash left in flight were queued again at start (`count`)",
     "delivery.replayed": "an administrator re-queued a delivery (`operator`)",
+    "target.disabled": "a receiver answered 410 Gone: its deliveries wait until `rosterd enable-target`",
+    "target.enabled": "an administrator enabled a disabled target again (`operator`)",
 }
 
 KEYS: dict[str, str] = {

@@ -43,6 +43,7 @@ class Outcome:
     error: str | None = None
     result: dict | None = None  # what the receiver answered, kept with the delivery and shown in the receipt
     retry_after: float | None = None  # seconds the receiver asked us to wait (Retry-After)
+    disable_target: bool = False  # the receiver wants nothing more (HTTP 410): hold its deliveries
 
 
 def delivered(result: dict | None = None) -> Outcome:
@@ -53,8 +54,8 @@ def retry(error: str, result: dict | None = None, after: float | None = None) ->
     return Outcome(DeliveryState.FAILED, error=error, result=result, retry_after=after)
 
 
-def permanent(error: str, result: dict | None = None) -> Outcome:
-    return Outcome(DeliveryState.DEAD, error=error, result=result)
+def permanent(error: str, result: dict | None = None, disable_target: bool = False) -> Outcome:
+    return Outcome(DeliveryState.DEAD, error=error, result=result, disable_target=disable_target)
 
 
 class Target(Protocol):
@@ -62,6 +63,9 @@ class Target(Protocol):
     name: str
 
     async def deliver(self, job: Job) -> Outcome: ...
+
+    def next_open(self, now: datetime) -> datetime | None:
+        """None when the target may be sent to now; else when its delivery window next opens."""
 
     async def close(self) -> None: ...
 
@@ -130,17 +134,36 @@ class Outbox:
     async def _dispatch_forever(self) -> None:
         while True:
             self._wake.clear()
-            due = await asyncio.to_thread(self.store.due_deliveries, now(), set(self.targets))
+            ready, opens = self._open_targets(await asyncio.to_thread(self.store.disabled_targets))
+            due = await asyncio.to_thread(self.store.due_deliveries, now(), ready)
             for delivery in due:
                 key = (delivery.tenant, delivery.target)
                 if key not in self._running:
                     task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
                     self._running[key] = task
                     task.add_done_callback(lambda _t, key=key: self._finished(key))
+            sleep = await self._sleep_seconds()
+            if opens is not None:
+                sleep = min(sleep, max(0.05, (opens - datetime.now(UTC)).total_seconds()))
             try:
-                await asyncio.wait_for(self._wake.wait(), await self._sleep_seconds())
+                await asyncio.wait_for(self._wake.wait(), sleep)
             except TimeoutError:
                 pass
+
+    def _open_targets(self, disabled: dict) -> tuple[set[tuple[str, str]], datetime | None]:
+        """The targets that may be sent to now (not disabled, inside their window, not paused), and the
+        soonest time a closed window opens."""
+        at = datetime.now(UTC)
+        ready, soonest = set(), None
+        for key, target in self.targets.items():
+            if key in disabled:
+                continue
+            opens = target.next_open(at)
+            if opens is None:
+                ready.add(key)
+            elif soonest is None or opens < soonest:
+                soonest = opens
+        return ready, soonest
 
     def _finished(self, key: tuple[str, str]) -> None:
         self._running.pop(key, None)
@@ -198,5 +221,8 @@ class Outbox:
             self.log("warning", "delivery.failed", error=outcome.error, next_attempt_at=next_at, **fields)
         else:
             self.log("error", "delivery.dead", error=outcome.error, **fields)
+        if outcome.disable_target:
+            await asyncio.to_thread(self.store.disable_target, delivery.tenant, delivery.target, outcome.error or "")
+            self.log("error", "target.disabled", reason=outcome.error, **fields)
         if self.on_change is not None:
             await self.on_change(recorded)

@@ -110,6 +110,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     result TEXT  -- JSON: what the target answered (import ids, files, findings)
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_target ON deliveries (tenant, target, state);
+CREATE TABLE IF NOT EXISTS disabled_targets (
+    tenant TEXT NOT NULL,
+    target TEXT NOT NULL,
+    disabled_at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (tenant, target)
+);
 CREATE TABLE IF NOT EXISTS validations (
     upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
     result TEXT NOT NULL  -- the validator's result as JSON, findings already cut to what a receipt shows
@@ -506,6 +513,23 @@ class Store:
                 (DeliveryState.PENDING, at, at, f"replay requested by {operator}", at, delivery_id),
             )  # fmt: skip
         return self.delivery(delivery_id)
+
+    def disable_target(self, tenant: str, target: str, reason: str) -> None:
+        """A receiver said it wants nothing more (HTTP 410): its deliveries wait until `rosterd enable-target`."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO disabled_targets VALUES (?, ?, ?, ?)", (tenant, target, now(), reason))
+
+    def enable_target(self, tenant: str, target: str) -> bool:
+        """Take a target off the disabled list; False when it was not on it."""
+        with self._tx() as db:
+            cursor = db.execute("DELETE FROM disabled_targets WHERE tenant = ? AND target = ?", (tenant, target))
+        return cursor.rowcount > 0
+
+    def disabled_targets(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(tenant, target) -> (when, why) for every disabled target."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM disabled_targets").fetchall()
+        return {(r["tenant"], r["target"]): (r["disabled_at"], r["reason"]) for r in rows}
 
     def delivery(self, delivery_id: str) -> Delivery:
         with self._lock:

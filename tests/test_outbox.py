@@ -27,12 +27,16 @@ class ScriptedTarget:
         self.script = list(script or [])
         self.jobs: list[Job] = []
         self.hold = hold  # when set: each attempt waits for it (to stop the outbox mid-delivery)
+        self.opens = None  # when set: the target's window is closed until then
 
     async def deliver(self, job: Job) -> Outcome:
         self.jobs.append(job)
         if self.hold is not None:
             await self.hold.wait()
         return self.script.pop(0) if self.script else delivered({"ok": True})
+
+    def next_open(self, now):
+        return self.opens
 
     async def close(self) -> None:
         pass
@@ -204,3 +208,36 @@ def test_snapshots_needed_by_the_outbox(store: Store) -> None:
     # cers has second (its base for third); vendor still has first, and second and third wait for it.
     assert store.snapshots_for_deliveries("north") == {first, second, third}
     assert store.get(first).state is State.ACCEPTED
+
+
+async def test_a_closed_window_or_a_disabled_target_holds_its_deliveries(store: Store, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    first = upload(store, 1)
+    record(store, first)
+    cers = ScriptedTarget("north", "cers")
+    vendor = ScriptedTarget("north", "vendor")
+    vendor.opens = datetime.now(UTC) + timedelta(seconds=0.6)  # its window opens in a moment
+    await run(store, [cers, vendor], tmp_path, lambda: states(store, "cers") == [(first, DeliveryState.DELIVERED)])
+    assert vendor.jobs == [] and states(store, "vendor") == [(first, DeliveryState.PENDING)]
+    vendor.opens = None
+    store.disable_target("north", "vendor", "410 Gone")  # and yet a receiver that said 410 gets nothing
+    with ThreadPoolExecutor(1) as pool:
+        outbox = Outbox(store, {("north", "vendor"): vendor}, {"north": tmp_path}, pool, policy(), lambda *a, **f: None)
+        await outbox.start()
+        await asyncio.sleep(0.3)
+        await outbox.stop()
+    assert vendor.jobs == []
+    assert store.enable_target("north", "vendor") and not store.enable_target("north", "vendor")
+    await run(store, [vendor], tmp_path, lambda: states(store, "vendor") == [(first, DeliveryState.DELIVERED)])
+
+
+async def test_a_410_disables_the_target_and_its_later_deliveries_wait(store: Store, tmp_path: Path) -> None:
+    first, second = upload(store, 1), upload(store, 2)
+    record(store, first)
+    record(store, second)
+    vendor = ScriptedTarget("north", "vendor", [permanent("HTTP 410 Gone", disable_target=True)])
+    lines = await run(store, [vendor], tmp_path, lambda: states(store, "vendor")[0] == (first, DeliveryState.DEAD))
+    assert ("north", "vendor") in store.disabled_targets()
+    assert [e for level, e, _ in lines if level == "error"] == ["delivery.dead", "target.disabled"]
+    assert states(store, "vendor")[1] == (second, DeliveryState.PENDING) and len(vendor.jobs) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -62,6 +63,9 @@ class CersGroupsTarget:
             self._auth = CognitoAuth(self.settings.cognito, self._session)
         assert self._auth is not None
         return CersClient(self.settings, self._session, self._auth)
+
+    def next_open(self, now: datetime) -> None:
+        return None  # CERS takes files at any hour
 
     async def close(self) -> None:
         if self._session is not None:
