@@ -312,10 +312,10 @@ def parse_settings(text: str, source: Path) -> Settings:
 
 
 def _describe(error: dict) -> str:
-    loc = error["loc"]
+    loc, model = _walk(error["loc"])
     key = _dotted(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        known = _known_keys(loc[:-1])
+        known = [name for name in _walk(error["loc"][:-1])[1].model_fields if name != "source"]
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys here: {', '.join(known)}"
         return f"{key}: unknown key{hint}"
@@ -330,15 +330,33 @@ def _dotted(loc: tuple) -> str:
     return text.lstrip(".")
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    """The keys the model at `loc` accepts, for 'did you mean' hints."""
-    model: object = Settings
-    for part in loc:
-        if isinstance(part, int):
+def _walk(loc: tuple) -> tuple[tuple, type[BaseModel]]:
+    """`loc` as the TOML names it (without the tags pydantic adds for a target's `type`), and the model the
+    last key belongs to, for 'did you mean' hints."""
+    model: type[BaseModel] = Settings
+    shown: list = []
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        shown.append(part)
+        if isinstance(part, int) or part not in model.model_fields:
             continue
-        annotation = model.model_fields[part].annotation  # type: ignore[attr-defined]
-        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
-    return [name for name in model.model_fields if name != "source"]  # type: ignore[attr-defined]
+        annotation = model.model_fields[part].annotation
+        if typing.get_origin(annotation) is list:
+            annotation = typing.get_args(annotation)[0]
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        members = [m for m in typing.get_args(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(members) == 1:  # Optional[Model]
+            model = members[0]
+        elif members:  # a union told apart by `type`: pydantic's loc names the member next (after a list index)
+            if parts and isinstance(parts[0], int):
+                shown.append(parts.pop(0))
+            tag = parts.pop(0) if parts else None
+            model = next((m for m in members if tag in typing.get_args(m.model_fields["type"].annotation)), model)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return tuple(shown), model
 
 
 def hash_password(plaintext: str) -> str:

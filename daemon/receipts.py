@@ -105,9 +105,7 @@ def _delivery(delivery: Delivery) -> dict:
     if delivery.last_error and delivery.state is not DeliveryState.DELIVERED:
         shown["error"] = delivery.last_error
     result = delivery.result or {}
-    for key in ("dry_run", "counts", "files", "credential"):
-        if key in result:
-            shown[key] = result[key]
+    shown.update({k: v for k, v in result.items() if k not in ("findings", "base_upload_id")})
     findings = result.get("findings") or []
     if findings:
         shown["findings"] = findings[:MAX_FINDINGS]
@@ -176,6 +174,12 @@ def render_text(receipt: dict) -> str:
             lines.append(f"  {d['error']}")
         if d.get("counts"):
             lines.append("  " + ", ".join(f"{k} {v}" for k, v in d["counts"].items()))
+        if d.get("left_out"):
+            lines.append("  left out by the target's scope: " + ", ".join(f"{k} {v}" for k, v in d["left_out"].items()))
+        if d.get("batches") is not None:
+            lines.append(f"  {d.get('events', 0)} events in {d['batches']} batch(es), {d.get('batches_delivered', 0)} taken")
+        if d.get("file") and d.get("mode"):
+            lines.append(f"  {d['mode']} zip (OneRoster {d.get('version')}, {d.get('bytes')} bytes) as {d['file']}")
         for f in d.get("files") or []:
             lines.append(f"  file {f['name']} ({f['rows']} rows)" + (f" import {f['id']} {f['status']}" if f.get("id") else ""))
         for f in d.get("findings") or []:

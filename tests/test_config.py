@@ -27,6 +27,7 @@ from daemon.config import (
     load_settings,
 )
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
+from daemon.targets.settings import Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
 
 REPO = Path(__file__).resolve().parents[1]
 ROSTERD = Path(sys.executable).parent / "rosterd"
@@ -98,7 +99,8 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     assert tenant.password_hash.startswith("$argon2id$") and tenant.authorized_keys and tenant.allowed_networks
     text = path.read_text()
     for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldsConfig, SnapshotsConfig,
-                  OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters):
+                  OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters, WebhookTarget,
+                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret):
         for key in model.model_fields:
             shown = rf"^(#? *{key} *=|\[tenants\.targets\.{key}\])"  # a key, or a sub-table of a target
             assert re.search(shown, text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
@@ -365,3 +367,33 @@ def test_cli_import_stays_light() -> None:
     code = "import sys, daemon.cli; print(sorted({'pydantic', 'asyncssh', 'structlog', 'argon2'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_typo_inside_a_target_is_named_by_its_toml_path_with_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "a"\ndemo = true\nholds = { users_deleted_shar = 0.1 }\n'
+                           '[[tenants.targets]]\ntype = "cers"\ndry_run = true\ndryrun = 1\n'
+                           '[tenants.targets.cognito]\nsecrte = 1\n'
+                           '[[tenants.targets]]\ntype = "webhook"\nname = "w"\nurl = "http://example.com/h"\n'
+                           '[[tenants.targets]]\ntype = "ftp"\n')  # fmt: skip
+    assert sorted(problems(path)) == sorted([
+        f"{path}: tenants[0].holds.users_deleted_shar: unknown key; did you mean 'users_deleted_share'?",
+        f"{path}: tenants[0].targets[0].dryrun: unknown key; did you mean 'dry_run'?",
+        f"{path}: tenants[0].targets[0].cognito.secrte: unknown key; did you mean 'secret_env'?",
+        f"{path}: tenants[0].targets[1].url: 'http://example.com/h': a webhook URL is https:// (plain http only "
+        "to this machine)",
+        f"{path}: tenants[0].targets[2]: Input tag 'ftp' found using 'type' does not match any of the expected "
+        "tags: 'cers', 'webhook', 'sftp'",
+    ])  # fmt: skip
+
+
+def test_licence_targets_need_their_secrets_by_source_and_a_sane_window(tmp_path: Path) -> None:
+    base = '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\n'
+    path = write(tmp_path, base + 'type = "webhook"\nname = "w"\nurl = "https://v.example/h"\n')
+    assert problems(path) == [f"{path}: tenants[0].targets[0]: a webhook target needs signing.secret_credential, "
+                              "secret_env or secret_file"]  # fmt: skip
+    path = write(tmp_path, base + 'type = "sftp"\nname = "s"\nhost = "h"\nhost_key = "k"\nauth = { username = "u" }\n'
+                 'window = { daily = "2:00-3:00", time_zone = "Mars/Base" }\n')  # fmt: skip
+    found = problems(path)
+    assert f"{path}: tenants[0].targets[0].window.daily: '2:00-3:00': write the window as HH:MM-HH:MM, e.g. " \
+           '"00:00-02:00"' in found
+    assert any("window.time_zone: 'Mars/Base' is not an IANA time zone" in p for p in found)
