@@ -10,17 +10,17 @@ releases and would then change the committed samples. Same spec, same bytes.
 from __future__ import annotations
 
 import argparse
-import io
 import time
-import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import polars as pl
 
-from daemon.oneroster import schema
+from daemon.oneroster import export, schema
+
+# The package file helpers live in export.py (snapshots written back out use them too); re-exported here.
+from daemon.oneroster.export import MODES, ZIP_TIME, to_csv_bytes, write_entries, zip_bytes  # noqa: F401
 
 PERIODS = 6  # classes per teacher: one per period of the day
 DISTRICT = "dst-0001"
@@ -31,9 +31,8 @@ TERMS = ("sem-2027-1", "sem-2027-2")
 GRADES = ("09", "10", "11", "12")
 STUDENT_DOMAIN = "students.sample-usd.example"
 STAFF_DOMAIN = "sample-usd.example"
-ZIP_TIME = (2026, 1, 1, 0, 0, 0)  # fixed entry timestamps keep zips byte-identical between runs
 DELTA_MODIFIED = "2026-11-20T08:30:00.000Z"
-MODES = ("absent", "bulk", "delta")
+GENERATOR_SOURCE = ("rosterd-generator", "gen")  # the manifest's source.systemName and systemCode
 
 # (id slug, course title, SCED subject, SCED code). The last DISTRICT_WIDE subjects are district courses.
 SUBJECTS = (
@@ -495,26 +494,9 @@ def delta_tables(
 # --- packages -------------------------------------------------------------------------------------------
 
 
-def to_csv_bytes(frame: pl.DataFrame) -> bytes:
-    """UTF-8, LF line ends, a header row; a field is quoted only when it must be. Blanks are written bare."""
-    buffer = io.BytesIO()
-    frame.with_columns(pl.col(pl.String).replace("", None)).write_csv(buffer)
-    return buffer.getvalue()
-
-
 def manifest_bytes(version: str, modes: Mapping[str, str]) -> bytes:
     """manifest.csv naming every data file of the version: its mode from `modes`, otherwise absent."""
-    tables = schema.VERSIONS[version].tables
-    unknown = set(modes) - set(tables)
-    if unknown:
-        raise ValueError(f"not OneRoster {version} files: {sorted(unknown)}")
-    bad = {m for m in modes.values() if m not in MODES}
-    if bad:
-        raise ValueError(f"file modes must be one of {MODES}, not {sorted(bad)}")
-    rows = [("manifest.version", "1.0"), ("oneroster.version", version)]
-    rows += [(f"file.{entity}", modes.get(entity, "absent")) for entity in tables]
-    rows += [("source.systemName", "rosterd-generator"), ("source.systemCode", "gen")]
-    return "".join(f"{name},{value}\n" for name, value in [("propertyName", "value"), *rows]).encode()
+    return export.manifest_bytes(version, modes, source=GENERATOR_SOURCE)
 
 
 def _entries(tables: Mapping[str, pl.DataFrame], version: str, mode: str) -> Iterator[tuple[str, bytes]]:
@@ -528,26 +510,9 @@ def package_entries(tables: Mapping[str, pl.DataFrame], version: str, mode: str 
     return dict(_entries(tables, version, mode))
 
 
-def _write_entries(target: str | Path | BinaryIO, entries: Iterable[tuple[str, bytes]]) -> None:
-    with zipfile.ZipFile(target, "w") as archive:
-        for name, data in entries:
-            info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # unix, whatever the host, so the bytes do not depend on it
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-
-
-def zip_bytes(entries: Mapping[str, bytes]) -> bytes:
-    """A deflated zip of `entries` (name -> content) with fixed timestamps: same entries, same bytes."""
-    buffer = io.BytesIO()
-    _write_entries(buffer, entries.items())
-    return buffer.getvalue()
-
-
 def write_zip(tables: Mapping[str, pl.DataFrame], path: str | Path, version: str, mode: str = "bulk") -> None:
     """Write a package: manifest.csv plus one CSV per table at the zip root, every file in `mode`."""
-    _write_entries(path, _entries(tables, version, mode))
+    write_entries(path, _entries(tables, version, mode))
 
 
 # --- command line ---------------------------------------------------------------------------------------
