@@ -51,6 +51,7 @@ EVENTS: dict[str, str] = {
     "upload.superseded": "a held upload was superseded by a newer accepted upload of the tenant",
     "upload.rediffed": "the tenant's current snapshot changed while an upload was diffed (an approval): diffed again",
     "tenant.rebaseline_requested": "an administrator asked for the next upload to be taken as a fresh baseline",
+    "delivery.queued": "a delivery was queued by the day changing (a target whose scope moves classes by date)",
     "delivery.started": "an attempt of a delivery to a target began (`attempt`, `base_upload_id`)",
     "delivery.delivered": "a target took a delivery (CERS: ACCEPTED or PROCESSED; dry run: files written)",
     "delivery.failed": "an attempt of a delivery failed; it is retried at `next_attempt_at`",

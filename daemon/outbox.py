@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from .store import Delivery, DeliveryState, Store, now
 
@@ -66,6 +67,9 @@ class Target(Protocol):
 
     def next_open(self, now: datetime) -> datetime | None:
         """None when the target may be sent to now; else when its delivery window next opens."""
+
+    def dated_zone(self) -> str | None:
+        """The time zone of the target's days when its scope moves classes by date (daily deliveries), else None."""
 
     async def close(self) -> None: ...
 
@@ -134,6 +138,7 @@ class Outbox:
     async def _dispatch_forever(self) -> None:
         while True:
             self._wake.clear()
+            await self._queue_dated()
             ready, opens = self._open_targets(await asyncio.to_thread(self.store.disabled_targets))
             due = await asyncio.to_thread(self.store.due_deliveries, now(), ready)
             for delivery in due:
@@ -149,6 +154,21 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), sleep)
             except TimeoutError:
                 pass
+
+    async def _queue_dated(self) -> None:
+        """Targets whose scope moves classes by date get a delivery of the current snapshot each day (once,
+        and only when nothing else went to them that day)."""
+        for (tenant, name), target in self.targets.items():
+            zone = target.dated_zone()
+            if zone is None:
+                continue
+            local = datetime.now(ZoneInfo(zone))
+            start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+            since = start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            queued = await asyncio.to_thread(self.store.queue_dated, tenant, name, local.date().isoformat(), since)
+            if queued is not None:
+                self.log("info", "delivery.queued", tenant=tenant, target=name, upload_id=queued.upload_id,
+                         delivery_id=queued.id, reason="the day changed: classes may enter or leave the scope")  # fmt: skip
 
     def _open_targets(self, disabled: dict) -> tuple[set[tuple[str, str]], datetime | None]:
         """The targets that may be sent to now (not disabled, inside their window, not paused), and the

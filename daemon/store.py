@@ -514,6 +514,27 @@ class Store:
             )  # fmt: skip
         return self.delivery(delivery_id)
 
+    def queue_dated(self, tenant: str, target: str, day: str, since: str) -> Delivery | None:
+        """For a target whose scope moves classes by date: once a day, a delivery of the tenant's current
+        snapshot, so classes that entered or left the scope today go out without waiting for an upload. Only
+        when the target got no delivery since `since` (the day's start in its time zone, as UTC text)."""
+        with self._tx() as db:
+            current = db.execute(CURRENT_SNAPSHOT, (tenant, State.ACCEPTED)).fetchone()
+            if current is None:
+                return None
+            recent = db.execute("SELECT 1 FROM deliveries WHERE tenant = ? AND target = ? AND created_at >= ?",
+                                (tenant, target, since)).fetchone()  # fmt: skip
+            if recent is not None:
+                return None
+            delivery_id, at = new_delivery_id(), now()
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO deliveries (id, tenant, target, upload_id, idempotency_key, state, attempts, "
+                "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                (delivery_id, tenant, target, current["upload_id"], f"{tenant}.{target}.{current['upload_id']}.{day}",
+                 DeliveryState.PENDING, at, at, at),
+            )  # fmt: skip
+        return self.delivery(delivery_id) if cursor.rowcount else None
+
     def disable_target(self, tenant: str, target: str, reason: str) -> None:
         """A receiver said it wants nothing more (HTTP 410): its deliveries wait until `rosterd enable-target`."""
         with self._tx() as db:

@@ -28,6 +28,7 @@ class ScriptedTarget:
         self.jobs: list[Job] = []
         self.hold = hold  # when set: each attempt waits for it (to stop the outbox mid-delivery)
         self.opens = None  # when set: the target's window is closed until then
+        self.zone = None  # when set: the target gets a delivery each day (its scope moves classes by date)
 
     async def deliver(self, job: Job) -> Outcome:
         self.jobs.append(job)
@@ -37,6 +38,9 @@ class ScriptedTarget:
 
     def next_open(self, now):
         return self.opens
+
+    def dated_zone(self):
+        return self.zone
 
     async def close(self) -> None:
         pass
@@ -241,3 +245,19 @@ async def test_a_410_disables_the_target_and_its_later_deliveries_wait(store: St
     assert ("north", "vendor") in store.disabled_targets()
     assert [e for level, e, _ in lines if level == "error"] == ["delivery.dead", "target.disabled"]
     assert states(store, "vendor")[1] == (second, DeliveryState.PENDING) and len(vendor.jobs) == 1
+
+
+async def test_a_target_scoped_by_date_gets_the_current_snapshot_once_a_day(store: Store, tmp_path: Path) -> None:
+    first, second = upload(store, 1), upload(store, 2)
+    record(store, first)
+    dated = ScriptedTarget("north", "vendor")
+    dated.zone = "America/Los_Angeles"
+    await run(store, [dated], tmp_path, lambda: states(store, "vendor") == [(first, DeliveryState.DELIVERED)])
+    await run(store, [dated], tmp_path, lambda: True)  # the same day: it got its delivery today already
+    assert len(store.deliveries("north", None)) == 2  # cers' pending one and vendor's delivered one
+    record(store, second)
+    await run(store, [dated], tmp_path, lambda: states(store, "vendor")[-1] == (second, DeliveryState.DELIVERED))
+    # a new day (as the store sees it: nothing since a later start of day) queues the current snapshot again
+    made = store.queue_dated("north", "vendor", "2099-01-01", "2099-01-01T08:00:00.000Z")
+    assert made is not None and made.upload_id == second and made.idempotency_key.endswith(".2099-01-01")
+    assert store.queue_dated("north", "vendor", "2099-01-01", "2099-01-01T08:00:00.000Z") is None  # once a day

@@ -67,6 +67,9 @@ class CersGroupsTarget:
     def next_open(self, now: datetime) -> None:
         return None  # CERS takes files at any hour
 
+    def dated_zone(self) -> None:
+        return None  # groups do not move by date
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
