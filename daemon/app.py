@@ -95,8 +95,20 @@ def tenant_holds(settings: Settings, tenant: TenantConfig) -> dict:
 def make_targets(settings: Settings) -> dict[tuple[str, str], Target]:
     """Every configured target, keyed by (tenant, target name)."""
     from .targets.cers.target import CersGroupsTarget
+    from .targets.sftp_push import SftpPush
+    from .targets.webhook import WebhookDelivery
 
-    return {(t.name, target.name): CersGroupsTarget(t.name, target) for t in settings.tenants for target in t.targets}
+    state_dir = settings.server.state_dir
+    made: dict[tuple[str, str], Target] = {}
+    for tenant in settings.tenants:
+        for target in tenant.targets:
+            if target.type == "cers":
+                made[(tenant.name, target.name)] = CersGroupsTarget(tenant.name, target)
+            elif target.type == "webhook":
+                made[(tenant.name, target.name)] = WebhookDelivery(tenant.name, target, state_dir)
+            else:
+                made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir)
+    return made
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from daemon.merge import merge_package
 from daemon.oneroster import schema
 from daemon.oneroster.findings import Mode
-from daemon.oneroster.generate import DistrictSpec, generate, to_csv_bytes, write_zip
+from daemon.oneroster.generate import DistrictSpec, generate, write_zip
 from daemon.oneroster.validate import ValidateOptions, validate_package
 from daemon.snapshots import scan_frames, write_frames
 from daemon.targets.scope import COUNTS, LICENCE_COLUMN, ROSTERING, scoped_view
