@@ -6,6 +6,7 @@ roster, a scope change arriving as additions and removals, a 410 disabling the t
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -187,3 +188,40 @@ async def test_leaving_the_scope_is_a_removal_and_a_410_disables_the_target(
     assert vendor.state()["user"][teachers["sourcedId"][1]]["givenName"] == "Renamed"
     assert normalised(vendor.state()) == normalised(expected_state(Path(store.snapshot(last).path),
                                                                    Scope(email_domains=["sample-usd.example"])))
+
+
+def test_the_date_window_moves_classes_in_and_out_between_deliveries(tmp_path: Path) -> None:
+    """Prepared as the target prepares a delivery, on three days: spring classes held back in the autumn
+    arrive as creations shortly before their term, and fall classes leave as deletions after theirs."""
+    from daemon.targets import views
+    from daemon.targets.webhook import prepare
+
+    district = District(tmp_path, Store(tmp_path / "rosterd.db"))
+    snapshot = Path(district.store.snapshot(district.accept(generate(SPEC))).path)
+    scope = {"class_start_days": 14, "class_end_days": 7}
+    folder = views.target_folder(tmp_path / "state", "north", "vendor")
+
+    def day(today: str, upload_id: str, base: str | None) -> tuple[dict, list[dict]]:
+        base_view = views.sent_view(folder, base)
+        meta = {"key": f"north.vendor.{upload_id}", "tenant": "north", "upload_id": upload_id, "base_upload_id": base}
+        summary = prepare(str(snapshot), str(base_view) if base_view else None, None, scope, today,
+                          str(views.staging(folder, upload_id)), meta, 1000)  # fmt: skip
+        batches = sorted((views.staging(folder, upload_id) / "batches").glob("*.json"))
+        sent = [e for path in batches for e in json.loads(path.read_text())["events"]]
+        views.publish(folder, upload_id)
+        return summary, sent
+
+    autumn, sent = day("2026-09-01", "u-1", None)  # the fall term runs; spring (from 2027-01-05) is held back
+    held = autumn["left_out"]["classes_not_started"]
+    assert held > 0 and autumn["left_out"]["classes_ended"] == 0
+    first_classes = {e["sourcedId"] for e in sent if e["entity"] == "class"}
+
+    winter, sent = day("2026-12-28", "u-2", "u-1")  # spring starts within 14 days; fall ended 9 days ago
+    created = {e["sourcedId"] for e in sent if (e["entity"], e["action"]) == ("class", "created")}
+    deleted = {e["sourcedId"] for e in sent if (e["entity"], e["action"]) == ("class", "deleted")}
+    assert len(created) == held and not created & first_classes
+    assert deleted and deleted <= first_classes and winter["left_out"]["classes_ended"] == len(deleted)
+    assert {e["action"] for e in sent if e["entity"] == "enrollment"} == {"created", "deleted"}
+
+    same, sent = day("2026-12-29", "u-3", "u-2")  # nothing moved since yesterday: nothing to send
+    assert sent == [] and same["batches"] == 0
