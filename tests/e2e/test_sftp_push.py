@@ -25,12 +25,15 @@ DEADLINE = 60.0
 
 
 def push_target(name: str, vendor: RunningDaemon, vendor_tenant: Tenant, scope: str, *, mode: str = "bulk",
-                host_key: str | None = None) -> str:  # fmt: skip
+                host_key: str | None = None, password_file: Path | None = None) -> str:  # fmt: skip
     pinned = host_key or (vendor.state / "hostkeys" / "ssh_host_ed25519_key.pub").read_text().strip()
+    login = f"key_file = {json.dumps(str(vendor_tenant.key))}"
+    if password_file is not None:
+        login = f"secret_file = {json.dumps(str(password_file))}"
     return "\n".join([
         "[[tenants.targets]]", 'type = "sftp"', f'name = "{name}"', 'host = "127.0.0.1"', f"port = {vendor.port}",
         f"host_key = {json.dumps(pinned)}", 'remote_dir = "inbox"', f'mode = "{mode}"', "timeout_seconds = 10",
-        f"auth = {{ username = {json.dumps(vendor_tenant.name)}, key_file = {json.dumps(str(vendor_tenant.key))} }}",
+        f"auth = {{ username = {json.dumps(vendor_tenant.name)}, {login} }}", f'file_name = "{{tenant}}-{name}-{{upload_id}}.zip"',
         f"scope = {scope}",
     ])  # fmt: skip
 
@@ -75,24 +78,32 @@ def same_roster(vendor: RunningDaemon, tenant: str, upload_id: str, district: Ru
     assert changes.is_empty(), changes.counts()
 
 
-def test_a_scoped_zip_pushed_to_a_second_rosterd_is_accepted_there(rosterd, tenants: dict[str, Tenant]) -> None:
+def test_a_scoped_zip_pushed_to_a_second_rosterd_is_accepted_there(
+    rosterd, tenants: dict[str, Tenant], tmp_path: Path
+) -> None:
     vendor = rosterd(tenants["south"])
     school = "sch-0002"
     scope = f'{{ orgs = ["{school}"], roles = ["student", "teacher"] }}'
+    password = tmp_path / "vendor-password"
+    password.write_text(tenants["south"].password)
     targets = "\n".join([push_target("bulky", vendor, tenants["south"], scope),
-                         push_target("wrongkey", vendor, tenants["south"], scope, host_key=tenants["north"].public_key)])  # fmt: skip
+                         push_target("wrongkey", vendor, tenants["south"], scope, host_key=tenants["north"].public_key),
+                         push_target("bypassword", vendor, tenants["south"], scope, password_file=password)])  # fmt: skip
     district = rosterd(dataclasses.replace(tenants["north"], extra=targets))
 
     day1 = generate(SPEC)
     first = put(district, "north", day1, "day1.zip")
     pushed = delivery(district, "north", first, "bulky")
     assert pushed["state"] == "delivered", pushed
-    assert pushed["mode"] == "bulk" and pushed["file"] == f"inbox/north-{first['upload_id']}.zip"
+    assert pushed["mode"] == "bulk" and pushed["file"] == f"inbox/north-bulky-{first['upload_id']}.zip"
     refused = delivery(district, "north", first, "wrongkey")
     assert refused["state"] == "dead" and "not the pinned one" in refused["error"]
+    assert delivery(district, "north", first, "bypassword")["state"] == "delivered"
 
-    taken = vendor_receipt(vendor, "south", 1)
-    assert taken["state"] == "accepted" and taken["file"] == f"north-{first['upload_id']}.zip", taken
+    both = [vendor_receipt(vendor, "south", n) for n in (1, 2)]  # the same zip by key and by password
+    assert sorted(r["state"] for r in both) == ["accepted", "duplicate"], both
+    assert sorted(r["file"] for r in both) == sorted(f"north-{t}-{first['upload_id']}.zip" for t in ("bulky", "bypassword"))
+    taken = next(r for r in both if r["state"] == "accepted")
     assert taken["validation"]["counts_by_code"] == {}
     same_roster(vendor, "south", taken["upload_id"], district, first["upload_id"],
                 Scope(orgs=[school], roles=["student", "teacher"]))  # fmt: skip
