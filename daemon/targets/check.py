@@ -48,7 +48,35 @@ def _check_targets(args: argparse.Namespace) -> int:
 
 
 async def _check_all(pairs) -> list[bool]:
-    return [await _check_cers(tenant, target) for tenant, target in pairs]
+    checks = {"cers": _check_cers, "webhook": _check_webhook, "sftp": _check_sftp}
+    return [await checks[target.type](tenant, target) for tenant, target in pairs]
+
+
+async def _check_webhook(tenant: str, settings) -> bool:
+    """Standard Webhooks has no probe a receiver must answer, so nothing is sent: the signing secret is read."""
+    print(f"{tenant} -> {settings.name} (webhook, {settings.url})")
+    try:
+        from .webhook import signing_key
+
+        signing_key(settings.signing.read_secret())
+    except Exception as err:  # SecretMissing, or a whsec_ value that is not base64
+        print(f"  FAILED: the signing secret cannot be used: {err}\n")
+        return False
+    print(f"  signing secret: readable ({settings.signing.secret_source}); nothing is sent to check the URL\n")
+    return True
+
+
+async def _check_sftp(tenant: str, settings) -> bool:
+    """Log in with the pinned host key and the configured login, and list the remote folder."""
+    from .sftp_push import SftpPush
+
+    print(f"{tenant} -> {settings.name} (sftp, {settings.auth.username}@{settings.host}:{settings.port})")
+    listed = await SftpPush(tenant, settings, Path("/nonexistent")).probe()
+    if isinstance(listed, str):
+        print(f"  FAILED: {listed}\n")
+        return False
+    print(f"  logged in; host key matches the pinned one; {settings.remote_dir} holds {listed} entries\n")
+    return True
 
 
 async def _check_cers(tenant: str, settings) -> bool:

@@ -86,7 +86,27 @@ class SftpPush(views.LicenceTarget):
         await asyncio.to_thread(views.publish, self.folder, d.upload_id)
         return delivered(result)
 
+    async def probe(self) -> int | str:
+        """For `rosterd check-targets`: how many entries the remote folder holds, or what went wrong."""
+        listed: list[int] = []
+
+        async def count(sftp: asyncssh.SFTPClient) -> None:
+            listed.append(len(await sftp.listdir(self.settings.remote_dir)))
+
+        failure = await self._session(self.settings.remote_dir, count)
+        return failure.error or "failed" if failure is not None else listed[0]
+
     async def _upload(self, package: Path, remote: str) -> Outcome | None:
+        async def put(sftp: asyncssh.SFTPClient) -> None:
+            partial = remote + PARTIAL_SUFFIX
+            await sftp.put(str(package), partial)
+            await _replace(sftp, partial, remote)
+
+        return await self._session(remote, put)
+
+    async def _session(self, remote: str, work) -> Outcome | None:
+        """Connect (pinned host key, the configured login, strong algorithms), run `work` on an SFTP client;
+        None when it went through, else the outcome for the delivery."""
         s = self.settings
         where = f"sftp://{s.auth.username}@{s.host}:{s.port}/{remote}"
         try:
@@ -104,9 +124,7 @@ class SftpPush(views.LicenceTarget):
                     s.host, s.port, username=s.auth.username, known_hosts=([pinned], [], []), config=[],
                     agent_path=None, connect_timeout=s.timeout_seconds, **credentials, **options,
                 ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
-                    partial = remote + PARTIAL_SUFFIX
-                    await sftp.put(str(package), partial)
-                    await _replace(sftp, partial, remote)
+                    await work(sftp)
         except asyncssh.HostKeyNotVerifiable as err:
             return permanent(f"{where}: the server's host key is not the pinned one ({err}); if the vendor "
                              "changed it, check with them and update host_key")  # fmt: skip

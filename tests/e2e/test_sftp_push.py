@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import time
 from datetime import date
 
@@ -18,7 +19,7 @@ from daemon.oneroster.generate import DistrictSpec, generate, write_zip
 from daemon.targets.scope import scoped_view
 from daemon.targets.settings import Scope
 
-from .conftest import RunningDaemon, Tenant
+from .conftest import ROSTERD, RunningDaemon, Tenant
 
 SPEC = DistrictSpec(schools=3, students_per_school=30, teachers_per_school=3, enrollments_per_student=3)
 DEADLINE = 60.0
@@ -109,6 +110,13 @@ def test_a_scoped_zip_pushed_to_a_second_rosterd_is_accepted_there(
                 Scope(orgs=[school], roles=["student", "teacher"]))  # fmt: skip
     classes = pl.read_parquet(vendor.state / "snapshots" / "south" / taken["upload_id"] / "classes.parquet")
     assert set(classes["schoolSourcedId"]) == {school}
+
+    checked = subprocess.run([str(ROSTERD), "check-targets", "north", "--config", str(district.config)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert checked.returncode == 1, checked.stdout + checked.stderr  # the wrong key fails; the others pass
+    blocks = {b.split(" ", 3)[2]: b for b in checked.stdout.strip().split("\n\n")}
+    assert "logged in; host key matches the pinned one; inbox holds 0 entries" in blocks["bulky"]
+    assert "logged in" in blocks["bypassword"] and "not the pinned one" in blocks["wrongkey"]
 
 
 def test_delta_pushes_apply_on_the_vendor_side(rosterd, tenants: dict[str, Tenant]) -> None:
