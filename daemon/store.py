@@ -535,6 +535,30 @@ class Store:
             )  # fmt: skip
         return self.delivery(delivery_id) if cursor.rowcount else None
 
+    def counts(self) -> dict[str, dict[tuple[str, ...], int]]:
+        """For metrics and `rosterd status`: uploads per (tenant, state), deliveries per (tenant, target, state)."""
+        with self._lock:
+            uploads = self._db.execute("SELECT tenant, state, COUNT(*) AS n FROM uploads GROUP BY tenant, state").fetchall()
+            deliveries = self._db.execute(
+                "SELECT tenant, target, state, COUNT(*) AS n FROM deliveries GROUP BY tenant, target, state"
+            ).fetchall()
+        return {"uploads": {(r["tenant"], r["state"]): r["n"] for r in uploads},
+                "deliveries": {(r["tenant"], r["target"], r["state"]): r["n"] for r in deliveries}}  # fmt: skip
+
+    def target_history(self, tenant: str, target: str) -> tuple[Delivery | None, Delivery | None]:
+        """A target's newest delivered delivery and its newest one that failed or died (for `rosterd status`)."""
+        with self._lock:
+            good = self._db.execute(
+                "SELECT * FROM deliveries WHERE tenant = ? AND target = ? AND state = ? ORDER BY delivered_at DESC, "
+                "rowid DESC LIMIT 1", (tenant, target, DeliveryState.DELIVERED),
+            ).fetchone()  # fmt: skip
+            bad = self._db.execute(
+                "SELECT * FROM deliveries WHERE tenant = ? AND target = ? AND last_error IS NOT NULL AND state IN "
+                "(?, ?) ORDER BY updated_at DESC, rowid DESC LIMIT 1",
+                (tenant, target, DeliveryState.FAILED, DeliveryState.DEAD),
+            ).fetchone()  # fmt: skip
+        return (_delivery(good) if good else None, _delivery(bad) if bad else None)
+
     def disable_target(self, tenant: str, target: str, reason: str) -> None:
         """A receiver said it wants nothing more (HTTP 410): its deliveries wait until `rosterd enable-target`."""
         with self._tx() as db:
