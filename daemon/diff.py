@@ -6,8 +6,9 @@ Rows are compared by a 64-bit content hash over every field but the lifecycle on
 restamps dateLastModified changes nothing. Hashes come from polars, whose hash is stable only within one
 polars release, so they are computed afresh for both snapshots at every diff and never stored. Keys are
 matched by their hashes too (membership tests on u64 cost about half a join on millions of sourcedId
-strings); every pairing that matters is then confirmed, and a key-hash collision falls back to an exact join
-on the strings, so a collision can cost time but never a wrong change set.
+strings); every pairing that matters is then confirmed against the sourcedIds of the old rows the change set
+shows (read back anyway), and a key-hash collision falls back to an exact join on the strings, so a
+collision can cost time but never a wrong change set.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ __all__ = [
 ]  # fmt: skip
 
 KEY_SEED = 0x0E05_7E2D  # seeds keep the key hash and the content hash independent of each other
-CONTENT_SEED = 0x5EED_C0DE
+CONTENT_SEED = 0x5EED_C0DE  # plus the column's position: each content column has a hash of its own
+FOLD = 0x9E37_79B9_7F4A_7C15  # odd (2**64 / golden ratio): folds one column's hash into the row's
 Frame = pl.DataFrame | pl.LazyFrame
 Frames = Mapping[str, Frame]
 
@@ -57,7 +59,16 @@ def _canonical(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 
 
 def _hash(exprs: list[pl.Expr]) -> pl.Expr:
-    return pl.struct(exprs).hash(CONTENT_SEED).alias("_h")
+    """One u64 per row: each column hashed alone, with a seed of its own, and the hashes folded in order.
+
+    (A struct's hash would first serialise every row, at twice the time and several times the memory.) The
+    fold multiplies by an odd constant, a bijection modulo 2**64, so rows that differ in one column always
+    differ here; rows that differ in several collide with a chance of about 2**-64, like any 64-bit hash."""
+    folded = None
+    for position, expr in enumerate(exprs):
+        column = expr.hash(CONTENT_SEED + position)
+        folded = column if folded is None else folded * FOLD + column
+    return (folded if folded is not None else pl.lit(0, pl.UInt64)).alias("_h")
 
 
 def _comparable(old: pl.Schema, new: pl.Schema) -> tuple[list[str], list[pl.Expr], list[pl.Expr]]:
@@ -89,9 +100,9 @@ def diff_snapshots(old: Frames | None, new: Frames) -> ChangeSet:
     `_row`; it is ignored and left out of the result. An entity that is the very same frame on both sides
     (carried over by a merge) is unchanged without a look at its rows.
 
-    `old` may hold LazyFrames (`pl.scan_parquet` of a stored snapshot): such an entity is read twice, once
-    streaming for its keys and hashes and once for the rows that were deleted or changed, so the whole old
-    snapshot is never in memory at once."""
+    `old` may hold LazyFrames (`pl.scan_parquet` of a stored snapshot): such an entity is read twice, each
+    time streaming, once for its hashes and once for the rows that were deleted or changed, so the old
+    snapshot is never in memory whole: of its rows, the diff holds only their hashes."""
     old = old or {}
     pairs = {e: (without_row(old.get(e)), without_row(new.get(e))) for e in entity_order(set(old) | set(new))}
     return ChangeSet({e: _entity_changes(o, n) for e, (o, n) in pairs.items()})
@@ -103,29 +114,41 @@ def _entity_changes(old: Frame | None, new: Frame | None) -> EntityChanges:
         none = rows.clear()
         return EntityChanges(rows if old is None else none, _no_updates(rows), rows if new is None else none)
     new = _eager(new)
-    match = _match_entity(old, new)
-    gone = match.deleted.arg_true()
-    picked = _rows(old, pl.concat([gone, match.old_index]))  # one read of a lazy old side
     names, old_exprs, new_exprs = _comparable(_schema(old), new.schema)
+    old_rows, new_rows = _collect(old, [_hashes(old, old_exprs), _hashes(new, new_exprs)])
+    old_in, new_in = (found.to_series() for found in pl.collect_all([_held_by(old_rows, new_rows),
+                                                                      _held_by(new_rows, old_rows)]))  # fmt: skip
+    match = _pair(old_rows, new_rows, old_in, new_in)
+    # The old rows the change set shows are read back once; they also confirm the changed pairs' sourcedIds.
+    picked = _rows(old, _shown(match)) if match is not None else None
+    if match is None or not _confirmed(match, picked.slice(match.deleted_count), new["sourcedId"]):
+        match = _match_exactly(old_rows.hstack(_columns(old, "sourcedId")), new_rows.hstack([new["sourcedId"]]))
+        picked = _rows(old, _shown(match))
+    gone = match.deleted_count
     added = new.filter(match.added) if match.added.any() else new.clear()
-    updated = _updated(picked.slice(gone.len()), new[match.new_index], names, old_exprs, new_exprs)
-    return EntityChanges(added, updated, picked.head(gone.len()))
+    updated = _updated(picked.slice(gone), new[match.new_index], names, old_exprs, new_exprs)
+    return EntityChanges(added, updated, picked.head(gone))
 
 
-def _match_entity(old: Frame, new: pl.DataFrame) -> _Match:
-    """Pair the rows of one entity. The old side's keys and hashes come first (streaming, for a lazy side);
-    then the new side's hashes and both membership tests run as one batch of parallel queries: hashing runs
-    in parallel within a column, membership tests do not, so the two overlap."""
-    _, old_exprs, new_exprs = _comparable(_schema(old), new.schema)
-    old_rows = old.lazy().select("sourcedId", _hash(old_exprs), pl.col("sourcedId").hash(KEY_SEED).alias("_k"))
-    old_rows = old_rows.collect(engine="streaming" if isinstance(old, pl.LazyFrame) else "auto")
-    old_keys, new_keys = old_rows["_k"], new["sourcedId"].hash(KEY_SEED).alias("_k")
-    new_rows, old_in, new_in = pl.collect_all([
-        new.lazy().select("sourcedId", _hash(new_exprs)).with_columns(new_keys),
-        old_keys.to_frame().lazy().select(pl.col("_k").is_in(new_keys.implode())),
-        new_keys.to_frame().lazy().select(pl.col("_k").is_in(old_keys.implode())),
-    ])  # fmt: skip
-    return _match(old_rows, new_rows, old_in.to_series(), new_in.to_series())
+def _hashes(frame: Frame, exprs: list[pl.Expr]) -> pl.LazyFrame:
+    """Per row: the key hash `_k` (of the sourcedId) and the content hash `_h`."""
+    return frame.lazy().select(pl.col("sourcedId").hash(KEY_SEED).alias("_k"), _hash(exprs))
+
+
+def _held_by(rows: pl.DataFrame, other: pl.DataFrame) -> pl.LazyFrame:
+    """Per row of `rows`: does `other` hold its key hash? (A sourcedId whose key hash the other side lacks is
+    certainly absent from it.)"""
+    return rows.lazy().select(pl.col("_k").is_in(other["_k"].implode()))
+
+
+def _shown(match: _Match) -> pl.Series:
+    """The old rows a change set shows: the deleted ones, then the old side of each changed pair."""
+    return pl.concat([match.deleted.arg_true(), match.old_index])
+
+
+def _collect(source: Frame, queries: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+    """The queries run in parallel; streaming when `source` is a scan, so it is read a slice at a time."""
+    return pl.collect_all(queries, engine="streaming" if isinstance(source, pl.LazyFrame) else "auto")
 
 
 def _schema(frame: Frame) -> pl.Schema:
@@ -136,11 +159,15 @@ def _eager(frame: Frame) -> pl.DataFrame:
     return frame.collect() if isinstance(frame, pl.LazyFrame) else frame
 
 
+def _columns(frame: Frame, *names: str) -> pl.DataFrame:
+    return frame.select(names).collect() if isinstance(frame, pl.LazyFrame) else frame.select(names)
+
+
 def _rows(frame: Frame, index: pl.Series) -> pl.DataFrame:
     """The rows at `index`, in that order; a lazy frame is read for those rows only."""
     if isinstance(frame, pl.DataFrame):
         return frame[index]
-    picked = frame.with_row_index("_i").filter(pl.col("_i").is_in(index.implode())).collect()
+    [picked] = _collect(frame, [frame.with_row_index("_i").filter(pl.col("_i").is_in(index.implode()))])
     return index.alias("_i").to_frame().join(picked, on="_i", how="left", maintain_order="left").drop("_i")
 
 
@@ -155,28 +182,46 @@ class _Match:
     old_index: pl.Series  # pairs of rows with the same sourcedId and different content
     new_index: pl.Series
 
+    @property
+    def deleted_count(self) -> int:
+        return int(self.deleted.sum())
+
 
 def _match(old: pl.DataFrame, new: pl.DataFrame, old_in: pl.Series, new_in: pl.Series) -> _Match:
     """Pair old and new rows by sourcedId (`sourcedId`, key hash `_k`, content hash `_h` on each side), given
-    which rows' key hashes the other side holds (`old_in`, `new_in`).
+    which rows' key hashes the other side holds (`old_in`, `new_in`): _pair, its changed pairs confirmed by
+    their sourcedIds, and the exact path when anything is unexpected (a collision).
 
-    A sourcedId whose key hash is absent from the other side is certainly absent from it. The rows present
-    on both sides pair up in order when the export kept its row order (the common case), else after a sort by
-    key hash. Unchanged pairs agree on both hashes (the content hash covers the sourcedId); changed pairs are
-    compared as strings. Anything unexpected (a collision) takes the exact path."""
+    The diff takes these steps apart: it holds no sourcedIds of the old side, and confirms the changed pairs
+    with the old rows it reads back for the change set anyway."""
+    match = _pair(old, new, old_in, new_in)
+    if match is None or not _confirmed(match, old[match.old_index], new["sourcedId"]):
+        return _match_exactly(old, new)
+    return match
+
+
+def _pair(old: pl.DataFrame, new: pl.DataFrame, old_in: pl.Series, new_in: pl.Series) -> _Match | None:
+    """Pair old and new rows by key hash `_k`, given which rows' key hashes the other side holds; None when the
+    hashes cannot pair them (a collision).
+
+    The rows present on both sides pair up in order when the export kept its row order (the common case),
+    else after a sort by key hash. Unchanged pairs agree on both hashes (the content hash covers the
+    sourcedId); the changed pairs are still to be confirmed by their sourcedIds (_confirmed)."""
     both_old = old.select("_k", "_h").with_row_index("_i").filter(old_in)
     both_new = new.select("_k", "_h").with_row_index("_i").filter(new_in)
     if both_old.height != both_new.height:
-        return _match_exactly(old, new)
+        return None
     if not both_old["_k"].equals(both_new["_k"]):
         both_old, both_new = both_old.sort("_k"), both_new.sort("_k")
         if not both_old["_k"].equals(both_new["_k"]):
-            return _match_exactly(old, new)
+            return None
     differ = both_old["_h"] != both_new["_h"]
-    old_index, new_index = both_old["_i"].filter(differ), both_new["_i"].filter(differ)
-    if not old["sourcedId"].gather(old_index).equals(new["sourcedId"].gather(new_index)):
-        return _match_exactly(old, new)
-    return _Match(~new_in, ~old_in, old_index, new_index)
+    return _Match(~new_in, ~old_in, both_old["_i"].filter(differ), both_new["_i"].filter(differ))
+
+
+def _confirmed(match: _Match, changed: pl.DataFrame, new_ids: pl.Series) -> bool:
+    """Whether the old rows of the changed pairs (`changed`, in pair order) have their new rows' sourcedIds."""
+    return changed["sourcedId"].equals(new_ids.gather(match.new_index))
 
 
 def _match_exactly(old: pl.DataFrame, new: pl.DataFrame) -> _Match:
