@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from .oneroster.findings import REDACTED
-from .snapshots import fsync_file
+from .snapshots import PARQUET_OPTIONS, fsync_file
 from .oneroster.schema import DEPENDENCY_ORDER, VERSIONS, Kind
 
 ACTIONS = ("added", "updated", "deleted")
@@ -76,7 +76,7 @@ class ChangeSet:
         for entity, changes in self.entities.items():
             for action in ACTIONS:
                 path = folder / f"{entity}.{action}.parquet"
-                getattr(changes, action).write_parquet(path, compression="zstd", statistics=False)
+                getattr(changes, action).write_parquet(path, **PARQUET_OPTIONS)
                 fsync_file(path)
         meta = {"format": FORMAT, "entities": self.counts()}
         path = folder / COUNTS_FILE

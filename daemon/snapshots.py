@@ -21,6 +21,9 @@ from pathlib import Path
 import polars as pl
 
 META_FILE = "snapshot.json"
+# zstd at its fastest level: about a sixth less CPU than its default level for 3% more bytes, and writing is a
+# good part of the time from an upload to its snapshot. No statistics: nothing reads with predicates.
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "statistics": False}
 CHANGES_FOLDER = "changes"
 STAGING_PREFIX = ".staging-"
 
@@ -53,9 +56,9 @@ def write_frames(
         if source is not None:
             _link_or_copy(source, path)
         elif isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(path, compression="zstd", statistics=False)
+            frame.sink_parquet(path, **PARQUET_OPTIONS)
         else:
-            frame.write_parquet(path, compression="zstd", statistics=False)
+            frame.write_parquet(path, **PARQUET_OPTIONS)
         fsync_file(path)
 
 
