@@ -1,0 +1,235 @@
+"""Health and Prometheus metrics on their own loopback HTTP port, apart from the SFTP listener.
+
+    GET /healthz   200 {"status": "ok"} while the event loop answers (and `alive()`, when given); else 503
+    GET /readyz    200 {"status": "ready"} once the daemon serves (SFTP listening, start-up recovery done);
+                   503 {"status": "starting"} before that, {"status": "stopping"} once it stops being ready
+    GET /metrics   the Prometheus text format (version 0.0.4)
+
+Anything else is 404, a method other than GET or HEAD on these paths 405. No answer repeats what the request
+held, not even the text of a malformed request line, and no request is logged (a scrape every few seconds
+would drown the journal).
+
+Configured as `[health]` (`HealthConfig`):
+
+    [health]
+    enabled = true        # false: no health port at all
+    host = "127.0.0.1"    # loopback by default; bind elsewhere only behind a firewall (no authentication)
+    port = 9222           # 0: any free port (tests)
+
+The metrics, each scrape reading the store as it is then (counts come from SQLite, not from memory, so they
+survive a restart and agree with `rosterd status`):
+
+    rosterd_uploads{tenant,state}                    gauge: uploads in each state now
+    rosterd_deliveries{tenant,target,state}          gauge: deliveries in each state now
+    rosterd_outbox_backlog{tenant,target}            gauge: deliveries still to go (pending, in flight, failed)
+    rosterd_sftp_sessions, rosterd_defender_bans     gauges from the SFTP listener, when it runs
+    rosterd_validation_seconds, rosterd_diff_seconds histograms the pipeline observes
+    rosterd_delivery_seconds{target_type}            histogram: one delivery attempt
+    rosterd_uploads_total{tenant,outcome}            counter: uploads decided since the start
+    rosterd_deliveries_total{tenant,target,outcome}  counter: delivery attempts finished since the start
+
+Every state of a known tenant or target is listed, zero included, so a series does not vanish when its count
+drops to nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator, Mapping
+from http import HTTPStatus
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from pydantic import BaseModel, ConfigDict, Field
+
+from .store import DeliveryState, State, Store
+
+# prometheus_client's CONTENT_TYPE_LATEST names version 1.0.0 from 0.22 on; what generate_latest writes (with
+# its default escaping) is the 0.0.4 format, and that is what a scraper must be told it gets.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# From a small package's validation (0.05 s) to the largest rosters' (minutes); attempts that hit a timeout
+# land near the top.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+LIVE_HELP = {
+    "sftp_sessions": "SFTP sessions open now, all tenants",
+    "defender_bans": "Source addresses the defender bans now",
+}
+
+
+class HealthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9222, ge=0, le=65535)  # 0: any free port
+
+
+class Metrics:
+    """The daemon's metrics in a registry of their own (several daemons may share a process in tests).
+
+    `live()` reports what only the running daemon knows (SFTP sessions, bans); it reads state the event loop
+    owns, so the HTTP handler calls it on the loop and hands the values to `exposition`, which reads the
+    store and so runs in a thread.
+    """
+
+    def __init__(self, store: Store, live: Callable[[], dict[str, float]] | None = None) -> None:
+        self.live = live
+        self.registry = CollectorRegistry()
+        self.registry.register(_StoreCollector(store))
+        self.validation_seconds = Histogram(
+            "rosterd_validation_seconds", "Time to validate one upload", buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.diff_seconds = Histogram(
+            "rosterd_diff_seconds", "Time to merge and diff one upload against the current snapshot",
+            buckets=DURATION_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.delivery_seconds = Histogram(
+            "rosterd_delivery_seconds", "Time of one delivery attempt", ["target_type"], buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.uploads_total = Counter(
+            "rosterd_uploads_total", "Uploads decided, by outcome (the state they were decided into)",
+            ["tenant", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.deliveries_total = Counter(
+            "rosterd_deliveries_total", "Delivery attempts finished, by outcome", ["tenant", "target", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def read_live(self) -> dict[str, float]:
+        return dict(self.live()) if self.live is not None else {}
+
+    def exposition(self, live: Mapping[str, float] | None = None) -> bytes:
+        """The text format. Blocks (it reads the store). Without `live`, calls `live()` itself."""
+        values = self.read_live() if live is None else live
+        return generate_latest(_Scrape(self.registry, values))
+
+
+class _StoreCollector:
+    """Counts by state, read from the store at each scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.store.counts()
+        uploads = GaugeMetricFamily("rosterd_uploads", "Uploads in each state now", labels=["tenant", "state"])
+        for tenant in sorted(self.store.targets.keys() | {tenant for tenant, _ in counts["uploads"]}):
+            for state in State:
+                uploads.add_metric([tenant, state], counts["uploads"].get((tenant, state), 0))
+        yield uploads
+
+        deliveries = GaugeMetricFamily(
+            "rosterd_deliveries", "Deliveries in each state now", labels=["tenant", "target", "state"]
+        )
+        backlog = GaugeMetricFamily(
+            "rosterd_outbox_backlog", "Deliveries still to go: pending, in flight or failed (to be retried)",
+            labels=["tenant", "target"],
+        )  # fmt: skip
+        configured = {(tenant, target) for tenant, targets in self.store.targets.items() for target in targets}
+        for tenant, target in sorted(configured | {(tenant, target) for tenant, target, _ in counts["deliveries"]}):
+            by_state = {state: counts["deliveries"].get((tenant, target, state), 0) for state in DeliveryState}
+            for state, n in by_state.items():
+                deliveries.add_metric([tenant, target, state], n)
+            backlog.add_metric([tenant, target], sum(n for state, n in by_state.items() if state.open))
+        yield deliveries
+        yield backlog
+
+
+class _Scrape:
+    """One scrape: the registry, then the live values read before it."""
+
+    def __init__(self, registry: CollectorRegistry, live: Mapping[str, float]) -> None:
+        self.registry, self.live = registry, live
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+        for key, value in sorted(self.live.items()):
+            yield GaugeMetricFamily(f"rosterd_{key}", LIVE_HELP.get(key, key.replace("_", " ")), value=value)
+
+
+class HealthServer:
+    """The HTTP side: /healthz, /readyz and /metrics on `host:port`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        ready: Callable[[], bool],
+        alive: Callable[[], bool] | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.metrics = metrics
+        self.ready, self.alive = ready, alive
+        self._routes = {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics}
+        self._was_ready = False
+        self._runner: web.ServerRunner | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (the free one picked when `port` is 0)."""
+        self._runner = web.ServerRunner(_Server(self._handle), shutdown_timeout=5.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        return self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = self._routes.get(request.path)
+        if route is None:
+            return _json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+        if request.method not in ("GET", "HEAD"):
+            return _json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed"}, Allow="GET, HEAD")
+        return await route()
+
+    async def _healthz(self) -> web.Response:
+        try:
+            alive = self.alive is None or self.alive()
+        except Exception:  # a failing check means not alive; it is not the prober's business why
+            alive = False
+        if alive:
+            return _json(HTTPStatus.OK, {"status": "ok"})
+        return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "failing"})
+
+    async def _readyz(self) -> web.Response:
+        if self.ready():
+            self._was_ready = True
+            return _json(HTTPStatus.OK, {"status": "ready"})
+        status = "stopping" if self._was_ready else "starting"
+        return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": status})
+
+    async def _metrics(self) -> web.Response:
+        live = self.metrics.read_live()  # here, on the loop that owns what it reads
+        body = await asyncio.to_thread(self.metrics.exposition, live)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+
+def _json(status: HTTPStatus, body: dict, **headers: str) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode() + b"\n",
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store", **headers},
+    )  # fmt: skip
+
+
+class _PlainErrors(web.RequestHandler):
+    """aiohttp answers a malformed request with its parser's message, which quotes the offending bytes; this
+    answers with the status phrase alone."""
+
+    __slots__ = ()
+
+    def handle_error(self, request, status=500, exc=None, message=None):  # aiohttp's signature
+        return super().handle_error(request, status, exc, f"{status} {HTTPStatus(status).phrase}\n")
+
+
+class _Server(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _PlainErrors(self, loop=asyncio.get_running_loop(), access_log=None)
