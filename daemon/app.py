@@ -23,11 +23,12 @@ from .config import Settings, TenantConfig
 from .intake import Intake, IntakeOptions, TenantPaths
 from .logs import configure_logging, get_logger
 from .outbox import Outbox, RetryPolicy, Target
-from .sftp import ServerOptions, TenantAccess, UploadReceived, start_server
+from .sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
 from .sftp.defender import DefenderOptions
 from .store import Store
 
 DEMO_KEY_NAME = "demo_id_ed25519"
+RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox")  # a reload leaves these as they were
 
 
 def demo_key(state_dir: Path, log) -> str:
@@ -132,7 +133,9 @@ class Daemon:
         self.pool: ProcessPoolExecutor | None = None
         self.intake: Intake | None = None
         self.outbox: Outbox | None = None
-        self.acceptor: asyncssh.SSHAcceptor | None = None
+        self.sftp: SftpServer | None = None
+        self.ready = False  # listening, with start-up recovery done (readiness for systemd and /readyz)
+        self._demo_public: str | None = None
         self._lock_fd: int | None = None
         self._notifications: set[asyncio.Task] = set()
 
@@ -140,15 +143,12 @@ class Daemon:
         settings, log = self.settings, self.log
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        demo_public = None
-        if any(t.demo for t in settings.tenants):
-            demo_public = demo_key(self.state_dir, log)
-            log.warning("config.insecure_demo_tenant", key=str(self.state_dir / DEMO_KEY_NAME))
+        demo_public = self._demo_public = await self._demo_key(settings)
         self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
         # spawn, not fork: polars runs threads, and a forked copy of a threaded process can deadlock.
         self.pool = ProcessPoolExecutor(settings.intake.workers, mp_context=multiprocessing.get_context("spawn"))
         self.intake = Intake(
-            {t.name: tenant_paths(settings, t) for t in settings.tenants},
+            self._tenant_paths(settings),
             self.store,
             self.pool,
             IntakeOptions(
@@ -166,7 +166,7 @@ class Daemon:
         self.outbox = Outbox(
             self.store,
             make_targets(settings),
-            {t.name: settings.tenant_root(t.name) / "results" for t in settings.tenants},
+            self._results(settings),
             self.pool,
             retry_policy(settings),
             lambda level, event, **fields: getattr(log, level)(event, **fields),
@@ -179,7 +179,7 @@ class Daemon:
             host=server.host,
             port=server.port,
             host_key_dir=self.state_dir / "hostkeys",
-            tenants={t.name: tenant_access(settings, t, demo_public) for t in settings.tenants},
+            tenants=self._access(settings, demo_public),
             max_auth_tries=server.max_auth_tries,
             login_grace_seconds=server.login_grace_seconds,
             idle_timeout_seconds=server.idle_timeout_seconds,
@@ -190,7 +190,7 @@ class Daemon:
             defender_file=self.state_dir / "defender.json",
         )
         try:
-            self.acceptor = await start_server(options, self._uploaded, self._sftp_event)
+            self.sftp = await start_server(options, self._uploaded, self._sftp_event)
         except OSError as exc:  # most often: the port is taken, or below 1024 without the capability
             raise StartupError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
         except ValueError as exc:  # a state file the daemon cannot trust (the defender's bans)
@@ -216,8 +216,54 @@ class Daemon:
 
     @property
     def port(self) -> int:
-        assert self.acceptor is not None
-        return self.acceptor.sockets[0].getsockname()[1]
+        assert self.sftp is not None
+        return self.sftp.sockets[0].getsockname()[1]
+
+    async def _demo_key(self, settings: Settings) -> str | None:
+        if not any(t.demo for t in settings.tenants):
+            return None
+        public = await asyncio.to_thread(demo_key, self.state_dir, self.log)
+        self.log.warning("config.insecure_demo_tenant", key=str(self.state_dir / DEMO_KEY_NAME))
+        return public
+
+    @staticmethod
+    def _tenant_paths(settings: Settings) -> dict[str, TenantPaths]:
+        return {t.name: tenant_paths(settings, t) for t in settings.tenants}
+
+    @staticmethod
+    def _results(settings: Settings) -> dict[str, Path]:
+        return {t.name: settings.tenant_root(t.name) / "results" for t in settings.tenants}
+
+    @staticmethod
+    def _access(settings: Settings, demo_public: str | None) -> dict[str, TenantAccess]:
+        return {t.name: tenant_access(settings, t, demo_public) for t in settings.tenants}
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config file again and apply its tenants and targets without dropping a session.
+        A config that does not load changes nothing (the problems are logged); settings that only a restart can
+        apply ([server] host, port, state_dir and the like) are named in the log and left as they were."""
+        from .config import ConfigError, load_settings
+
+        log = self.log
+        try:
+            fresh = await asyncio.to_thread(load_settings, self.settings.source)
+        except ConfigError as err:
+            log.error("config.reload_failed", config=str(self.settings.source), problems=err.problems)
+            return
+        restart = [k for k in RESTART_SECTIONS if getattr(fresh, k) != getattr(self.settings, k)]
+        if restart:
+            log.warning("config.restart_needed", sections=restart)
+            kept = {k: getattr(self.settings, k) for k in restart}
+            fresh = fresh.model_copy(update=kept)
+        assert self.store is not None and self.sftp is not None and self.intake is not None and self.outbox is not None
+        demo_public = await self._demo_key(fresh) if fresh.tenants != self.settings.tenants else self._demo_public
+        self.settings, self._demo_public = fresh, demo_public
+        self.store.targets = fresh.target_names()
+        await self.sftp.update_tenants(self._access(fresh, demo_public))
+        await self.intake.update_tenants(self._tenant_paths(fresh))
+        await self.outbox.update_targets(make_targets(fresh), self._results(fresh))
+        log.info("config.reloaded", config=str(fresh.source), tenants=[t.name for t in fresh.tenants],
+                 targets=sorted(f"{t}/{n}" for t, n in make_targets(fresh)))  # fmt: skip
 
     def _uploaded(self, event: UploadReceived) -> None:
         assert self.intake is not None
@@ -237,21 +283,36 @@ class Daemon:
         getattr(self.log, level)(name, **fields)
 
     async def stop(self) -> None:
-        self.log.info("daemon.stopping")
-        if self.acceptor is not None:
-            self.acceptor.close()
-            await self.acceptor.wait_closed()
+        """SIGTERM: stop taking connections and uploads, give work under way the grace period to reach a
+        recorded state, cut off the rest (recorded as in progress: resumed at the next start), and exit."""
+        grace = self.settings.server.stop_grace_seconds
+        self.log.info("daemon.stopping", grace_seconds=grace)
+        self.ready = False
+        if self.sftp is not None:
+            self.sftp.close()
+            await self.sftp.wait_closed()
+        waits = []
         if self.outbox is not None:
-            await self.outbox.stop()
+            waits.append(self.outbox.stop(grace))
         if self.intake is not None:
-            await self.intake.stop()
+            waits.append(self.intake.stop(grace))
+        await asyncio.gather(*waits)
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            _end_pool(self.pool)
         if self.store is not None:
             self.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _end_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop the worker processes now: a validation still running was cut off, and its upload is recorded as
+    being validated, so it is done again at the next start."""
+    for process in list(getattr(pool, "_processes", {}).values()):  # the executor has no public terminate
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def serve(settings: Settings) -> None:
@@ -261,8 +322,19 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:
+        if daemon.ready:
+            task = loop.create_task(daemon.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await daemon.start()
+        daemon.ready = True
         await stopping.wait()
     finally:
+        await asyncio.gather(*reloads, return_exceptions=True)
         await daemon.stop()

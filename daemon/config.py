@@ -113,6 +113,7 @@ class ServerConfig(_Section):
     max_sessions_per_tenant: int = Field(5, ge=1)
     max_sessions_per_ip: int = Field(10, ge=1)
     min_free_bytes: int = Field(1 * GiB, ge=0)
+    stop_grace_seconds: float = Field(20.0, ge=0)  # on SIGTERM, work under way gets this long to finish
 
 
 

@@ -100,6 +100,9 @@ class Intake:
         self._workers = asyncio.Semaphore(options.workers)
         self._claiming: set[Path] = set()
         self._tasks: list[asyncio.Task] = []
+        self._serving: dict[str, asyncio.Task] = {}  # tenant -> the loop taking its queue in order
+        self._watching: asyncio.Task | None = None
+        self._processing: set[asyncio.Task] = set()  # uploads being validated and recorded right now
         self._background: set[asyncio.Task] = set()  # settle checks; referenced so they are not collected
         self._pending = 0
         self.idle = asyncio.Event()  # set whenever no upload is waiting or being processed
@@ -109,10 +112,7 @@ class Intake:
 
     async def start(self) -> None:
         for tenant in self.tenants.values():
-            tenant.inbox.mkdir(parents=True, exist_ok=True)
-            tenant.results.mkdir(parents=True, exist_ok=True)
-            (self.uploads_dir / tenant.name).mkdir(parents=True, exist_ok=True)
-            snapshots.tenant_folder(self.options.state_dir, tenant.name).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self._prepare_folders, tenant)
         await asyncio.to_thread(self._repair)
         for upload in await self._db(self.store.unanswered):
             if upload.tenant in self.tenants:
@@ -120,16 +120,50 @@ class Intake:
         for upload in await self._db(self.store.unfinished):
             if upload.tenant in self.tenants:  # a tenant removed from the config keeps its records as they are
                 self._enqueue(upload)
-        self._tasks = [asyncio.create_task(self._serve_tenant(name), name=f"intake-{name}") for name in self.tenants]
-        self._tasks.append(asyncio.create_task(self._watch(), name="intake-watch"))
+        for name in self.tenants:
+            self._serving[name] = asyncio.create_task(self._serve_tenant(name), name=f"intake-{name}")
+        self._watching = asyncio.create_task(self._watch(), name="intake-watch")
         self._tasks.append(asyncio.create_task(self._rescan_forever(), name="intake-rescan"))
         self._tasks.append(asyncio.create_task(self._expire_quarantine(), name="intake-quarantine"))
 
-    async def stop(self) -> None:
-        tasks = [*self._tasks, *self._background]
+    def _prepare_folders(self, tenant: TenantPaths) -> None:
+        tenant.inbox.mkdir(parents=True, exist_ok=True)
+        tenant.results.mkdir(parents=True, exist_ok=True)
+        (self.uploads_dir / tenant.name).mkdir(parents=True, exist_ok=True)
+        snapshots.tenant_folder(self.options.state_dir, tenant.name).mkdir(parents=True, exist_ok=True)
+
+    async def stop(self, grace_seconds: float = 0.0) -> None:
+        """Take nothing new; give uploads being processed up to `grace_seconds` to reach their final state, then
+        cut them off (their recorded state is `validating`: they are processed again at the next start)."""
+        tasks = [*self._tasks, *self._background, *self._serving.values(), *filter(None, [self._watching])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._processing:
+            _done, cut = await asyncio.wait(set(self._processing), timeout=grace_seconds)
+            for task in cut:
+                task.cancel()
+            await asyncio.gather(*cut, return_exceptions=True)
+
+    async def update_tenants(self, tenants: dict[str, TenantPaths]) -> None:
+        """A reload: tenants added start being served, removed ones stop (their uploads stay recorded and go on
+        if the tenant comes back), changed settings count from the next upload on."""
+        for name in tenants.keys() - self.tenants.keys():
+            await asyncio.to_thread(self._prepare_folders, tenants[name])
+            self._queues[name] = asyncio.Queue()
+        for name in self.tenants.keys() - tenants.keys():
+            self._serving.pop(name).cancel()  # an upload being processed finishes: it runs in its own task
+        self.tenants = dict(tenants)
+        for name in tenants.keys() - self._serving.keys():
+            self._serving[name] = asyncio.create_task(self._serve_tenant(name), name=f"intake-{name}")
+            for upload in await self._db(self.store.unfinished):
+                if upload.tenant == name:
+                    self._enqueue(upload)
+        if self._watching is not None:  # watch the inboxes as they are now
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
+            self._watching = asyncio.create_task(self._watch(), name="intake-watch")
+        await self.rescan()
 
     # arrivals
 
@@ -243,15 +277,21 @@ class Intake:
         queue = self._queues[tenant]
         while True:
             upload = await queue.get()
-            try:
-                async with self._workers:
-                    await self._process(upload)
-            except Exception as exc:  # one upload's failure must never stop the tenant's queue
-                self.log("upload.failed", tenant=tenant, upload_id=upload.id, error=repr(exc))
-            finally:
-                self._pending -= 1
-                if self._pending == 0:
-                    self.idle.set()
+            work = asyncio.create_task(self._process_one(upload), name=f"upload-{upload.id}")
+            self._processing.add(work)
+            work.add_done_callback(self._processing.discard)
+            await asyncio.shield(work)  # a stop or reload cancels this loop, never the upload half-way
+
+    async def _process_one(self, upload: Upload) -> None:
+        try:
+            async with self._workers:
+                await self._process(upload)
+        except Exception as exc:  # one upload's failure must never stop the tenant's queue
+            self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self.idle.set()
 
     async def _process(self, upload: Upload) -> None:
         tenant = self.tenants[upload.tenant]

@@ -121,14 +121,27 @@ class Outbox:
         """New deliveries may be due (an upload was accepted or approved)."""
         self._wake.set()
 
-    async def stop(self) -> None:
-        """Stop sending. A delivery cut off mid-way stays in flight in the database and goes again at start."""
-        tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def stop(self, grace_seconds: float = 0.0) -> None:
+        """Stop sending: nothing new starts, deliveries under way get up to `grace_seconds` to finish. One cut
+        off mid-way stays in flight in the database and goes again at the next start (at least once)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._running:
+            _done, cut = await asyncio.wait(set(self._running.values()), timeout=grace_seconds)
+            for task in cut:
+                task.cancel()
+            await asyncio.gather(*cut, return_exceptions=True)
         for target in self.targets.values():
             await target.close()
+
+    async def update_targets(self, targets: dict[tuple[str, str], Target], results: dict[str, Path]) -> None:
+        """A reload: the targets as configured now. A delivery under way finishes with the target it began with."""
+        old, self.targets, self.results = self.targets, dict(targets), dict(results)
+        for key, target in old.items():
+            if key not in self._running:
+                await target.close()
+        self.kick()
 
     async def idle(self) -> None:
         """Wait until nothing is being sent (tests and benchmarks)."""

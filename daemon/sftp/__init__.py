@@ -7,6 +7,6 @@ security-relevant facts go to an optional `on_event(name, fields)` subscriber.
 
 from .events import UploadReceived
 from .options import ServerOptions, TenantAccess
-from .server import start_server
+from .server import SftpServer, start_server
 
-__all__ = ["ServerOptions", "TenantAccess", "UploadReceived", "start_server"]
+__all__ = ["ServerOptions", "SftpServer", "TenantAccess", "UploadReceived", "start_server"]

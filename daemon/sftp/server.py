@@ -10,11 +10,13 @@ PTY, X11, agent or port forwarding.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import secrets
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,12 +291,49 @@ def _release_session(shared: _Shared, tenant: str) -> None:
         del shared.sessions_by_tenant[tenant]
 
 
+class SftpServer:
+    """A listening server: close it, ask how busy it is, or give it a new list of tenants (a reload)."""
+
+    def __init__(self, acceptor: asyncssh.SSHAcceptor, shared: _Shared) -> None:
+        self.acceptor = acceptor
+        self._shared = shared
+
+    @property
+    def sockets(self):
+        return self.acceptor.sockets
+
+    def get_port(self) -> int:
+        return self.acceptor.get_port()
+
+    def close(self) -> None:
+        """Stop listening; connections already open go on until they end."""
+        self.acceptor.close()
+
+    async def wait_closed(self) -> None:
+        await self.acceptor.wait_closed()
+
+    def stats(self) -> dict[str, float]:
+        """Open SFTP sessions and bans in force, for metrics."""
+        shared = self._shared
+        return {"sftp_sessions": sum(shared.sessions_by_tenant.values()),
+                "defender_bans": shared.defender.bans_in_force() if shared.defender else 0}  # fmt: skip
+
+    async def update_tenants(self, tenants: Mapping[str, TenantAccess]) -> None:
+        """From the next login on, these tenants (added, changed or removed) are the ones that exist. Sessions
+        already open keep the access they logged in with until they end."""
+        for tenant in tenants.values():
+            await asyncio.to_thread(fs.prepare_root, tenant.root)
+        shared = self._shared
+        shared.keys = {name: _key_blobs(tenant) for name, tenant in tenants.items()}
+        shared.options = dataclasses.replace(shared.options, tenants=dict(tenants))
+
+
 async def start_server(
     options: ServerOptions, on_upload: OnUpload, on_event: OnEvent | None = None
-) -> asyncssh.SSHAcceptor:
+) -> SftpServer:
     """Listen for SFTP clients; completed uploads go to `on_upload`, security facts to `on_event`.
 
-    Close with `acceptor.close(); await acceptor.wait_closed()`.
+    Close with `server.close(); await server.wait_closed()`.
     """
     reporter = Reporter(on_upload, on_event)
     keys = {name: _key_blobs(tenant) for name, tenant in options.tenants.items()}
@@ -340,7 +379,7 @@ async def start_server(
         defender=defender is not None,
         bans_in_force=defender.bans_in_force() if defender else 0,
     )
-    return acceptor
+    return SftpServer(acceptor, shared)
 
 
 def _key_blobs(tenant: TenantAccess) -> frozenset[bytes]:
