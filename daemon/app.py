@@ -21,14 +21,16 @@ import asyncssh
 
 from .config import Settings, TenantConfig
 from .intake import Intake, IntakeOptions, TenantPaths
+from .health import HealthServer, Metrics
 from .logs import configure_logging, get_logger
+from .notify import Notifier
 from .outbox import Outbox, RetryPolicy, Target
 from .sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
 from .sftp.defender import DefenderOptions
 from .store import Store
 
 DEMO_KEY_NAME = "demo_id_ed25519"
-RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox")  # a reload leaves these as they were
+RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health")  # a reload leaves these as they were
 
 
 def demo_key(state_dir: Path, log) -> str:
@@ -134,6 +136,11 @@ class Daemon:
         self.intake: Intake | None = None
         self.outbox: Outbox | None = None
         self.sftp: SftpServer | None = None
+        self.metrics: Metrics | None = None
+        self.health: HealthServer | None = None
+        self.health_port: int | None = None
+        self.notifier = Notifier()
+        self._keep_alive: asyncio.Task | None = None
         self.ready = False  # listening, with start-up recovery done (readiness for systemd and /readyz)
         self._demo_public: str | None = None
         self._lock_fd: int | None = None
@@ -145,6 +152,8 @@ class Daemon:
         self._lock_state_dir()
         demo_public = self._demo_public = await self._demo_key(settings)
         self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
+        self.metrics = Metrics(self.store, live=lambda: self.sftp.stats() if self.sftp else {})
+        self.notifier.status("recovering: finishing what the last run left")
         # spawn, not fork: polars runs threads, and a forked copy of a threaded process can deadlock.
         self.pool = ProcessPoolExecutor(settings.intake.workers, mp_context=multiprocessing.get_context("spawn"))
         self.intake = Intake(
@@ -160,6 +169,7 @@ class Daemon:
                 receipts_kept=settings.intake.receipts_kept,
                 snapshots_kept=settings.snapshots.keep,
                 on_accepted=lambda _tenant, _upload_id: self.outbox.kick() if self.outbox else None,
+                on_final=self._observe_upload,
             ),
             lambda event, **fields: log.info(event, **fields),
         )
@@ -171,6 +181,7 @@ class Daemon:
             retry_policy(settings),
             lambda level, event, **fields: getattr(log, level)(event, **fields),
             on_change=lambda delivery: self.intake.refresh_receipt(delivery.upload_id),
+            on_attempt=self._observe_delivery,
         )
         await self.intake.start()
         await self.outbox.start()
@@ -195,8 +206,19 @@ class Daemon:
             raise StartupError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
         except ValueError as exc:  # a state file the daemon cannot trust (the defender's bans)
             raise StartupError(str(exc)) from None
+        if settings.health.enabled:
+            self.health = HealthServer(settings.health.host, settings.health.port, self.metrics,
+                                       ready=lambda: self.ready)  # fmt: skip
+            try:
+                self.health_port = await self.health.start()
+            except OSError as exc:
+                raise StartupError(f"cannot listen for health checks on {settings.health.host}:"
+                                   f"{settings.health.port}: {exc.strerror or exc}") from None  # fmt: skip
+        self.ready = True
+        self.notifier.ready(f"listening on {server.host}:{self.port}; {len(settings.tenants)} tenant(s)")
+        self._keep_alive = asyncio.create_task(self.notifier.keep_alive(lambda: self.ready), name="watchdog")
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
-                 tenants=[t.name for t in settings.tenants])  # fmt: skip
+                 tenants=[t.name for t in settings.tenants], health_port=self.health_port)  # fmt: skip
         if demo_public:
             key = os.path.relpath(self.state_dir / DEMO_KEY_NAME)
             print(f"\nrosterd is listening on {server.host}:{self.port}. Upload as the demo tenant with:\n"
@@ -238,6 +260,21 @@ class Daemon:
     def _access(settings: Settings, demo_public: str | None) -> dict[str, TenantAccess]:
         return {t.name: tenant_access(settings, t, demo_public) for t in settings.tenants}
 
+    def _observe_upload(self, upload, timings: dict) -> None:
+        assert self.metrics is not None
+        self.metrics.uploads_total.labels(upload.tenant, str(upload.state)).inc()
+        if "validation" in timings:
+            self.metrics.validation_seconds.observe(timings["validation"])
+        if "diff" in timings:
+            self.metrics.diff_seconds.observe(timings["diff"])
+
+    def _observe_delivery(self, delivery, state, seconds: float) -> None:
+        assert self.metrics is not None and self.outbox is not None
+        target = self.outbox.targets.get((delivery.tenant, delivery.target))
+        kind = type(target).__name__ if target is not None else "unknown"
+        self.metrics.delivery_seconds.labels(kind).observe(seconds)
+        self.metrics.deliveries_total.labels(delivery.tenant, delivery.target, str(state)).inc()
+
     async def reload(self) -> None:
         """SIGHUP: read the config file again and apply its tenants and targets without dropping a session.
         A config that does not load changes nothing (the problems are logged); settings that only a restart can
@@ -245,10 +282,12 @@ class Daemon:
         from .config import ConfigError, load_settings
 
         log = self.log
+        self.notifier.reloading()
         try:
             fresh = await asyncio.to_thread(load_settings, self.settings.source)
         except ConfigError as err:
             log.error("config.reload_failed", config=str(self.settings.source), problems=err.problems)
+            self.notifier.ready("reload failed: the config has problems (see the log); the old one stays")
             return
         restart = [k for k in RESTART_SECTIONS if getattr(fresh, k) != getattr(self.settings, k)]
         if restart:
@@ -264,6 +303,7 @@ class Daemon:
         await self.outbox.update_targets(make_targets(fresh), self._results(fresh))
         log.info("config.reloaded", config=str(fresh.source), tenants=[t.name for t in fresh.tenants],
                  targets=sorted(f"{t}/{n}" for t, n in make_targets(fresh)))  # fmt: skip
+        self.notifier.ready(f"reloaded; {len(fresh.tenants)} tenant(s)")
 
     def _uploaded(self, event: UploadReceived) -> None:
         assert self.intake is not None
@@ -288,6 +328,9 @@ class Daemon:
         grace = self.settings.server.stop_grace_seconds
         self.log.info("daemon.stopping", grace_seconds=grace)
         self.ready = False
+        self.notifier.stopping()
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
         if self.sftp is not None:
             self.sftp.close()
             await self.sftp.wait_closed()
@@ -299,6 +342,8 @@ class Daemon:
         await asyncio.gather(*waits)
         if self.pool is not None:
             _end_pool(self.pool)
+        if self.health is not None:
+            await self.health.stop()
         if self.store is not None:
             self.store.close()
         if self._lock_fd is not None:
@@ -333,7 +378,6 @@ async def serve(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await daemon.start()
-        daemon.ready = True
         await stopping.wait()
     finally:
         await asyncio.gather(*reloads, return_exceptions=True)

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from .files import replace_text
+from .health import HealthConfig
 from .targets.cers.settings import CersTarget
 from .targets.settings import SftpTarget, WebhookTarget
 
@@ -237,6 +238,7 @@ class Settings(_Section):
     holds: HoldsConfig = HoldsConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
     outbox: OutboxConfig = OutboxConfig()
+    health: HealthConfig = HealthConfig()
     tenants: list[TenantConfig] = []
     source: Path  # the file these settings came from; filled in by the loader, not a TOML key
 

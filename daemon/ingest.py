@@ -9,6 +9,7 @@ new snapshot and its change set are written to a staging folder; the daemon publ
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,10 +26,12 @@ def process_upload(path: str, options: dict) -> dict:
     from .diff import DeltaWithoutSnapshot, dangling_references, diff_snapshots, merge_package
     from .oneroster.validate import validate_package
 
+    started = time.monotonic()
     result = validate_package(Path(path), validation_options(options))
     validation = result.to_dict()
+    timings = {"validation": time.monotonic() - started}
     if not result.accepted:
-        return {"validation": validation}
+        return {"validation": validation, "timings": timings}
     base = Path(options["base"]) if options.get("base") else None
     # Scanned, not read: only what the merge and the diff need is read, so memory stays near one snapshot.
     previous, previous_files = snapshots.scan_frames(base) if base is not None else (None, {})
@@ -40,7 +43,9 @@ def process_upload(path: str, options: dict) -> dict:
     if any(finding["severity"] == "error" for finding in found):
         return {"validation": _with_findings(validation, found, rejected=True)}
     validation = _with_findings(validation, found, rejected=False)  # warnings: optional references
+    diffed = time.monotonic()
     changes = diff_snapshots(previous, frames)
+    timings["diff"] = time.monotonic() - diffed
     counts = changes.counts()
     previous_rows = {e: snapshots.row_count(f) for e, f in previous.items()} if previous is not None else None
     orgs = changes.entities.get("orgs")
@@ -56,7 +61,8 @@ def process_upload(path: str, options: dict) -> dict:
     meta = {"version": result.roster.version, "rows": rows, "changes": counts, "holds": holds,
             "base": base.name if base is not None else None}  # fmt: skip
     snapshots.write_meta(staging, meta)
-    return {"validation": validation, "snapshot": {**meta, "samples": changes.samples(SAMPLES_PER_ACTION)}}
+    return {"validation": validation, "snapshot": {**meta, "samples": changes.samples(SAMPLES_PER_ACTION)},
+            "timings": timings}
 
 
 def validation_options(options: dict):

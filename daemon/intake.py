@@ -58,6 +58,7 @@ class IntakeOptions:
     receipts_kept: int = 100
     snapshots_kept: int = 30
     on_accepted: Callable[[str, str], None] | None = None  # (tenant, upload_id): a new current snapshot
+    on_final: Callable[[Upload, dict], None] | None = None  # (upload, the worker's timings): for metrics
 
 
 class ZipFilter(DefaultFilter):
@@ -325,6 +326,8 @@ class Intake:
                  elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"],
                  changes=snapshot["changes"] if snapshot else None)  # fmt: skip
         await self._answer(upload, result, snapshot)
+        if self.options.on_final is not None:
+            self.options.on_final(upload, outcome.get("timings") or {})
         if upload.state is State.ACCEPTED and self.options.on_accepted is not None:
             self.options.on_accepted(upload.tenant, upload.id)  # after the receipt: deliveries rewrite it
 

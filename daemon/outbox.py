@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class Outbox:
         policy: RetryPolicy,
         log: Callable[..., None],
         on_change: Callable[[Delivery], Awaitable[None]] | None = None,
+        on_attempt: Callable[[Delivery, DeliveryState, float], None] | None = None,
     ) -> None:
         self.store = store
         self.targets = targets  # (tenant, target name) -> Target
@@ -107,6 +109,7 @@ class Outbox:
         self.policy = policy
         self.log = log  # log(level, event, **fields)
         self.on_change = on_change  # told after each recorded outcome (the receipt is rewritten)
+        self.on_attempt = on_attempt  # (delivery, recorded state, seconds the attempt took): for metrics
         self._wake = asyncio.Event()
         self._running: dict[tuple[str, str], asyncio.Task] = {}
         self._loop_task: asyncio.Task | None = None
@@ -215,6 +218,7 @@ class Outbox:
         fields = {"tenant": delivery.tenant, "target": delivery.target, "upload_id": delivery.upload_id,
                   "delivery_id": delivery.id, "attempt": delivery.attempts}  # fmt: skip
         self.log("info", "delivery.started", base_upload_id=delivery.base_upload_id, **fields)
+        began = time.monotonic()
         try:
             outcome = await self._run(target, delivery)
         except asyncio.CancelledError:
@@ -222,7 +226,9 @@ class Outbox:
         except Exception as exc:  # a bug in a target must not stop the outbox: the delivery is retried
             self.log("error", "delivery.crashed", error=repr(exc), **fields)
             outcome = retry(f"internal error: {exc!r}")
-        await self._record(delivery, outcome, fields)
+        state = await self._record(delivery, outcome, fields)
+        if self.on_attempt is not None:
+            self.on_attempt(delivery, state, time.monotonic() - began)
 
     async def _run(self, target: Target, delivery: Delivery) -> Outcome:
         snapshot = await asyncio.to_thread(self.store.snapshot, delivery.upload_id)
@@ -236,7 +242,7 @@ class Outbox:
         job = Job(delivery, Path(snapshot.path), base, self.results[delivery.tenant], self.pool)
         return await target.deliver(job)
 
-    async def _record(self, delivery: Delivery, outcome: Outcome, fields: dict) -> None:
+    async def _record(self, delivery: Delivery, outcome: Outcome, fields: dict) -> DeliveryState:
         state, next_at = outcome.state, None
         if state is DeliveryState.FAILED:
             age = (datetime.now(UTC) - datetime.fromisoformat(delivery.created_at)).total_seconds()
@@ -259,3 +265,4 @@ class Outbox:
             self.log("error", "target.disabled", reason=outcome.error, **fields)
         if self.on_change is not None:
             await self.on_change(recorded)
+        return state

@@ -26,6 +26,7 @@ from daemon.config import (
     add_tenant,
     load_settings,
 )
+from daemon.health import HealthConfig
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
 from daemon.targets.settings import Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
 
@@ -100,7 +101,7 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     text = path.read_text()
     for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldsConfig, SnapshotsConfig,
                   OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters, WebhookTarget,
-                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret):
+                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig):
         for key in model.model_fields:
             shown = rf"^(#? *{key} *=|\[tenants\.targets\.{key}\])"  # a key, or a sub-table of a target
             assert re.search(shown, text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"

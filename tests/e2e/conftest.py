@@ -169,7 +169,9 @@ class RunningDaemon:
             "min_free_bytes = 0\n\n"
             "[intake]\n"
             "settle_seconds = 0.5\n"
-            "rescan_seconds = 2\n\n" + self.extra_config + "\n" + "\n".join(t.toml() for t in self.tenants.values())
+            "rescan_seconds = 2\n\n"
+            "[health]\n"
+            "port = 0\n\n" + self.extra_config + "\n" + "\n".join(t.toml() for t in self.tenants.values())
         )
 
     def start(self) -> RunningDaemon:

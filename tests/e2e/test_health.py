@@ -1,0 +1,37 @@
+"""The health port of a running daemon: liveness, readiness and metrics as Prometheus scrapes them."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import RunningDaemon, copy_sample
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return answer.status, answer.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_health_readiness_and_metrics_of_a_running_daemon(daemon: RunningDaemon) -> None:
+    (started,) = daemon.events("daemon.started")
+    port = started["health_port"]
+    assert get(port, "/healthz") == (200, '{"status": "ok"}\n')
+    assert get(port, "/readyz")[0] == 200
+
+    sent = daemon.sftp_batch("north", [f"put {copy_sample('valid-1.1-bulk.zip', daemon.client_dir)} inbox/a.zip"])
+    assert sent.returncode == 0 and daemon.wait_for_receipt("north", "a.zip")["state"] == "accepted"
+    found = samples(get(port, "/metrics")[1])
+    assert found[("rosterd_uploads", (("state", "accepted"), ("tenant", "north")))] == 1
+    assert found[("rosterd_uploads_total", (("outcome", "accepted"), ("tenant", "north")))] == 1
+    assert found[("rosterd_validation_seconds_count", ())] == 1 and found[("rosterd_diff_seconds_count", ())] == 1
+    assert found[("rosterd_sftp_sessions", ())] == 0 and found[("rosterd_defender_bans", ())] == 0
