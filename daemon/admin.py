@@ -21,6 +21,15 @@ CONFIG_HELP = "the config file (default: config/rosterd.toml of the source tree)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    status = sub.add_parser("status", help="each tenant's last upload, holds, outbox backlog and targets",
+                            description="Per tenant: the last upload and its state, held uploads waiting for an "
+                            "administrator, the outbox backlog, and each target's last success and last error. "
+                            "Reads the database; works while the daemon runs.")  # fmt: skip
+    status.add_argument("tenant", metavar="TENANT", nargs="?")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    status.set_defaults(func=_status)
+
     snaps = sub.add_parser("snapshots", help="a tenant's snapshot history with counts",
                            description="List a tenant's snapshots, newest first: the upload each came from, its "
                            "state, rows per entity and the changes against the snapshot before it.")  # fmt: skip
@@ -248,4 +257,55 @@ def _enable_target(args: argparse.Namespace) -> int:
     configure_logging(stream=sys.stderr)
     get_logger().info("target.enabled", tenant=args.tenant, target=args.target, operator=who)
     print(f"target {args.target} of {args.tenant} is enabled again, by {who}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings, store = _open(args)
+    if args.tenant is not None:
+        _known_tenant(settings, args.tenant)
+    names = [args.tenant] if args.tenant else [t.name for t in settings.tenants]
+    counts = store.counts()
+    disabled = store.disabled_targets()
+    report = []
+    for name in names:
+        last = store.recent(name, 1)
+        held = [u for u in store.recent(name, 200) if u.state == "held"]
+        targets = []
+        for target in settings.tenant(name).targets:
+            good, bad = store.target_history(name, target.name)
+            backlog = sum(n for (t, g, state), n in counts["deliveries"].items()
+                          if t == name and g == target.name and state in ("pending", "in_flight", "failed"))  # fmt: skip
+            targets.append({
+                "target": target.name, "type": target.type, "backlog": backlog,
+                "disabled": disabled.get((name, target.name), (None, None))[1],
+                "last_success": good.delivered_at if good else None,
+                "last_success_upload_id": good.upload_id if good else None,
+                "last_error": bad.last_error if bad else None, "last_error_at": bad.updated_at if bad else None,
+            })  # fmt: skip
+        report.append({
+            "tenant": name,
+            "last_upload": {"upload_id": last[0].id, "file": last[0].name, "state": str(last[0].state),
+                            "received_at": last[0].received_at} if last else None,
+            "held": [{"upload_id": u.id, "file": u.name, "received_at": u.received_at} for u in held],
+            "uploads_by_state": {state: n for (t, state), n in sorted(counts["uploads"].items()) if t == name},
+            "targets": targets,
+        })  # fmt: skip
+    store.close()
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return 0
+    for tenant in report:
+        last = tenant["last_upload"]
+        print(f"{tenant['tenant']}")
+        print("  last upload   " + (f"{last['upload_id']} {last['state']} ({last['file']}, {last['received_at']})"
+                                    if last else "none yet"))  # fmt: skip
+        for held in tenant["held"]:
+            print(f"  HELD          {held['upload_id']} ({held['file']}): rosterd approve / discard {held['upload_id']}")
+        for t in tenant["targets"]:
+            state = f"DISABLED ({t['disabled']})" if t["disabled"] else f"backlog {t['backlog']}"
+            print(f"  target {t['target']:<10} {t['type']:<8} {state}; last success "
+                  f"{t['last_success'] or 'never'}" + (f"; last error {t['last_error_at']}: {t['last_error']}"
+                                                         if t["last_error"] else ""))  # fmt: skip
+        print()
     return 0

@@ -35,3 +35,35 @@ def test_health_readiness_and_metrics_of_a_running_daemon(daemon: RunningDaemon)
     assert found[("rosterd_uploads_total", (("outcome", "accepted"), ("tenant", "north")))] == 1
     assert found[("rosterd_validation_seconds_count", ())] == 1 and found[("rosterd_diff_seconds_count", ())] == 1
     assert found[("rosterd_sftp_sessions", ())] == 0 and found[("rosterd_defender_bans", ())] == 0
+
+
+def test_status_shows_each_tenant_while_the_daemon_runs(rosterd, tenants) -> None:
+    import dataclasses
+    import json
+    import subprocess
+    import time
+
+    from .conftest import ROSTERD
+
+    north = dataclasses.replace(tenants["north"], extra='[[tenants.targets]]\ntype = "cers"\ndry_run = true')
+    daemon = rosterd(north, tenants["south"])
+    sent = daemon.sftp_batch("north", [f"put {copy_sample('valid-1.1-bulk.zip', daemon.client_dir)} inbox/a.zip"])
+    assert sent.returncode == 0 and daemon.wait_for_receipt("north", "a.zip")["state"] == "accepted"
+
+    def status(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROSTERD), "status", *args, "--config", str(daemon.config)], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    deadline = time.monotonic() + 20
+    while True:
+        report = {t["tenant"]: t for t in json.loads(status("--format", "json").stdout)}
+        if report["north"]["targets"][0]["last_success"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert report["north"]["last_upload"]["state"] == "accepted" and report["north"]["held"] == []
+    (cers,) = report["north"]["targets"]
+    assert cers["target"] == "cers" and cers["backlog"] == 0 and cers["last_success"] and cers["last_error"] is None
+    assert report["south"]["last_upload"] is None and report["south"]["targets"] == []
+    text = status("north").stdout
+    assert text.startswith("north\n  last upload   u-") and "target cers" in text and "backlog 0" in text
+    assert status("nobody").returncode == 2
