@@ -108,7 +108,7 @@ def _exercise(daemon: RunningDaemon, mounted: bool) -> None:
         assert any(e["event"] == "upload.aborted" for e in daemon.events())
         filler.unlink()
     else:
-        daemon.config.write_text(daemon.config.read_text().replace(f"min_free_bytes = ", "min_free_bytes = 0\n# ", 1))
+        daemon.config.write_text(daemon.config.read_text().replace("min_free_bytes = ", "min_free_bytes = 0\n# ", 1))
         daemon.restart()
 
     assert tree_digest(snapshot) == before  # the snapshot is whole
