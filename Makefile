@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test openssh-client bench samples clean
+.PHONY: run test openssh-client systemd-tools bench samples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,15 @@ openssh-client:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client; \
 	fi
 
-test: $(STAMP) openssh-client
+# tests/test_systemd.py checks the unit with systemd-analyze, systemd-sysusers and systemd-tmpfiles (package systemd).
+systemd-tools:
+	@if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/dev/null || ! command -v systemd-tmpfiles >/dev/null; then \
+		echo "installing systemd's tools for the tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
+	fi
+
+test: $(STAMP) openssh-client systemd-tools
 	$(BIN)/python -m pytest -n auto -q
 
 bench: $(STAMP)
