@@ -1,16 +1,15 @@
 """Deliveries to CERS with the running daemon: dry run into results/cers/, and sending to the fake CERS with
 a Cognito token from moto, through a server fault, a refusal, and `rosterd replay`.
 
-The fake CERS runs on its own event loop in a thread, since the daemon harness waits synchronously.
+The fake CERS runs on its own event loop in a thread (tests/fakes/threaded.py), since the daemon harness
+waits synchronously.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,31 +22,12 @@ from daemon.targets.cers.groups import build_groups
 from daemon.targets.cers.settings import CersFilters, CersMapping
 from tests.cers.moto_cognito import MotoCognito, running_cognito
 from tests.fakes.cers import FakeCers
+from tests.fakes.threaded import served_in_thread
 
 from .conftest import ROSTERD, RunningDaemon, Tenant
 
 SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, enrollments_per_student=3)
 DELIVERY_DEADLINE = 45.0
-
-
-class FakeInThread:
-    """A FakeCers served from a thread of its own, so the test may block while the daemon talks to it."""
-
-    def __init__(self, fake: FakeCers) -> None:
-        self.fake = fake
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FakeCers:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -58,7 +38,7 @@ def cognito(tmp_path: Path) -> Iterator[MotoCognito]:
 
 @pytest.fixture
 def cers(cognito: MotoCognito) -> Iterator[FakeCers]:
-    with FakeInThread(FakeCers(verify_token=cognito.verify)) as fake:
+    with served_in_thread(FakeCers(verify_token=cognito.verify)) as fake:
         yield fake
 
 

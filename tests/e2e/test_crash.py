@@ -1,0 +1,141 @@
+"""Crash proof: kill -9 the daemon at random moments across a series of uploads and deliveries, start it
+again each time, and check that nothing was lost or done twice.
+
+A district uploads a day-1 roster and then a day of changes after another; a vendor takes the changes as
+signed webhook batches (small batches, so a kill often lands in the middle of a delivery). The moments of
+the kills come from a seeded random generator (ROSTERD_CRASH_SEED picks another series; bench/crash.py runs
+longer ones). At the end: every upload the client completed has exactly one record and a final receipt, no
+upload is stuck, every delivery is delivered, the vendor saw each batch once by its webhook-id and in order,
+the vendor's roster equals the district's, and every kept snapshot reads back whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import time
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from daemon import snapshots
+from daemon.oneroster.churn import Churn, churn
+from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.targets.scope import scoped_view
+from daemon.targets.settings import Scope
+from daemon.targets.webhook import SINGULAR
+from tests.fakes.threaded import served_in_thread
+from tests.fakes.webhooks import WebhookReceiver
+
+from .conftest import ROSTERD, RunningDaemon, Tenant
+
+SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, enrollments_per_student=3)
+SECRET = "crash-test-signing-secret-0123456789"
+DAYS = 6
+DEADLINE = 90.0
+
+
+def rosterd_json(daemon: RunningDaemon, *args: str) -> list[dict]:
+    done = subprocess.run([str(ROSTERD), *args, "--format", "json", "--config", str(daemon.config)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def days(seed: int) -> list[dict[str, pl.DataFrame]]:
+    tables = [generate(SPEC)]
+    for n in range(1, DAYS):
+        tables.append(churn(tables[-1], SPEC.version, Churn(withdrawn=1, arrivals=1, new_emails=1,
+                                                            period_changes=1, seed=seed * 100 + n)).bulk)  # fmt: skip
+    return tables
+
+
+def vendor_roster(receiver: WebhookReceiver) -> dict:
+    return {e: {k: {f: v for f, v in row.items()} for k, row in rows.items()} for e, rows in receiver.state().items()}
+
+
+def district_roster(folder: Path) -> dict:
+    view, _ = scoped_view(snapshots.scan_frames(folder)[0], Scope(), date.today())
+    out = {}
+    for entity, frame in view.items():
+        data = frame.drop("status", "dateLastModified", strict=False)
+        if data.height:
+            rows = json.loads(data.write_json())  # JSON's own view of dates and lists, as the vendor got them
+            out[SINGULAR[entity]] = {row["sourcedId"]: row for row in rows}
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_nothing_and_repeats_nothing(rosterd, tenants: dict[str, Tenant]) -> None:
+    seed = int(os.environ.get("ROSTERD_CRASH_SEED", "7"))
+    rng = random.Random(seed)
+    with served_in_thread(WebhookReceiver(SECRET)) as receiver:
+        daemon = _run_series(rosterd, tenants, receiver, rng, seed)
+        _check(daemon, receiver)
+
+
+def _run_series(rosterd, tenants: dict[str, Tenant], receiver: WebhookReceiver, rng: random.Random, seed: int):
+    north = dataclasses.replace(tenants["north"], extra="")
+    daemon = rosterd(north, start=False)
+    secret_file = daemon.home / "webhook.secret"
+    secret_file.write_text(SECRET)
+    daemon.tenants["north"] = dataclasses.replace(north, extra="\n".join([
+        "[[tenants.targets]]", 'type = "webhook"', 'name = "vendor"', f'url = "{receiver.url}"', "batch_size = 40",
+        "timeout_seconds = 5", f'signing = {{ secret_file = "{secret_file}" }}',
+    ]))  # fmt: skip
+    daemon.extra_config = "[outbox]\nretry_first_seconds = 0.2\nretry_max_seconds = 1\npoll_seconds = 0.2\n"
+    daemon.write_config()
+    daemon.start()
+    kills = 0
+    for number, tables in enumerate(days(seed), start=1):
+        name = f"day{number}.zip"
+        write_zip(tables, daemon.client_dir / name, SPEC.version)
+        sent = daemon.sftp_batch("north", [f"put {name} inbox/{name}"])
+        assert sent.returncode == 0, sent.stderr
+        time.sleep(rng.uniform(0.0, 1.2))  # somewhere in validation, snapshot writing, or a delivery
+        if rng.random() < 0.7:
+            daemon.kill()
+            kills += 1
+            daemon.start()
+    assert kills >= 2, "the seed gave too few kills to prove anything"
+    return daemon
+
+
+def _check(daemon: RunningDaemon, receiver: WebhookReceiver) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        history = rosterd_json(daemon, "snapshots", "north")
+        outbox = rosterd_json(daemon, "outbox", "north")
+        receipts = {f"day{n}.zip": daemon.results("north").glob(f"day{n}.zip.u-*.json") for n in range(1, DAYS + 1)}
+        finals = {name: [json.loads(p.read_text()) for p in paths] for name, paths in receipts.items()}
+        settled = all(len(r) == 1 and r[0]["state"] in ("accepted", "duplicate") for r in finals.values())
+        if settled and len(outbox) == len(history) and all(d["state"] == "delivered" for d in outbox):
+            break
+        assert time.monotonic() < deadline, f"not settled: {finals}\n{outbox}\n{daemon.diagnosis()}"
+        time.sleep(0.3)
+
+    # every completed upload: exactly one record, accepted (each day differs from the one before)
+    assert {name: r[0]["state"] for name, r in finals.items()} == {f"day{n}.zip": "accepted" for n in range(1, DAYS + 1)}
+    assert len(history) == DAYS and all(row["state"] == "accepted" for row in history)
+    # each delivery once: the vendor deduplicated only by webhook-id, never saw a batch under a second id,
+    # and got every upload's batches in order
+    assert receiver.anomalies == [], receiver.anomalies
+    assert receiver.rejected == []
+    assert len({b["upload_id"] for b in receiver.batches}) == DAYS
+    newest = history[0]
+    folder = daemon.state / "snapshots" / "north" / newest["upload_id"]
+    assert vendor_roster(receiver) == district_roster(folder)
+    # every snapshot still kept reads back whole, with the rows its catalog row names
+    for row in history:
+        kept = daemon.state / "snapshots" / "north" / row["upload_id"]
+        if row["pruned"]:
+            continue
+        frames = snapshots.read_frames(kept)
+        assert {e: f.height for e, f in frames.items()} == row["rows"], row["upload_id"]
+    leftovers = [p.name for p in (daemon.state / "snapshots" / "north").iterdir() if p.name.startswith(".staging")]
+    assert leftovers == [] and not daemon.events("upload.failed")
