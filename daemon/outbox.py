@@ -155,17 +155,22 @@ class Outbox:
         while True:
             self._wake.clear()
             await self._queue_dated()
-            ready, opens = self._open_targets(await asyncio.to_thread(self.store.disabled_targets))
-            due = await asyncio.to_thread(self.store.due_deliveries, now(), ready)
-            for delivery in due:
-                key = (delivery.tenant, delivery.target)
-                if key not in self._running:
-                    task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
-                    self._running[key] = task
-                    task.add_done_callback(lambda _t, key=key: self._finished(key))
-            sleep = await self._sleep_seconds()
-            if opens is not None:
-                sleep = min(sleep, max(0.05, (opens - datetime.now(UTC)).total_seconds()))
+            ready, wake_at = self._open_targets(await asyncio.to_thread(self.store.disabled_targets))
+            at = now()
+            for head in await asyncio.to_thread(self.store.open_heads):
+                key = (head.tenant, head.target)
+                if key not in ready or key in self._running or head.state is DeliveryState.IN_FLIGHT:
+                    continue  # a closed window, a disabled target, or its delivery is under way
+                if head.next_attempt_at > at:  # a retry waiting for its time
+                    due = datetime.fromisoformat(head.next_attempt_at)
+                    wake_at = due if wake_at is None else min(wake_at, due)
+                    continue
+                task = asyncio.create_task(self._attempt(head), name=f"delivery-{head.id}")
+                self._running[key] = task
+                task.add_done_callback(lambda _t, key=key: self._finished(key))
+            sleep = self.policy.poll_seconds  # a replay or approval from the command line is seen this soon
+            if wake_at is not None:
+                sleep = min(sleep, max(0.05, (wake_at - datetime.now(UTC)).total_seconds()))
             try:
                 await asyncio.wait_for(self._wake.wait(), sleep)
             except TimeoutError:
@@ -204,13 +209,6 @@ class Outbox:
     def _finished(self, key: tuple[str, str]) -> None:
         self._running.pop(key, None)
         self._wake.set()  # the next delivery of that target may be due now
-
-    async def _sleep_seconds(self) -> float:
-        at = await asyncio.to_thread(self.store.next_attempt_at)
-        if at is None:
-            return self.policy.poll_seconds
-        wait = (datetime.fromisoformat(at) - datetime.now(UTC)).total_seconds()
-        return min(self.policy.poll_seconds, max(0.05, wait))
 
     async def _attempt(self, delivery: Delivery) -> None:
         target = self.targets[(delivery.tenant, delivery.target)]

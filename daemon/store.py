@@ -420,28 +420,18 @@ class Store:
 
     # -- deliveries (the outbox) -----------------------------------------------------------------------
 
-    def due_deliveries(self, at: str, targets: set[tuple[str, str]]) -> list[Delivery]:
-        """Per (tenant, target) in `targets`, its oldest open delivery when that one may be attempted at `at`.
+    def open_heads(self) -> list[Delivery]:
+        """Each target's oldest open delivery (pending, in flight or failed).
 
-        The oldest open delivery of a target blocks the newer ones, so a target gets its changes in upload
-        order; an in-flight one is being sent and is not due again.
+        Only that one may go: it blocks the newer ones of its target, so a target gets its changes in upload
+        order.
         """
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM deliveries d WHERE rowid = (SELECT MIN(rowid) FROM deliveries o WHERE o.tenant = "
-                "d.tenant AND o.target = d.target AND o.state IN (?, ?, ?)) AND state != ? AND next_attempt_at <= ? "
-                "ORDER BY rowid", (*_OPEN, DeliveryState.IN_FLIGHT, at),
+                "d.tenant AND o.target = d.target AND o.state IN (?, ?, ?)) ORDER BY rowid", _OPEN,
             ).fetchall()  # fmt: skip
-        return [d for d in map(_delivery, rows) if (d.tenant, d.target) in targets]
-
-    def next_attempt_at(self) -> str | None:
-        """When the earliest waiting delivery may go (pending or failed), for the dispatcher's sleep."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(next_attempt_at) AS at FROM deliveries WHERE state IN (?, ?)",
-                (DeliveryState.PENDING, DeliveryState.FAILED),
-            ).fetchone()
-        return row["at"]
+        return [_delivery(r) for r in rows]
 
     def claim_delivery(self, delivery_id: str) -> Delivery:
         """Mark a delivery in flight and count the attempt; record the base it goes out against: the upload of

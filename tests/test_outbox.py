@@ -261,3 +261,33 @@ async def test_a_target_scoped_by_date_gets_the_current_snapshot_once_a_day(stor
     made = store.queue_dated("north", "vendor", "2099-01-01", "2099-01-01T08:00:00.000Z")
     assert made is not None and made.upload_id == second and made.idempotency_key.endswith(".2099-01-01")
     assert store.queue_dated("north", "vendor", "2099-01-01", "2099-01-01T08:00:00.000Z") is None  # once a day
+
+
+async def test_waiting_deliveries_do_not_make_the_outbox_spin(store: Store, tmp_path: Path) -> None:
+    """A closed window, a retry not yet due, a delivery under way: the dispatcher sleeps, it does not poll."""
+    from datetime import UTC, datetime, timedelta
+
+    first, second = upload(store, 1), upload(store, 2)
+    record(store, first)
+    record(store, second)
+    looks = 0
+    heads = store.open_heads
+
+    def counted():
+        nonlocal looks
+        looks += 1
+        return heads()
+
+    store.open_heads = counted  # type: ignore[method-assign]
+    busy = ScriptedTarget("north", "cers", hold=asyncio.Event())  # its first delivery takes a while
+    closed = ScriptedTarget("north", "vendor")
+    closed.opens = datetime.now(UTC) + timedelta(hours=1)
+    with ThreadPoolExecutor(1) as pool:
+        outbox = Outbox(store, {("north", "cers"): busy, ("north", "vendor"): closed}, {"north": tmp_path}, pool,
+                        policy(poll_seconds=0.5), lambda *a, **f: None)  # fmt: skip
+        await outbox.start()
+        await asyncio.sleep(1.2)
+        busy.hold.set()
+        await outbox.stop(grace_seconds=1)
+    assert len(busy.jobs) >= 1 and closed.jobs == []
+    assert looks <= 6, f"the dispatcher looked {looks} times in 1.2 s"
