@@ -225,3 +225,21 @@ def test_the_date_window_moves_classes_in_and_out_between_deliveries(tmp_path: P
 
     same, sent = day("2026-12-29", "u-3", "u-2")  # nothing moved since yesterday: nothing to send
     assert sent == [] and same["batches"] == 0
+
+
+def test_passwords_never_leave_rosterd(tmp_path: Path) -> None:
+    from daemon.targets import views
+    from daemon.targets.webhook import prepare
+
+    district = District(tmp_path, Store(tmp_path / "rosterd.db"))
+    day1 = generate(SPEC)
+    day1 = {**day1, "users": day1["users"].with_columns(pl.lit("hunter2-secret").alias("password"))}
+    snapshot = Path(district.store.snapshot(district.accept(day1)).path)
+    assert (pl.read_parquet(snapshot / "users.parquet")["password"] == "hunter2-secret").all()
+    folder = views.target_folder(tmp_path / "state", "north", "vendor")
+    meta = {"key": "north.vendor.u-1", "tenant": "north", "upload_id": "u-1", "base_upload_id": None}
+    summary = prepare(str(snapshot), None, None, {}, "2026-12-01", str(views.staging(folder, "u-1")), meta, 1000)
+    bodies = [p.read_text() for p in (views.staging(folder, "u-1") / "batches").glob("*.json")]
+    assert summary["events"] > 0 and bodies and not any("hunter2" in b for b in bodies)
+    users = [e for b in bodies for e in json.loads(b)["events"] if e["entity"] == "user"]
+    assert users and all(e["data"]["password"] is None for e in users)

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from .. import snapshots
-from ..changes import ChangeSet
+from ..changes import SECRET_COLUMNS, ChangeSet
 from ..diff import diff_snapshots
 from ..outbox import Job
 from .scope import scoped_view
@@ -73,7 +73,14 @@ def scoped_change(
         old = snapshots.read_frames(base_view)
     elif base_snapshot is not None:
         old, _ = scoped_view(snapshots.scan_frames(base_snapshot)[0], scope, today)
+    view, old = _without_secrets(view), _without_secrets(old) if old is not None else None
     return view, diff_snapshots(old, view), left_out
+
+
+def _without_secrets(view: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Passwords (users.password) never leave rosterd: a vendor's view has the column, always empty."""
+    return {e: f.with_columns(pl.lit(None, dtype=f.schema[c]).alias(c) for c in SECRET_COLUMNS if c in f.columns)
+            for e, f in view.items()}  # fmt: skip
 
 
 def stage_change(staging: Path, snapshot: str, base_view: str | None, base_snapshot: str | None, scope: dict,

@@ -28,6 +28,7 @@ from pathlib import Path
 import aiohttp
 import polars as pl
 
+from .. import snapshots
 from ..changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
 from ..outbox import Job, Outcome, delivered, permanent, retry
 from . import views
@@ -74,6 +75,7 @@ def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, sco
         body = _json(head)[:-1] + ',"events":[' + ",".join(chunk) + "]}"
         path = staging / BATCHES / f"{n:06d}.json"
         path.write_text(body, encoding="utf-8")
+        snapshots.fsync_file(path)  # on disk before the prepared marker says the staging folder is whole
     summary = {"batches": count, "events": texts.len(), "base_upload_id": meta["base_upload_id"],
                "counts": {e: c for e, c in changes.counts().items() if any(c.values())}, "left_out": left_out}  # fmt: skip
     views.mark_prepared(staging, summary)
