@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "csv.bare_carriage_return": "the row holds a carriage return that does not end a line",
     "csv.line_break_in_quoted_field": "a quoted field holds a line break, which OneRoster forbids",
     "csv.unescaped_quote": "a double quote inside a field is not escaped, or text follows a closing quote",
+    "csv.line_too_long": "a line is longer than the limit (1 MiB); the file is not read",
     "csv.blank_line": "a blank line between data rows",
     "csv.no_data_rows": "the file has a header but no data rows",
     # Headers
@@ -86,6 +87,7 @@ CODES: dict[str, str] = {
     "reference.missing_target_record": "a referenced sourcedId is not in the target file",
     "reference.missing_target_file": "a referenced file is absent from a bulk package",
     "reference.target_type_mismatch": "the referenced row has the wrong type (e.g. a class's school is not a school)",
+    "reference.parent_cycle": "following a row's parents (parentSourcedId) leads round in a circle",
     "reference.target_dropped": "the referenced row was dropped for its own errors, so this row is dropped too",
     "reference.profile_user_mismatch": "a role's user profile belongs to another user",
     "reference.primary_org_without_role": "a user's primaryOrgSourcedId has no role for that user at that org",

@@ -58,6 +58,8 @@ def check_references(
             mask = unresolved[col.name]
             if mask.any():
                 _check_column(state, col, target, mask, version, findings, mode)
+        for col in _parent_columns(state):
+            _check_cycles(state, col, findings)
         if entity == "roles" and "userProfiles" in states and states["userProfiles"].mode == "bulk":
             _check_profile_owner(state, states["userProfiles"], findings)
         if entity == "roles" and state.mode == "bulk" and "users" in states:
@@ -154,6 +156,44 @@ def _check_column(
         state.frame = state.frame.with_columns(
             pl.when(pl.col("_row").is_in(rows)).then(cleared).otherwise(pl.col(col.name)).alias(col.name)
         )
+
+
+def _parent_columns(state: FileState) -> list[Column]:
+    """References from a file into itself (orgs and academicSessions: parentSourcedId)."""
+    return [col for col in state.table.columns
+            if col.kind is Kind.REF and col.ref is not None and col.ref.entity == state.table.entity
+            and col.name in state.frame.columns]  # fmt: skip
+
+
+def _check_cycles(state: FileState, col: Column, findings: Findings) -> None:
+    """Rows whose chain of parents (a reference into the same file) never ends: on a cycle or leading into one.
+
+    Such a hierarchy has no top, and which link is wrong cannot be known, so every row on or into the cycle is
+    dropped. Found by pointer doubling: `up` maps a row to its ancestor 2**k steps above, keeping only rows
+    whose chain is that long; an acyclic chain among n linked rows is at most n steps, so whatever is left once
+    the step passes n is cyclic. That is log2(n) joins, never a loop over rows.
+    """
+    live = pl.col("_ok") & pl.col(col.name).is_not_null()
+    if "status" in state.frame.columns:  # a delta's tobedeleted rows leave the hierarchy
+        live = live & pl.col("status").ne_missing("tobedeleted")
+    links = state.frame.filter(live).select("_row", child="sourcedId", parent=col.name)
+    up, steps = links.select("child", "parent"), 1
+    while up.height and steps <= links.height:
+        further = up.select(parent="child", above="parent")
+        up = up.join(further, on="parent", how="inner").select("child", parent="above")
+        steps *= 2
+    if up.height == 0:
+        return
+    cyclic = links.filter(pl.col("child").is_in(up["child"].implode()))
+    findings.add_rows(
+        "reference.parent_cycle",
+        Severity.ERROR,
+        cyclic.select("_row", value="parent"),
+        f"{col.name} leads round in a circle: following the parents from this row never reaches the top",
+        file=state.table.file,
+        column=col.name,
+    )
+    state.frame = state.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(cyclic["_row"].implode()))
 
 
 def _type_ok(col: Column, version: Version) -> pl.Expr:

@@ -8,7 +8,6 @@ and too many dropped rows in a file reject the upload too. An accepted upload yi
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from .references import FileState, check_references
 from .prefetch import prefetch
 from .rows import Context, check_file_rules, check_rows
 from .schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Kind, Version
-from .text import CsvReader, line_chunks
-from .zipread import EntryError, Package, ZipLimits, open_package
+from .text import CsvReader, LineTooLong, line_chunks, split_cells
+from .zipread import CHUNK, EntryError, Package, ZipLimits, open_package
 
 KNOWN_FILES = frozenset({*V11.files, *V12.files, MANIFEST_FILE})
 MAX_MANIFEST_BYTES = 1 << 20
@@ -37,6 +36,7 @@ class ValidateOptions:
     max_dropped_share: float = 0.01  # a file losing more than this share of its rows rejects the upload
     keep_examples: int = 1000  # findings kept per (code, file); counts are always complete
     chunk_bytes: int = 8 << 20  # text checked at a time; bounds the memory a large file needs
+    max_line_bytes: int = 1 << 20  # a longer line rejects its file (at least zipread.CHUNK, see line_chunks)
     files_at_once: int = 2  # files checked in parallel threads
     progress: Callable[[str], None] | None = None
 
@@ -165,7 +165,7 @@ class _Run:
             finally:
                 stream.close()
             line = bytes(head).removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r")
-            headers[entity] = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
+            headers[entity] = split_cells(line.decode("utf-8", errors="replace"))
         return headers
 
     def _is_oneroster_10(self, headers: dict[str, list[str]]) -> bool:
@@ -256,7 +256,8 @@ class _Run:
         pieces: list[pl.DataFrame] = []
         data_rows = dropped = 0
         dropped_ids: list[pl.Series] = []
-        chunks = prefetch(line_chunks(self.pkg.stream(file), self.options.chunk_bytes))
+        max_line = max(self.options.max_line_bytes, CHUNK)
+        chunks = prefetch(line_chunks(self.pkg.stream(file), self.options.chunk_bytes, max_line))
         try:
             for number, (data, last) in enumerate(_last_flagged(chunks)):
                 if number == 0:
@@ -277,6 +278,12 @@ class _Run:
                 del raw
         except EntryError as err:
             self.findings.extend([err.finding])
+            return None
+        except LineTooLong as err:
+            self.findings.add("csv.line_too_long", Severity.ERROR,
+                              f"{file}: row {err.row} is longer than {max_line // 1024} KiB (at least {err.length} "
+                              "bytes); one row is one record, and the file was not read further", file=file,
+                              row=err.row, scope="file")  # fmt: skip
             return None
         finally:
             chunks.close()

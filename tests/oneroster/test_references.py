@@ -10,6 +10,7 @@ from daemon.oneroster.findings import Severity
 from .conftest import (
     V11,
     V12,
+    add_rows,
     codes,
     delta_package,
     deviation,
@@ -147,6 +148,47 @@ def test_a_dropped_school_drops_the_classes_that_sit_in_it(run):
     ]
     assert frame_ids(result, "classes") == []
     assert frame_ids(result, "enrollments") == []
+
+
+# --- parents that lead round in a circle ----------------------------------------------------------------------
+
+
+def test_orgs_whose_parents_form_a_cycle_are_dropped_with_everything_in_them(run):
+    files = set_cell(V11, "orgs.csv", 2, "parentSourcedId", "s1")  # d1 -> s1 -> d1
+    result = run(files, max_dropped_share=1.0)
+    assert places(result, "reference.parent_cycle") == [
+        (Severity.ERROR, "orgs.csv", 2, "parentSourcedId", "s1"),
+        (Severity.ERROR, "orgs.csv", 3, "parentSourcedId", "d1"),
+    ]
+    assert frame_ids(result, "orgs") == []
+    assert frame_ids(result, "classes") == []  # their school fell with the cycle
+    assert (Severity.ERROR, CLASSES, 2, "schoolSourcedId", "s1") in places(result, "reference.target_dropped")
+    assert run(files).verdict == "rejected"
+
+
+def test_a_session_that_is_its_own_parent_takes_the_sessions_below_it_along(run):
+    files = set_cell(V11, "academicSessions.csv", 2, "parentSourcedId", "y1")  # y1 -> y1, and t1 -> y1
+    result = run(files, max_dropped_share=1.0)
+    assert places(result, "reference.parent_cycle") == [
+        (Severity.ERROR, "academicSessions.csv", 2, "parentSourcedId", "y1"),
+        (Severity.ERROR, "academicSessions.csv", 3, "parentSourcedId", "y1"),
+    ]
+    assert frame_ids(result, "academicSessions") == []
+
+
+def test_a_deep_hierarchy_without_a_cycle_is_accepted(run):
+    levels = [[f"g{n}", "", "", f"Level {n}", "gradingPeriod", "2025-08-01", "2026-01-01", f"g{n - 1}" if n > 1
+               else "t1", "2026"] for n in range(1, 40)]  # fmt: skip
+    result = run(add_rows(V11, "academicSessions.csv", *levels), strict=True)
+    assert result.verdict == "accepted" and "reference.parent_cycle" not in codes(result), result.findings.items
+
+
+def test_a_cycle_in_a_delta_file_is_found_but_a_row_leaving_it_breaks_it(run):
+    cycle = delta_package(set_cell(V11, "orgs.csv", 2, "parentSourcedId", "s1"), "orgs.csv")
+    only_cycle = run(cycle, max_dropped_share=1.0)
+    assert [f.row for f in found(only_cycle, "reference.parent_cycle")] == [2, 3]
+    leaving = set_cell(cycle, "orgs.csv", 2, "status", "tobedeleted")
+    assert "reference.parent_cycle" not in codes(run(leaving))
 
 
 # --- user profiles -----------------------------------------------------------------------------------------

@@ -6,12 +6,18 @@ file at a time. Whole-package checks (line ends, byte order marks) use the bulk 
 
 from __future__ import annotations
 
+import csv
+
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.oneroster.findings import Severity, clip
+from daemon.oneroster.text import split_cells
+from daemon.oneroster.zipread import ZipLimits
 
-from .conftest import STAMP, V11, alone, deviation, error, frame_ids, only, replace, set_cell
+from .conftest import STAMP, V11, alone, deviation, error, frame_ids, only, replace, set_cell, without
 
 DEMO = "demographics.csv"
 DEMO_ALONE = alone("1.1", DEMO)
@@ -150,6 +156,59 @@ def test_an_unreadable_file_rejects_the_upload(run, code, data):
 def test_a_broken_header_line_rejects_the_upload(run, code, old, new):
     result = error(run, replace(DEMO_ALONE, DEMO, old, new), code, file=DEMO, row=1)
     assert result.verdict == "rejected"
+
+
+HUGE_CELL = "x" * 200_000  # over the csv module's 128 KiB field limit; a 1 KB upload once zipped
+
+
+def test_a_header_cell_over_128_kib_is_a_header_problem_not_a_crash(run):
+    files = replace(DEMO_ALONE, DEMO, "cityOfBirth", HUGE_CELL)
+    result = error(run, files, "header.missing_column", file=DEMO, row=1, column="cityOfBirth")
+    assert ("header.unknown_column", DEMO, 1) in [(f.code, f.file, f.row) for f in result.findings.items]
+    assert result.verdict == "rejected"
+
+
+def test_a_file_of_one_huge_line_without_a_line_break_is_read_as_its_header(run):
+    result = error(run, {**DEMO_ALONE, DEMO: HUGE_CELL}, "header.unusable", file=DEMO, row=1)
+    assert result.verdict == "rejected"
+
+
+def test_a_huge_first_line_in_a_package_without_a_manifest(run):
+    files = {**without(V11, DEMO), DEMO: "birthdate," + HUGE_CELL + "\n"}  # a 1.0 header, for the 1.0 check
+    result = run(files, manifest=False)
+    assert ("package.oneroster_1_0", DEMO, 1) in [(f.code, f.file, f.row) for f in result.findings.items]
+    assert result.verdict == "rejected"
+
+
+LONG = "y" * (1 << 20)  # one row of 1 MiB and more: over the limit of a line
+ANY_RATIO = ZipLimits(max_ratio=1e9)  # so much of one letter compresses past the zip bomb limit
+
+
+def test_a_row_longer_than_1_mib_rejects_its_file_with_the_row(run):
+    result = run(replace(DEMO_ALONE, DEMO, "Fresno", LONG), limits=ANY_RATIO)
+    only(result, "csv.line_too_long", severity=Severity.ERROR, file=DEMO, row=2, column=None)
+    assert result.verdict == "rejected" and DEMO not in result.files
+
+
+def test_a_header_longer_than_1_mib_is_row_1_and_a_row_of_exactly_1_mib_passes(run):
+    header = HEADER.rstrip("\n") + ",metadata.x" + "x" * (1 << 20)
+    result = run({**DEMO_ALONE, DEMO: header + "\n"}, limits=ANY_RATIO)
+    only(result, "csv.line_too_long", severity=Severity.ERROR, file=DEMO, row=1)
+    first_row = DEMO_ALONE[DEMO].split("\n")[1]
+    exactly = first_row.replace("Fresno", "F" * ((1 << 20) - len(first_row) + len("Fresno")))
+    assert len(exactly) == 1 << 20
+    result = run(replace(DEMO_ALONE, DEMO, first_row, exactly), limits=ANY_RATIO)
+    assert "csv.line_too_long" not in result.findings.counts and result.verdict == "accepted"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet='ab,"\u00e9', max_size=16))
+def test_header_cells_are_split_as_the_csv_module_splits_them(line):
+    try:
+        expected = next(csv.reader([line]), [])
+    except csv.Error:  # an unclosed quote at the end: the csv module gives up, split_cells reads to the end
+        return
+    assert split_cells(line) == expected
 
 
 def test_a_header_only_file_is_a_warning_in_lenient_mode_and_an_error_in_strict_mode(run):
