@@ -171,7 +171,7 @@ class Daemon:
                 on_accepted=lambda _tenant, _upload_id: self.outbox.kick() if self.outbox else None,
                 on_final=self._observe_upload,
             ),
-            lambda event, **fields: log.info(event, **fields),
+            lambda event, **fields: (log.error if event == "upload.failed" else log.info)(event, **fields),
         )
         self.outbox = Outbox(
             self.store,

@@ -305,7 +305,7 @@ class Intake:
             try:
                 outcome = await loop.run_in_executor(self.pool, process_upload, upload.path, work)
             except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
-                self.log("upload.rejected", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
+                self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
                 upload = await self._quarantine(upload, None, INTERNAL_ERROR)
                 await self._answer(upload, None)
                 return

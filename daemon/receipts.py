@@ -15,6 +15,7 @@ from pathlib import Path
 from .store import Delivery, DeliveryState, State, Store, Upload
 
 MAX_FINDINGS = 1000
+PER_CODE = 20  # findings of each code a receipt keeps before the rest fill up to MAX_FINDINGS
 MAX_NAME_BYTES_IN_RECEIPT = 200  # leaves room for ".<upload_id>.json" within a file name's 255 bytes
 TMP_PREFIX = ".rosterd-tmp-"
 
@@ -36,11 +37,24 @@ NEXT_STEP = {
 
 
 def trim(validation: dict) -> dict:
-    """The validation result as a receipt keeps it: the first MAX_FINDINGS findings, every count."""
+    """The validation result as a receipt keeps it: at most MAX_FINDINGS findings, every count.
+
+    Each code keeps its first PER_CODE findings before the rest fill up to the limit in their order, so a
+    flood of one code (100,000 unknown columns) never hides another code's examples. Order is kept."""
     findings = validation["findings"]
     if len(findings) <= MAX_FINDINGS:
         return validation
-    return {**validation, "findings": findings[:MAX_FINDINGS], "findings_truncated": True}
+    kept: set[int] = set()
+    seen: dict[str, int] = {}
+    for index, finding in enumerate(findings):
+        if seen.get(finding["code"], 0) < PER_CODE and len(kept) < MAX_FINDINGS:
+            seen[finding["code"]] = seen.get(finding["code"], 0) + 1
+            kept.add(index)
+    for index in range(len(findings)):
+        if len(kept) >= MAX_FINDINGS:
+            break
+        kept.add(index)
+    return {**validation, "findings": [findings[i] for i in sorted(kept)], "findings_truncated": True}
 
 
 def build(
@@ -201,7 +215,8 @@ def render_text(receipt: dict) -> str:
                 place += f" = {f['value']!r}" if f["value"] is not None else ""
                 lines.append(f"  {f['severity'].upper():<8}{f['code']}  {place}  {f['message']}")
             if validation["findings_truncated"]:
-                lines.append(f"  … only the first {MAX_FINDINGS} are listed; the counts above are complete")
+                lines.append(f"  … only {MAX_FINDINGS} are listed (the first {PER_CODE} of each code, then in order); "
+                             "the counts above are complete")
     return "\n".join(lines) + "\n"
 
 

@@ -42,8 +42,19 @@ def test_findings_are_cut_to_the_first_thousand_with_complete_counts() -> None:
     assert len(receipt["validation"]["findings"]) == 1000
     assert receipt["validation"]["findings_truncated"] is True
     assert receipt["validation"]["counts_by_code"] == {"row.invalid_enum": 1500}
-    assert "only the first 1000 are listed" in receipts.render_text(receipt)
+    assert "only 1000 are listed" in receipts.render_text(receipt)
     assert receipts.trim(validation(10))["findings_truncated"] is False
+
+
+def test_a_flood_of_one_code_does_not_hide_another_codes_examples() -> None:
+    flood = validation(5000)
+    other = {"code": "row.invalid_date", "severity": "error", "message": "not a date", "file": "users.csv",
+             "row": 9000 + 1, "column": "birthDate", "value": "13/13/2020"}  # fmt: skip
+    flood["findings"] = flood["findings"] + [dict(other, row=r) for r in range(6000, 6050)]
+    kept = receipts.trim(flood)["findings"]
+    assert len(kept) == 1000
+    assert [f["row"] for f in kept if f["code"] == "row.invalid_date"] == list(range(6000, 6020))
+    assert kept[-1]["code"] == "row.invalid_date"  # the order of the findings is kept
 
 
 def test_only_the_newest_receipts_are_kept(tmp_path: Path) -> None:
