@@ -254,26 +254,34 @@ def sandbox_spec(unit: dict[str, list[str]]) -> dict:
 
 def mount_script(unit: dict[str, list[str]], staging: Path) -> str:
     """Mounts made in a private mount namespace before the sandboxed program starts."""
+    hidden = []  # folders the unit replaces with empty ones
+    if unit.get("ProtectHome") == ["yes"]:
+        hidden += [h for h in ("/root", "/home") if Path(h).is_dir()]
+    if unit.get("PrivateTmp") == ["yes"]:
+        hidden += ["/tmp", "/var/tmp"]
+    # This checkout, its venv and its Python may live in one of those (pyenv under /root, a CI clone under
+    # /tmp): they are carried over, as if installed under /usr. (A real installation must not live there.)
+    wanted = sorted({Path(sys.base_prefix), Path(sys.prefix), ROOT}, key=lambda p: len(p.parts))
+    carried: list[Path] = []
+    for path in wanted:
+        if any(path.is_relative_to(h) for h in hidden) and not any(path.is_relative_to(c) for c in carried):
+            carried.append(path)
     steps = []
+    for n, path in enumerate(carried):
+        steps += [f"mkdir -p {staging}/{n}", f"mount --bind {path} {staging}/{n}"]
     if unit.get("ProtectProc") == ["invisible"] or unit.get("ProcSubset") == ["pid"]:
         options = ["nosuid", "nodev", "noexec"]
         options += ["hidepid=invisible"] if unit.get("ProtectProc") == ["invisible"] else []
         options += ["subset=pid"] if unit.get("ProcSubset") == ["pid"] else []
         steps.append(f"mount -t proc -o {','.join(options)} proc /proc")
     if unit.get("ProtectHome") == ["yes"]:
-        # Homes become empty. This checkout's Python may live in one (pyenv under /root): it is carried over,
-        # as if installed under /usr. (A real installation must not use an interpreter from a home.)
-        python = Path(sys.base_prefix)
-        carry = next((h for h in ("/root", "/home") if python.is_relative_to(h)), None)
-        if carry:
-            steps += [f"mkdir -p {staging}", f"mount --bind {python} {staging}"]
         steps += [f"mount -t tmpfs -o mode=0755 tmpfs {h}" for h in ("/root", "/home") if Path(h).is_dir()]
-        if carry:
-            steps += [f"mkdir -p {python}", f"mount --move {staging} {python}", f"mount -o remount,bind,ro {python}"]
-    if unit.get("ProtectSystem") == ["strict"]:
-        steps.append("mount -o remount,bind,ro /")  # /dev/shm, where the state lives here, is its own mount
     if unit.get("PrivateTmp") == ["yes"]:
         steps += ["mount -t tmpfs -o mode=1777 tmpfs /tmp", "mount -t tmpfs -o mode=1777 tmpfs /var/tmp"]
+    for n, path in enumerate(carried):
+        steps += [f"mkdir -p {path}", f"mount --move {staging}/{n} {path}", f"mount -o remount,bind,ro {path}"]
+    if unit.get("ProtectSystem") == ["strict"]:  # last: mount(8) keeps notes under /run, on the root
+        steps.append("mount -o remount,bind,ro /")  # /dev/shm, where the state lives here, is its own mount
     return " && ".join([*steps, 'exec "$@"'])
 
 
