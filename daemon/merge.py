@@ -14,7 +14,7 @@ import polars as pl
 
 from .changes import ROW_COLUMN, entity_order, without_row
 from .oneroster.findings import Findings, Mode, Severity
-from .oneroster.references import _type_ok, _unresolved
+from .oneroster.references import _type_ok, _unresolved, endless_chains
 from .oneroster.schema import VERSIONS, Column, Kind
 from .oneroster.validate import Roster
 
@@ -102,7 +102,21 @@ def check_snapshot_references(
         for col in table.columns:
             if col.ref is not None and col.name in _names(frames[entity]) and _open(entity, col, package):
                 _check_reference(frames, entity, col, package, version, findings, mode)
+                if col.ref.entity == entity and package is not None and package.modes.get(entity) == "delta":
+                    _check_cycle(frames, entity, col, package, findings)  # a delta may close a loop with old rows
     return findings
+
+
+def _check_cycle(frames: Frames, entity: str, col: Column, package: Roster | None, findings: Findings) -> None:
+    """Rows of the merged snapshot whose parents go round in a circle (orgs, academicSessions)."""
+    links = _columns(frames[entity], "sourcedId", col.name).filter(pl.col(col.name).is_not_null())
+    looping = endless_chains(links.select(child="sourcedId", parent=col.name))
+    if looping.len() == 0:
+        return
+    rows = links.filter(pl.col("sourcedId").is_in(looping.implode())).select("sourcedId", value=pl.col(col.name))
+    message = f"{col.name} leads round in a circle: following the parents from this row never reaches the top"
+    findings.add_rows("reference.parent_cycle", Severity.ERROR, _with_rows(rows, entity, package),
+                      _in_snapshot(message), file=f"{entity}.csv", column=col.name)  # fmt: skip
 
 
 def _open(entity: str, col: Column, package: Roster | None) -> bool:

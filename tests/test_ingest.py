@@ -59,3 +59,23 @@ def test_a_mass_deletion_is_staged_with_its_holds(tmp_path: Path) -> None:
     write_zip(gutted.bulk, tmp_path / "day2.zip", SPEC.version)
     outcome, _ = staged(tmp_path, "2", tmp_path / "day2.zip", base, users_deleted_share=0.10)
     assert [h["threshold"] for h in outcome["snapshot"]["holds"]] == ["users_deleted_share", "enrollments_deleted_share"]
+
+
+def test_a_delta_that_closes_a_parent_loop_with_the_snapshot_is_rejected(tmp_path: Path) -> None:
+    """Each file alone is fine; merged with the snapshot, the district's new parent is one of its schools."""
+    import polars as pl
+
+    day1 = generate(SPEC)
+    write_zip(day1, tmp_path / "day1.zip", SPEC.version)
+    _, base = staged(tmp_path, "1", tmp_path / "day1.zip", None)
+    orgs = day1["orgs"]
+    district = orgs.filter(pl.col("type") == "district")
+    school = orgs.filter(pl.col("type") == "school")["sourcedId"][0]
+    looped = district.with_columns(parentSourcedId=pl.lit(school), status=pl.lit("active"),
+                                   dateLastModified=pl.lit("2026-12-01T00:00:00.000Z"))  # fmt: skip
+    write_zip({"orgs": looped}, tmp_path / "loop.zip", SPEC.version, mode="delta")
+    outcome, staging = staged(tmp_path, "2", tmp_path / "loop.zip", base)
+    assert outcome["validation"]["verdict"] == "rejected" and "snapshot" not in outcome
+    cycle = [f for f in outcome["validation"]["findings"] if f["code"] == "reference.parent_cycle"]
+    assert {f["value"] for f in cycle} >= {school} and all(f["file"] == "orgs.csv" for f in cycle)
+    assert any(f["row"] == 2 for f in cycle)  # the delta's own row, where the loop was closed

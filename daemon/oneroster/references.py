@@ -177,14 +177,10 @@ def _check_cycles(state: FileState, col: Column, findings: Findings) -> None:
     if "status" in state.frame.columns:  # a delta's tobedeleted rows leave the hierarchy
         live = live & pl.col("status").ne_missing("tobedeleted")
     links = state.frame.filter(live).select("_row", child="sourcedId", parent=col.name)
-    up, steps = links.select("child", "parent"), 1
-    while up.height and steps <= links.height:
-        further = up.select(parent="child", above="parent")
-        up = up.join(further, on="parent", how="inner").select("child", parent="above")
-        steps *= 2
-    if up.height == 0:
+    looping = endless_chains(links)
+    if looping.len() == 0:
         return
-    cyclic = links.filter(pl.col("child").is_in(up["child"].implode()))
+    cyclic = links.filter(pl.col("child").is_in(looping.implode()))
     findings.add_rows(
         "reference.parent_cycle",
         Severity.ERROR,
@@ -194,6 +190,17 @@ def _check_cycles(state: FileState, col: Column, findings: Findings) -> None:
         column=col.name,
     )
     state.frame = state.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(cyclic["_row"].implode()))
+
+
+def endless_chains(links: pl.DataFrame) -> pl.Series:
+    """The `child` values of `links` (child -> parent, one row per linked row) whose chain of parents never
+    ends: on a cycle or leading into one (pointer doubling, see _check_cycles)."""
+    up, steps = links.select("child", "parent"), 1
+    while up.height and steps <= links.height:
+        further = up.select(parent="child", above="parent")
+        up = up.join(further, on="parent", how="inner").select("child", parent="above")
+        steps *= 2
+    return up["child"].unique()
 
 
 def _type_ok(col: Column, version: Version) -> pl.Expr:
