@@ -44,25 +44,35 @@ class RawTable:
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """Whole lines of a file with the byte counts the fast parse needs, counted where the chunk is made
-    (the prefetch thread), off the critical path."""
+    (the prefetch thread).
+
+    Counting a byte costs a pass over the chunk with the GIL held, so only what the fast parse cannot learn
+    more cheaply is counted: commas only in a chunk that holds a quote (without quotes, the lengths of the
+    parsed values give the separators), carriage returns only in a chunk that holds one.
+    """
 
     data: bytes
     newlines: int
-    commas: int
+    commas: int | None  # None when the chunk holds no quote
     quotes: bool
-    bare_cr: bool
+    crs: int  # carriage returns
+    bare_cr: bool  # a carriage return that does not end a line
 
     @classmethod
     def of(cls, data: bytes) -> Chunk:
-        bare_cr = b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
-        return cls(data, data.count(b"\n"), data.count(b","), b'"' in data, bare_cr)
+        quotes = b'"' in data
+        crs = data.count(b"\r") if b"\r" in data else 0
+        bare_cr = crs != 0 and crs != data.count(b"\r\n")
+        return cls(data, data.count(b"\n"), data.count(b",") if quotes else None, quotes, crs, bare_cr)
 
     def after(self, head: bytes) -> Chunk:
         """This chunk without its first `len(head)` bytes (the header line and its line break)."""
         rest = self.data[len(head) :]
-        bare_cr = self.bare_cr and b"\r" in rest and rest.count(b"\r") != rest.count(b"\r\n")
-        return Chunk(rest, self.newlines - head.count(b"\n"), self.commas - head.count(b","),
-                     self.quotes and b'"' in rest, bare_cr)  # fmt: skip
+        quotes = self.quotes and b'"' in rest
+        crs = self.crs - head.count(b"\r")
+        bare_cr = self.bare_cr and crs != 0 and crs != rest.count(b"\r\n")
+        commas = self.commas - head.count(b",") if quotes else None  # quotes here: the whole chunk had some
+        return Chunk(rest, self.newlines - head.count(b"\n"), commas, quotes, crs, bare_cr)
 
 
 def column_names(width: int) -> list[str]:
@@ -191,33 +201,38 @@ def line_chunks(blocks: Iterable[bytes], size: int = 16 << 20, max_line: int | N
     """
     pending: list[bytes] = []
     held = 0
-    row, run = 1, 0  # the line being read (header = 1) and its bytes so far
+    rows_before = 1  # the row (header = 1) that the first byte of `pending` belongs to
+    run = 0  # bytes so far of the line being read
     for block in blocks:
         if max_line is not None:
-            row, run = _measure_lines(block, row, run, max_line)
+            run, too_long = _measure_line(block, run, max_line)
+            if too_long is not None:
+                # Line breaks are counted only here, on the way out: the chunks count theirs anyway.
+                raise LineTooLong(rows_before + sum(part.count(b"\n") for part in pending), too_long)
         pending.append(block)
         held += len(block)
         if held >= size:
             data = b"".join(pending)
             cut = _cut_point(data)
             if cut:
-                yield Chunk.of(data if cut == len(data) else data[:cut])
+                chunk = Chunk.of(data if cut == len(data) else data[:cut])
+                rows_before += chunk.newlines
+                yield chunk
                 pending, held = [data[cut:]], len(data) - cut
             else:
                 pending = [data]
     yield Chunk.of(b"".join(pending))
 
 
-def _measure_lines(block: bytes, row: int, run: int, limit: int) -> tuple[int, int]:
-    """The line and its length so far after `block`, given them before it; raises LineTooLong past `limit`."""
+def _measure_line(block: bytes, run: int, limit: int) -> tuple[int, int | None]:
+    """The length so far of the line being read after `block`, given it before; and, when the line is
+    longer than `limit`, its length as far as it was seen (else None)."""
     first = block.find(b"\n")
     if first < 0:
-        if run + len(block) > limit:
-            raise LineTooLong(row, run + len(block))
-        return row, run + len(block)
+        return run + len(block), (run + len(block) if run + len(block) > limit else None)
     if run + first > limit:
-        raise LineTooLong(row, run + first)
-    return row + block.count(b"\n"), len(block) - block.rfind(b"\n") - 1
+        return run + first, run + first
+    return len(block) - block.rfind(b"\n") - 1, None
 
 
 def _cut_point(buf: bytes, tries: int = 64) -> int:
@@ -225,6 +240,8 @@ def _cut_point(buf: bytes, tries: int = 64) -> int:
     end = buf.rfind(b"\n")
     if end < 0:
         return 0
+    if b'"' not in buf:  # most files hold no quote at all: spare them the count
+        return end + 1
     quotes = buf.count(b'"', 0, end)
     for _ in range(tries):
         if quotes % 2 == 0:
@@ -257,22 +274,27 @@ def _parse_if_clean(chunk: Chunk, names: list[str], schema: dict, first_row: int
     lines = chunk.newlines + (0 if body.endswith(b"\n") else 1)
     if frame.height != lines:
         return None
-    separators = chunk.commas
     if chunk.quotes:
         # polars reads a stray quote inside an unquoted field as text. Such a value holds a quote, and so does
         # a correctly escaped one (""): the raw lines of rows whose values hold a quote are checked for form.
         # Row i is line i here (the counts matched above).
         # A comma inside a value was inside quotes: it is not a separator. One parallel pass gives both.
-        stats = frame.select(
-            pl.any_horizontal(pl.col(n).str.contains('"', literal=True).any() for n in names).alias("quote"),
-            pl.sum_horizontal(pl.col(n).str.count_matches(",", literal=True).sum() for n in names).alias("commas"),
-        ).row(0, named=True)
-        if stats["quote"]:
-            suspect = frame.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True) for n in names))
-            lines = _split_lines(body)[0].gather(suspect.to_series().fill_null(False).arg_true())
+        lazy = frame.lazy()
+        suspect, commas = pl.collect_all([
+            lazy.select(pl.any_horizontal(pl.col(n).str.contains('"', literal=True) for n in names).fill_null(False)),
+            lazy.select(pl.sum_horizontal(pl.col(n).str.count_matches(",", literal=True).sum() for n in names)),
+        ])  # fmt: skip
+        suspect = suspect.to_series()
+        if suspect.any():
+            lines = _split_lines(body)[0].gather(suspect.arg_true())
             if lines.str.replace_all(FIELD_START_QUOTED, "$1").str.contains('"', literal=True).any():
                 return None
-        separators -= stats["commas"] or 0
+        separators = chunk.commas - (commas.item() or 0)
+    else:
+        # Without quotes every byte is a value's, a separator, a line break or the CR before one; a value's
+        # length is kept beside it, so summing lengths reads no text.
+        values = frame.select(pl.sum_horizontal(pl.col(n).str.len_bytes().sum() for n in names)).item() or 0
+        separators = len(body) - chunk.newlines - chunk.crs - values
     if separators != (len(names) - 1) * frame.height:
         return None
     return frame.with_columns(_row=pl.int_range(first_row, first_row + frame.height, dtype=pl.UInt32))
