@@ -212,6 +212,17 @@ def line_chunks(blocks: Iterable[bytes], size: int = 16 << 20, max_line: int | N
         pending.append(block)
         held += len(block)
         if held >= size:
+            cut = _cut_in_last(pending)
+            if cut is not None:
+                # The cut falls in the last block: join once, up to it, instead of joining everything and
+                # then copying the chunk out of the joined bytes (two transient copies of a chunk per file).
+                last = pending[-1]
+                rest = last[cut:]
+                chunk = Chunk.of(b"".join([*pending[:-1], last if cut == len(last) else last[:cut]]))
+                rows_before += chunk.newlines
+                yield chunk
+                pending, held = [rest], len(rest)
+                continue
             data = b"".join(pending)
             cut = _cut_point(data)
             if cut:
@@ -233,6 +244,28 @@ def _measure_line(block: bytes, run: int, limit: int) -> tuple[int, int | None]:
     if run + first > limit:
         return run + first, run + first
     return len(block) - block.rfind(b"\n") - 1, None
+
+
+def _cut_in_last(blocks: list[bytes], tries: int = 64) -> int | None:
+    """Where `_cut_point` would cut the joined `blocks`, as an offset into the last block; None when that
+    cut is not in the last block or finding it needs bytes before it (then join and use `_cut_point`)."""
+    last = blocks[-1]
+    end = last.rfind(b"\n")
+    if end < 0:
+        return None
+    before = [part.count(b'"') for part in blocks[:-1]] if any(b'"' in part for part in blocks[:-1]) else []
+    if not before and b'"' not in last:
+        return end + 1
+    quotes = sum(before) + last.count(b'"', 0, end)
+    for _ in range(tries):
+        if quotes % 2 == 0:
+            return end + 1
+        start = last.rfind(b"\n", 0, end)
+        if start < 0:
+            return None
+        quotes -= last.count(b'"', start, end)
+        end = start
+    return last.rfind(b"\n") + 1
 
 
 def _cut_point(buf: bytes, tries: int = 64) -> int:
