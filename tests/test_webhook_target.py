@@ -84,15 +84,17 @@ async def deliver_all(store: Store, target: WebhookDelivery, tmp_path: Path, tim
         outbox = Outbox(store, {("north", "vendor"): target}, {"north": tmp_path}, pool, rules, lambda *a, **f: None)
         await outbox.start()
         try:
-            for _ in range(int(timeout / 0.05)):
-                if not any(d.state.open for d in store.deliveries("north")):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError([(d.state, d.last_error) for d in store.deliveries("north")])
-            await outbox.idle()
+            async with asyncio.timeout(timeout + 20):  # a hang anywhere below fails here, with the outbox's state
+                for _ in range(int(timeout / 0.05)):
+                    if not any(d.state.open for d in store.deliveries("north")):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError([(d.state, d.last_error) for d in store.deliveries("north")])
+                await outbox.idle()
         finally:
-            await outbox.stop()
+            async with asyncio.timeout(20):
+                await outbox.stop(grace_seconds=2)
 
 
 def expected_state(folder: Path, scope: Scope) -> dict[str, dict[str, dict]]:
