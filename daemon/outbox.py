@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from .store import Delivery, DeliveryState, Store, now
+from .store import Delivery, DeliveryState, Store, now, stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,20 @@ class Outcome:
 
 def delivered(result: dict | None = None) -> Outcome:
     return Outcome(DeliveryState.DELIVERED, result=result)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """An HTTP Retry-After header in seconds; None when absent or an HTTP date (the backoff policy decides)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def shortened(text: str, limit: int = 300) -> str:
+    """A receiver's answer as one line fit for a delivery's error: whitespace folded, at most `limit` chars."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def retry(error: str, result: dict | None = None, after: float | None = None) -> Outcome:
@@ -185,7 +199,7 @@ class Outbox:
                 continue
             local = datetime.now(ZoneInfo(zone))
             start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
-            since = start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            since = stamp(start)
             queued = await asyncio.to_thread(self.store.queue_dated, tenant, name, local.date().isoformat(), since)
             if queued is not None:
                 self.log("info", "delivery.queued", tenant=tenant, target=name, upload_id=queued.upload_id,
@@ -248,8 +262,7 @@ class Outbox:
             if age + wait > self.policy.give_up_seconds:
                 state = DeliveryState.DEAD
             else:
-                next_at = (datetime.now(UTC) + timedelta(seconds=wait)).isoformat(timespec="milliseconds")
-                next_at = next_at.replace("+00:00", "Z")
+                next_at = stamp(datetime.now(UTC) + timedelta(seconds=wait))
         recorded = await asyncio.to_thread(self.store.finish_delivery, delivery.id, state, outcome.error,
                                            outcome.result, next_at)  # fmt: skip
         if state is DeliveryState.DELIVERED:

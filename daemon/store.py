@@ -132,7 +132,12 @@ CURRENT_SNAPSHOT = (
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return stamp(datetime.now(UTC))
+
+
+def stamp(moment: datetime) -> str:
+    """A time as the database keeps it: UTC, milliseconds, `Z` (text order is time order)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_upload_id() -> str:

@@ -30,7 +30,7 @@ import polars as pl
 
 from .. import snapshots
 from ..changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
-from ..outbox import Job, Outcome, delivered, permanent, retry
+from ..outbox import Job, Outcome, delivered, permanent, retry, retry_after_seconds, shortened
 from . import views
 from .settings import WebhookTarget
 
@@ -145,8 +145,8 @@ class WebhookDelivery(views.LicenceTarget):
             async with self._session.post(self.settings.url, data=body, headers=headers,
                                           timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds),
                                           allow_redirects=False) as response:  # fmt: skip
-                status, text = response.status, (await response.text(errors="replace"))[:300]
-                after = _seconds(response.headers.get("Retry-After"))
+                status, text = response.status, shortened(await response.text(errors="replace"))
+                after = retry_after_seconds(response.headers.get("Retry-After"))
         except (TimeoutError, asyncio.TimeoutError):
             return retry(f"{where}: no answer within {self.settings.timeout_seconds:g} s", dict(result))
         except aiohttp.ClientError as err:
@@ -158,16 +158,9 @@ class WebhookDelivery(views.LicenceTarget):
                              f"until `rosterd enable-target {self.tenant} {self.name}`", dict(result),
                              disable_target=True)  # fmt: skip
         if status in (408, 429) or status >= 500:
-            return retry(f"{where}: HTTP {status} {' '.join(text.split())}", dict(result), after)
-        return permanent(f"{where}: HTTP {status} {' '.join(text.split())}", dict(result))
+            return retry(f"{where}: HTTP {status} {text}", dict(result), after)
+        return permanent(f"{where}: HTTP {status} {text}", dict(result))
 
 
 def _read_batch(folder: Path, n: int) -> bytes:
     return (folder / BATCHES / f"{n:06d}.json").read_bytes()
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 import aiohttp
 
+from ...outbox import retry_after_seconds, shortened
 from .cognito import CognitoAuth, CognitoError
 from .settings import CersTarget
 
@@ -80,7 +81,7 @@ class CersClient:
                                                 timeout=timeout) as response:  # fmt: skip
                     text = await response.text(errors="replace")
                     record = _json(text) if response.content_type == "application/json" else None
-                    status, retry_after = response.status, _retry_after(response.headers.get("Retry-After"))
+                    status, retry_after = response.status, retry_after_seconds(response.headers.get("Retry-After"))
             except (TimeoutError, asyncio.TimeoutError):
                 return Sent(Verdict.RETRY, f"{method} {url}: no answer within {self.settings.timeout_seconds:g} s")
             except aiohttp.ClientError as err:
@@ -102,10 +103,10 @@ def _judge(method: str, url: str, status: int, text: str, record, retry_after, u
                     "needs GROUP_WRITE, given by the GROUP_ADMIN role, for these schools); the LEA's CAASPP "
                     "coordinator grants it in TOMS", status)  # fmt: skip
     if status == 429 or status >= 500:
-        return Sent(Verdict.RETRY, f"{where}: HTTP {status} {_short(text)}", status, retry_after=retry_after)
+        return Sent(Verdict.RETRY, f"{where}: HTTP {status} {shortened(text)}", status, retry_after=retry_after)
     if status in (200, 202):
-        return Sent(Verdict.RETRY, f"{where}: HTTP {status} without a JSON import record: {_short(text)}", status)
-    return Sent(Verdict.REFUSED, f"{where}: HTTP {status} {_short(text)}", status)
+        return Sent(Verdict.RETRY, f"{where}: HTTP {status} without a JSON import record: {shortened(text)}", status)
+    return Sent(Verdict.REFUSED, f"{where}: HTTP {status} {shortened(text)}", status)
 
 
 def _json(text: str):
@@ -113,15 +114,3 @@ def _json(text: str):
         return json.loads(text)
     except ValueError:
         return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None  # an HTTP date: the backoff policy decides instead
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
