@@ -93,16 +93,22 @@ def operator() -> str:
     return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-def _open(args: argparse.Namespace):
-    """(settings, store) for the config given; raises SystemExit with a message when unusable."""
+def settings_of(args: argparse.Namespace):
+    """The settings of the config given; raises SystemExit with the problems when unusable."""
     from .config import ConfigError, load_settings
-    from .store import Store
 
     try:
-        settings = load_settings(args.config)
+        return load_settings(args.config)
     except ConfigError as err:
         print(err, file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+
+
+def _open(args: argparse.Namespace):
+    """(settings, store) for the config given; raises SystemExit with a message when unusable."""
+    from .store import Store
+
+    settings = settings_of(args)
     database = settings.server.state_dir / "rosterd.db"
     if not database.exists():
         print(f"rosterd: no database at {database}: has the daemon run with this config?", file=sys.stderr)
@@ -110,7 +116,7 @@ def _open(args: argparse.Namespace):
     return settings, Store(database, settings.target_names())
 
 
-def _known_tenant(settings, name: str) -> None:
+def known_tenant(settings, name: str) -> None:
     if settings.tenant(name) is None:
         print(f"rosterd: no tenant {name!r} in {settings.source}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -118,7 +124,7 @@ def _known_tenant(settings, name: str) -> None:
 
 def _snapshots(args: argparse.Namespace) -> int:
     settings, store = _open(args)
-    _known_tenant(settings, args.tenant)
+    known_tenant(settings, args.tenant)
     history = store.snapshots(args.tenant)
     store.close()
     if args.format == "json":
@@ -179,7 +185,7 @@ def _rebaseline(args: argparse.Namespace) -> int:
               "additions, never held); run again with --confirm to go ahead", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     settings, store = _open(args)
-    _known_tenant(settings, args.tenant)
+    known_tenant(settings, args.tenant)
     who = operator()
     store.request_rebaseline(args.tenant, who)
     store.close()
@@ -192,7 +198,7 @@ def _rebaseline(args: argparse.Namespace) -> int:
 def _outbox(args: argparse.Namespace) -> int:
     settings, store = _open(args)
     if args.tenant is not None:
-        _known_tenant(settings, args.tenant)
+        known_tenant(settings, args.tenant)
     listed = store.deliveries(args.tenant, limit=args.limit)
     disabled = store.disabled_targets()
     store.close()
@@ -247,7 +253,7 @@ def _enable_target(args: argparse.Namespace) -> int:
     from .logs import configure_logging, get_logger
 
     settings, store = _open(args)
-    _known_tenant(settings, args.tenant)
+    known_tenant(settings, args.tenant)
     enabled = store.enable_target(args.tenant, args.target)
     store.close()
     if not enabled:
@@ -263,7 +269,7 @@ def _enable_target(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     settings, store = _open(args)
     if args.tenant is not None:
-        _known_tenant(settings, args.tenant)
+        known_tenant(settings, args.tenant)
     names = [args.tenant] if args.tenant else [t.name for t in settings.tenants]
     counts = store.counts()
     disabled = store.disabled_targets()

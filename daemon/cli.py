@@ -87,7 +87,7 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
                             description="Manage the [[tenants]] entries of a rosterd config file.")  # fmt: skip
     actions = tenant.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    config_help = "the config file (default: config/rosterd.toml of the source tree)"
+    config_help = admin.CONFIG_HELP
 
     add = actions.add_parser(
         "add",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
-CONFIG_HELP = "the config file (default: config/rosterd.toml of the source tree)"
+from ..admin import CONFIG_HELP, known_tenant, settings_of
+
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,19 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_targets(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, load_settings
-
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    settings = settings_of(args)
     tenants = settings.tenants
     if args.tenant is not None:
-        tenants = [t for t in tenants if t.name == args.tenant]
-        if not tenants:
-            print(f"rosterd: no tenant {args.tenant!r} in {settings.source}", file=sys.stderr)
-            return 2
+        known_tenant(settings, args.tenant)
+        tenants = [settings.tenant(args.tenant)]
     pairs = [(t.name, target) for t in tenants for target in t.targets]
     if not pairs:
         print("no targets configured" + (f" for {args.tenant}" if args.tenant else ""))
