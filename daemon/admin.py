@@ -267,6 +267,8 @@ def _enable_target(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from .store import DeliveryState
+
     settings, store = _open(args)
     if args.tenant is not None:
         known_tenant(settings, args.tenant)
@@ -281,7 +283,7 @@ def _status(args: argparse.Namespace) -> int:
         for target in settings.tenant(name).targets:
             good, bad = store.target_history(name, target.name)
             backlog = sum(n for (t, g, state), n in counts["deliveries"].items()
-                          if t == name and g == target.name and state in ("pending", "in_flight", "failed"))  # fmt: skip
+                          if t == name and g == target.name and DeliveryState(state).open)  # fmt: skip
             targets.append({
                 "target": target.name, "type": target.type, "backlog": backlog,
                 "disabled": disabled.get((name, target.name), (None, None))[1],
