@@ -300,9 +300,10 @@ class Daemon:
         self.store.targets = fresh.target_names()
         await self.sftp.update_tenants(self._access(fresh, demo_public))
         await self.intake.update_tenants(self._tenant_paths(fresh))
-        await self.outbox.update_targets(make_targets(fresh), self._results(fresh))
+        targets = make_targets(fresh)
+        await self.outbox.update_targets(targets, self._results(fresh))
         log.info("config.reloaded", config=str(fresh.source), tenants=[t.name for t in fresh.tenants],
-                 targets=sorted(f"{t}/{n}" for t, n in make_targets(fresh)))  # fmt: skip
+                 targets=sorted(f"{t}/{n}" for t, n in targets))  # fmt: skip
         self.notifier.ready(f"reloaded; {len(fresh.tenants)} tenant(s)")
 
     def _uploaded(self, event: UploadReceived) -> None:
