@@ -128,10 +128,16 @@ class RunningDaemon:
     """One `rosterd serve` process and its files; start() and stop() may alternate on the same state."""
 
     def __init__(
-        self, home: Path, tenants: Iterable[Tenant], host_keys: Path | None = None, extra_config: str = ""
+        self,
+        home: Path,
+        tenants: Iterable[Tenant],
+        host_keys: Path | None = None,
+        extra_config: str = "",
+        settings: dict[str, dict[str, object]] | None = None,
     ) -> None:
         self.home = home
         self.extra_config = extra_config  # more TOML sections (e.g. [defender]), written before the tenants
+        self.settings = settings or {}  # keys for [server], [intake] and [health] over the test defaults
         self.tenants = {t.name: t for t in tenants}
         self.state = home / "state"
         self.config = home / "rosterd.toml"
@@ -161,18 +167,16 @@ class RunningDaemon:
     # configuration and lifecycle
 
     def write_config(self) -> None:
-        self.config.write_text(
-            "[server]\n"
-            'host = "127.0.0.1"\n'
-            f"port = {self.port}\n"
-            f"state_dir = {json.dumps(str(self.state))}\n"
-            "min_free_bytes = 0\n\n"
-            "[intake]\n"
-            "settle_seconds = 0.5\n"
-            "rescan_seconds = 2\n\n"
-            "[health]\n"
-            "port = 0\n\n" + self.extra_config + "\n" + "\n".join(t.toml() for t in self.tenants.values())
-        )
+        sections = {
+            "server": {"host": "127.0.0.1", "port": self.port, "state_dir": str(self.state), "min_free_bytes": 0},
+            "intake": {"settle_seconds": 0.5, "rescan_seconds": 2},
+            "health": {"port": 0},
+        }
+        text = ""
+        for section, keys in sections.items():
+            keys = {**keys, **self.settings.get(section, {})}
+            text += f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items()) + "\n"
+        self.config.write_text(text + self.extra_config + "\n" + "\n".join(t.toml() for t in self.tenants.values()))
 
     def start(self) -> RunningDaemon:
         """Start and wait for `daemon.started`; a port taken by someone else meanwhile means another port."""
@@ -390,13 +394,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def rosterd(tmp_path: Path, host_keys: Path) -> Iterator[Callable[..., RunningDaemon]]:
     """Factory: `rosterd(*tenants)` starts a daemon (`fresh_host_keys=True`: it makes its own, `start=False`:
-    only its files are prepared); every daemon and client is stopped at teardown, even after a failure."""
+    only its files are prepared, `settings={"server": {...}}`: keys of [server], [intake] or [health]); every daemon and client is stopped at teardown, even after a failure."""
     require_openssh()
     made: list[RunningDaemon] = []
 
-    def make(*chosen: Tenant, fresh_host_keys: bool = False, start: bool = True, extra_config: str = "") -> RunningDaemon:
+    def make(
+        *chosen: Tenant,
+        fresh_host_keys: bool = False,
+        start: bool = True,
+        extra_config: str = "",
+        settings: dict[str, dict[str, object]] | None = None,
+    ) -> RunningDaemon:
         home = tmp_path / f"daemon-{len(made)}"
-        daemon = RunningDaemon(home, chosen, None if fresh_host_keys else host_keys, extra_config)
+        daemon = RunningDaemon(home, chosen, None if fresh_host_keys else host_keys, extra_config, settings)
         made.append(daemon)
         return daemon.start() if start else daemon
 
