@@ -13,19 +13,25 @@ import getpass
 import json
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+STUCK_MINUTES = 15.0  # far beyond the largest district's validation (seconds), short of a nightly upload's gap
 CONFIG_HELP = "the config file (default: config/rosterd.toml of the source tree)"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="each tenant's last upload, holds, outbox backlog and targets",
                             description="Per tenant: the last upload and its state, held uploads waiting for an "
-                            "administrator, the outbox backlog, and each target's last success and last error. "
-                            "Reads the database; works while the daemon runs.")  # fmt: skip
+                            "administrator, uploads stuck in received or validating, the outbox backlog, and "
+                            "each target's last success and last error. Reads the database; works while the "
+                            "daemon runs.")  # fmt: skip
     status.add_argument("tenant", metavar="TENANT", nargs="?")
+    status.add_argument("--stuck-minutes", type=float, default=STUCK_MINUTES, metavar="N",
+                        help=f"an upload still received or validating after N minutes is shown as stuck "
+                        f"(default {STUCK_MINUTES:g})")  # fmt: skip
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
     status.set_defaults(func=_status)
@@ -267,7 +273,7 @@ def _enable_target(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .store import DeliveryState
+    from .store import DeliveryState, stamp
 
     settings, store = _open(args)
     if args.tenant is not None:
@@ -275,6 +281,8 @@ def _status(args: argparse.Namespace) -> int:
     names = [args.tenant] if args.tenant else [t.name for t in settings.tenants]
     counts = store.counts()
     disabled = store.disabled_targets()
+    since = stamp(datetime.now(UTC) - timedelta(minutes=args.stuck_minutes))
+    stuck = store.stuck(since)
     report = []
     for name in names:
         last = store.recent(name, 1)
@@ -296,6 +304,8 @@ def _status(args: argparse.Namespace) -> int:
             "last_upload": {"upload_id": last[0].id, "file": last[0].name, "state": str(last[0].state),
                             "received_at": last[0].received_at} if last else None,
             "held": [{"upload_id": u.id, "file": u.name, "received_at": u.received_at} for u in held],
+            "stuck": [{"upload_id": u.id, "file": u.name, "state": str(u.state), "since": u.updated_at}
+                      for u in stuck if u.tenant == name],
             "uploads_by_state": {state: n for (t, state), n in sorted(counts["uploads"].items()) if t == name},
             "targets": targets,
         })  # fmt: skip
@@ -308,6 +318,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{tenant['tenant']}")
         print("  last upload   " + (f"{last['upload_id']} {last['state']} ({last['file']}, {last['received_at']})"
                                     if last else "none yet"))  # fmt: skip
+        for upload in tenant["stuck"]:
+            print(f"  STUCK         {upload['upload_id']} ({upload['file']}) {upload['state']} since {upload['since']}"
+                  " (the daemon retries it; see its log for upload.failed)")  # fmt: skip
         for held in tenant["held"]:
             print(f"  HELD          {held['upload_id']} ({held['file']}): rosterd approve / discard {held['upload_id']}")
         for t in tenant["targets"]:

@@ -25,6 +25,7 @@ from .health import HealthServer, Metrics
 from .logs import configure_logging, get_logger
 from .notify import Notifier
 from .outbox import Outbox, RetryPolicy, Target
+from .readiness import Readiness, disk_check, fd_check, write_check
 from .sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
 from .sftp.defender import DefenderOptions
 from .store import Store
@@ -141,6 +142,8 @@ class Daemon:
         self.health_port: int | None = None
         self.notifier = Notifier()
         self._keep_alive: asyncio.Task | None = None
+        self._checking: asyncio.Task | None = None
+        self.readiness: Readiness | None = None
         self.ready = False  # listening, with start-up recovery done (readiness for systemd and /readyz)
         self._demo_public: str | None = None
         self._lock_fd: int | None = None
@@ -152,7 +155,9 @@ class Daemon:
         self._lock_state_dir()
         demo_public = self._demo_public = await self._demo_key(settings)
         self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
-        self.metrics = Metrics(self.store, live=lambda: self.sftp.stats() if self.sftp else {})
+        self.readiness = self._readiness(settings)
+        self.metrics = Metrics(self.store, live=lambda: self.sftp.stats() if self.sftp else {},
+                               blockers=lambda: self.readiness.blockers)  # fmt: skip
         self.notifier.status("recovering: finishing what the last run left")
         # spawn, not fork: polars runs threads, and a forked copy of a threaded process can deadlock.
         self.pool = ProcessPoolExecutor(settings.intake.workers, mp_context=multiprocessing.get_context("spawn"))
@@ -214,9 +219,11 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"cannot listen for health checks on {settings.health.host}:"
                                    f"{settings.health.port}: {exc.strerror or exc}") from None  # fmt: skip
+        await self.readiness.refresh()  # the first verdict before /readyz can say ready
         self.ready = True
         self.notifier.ready(f"listening on {server.host}:{self.port}; {len(settings.tenants)} tenant(s)")
         self._keep_alive = asyncio.create_task(self.notifier.keep_alive(lambda: self.ready), name="watchdog")
+        self._checking = asyncio.create_task(self.readiness.run(), name="readiness")
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
                  tenants=[t.name for t in settings.tenants], health_port=self.health_port)  # fmt: skip
         if demo_public:
@@ -225,6 +232,26 @@ class Daemon:
                   f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
                   "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+    def _readiness(self, settings: Settings) -> Readiness:
+        """The checks behind /readyz beyond "started": whether intake can make progress now."""
+        assert self.store is not None
+        checks = {
+            "worker_pool": lambda: None if self.pool is None or getattr(self.pool, "usable", True)
+            else "no worker process can run",
+            "database": write_check(self.store.heartbeat),
+            "state_disk": disk_check(self.state_dir, settings.server.min_free_bytes),
+            "file_descriptors": fd_check(),
+        }  # fmt: skip
+        return Readiness(checks, interval=settings.health.check_seconds, on_change=self._readiness_changed)
+
+    def _readiness_changed(self, blockers: dict[str, str]) -> None:
+        if blockers:
+            self.log.error("daemon.not_ready", reasons=blockers)
+            self.notifier.status("not ready: " + "; ".join(f"{k}: {v}" for k, v in sorted(blockers.items())))
+        else:
+            self.log.info("daemon.ready_again")
+            self.notifier.status(f"listening on {self.settings.server.host}:{self.port}; ready")
 
     def _lock_state_dir(self) -> None:
         """One daemon per state directory: a second one would take uploads from under the first."""
@@ -332,6 +359,8 @@ class Daemon:
         self.notifier.stopping()
         if self._keep_alive is not None:
             self._keep_alive.cancel()
+        if self._checking is not None:
+            self._checking.cancel()
         if self.sftp is not None:
             self.sftp.close()
             await self.sftp.wait_closed()

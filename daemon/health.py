@@ -1,8 +1,11 @@
 """Health and Prometheus metrics on their own loopback HTTP port, apart from the SFTP listener.
 
     GET /healthz   200 {"status": "ok"} while the event loop answers (and `alive()`, when given); else 503
-    GET /readyz    200 {"status": "ready"} once the daemon serves (SFTP listening, start-up recovery done);
-                   503 {"status": "starting"} before that, {"status": "stopping"} once it stops being ready
+    GET /readyz    200 {"status": "ready"} once the daemon serves (SFTP listening, start-up recovery done)
+                   and intake can make progress; 503 {"status": "starting"} before that, {"status":
+                   "stopping"} once it stops, and {"status": "not_ready", "reasons": {reason: detail}} while a
+                   readiness check fails (no usable worker, the database takes no writes, the state disk is
+                   under min_free_bytes, file descriptors over 90% of the limit: see readiness.py)
     GET /metrics   the Prometheus text format (version 0.0.4)
 
 Anything else is 404, a method other than GET or HEAD on these paths 405. No answer repeats what the request
@@ -22,7 +25,10 @@ survive a restart and agree with `rosterd status`):
     rosterd_uploads{tenant,state}                    gauge: uploads in each state now
     rosterd_deliveries{tenant,target,state}          gauge: deliveries in each state now
     rosterd_outbox_backlog{tenant,target}            gauge: deliveries still to go (pending, in flight, failed)
+    rosterd_oldest_unfinished_seconds                gauge: how long the oldest upload still received or
+                                                     validating has been in that state (0: none)
     rosterd_sftp_sessions, rosterd_defender_bans     gauges from the SFTP listener, when it runs
+    rosterd_ready, rosterd_not_ready{reason}         gauges: 1 ready / 1 for each readiness check failing now
     rosterd_validation_seconds, rosterd_diff_seconds histograms the pipeline observes
     rosterd_delivery_seconds{target_type}            histogram: one delivery attempt
     rosterd_uploads_total{tenant,outcome}            counter: uploads decided since the start
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from collections.abc import Callable, Iterator, Mapping
 from http import HTTPStatus
 
@@ -44,7 +51,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field
 
-from .store import DeliveryState, State, Store
+from .readiness import REASONS
+from .store import DeliveryState, State, Store, now
 
 # prometheus_client's CONTENT_TYPE_LATEST names version 1.0.0 from 0.22 on; what generate_latest writes (with
 # its default escaping) is the 0.0.4 format, and that is what a scraper must be told it gets.
@@ -66,6 +74,7 @@ class HealthConfig(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9222, ge=0, le=65535)  # 0: any free port
+    check_seconds: float = Field(5.0, gt=0)  # how often the readiness checks run (readiness.py)
 
 
 class Metrics:
@@ -76,8 +85,14 @@ class Metrics:
     store and so runs in a thread.
     """
 
-    def __init__(self, store: Store, live: Callable[[], dict[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        live: Callable[[], dict[str, float]] | None = None,
+        blockers: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.live = live
+        self.blockers = blockers  # the readiness checks failing now (reason -> detail)
         self.registry = CollectorRegistry()
         self.registry.register(_StoreCollector(store))
         self.validation_seconds = Histogram(
@@ -104,10 +119,14 @@ class Metrics:
     def read_live(self) -> dict[str, float]:
         return dict(self.live()) if self.live is not None else {}
 
-    def exposition(self, live: Mapping[str, float] | None = None) -> bytes:
-        """The text format. Blocks (it reads the store). Without `live`, calls `live()` itself."""
+    def read_blockers(self) -> dict[str, str]:
+        return dict(self.blockers()) if self.blockers is not None else {}
+
+    def exposition(self, live: Mapping[str, float] | None = None, blockers: Mapping[str, str] | None = None) -> bytes:
+        """The text format. Blocks (it reads the store). Without `live` or `blockers`, reads them itself."""
         values = self.read_live() if live is None else live
-        return generate_latest(_Scrape(self.registry, values))
+        failing = self.read_blockers() if blockers is None else blockers
+        return generate_latest(_Scrape(self.registry, values, failing))
 
 
 class _StoreCollector:
@@ -139,18 +158,33 @@ class _StoreCollector:
             backlog.add_metric([tenant, target], sum(n for state, n in by_state.items() if state.open))
         yield deliveries
         yield backlog
+        oldest = min((u.updated_at for u in self.store.unfinished()), default=None)
+        waited = (_seconds_between(oldest, now()) if oldest else 0.0)
+        yield GaugeMetricFamily("rosterd_oldest_unfinished_seconds",
+                                "How long the oldest upload still received or validating has been in that state",
+                                value=waited)  # fmt: skip
 
 
 class _Scrape:
     """One scrape: the registry, then the live values read before it."""
 
-    def __init__(self, registry: CollectorRegistry, live: Mapping[str, float]) -> None:
-        self.registry, self.live = registry, live
+    def __init__(self, registry: CollectorRegistry, live: Mapping[str, float], blockers: Mapping[str, str]) -> None:
+        self.registry, self.live, self.blockers = registry, live, blockers
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         for key, value in sorted(self.live.items()):
             yield GaugeMetricFamily(f"rosterd_{key}", LIVE_HELP.get(key, key.replace("_", " ")), value=value)
+        yield GaugeMetricFamily("rosterd_ready", "1 when every readiness check passes, else 0",
+                                value=0 if self.blockers else 1)  # fmt: skip
+        failing = GaugeMetricFamily("rosterd_not_ready", "1 for each readiness check failing now", labels=["reason"])
+        for reason in sorted(set(REASONS) | self.blockers.keys()):
+            failing.add_metric([reason], 1 if reason in self.blockers else 0)
+        yield failing
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    return max(0.0, (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds())
 
 
 class HealthServer:
@@ -201,15 +235,18 @@ class HealthServer:
         return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "failing"})
 
     async def _readyz(self) -> web.Response:
-        if self.ready():
-            self._was_ready = True
-            return _json(HTTPStatus.OK, {"status": "ready"})
-        status = "stopping" if self._was_ready else "starting"
-        return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": status})
+        if not self.ready():
+            status = "stopping" if self._was_ready else "starting"
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": status})
+        self._was_ready = True
+        blockers = self.metrics.read_blockers()
+        if blockers:
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not_ready", "reasons": blockers})
+        return _json(HTTPStatus.OK, {"status": "ready"})
 
     async def _metrics(self) -> web.Response:
-        live = self.metrics.read_live()  # here, on the loop that owns what it reads
-        body = await asyncio.to_thread(self.metrics.exposition, live)
+        live, blockers = self.metrics.read_live(), self.metrics.read_blockers()  # on the loop that owns them
+        body = await asyncio.to_thread(self.metrics.exposition, live, blockers)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
 
 

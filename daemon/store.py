@@ -117,6 +117,10 @@ CREATE TABLE IF NOT EXISTS disabled_targets (
     reason TEXT NOT NULL,
     PRIMARY KEY (tenant, target)
 );
+CREATE TABLE IF NOT EXISTS heartbeat (  -- one row, written by the readiness check: proof the store takes writes
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS validations (
     upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
     result TEXT NOT NULL  -- the validator's result as JSON, findings already cut to what a receipt shows
@@ -285,6 +289,15 @@ class Store:
                 (State.RECEIVED, State.VALIDATING),
             ).fetchall()
         return [_upload(r) for r in rows]
+
+    def stuck(self, since: str) -> list[Upload]:
+        """Uploads still received or validating whose state last changed before `since`, oldest first."""
+        return [u for u in self.unfinished() if u.updated_at < since]
+
+    def heartbeat(self) -> None:
+        """A real write and commit: fails when the database or its disk no longer takes writes."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO heartbeat VALUES (1, ?)", (now(),))
 
     def recent(self, tenant: str, limit: int = 20) -> list[Upload]:
         with self._lock:

@@ -217,6 +217,9 @@ class GatedStore:
         self.gate = threading.Event()
         self.threads: list[int] = []
 
+    def __getattr__(self, name: str):  # everything else as the real store answers it
+        return getattr(self.store, name)
+
     def counts(self):
         self.threads.append(threading.get_ident())
         assert self.gate.wait(30), "the test never opened the gate"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -67,3 +68,58 @@ def test_status_shows_each_tenant_while_the_daemon_runs(rosterd, tenants) -> Non
     text = status("north").stdout
     assert text.startswith("north\n  last upload   u-") and "target cers" in text and "backlog 0" in text
     assert status("nobody").returncode == 2
+
+
+def get_any(port: int, path: str) -> tuple[int, dict]:
+    """An answer whatever its status (urllib raises for 503)."""
+    import urllib.error
+
+    try:
+        status, body = get(port, path)
+    except urllib.error.HTTPError as refused:
+        status, body = refused.code, refused.read().decode()
+    return status, json.loads(body)
+
+
+def wait_for_readyz(port: int, status: int, deadline: float = 30.0) -> dict:
+    import time
+
+    until = time.monotonic() + deadline
+    while True:
+        code, body = get_any(port, "/readyz")
+        if code == status or time.monotonic() > until:
+            assert code == status, body
+            return body
+        time.sleep(0.2)
+
+
+def test_readyz_says_not_ready_while_the_state_disk_is_under_min_free_bytes(rosterd, tenants) -> None:
+    daemon = rosterd(tenants["north"], settings={"server": {"min_free_bytes": 10**18}})
+    port = daemon.events("daemon.started")[0]["health_port"]
+    code, body = get_any(port, "/readyz")
+    assert code == 503 and body["status"] == "not_ready" and list(body["reasons"]) == ["state_disk"]
+    assert "under min_free_bytes" in body["reasons"]["state_disk"]
+    found = samples(get(port, "/metrics")[1])
+    assert found[("rosterd_ready", ())] == 0
+    assert found[("rosterd_not_ready", (("reason", "state_disk"),))] == 1
+    assert found[("rosterd_not_ready", (("reason", "database"),))] == 0
+    (logged,) = daemon.events("daemon.not_ready")
+    assert logged["level"] == "error" and list(logged["reasons"]) == ["state_disk"]
+
+
+def test_readyz_follows_the_database_taking_writes_or_not(rosterd, tenants) -> None:
+    import sqlite3
+
+    daemon = rosterd(tenants["north"], settings={"health": {"check_seconds": 0.5}})
+    port = daemon.events("daemon.started")[0]["health_port"]
+    wait_for_readyz(port, 200)
+    holder = sqlite3.connect(daemon.state / "rosterd.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # what a stuck writer or a failing disk looks like to the daemon
+    try:
+        body = wait_for_readyz(port, 503)
+        assert list(body["reasons"]) == ["database"] and "takes no writes" in body["reasons"]["database"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    wait_for_readyz(port, 200)
+    assert daemon.wait_for_event("daemon.ready_again")
