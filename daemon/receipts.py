@@ -33,6 +33,10 @@ NEXT_STEP = {
     "applied.",
     State.DISCARDED: "An administrator discarded this held upload; it will not be applied.",
     State.DUPLICATE: "This file is identical to an earlier upload; nothing else happens.",
+    State.FAILED: "rosterd could not finish this upload because of a problem on its side (see detail); as far as "
+    "rosterd can tell, the district did nothing wrong, nothing was taken from it and the last accepted roster "
+    "stays in use. An operator was told and may retry it; you may also upload the same file again (it is not "
+    "counted as a duplicate of this one).",
 }
 
 
@@ -230,10 +234,17 @@ def _publish(path: Path, text: str) -> None:
 
 
 def _prune(results: Path, keep: int) -> None:
-    receipts = sorted(
-        (p for p in results.glob("*.json") if p.name != "latest.json" and not p.name.startswith(TMP_PREFIX)),
-        key=lambda p: p.stat().st_mtime_ns,
-    )
-    for old in receipts[: max(0, len(receipts) - keep)]:
+    """Drop all but the newest `keep` receipts. Another writer (the CLI's `approve`, say) may prune at the same
+    time: a receipt gone between the listing and its stat was pruned by it, and is passed over."""
+    dated = []
+    for path in results.glob("*.json"):
+        if path.name == "latest.json" or path.name.startswith(TMP_PREFIX):
+            continue
+        try:
+            dated.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:
+            continue
+    dated.sort()
+    for _mtime, old in dated[: max(0, len(dated) - keep)]:
         old.unlink(missing_ok=True)
         old.with_suffix(".txt").unlink(missing_ok=True)

@@ -33,6 +33,7 @@ class State(StrEnum):
     SUPERSEDED = "superseded"  # was held when a newer upload of the tenant was accepted
     DISCARDED = "discarded"  # was held, and an admin discarded it
     DUPLICATE = "duplicate"  # same sha256 as an earlier upload of the tenant: nothing else happens
+    FAILED = "failed"  # rosterd could not finish it (a worker died twice, a bug): not the district's doing
 
     @property
     def final(self) -> bool:
@@ -216,9 +217,9 @@ class Store:
         """Record a new upload: `received`, or `duplicate` when the tenant sent the same bytes before."""
         at = now()
         with self._tx() as db:
-            earlier = db.execute(
-                "SELECT id FROM uploads WHERE tenant = ? AND sha256 = ? AND state != ? LIMIT 1",
-                (tenant, sha256, State.DUPLICATE),
+            earlier = db.execute(  # a failed upload sent again is tried again, not a duplicate of itself
+                "SELECT id FROM uploads WHERE tenant = ? AND sha256 = ? AND state NOT IN (?, ?) LIMIT 1",
+                (tenant, sha256, State.DUPLICATE, State.FAILED),
             ).fetchone()
             state = State.DUPLICATE if earlier else State.RECEIVED
             db.execute(

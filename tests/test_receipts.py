@@ -116,3 +116,36 @@ def test_deliveries_are_shown_with_their_state_error_files_and_findings(tmp_path
     text = receipts.render_text(receipt)
     assert "Delivery to cers (d-1): DEAD, 1 attempt(s)" in text and "import 7 BAD_DATA" in text
     assert "cers.school_without_id" in text and "Delivery to vendor (d-2): PENDING" in text
+
+
+def test_a_receipt_that_vanishes_while_pruning_is_skipped(tmp_path: Path) -> None:
+    """Another writer pruned a receipt between our listing and our look at it (a link to nowhere stands in
+    for it: listed, but gone when looked at): the receipt being written is still written."""
+    for number in range(3):
+        receipts.write(tmp_path, receipts.build(upload(upload_id=f"u-{number}"), validation(1)), keep=3)
+    (tmp_path / "gone.u-x.json").symlink_to(tmp_path / "nowhere.json")
+    path = receipts.write(tmp_path, receipts.build(upload(upload_id="u-3"), validation(1)), keep=3)
+    assert json.loads(path.read_text())["upload_id"] == "u-3"
+    assert json.loads((tmp_path / "latest.json").read_text())["upload_id"] == "u-3"
+
+
+def test_many_writers_at_once_leave_the_newest_receipts_and_never_fail(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(number: int) -> None:
+        receipts.write(tmp_path, receipts.build(upload(upload_id=f"u-{number:03}"), validation(1)), keep=3)
+
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(write, range(300)))  # re-raises the first writer's exception, if any
+    kept = [p for p in tmp_path.glob("*.json") if p.name != "latest.json"]
+    assert 3 <= len(kept) <= 3 + 8  # writers that listed before the others wrote may keep a few more
+    assert all(p.with_suffix(".txt").exists() for p in kept)
+
+
+def test_a_failed_upload_tells_the_district_it_did_nothing_wrong(tmp_path: Path) -> None:
+    detail = "The worker process validating it died twice (killed by SIGKILL)."
+    receipt = receipts.build(upload(state=State.FAILED), None, detail=detail)
+    assert receipt["state"] == "failed" and receipt["detail"] == detail
+    assert "did nothing wrong" in receipt["next"] and "upload" in receipt["next"] and "operator" in receipt["next"]
+    text = receipts.render_text(receipt)
+    assert "FAILED" in text and detail in text
