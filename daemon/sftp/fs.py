@@ -20,6 +20,7 @@ from pathlib import Path
 from .paths import AREAS, HIDDEN_PREFIX, INBOX, RESULT_FOLDERS, RESULTS, TEMP_PREFIX
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+WRITEBACK_BYTES = 32 * 1024 * 1024  # written stretches of an upload of this size are sent on to the disk at once
 
 
 class NotRegularFile(Exception):
@@ -135,6 +136,28 @@ def create_temp(root: Path) -> TempFile:
     return TempFile(dir_fd, fd, name)
 
 
+def write_at(fd: int, chunks: list[bytes], offset: int) -> None:
+    """Write contiguous `chunks` from `offset` with one pwritev (a short write is finished off). Blocking.
+
+    Each time the writes pass a WRITEBACK_BYTES boundary, the stretch before it is sent on to the disk
+    (fadvise DONTNEED starts writeback of dirty pages, and lets the kernel drop them once clean): the disk
+    works while the network does, the fsync before publishing has little left to do, and a large upload
+    does not push everything else out of the page cache.
+    """
+    start = offset
+    total = sum(len(chunk) for chunk in chunks)
+    written = os.pwritev(fd, chunks, offset)
+    offset += written
+    if written < total:
+        rest = memoryview(b"".join(chunks))[written:]
+        while rest:
+            done = os.pwrite(fd, rest, offset)
+            rest, offset = rest[done:], offset + done
+    boundary = offset - offset % WRITEBACK_BYTES
+    if boundary > start and boundary >= WRITEBACK_BYTES:
+        os.posix_fadvise(fd, boundary - WRITEBACK_BYTES, WRITEBACK_BYTES, os.POSIX_FADV_DONTNEED)
+
+
 def publish(temp: TempFile, final_name: str) -> int:
     """fsync, rename over `final_name` and fsync the directory; returns the size. Closes the temp."""
     try:
@@ -204,22 +227,23 @@ def set_times(root: Path, area: str, name: str, atime: int, mtime: int) -> None:
         os.utime(name, (atime, mtime), dir_fd=fd, follow_symlinks=False)
 
 
-def inbox_usage(root: Path) -> int:
-    """Bytes held in the inbox, the server's unfinished uploads included."""
+def inbox_figures(root: Path) -> tuple[int, int]:
+    """Bytes held in the inbox, and free bytes on its disk.
+
+    The server's unfinished uploads are left out of the first: the session layer counts their bytes as
+    they are written (limits.py), and a temp file's size on disk lags behind what was written to it.
+    """
     with area_dir(root, INBOX) as fd:
         total = 0
         for name in os.listdir(fd):
+            if name.startswith(TEMP_PREFIX):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISREG(st.st_mode):
                     total += st.st_size
-        return total
-
-
-def free_bytes(root: Path) -> int:
-    with area_dir(root, INBOX) as fd:
         vfs = os.fstatvfs(fd)
-        return vfs.f_bavail * vfs.f_frsize
+        return total, vfs.f_bavail * vfs.f_frsize
 
 
 def remove_orphans(root: Path) -> list[str]:

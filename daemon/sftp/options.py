@@ -15,6 +15,7 @@ from .defender import DefenderOptions
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+MiB = 1024**2
 GiB = 1024**3
 
 
@@ -42,6 +43,11 @@ class ServerOptions:
     idle_timeout_seconds: float = 900
     max_sessions_per_tenant: int = 5  # SFTP sessions, counted across all of a tenant's connections
     max_sessions_per_ip: int = 10  # SSH connections from one address, counted before authentication
-    min_free_bytes: int = GiB  # new uploads are refused when the inbox's filesystem has less free
+    min_free_bytes: int = GiB  # uploads are refused (and writes fail) that would leave the inbox's disk less free
+    max_handles_per_session: int = 64  # open files (reading or uploading) of one SFTP session
+    max_handles_per_tenant: int = 256  # open files of all a tenant's sessions together
+    max_open_uploads_per_tenant: int = 16  # uploads in progress, all a tenant's sessions together
+    max_buffered_bytes_per_session: int = 64 * MiB  # received, not yet on disk: past it the session's writes wait
+    max_buffered_bytes_total: int = 512 * MiB  # the same for all sessions together
     defender: DefenderOptions | None = None  # None: no scoring, no bans
     defender_file: Path | None = None  # where bans are kept across restarts; None: in memory only

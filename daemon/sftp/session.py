@@ -8,14 +8,17 @@ is what completes that upload.
 
 Every method answers with an SFTP error the client understands; nothing raises out of `close` or
 `exit`, which asyncssh also calls during teardown (an exception there would skip the remaining
-handles). Blocking file work runs in worker threads, so one session's disk never stalls the others.
+handles). Blocking file work runs in the listener's worker threads (limits.Pools: a small pool for what a
+person waits on, a larger one for uploads), so one session's disk never stalls the others. What a session
+may hold (handles, bytes in memory, bytes against the quota and the free space) is counted in limits.py.
 
 asyncssh handles one request of a session at a time, awaiting each before it reads the next, so a write
 that waited for a thread would cost every request of an upload a thread round trip. Writes are therefore
 gathered (as received, without copying) while they are contiguous and handed to a thread a mebibyte at a
 time as one pwritev, without waiting;
-a write waits only when two such flushes are still on their way (back pressure, a few MiB per upload at
-most). A failed flush fails the next write, fstat, fsync or close, which drops the upload.
+a write waits only when two such flushes are still on their way (a few MiB per upload at most), or when
+the session or the whole listener holds more unwritten bytes than its bound (back pressure). A failed
+flush fails the next write, fstat, fsync or close, which drops the upload.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -51,6 +55,7 @@ from asyncssh import (
 
 from . import events, fs
 from .events import Reporter, UploadReceived
+from .limits import REFUSALS, Pools, SessionAccount, run_in
 from .options import TenantAccess
 from .paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
 
@@ -62,7 +67,6 @@ _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking f
 FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
 MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait
 MAX_GATHERED_WRITES = 256  # well under IOV_MAX (1024 on Linux): one pwritev takes them all
-WRITEBACK_BYTES = 32 * 1024 * 1024  # written stretches of this size are sent on to the disk at once
 
 
 @dataclass
@@ -72,9 +76,11 @@ class SessionContext:
     tenant: TenantAccess
     remote_ip: str
     session_id: str
-    min_free_bytes: int
     reporter: Reporter
+    account: SessionAccount  # what the session holds, against the listener's caps
+    pools: Pools
     touch: Callable[[], None]  # marks the connection active, for the idle timeout
+    penalise: Callable[[], None]  # scores the address for a limit exceeded (the defender)
     on_exit: Callable[[], None]  # releases the session's place under the per-tenant cap
 
 
@@ -93,6 +99,8 @@ class _Reading(_Handle):
 class _Upload(_Handle):
     temp: fs.TempFile
     name: str  # the name the client asked for
+    size: int = 0  # bytes written so far (the end of the furthest write), counted against quota and disk
+    settled: bool = False  # its bytes were given back to the account (published or dropped)
     started: float = field(default_factory=time.monotonic)
     refused: SFTPError | None = None  # once a write was refused, the upload is gone for good
     gathered: list[bytes] = field(default_factory=list)  # contiguous writes not yet handed to a thread
@@ -106,7 +114,12 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         super().__init__(chan)  # no asyncssh chroot: every path is resolved by paths.parse instead
         self._ctx = context
         self._root = context.tenant.root
-        self._uploads: set[_Upload] = set()
+        self._account = context.account
+        self._handles: set[_Handle] = set()  # open files, reading and uploading
+        self._uploads: set[_Upload] = set()  # uploads not yet published or dropped
+        self._limits_hit: set[str] = set()  # each is logged once per session
+        self._penalised = False  # the defender scores a session's limits once
+        self._ended = False
         self._started_parts: dict[str, float] = {}  # partial names uploaded here -> when their upload began
         self._report(events.SESSION_OPENED)
 
@@ -131,10 +144,21 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         ctx = self._ctx
         ctx.reporter.event(event, tenant=ctx.tenant.name, remote_ip=ctx.remote_ip, session_id=ctx.session_id, **fields)
 
-    async def _disk(self, func, *args, **kwargs):
-        """Run blocking file work in a thread, answering the client in SFTP terms."""
+    def _over(self, limit: str) -> None:
+        """Refuse a request over one of the listener's caps: logged once per session, scored at most once."""
+        if limit not in self._limits_hit:
+            self._limits_hit.add(limit)
+            self._report(events.LIMIT_EXCEEDED, limit=limit)
+        if not self._penalised:
+            self._penalised = True
+            self._ctx.penalise()
+        raise SFTPFailure(REFUSALS[limit])
+
+    async def _disk(self, func, *args, bulk: bool = False, **kwargs):
+        """Run blocking file work in a thread (the bulk pool for uploads), answering the client in SFTP terms."""
+        pools = self._ctx.pools
         try:
-            return await asyncio.to_thread(func, *args, **kwargs)
+            return await run_in(pools.bulk if bulk else pools.interactive, functools.partial(func, *args, **kwargs))
         except FileNotFoundError:
             raise SFTPNoSuchFile("No such file") from None
         except FileExistsError:
@@ -262,32 +286,45 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if pflags & (FXF_WRITE | FXF_CREAT | FXF_TRUNC):
             return await self._open_upload(where, pflags)
         if where.readable:
-            return _Reading(await self._disk(fs.open_for_reading, self._root, where.area, where.name))
+            with self._handle_slot(upload=False):
+                reading = _Reading(await self._disk(fs.open_for_reading, self._root, where.area, where.name))
+            self._handles.add(reading)
+            return reading
         if where.is_entry_in(INBOX):
             self._refuse("open", "inbox_is_write_only")
         if where.kind in (Kind.ROOT, Kind.AREA):
             self._refuse("open", "is_a_directory")
         raise SFTPNoSuchFile("No such file")
 
+    @contextlib.contextmanager
+    def _handle_slot(self, upload: bool) -> Iterator[None]:
+        """A handle being opened, counted under the caps (refused over them); given back if the open fails."""
+        limit = self._account.take_handle(upload)
+        if limit is not None:
+            self._over(limit)
+        try:
+            yield
+        except BaseException:
+            self._account.give_back_handle(upload)
+            raise
+
     async def _open_upload(self, where: VirtualPath, pflags: int) -> _Upload:
         if not where.is_entry_in(INBOX) or pflags & FXF_READ:
             self._refuse("open", "not_permitted")
         if not is_acceptable_name(where.name):
             self._refuse("open", "not_a_zip_name")
-        exists = await self._exists_in_inbox(where.name)
-        if exists and pflags & FXF_EXCL:
-            raise SFTPFileAlreadyExists("File already exists")
-        if exists and not pflags & FXF_TRUNC:
-            # Resuming or patching a file in place: the server cannot, since uploads start empty.
-            self._refuse("open", "resume_not_supported")
-        tenant = self._ctx.tenant
-        if await self._disk(fs.free_bytes, self._root) < self._ctx.min_free_bytes:
-            self._report(events.LIMIT_EXCEEDED, limit="min_free_bytes")
-            raise SFTPNoSpaceOnFilesystem("Not enough free space on the server")
-        if await self._disk(fs.inbox_usage, self._root) >= tenant.inbox_quota_bytes:
-            self._report(events.LIMIT_EXCEEDED, limit="inbox_quota_bytes")
-            raise SFTPQuotaExceeded("Inbox quota exceeded")
-        upload = _Upload(await self._disk(fs.create_temp, self._root), where.name)
+        with self._handle_slot(upload=True):
+            exists = await self._exists_in_inbox(where.name)
+            if exists and pflags & FXF_EXCL:
+                raise SFTPFileAlreadyExists("File already exists")
+            if exists and not pflags & FXF_TRUNC:
+                # Resuming or patching a file in place: the server cannot, since uploads start empty.
+                self._refuse("open", "resume_not_supported")
+            await self._measure()
+            if (limit := self._account.shortfall(1)) is not None:  # not even one byte would fit
+                raise self._room_refusal(limit)
+            upload = _Upload(await self._disk(fs.create_temp, self._root, bulk=True), where.name)
+        self._handles.add(upload)
         self._uploads.add(upload)
         return upload
 
@@ -297,6 +334,17 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         except SFTPNoSuchFile:
             return False
         return True
+
+    async def _measure(self) -> None:
+        """The inbox's size and the disk's free space, measured afresh as the account's starting point."""
+        measured = self._account.measuring()
+        measured(*await self._disk(fs.inbox_figures, self._root, bulk=True))
+
+    def _room_refusal(self, limit: str) -> SFTPError:
+        self._report(events.LIMIT_EXCEEDED, limit=limit)
+        if limit == "inbox_quota_bytes":
+            return SFTPQuotaExceeded("Inbox quota exceeded")
+        return SFTPNoSpaceOnFilesystem("Not enough free space on the server")
 
     async def read(self, file_obj: object, offset: int, length: int) -> bytes:
         self._ctx.touch()
@@ -311,19 +359,54 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         upload = file_obj
         if upload.refused:
             raise upload.refused
-        if offset + len(data) > self._ctx.tenant.max_upload_bytes:
+        end = offset + len(data)
+        if end > self._ctx.tenant.max_upload_bytes:
             await self._abandon(upload, "too_large", SFTPQuotaExceeded("File is larger than this inbox accepts"))
+        if end > upload.size:
+            await self._make_room(upload, end - upload.size)
         if upload.gathered and offset != upload.gathered_at + upload.gathered_bytes:
-            _start_flush(upload)  # not contiguous (a client writing out of order): the gathered part goes first
+            self._start_flush(upload)  # not contiguous (a client writing out of order): the gathered part goes first
         if not upload.gathered:
             upload.gathered_at = offset
         upload.gathered.append(data)  # kept as received, not copied: one pwritev writes them all
         upload.gathered_bytes += len(data)
+        self._account.buffer(len(data))
         if upload.gathered_bytes >= FLUSH_BYTES or len(upload.gathered) >= MAX_GATHERED_WRITES:
-            _start_flush(upload)
+            self._start_flush(upload)
         while upload.flushes and (len(upload.flushes) > MAX_FLUSHES_IN_FLIGHT or upload.flushes[0].done()):
             await self._settle_oldest_flush(upload)  # returns at once for a flush that is done
+        await self._wait_for_disk()
         return len(data)
+
+    async def _make_room(self, upload: _Upload, growth: int) -> None:
+        """Count `growth` more bytes against the inbox quota and the free space, or drop the upload."""
+        limit = self._account.shortfall(growth)
+        if limit is not None:  # the figures may be stale (files taken by intake, or removed): look again
+            await self._measure()
+            limit = self._account.shortfall(growth)
+        if limit is not None:
+            await self._abandon(upload, limit, self._room_refusal(limit))
+        self._account.grow(growth)
+        upload.size += growth
+
+    def _start_flush(self, upload: _Upload) -> None:
+        """Hand the gathered writes to a worker thread, without waiting for it."""
+        chunks, at, size = upload.gathered, upload.gathered_at, upload.gathered_bytes
+        upload.gathered, upload.gathered_bytes = [], 0
+        flush = run_in(self._ctx.pools.bulk, fs.write_at, upload.temp.fd, chunks, at)
+        flush.add_done_callback(lambda _: self._account.unbuffer(size))
+        upload.flushes.append(flush)
+
+    async def _wait_for_disk(self) -> None:
+        """Back pressure: while too many bytes wait in memory, wait for this session's own to reach the disk."""
+        while self._account.over_buffered():
+            for upload in self._uploads:
+                if upload.gathered:
+                    self._start_flush(upload)
+            on_their_way = [flush for upload in self._uploads for flush in upload.flushes if not flush.done()]
+            if not on_their_way:
+                return  # the bytes in memory are other sessions': theirs wait for them
+            await asyncio.wait(on_their_way, return_when=asyncio.FIRST_COMPLETED)
 
     async def _settle_oldest_flush(self, upload: _Upload) -> None:
         try:
@@ -337,7 +420,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if upload.refused:
             raise upload.refused
         if upload.gathered:
-            _start_flush(upload)
+            self._start_flush(upload)
         while upload.flushes:
             await self._settle_oldest_flush(upload)
 
@@ -353,7 +436,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             return _attrs(_FILE_MODES[RESULTS], await self._disk(os.fstat, file_obj.fd))
         if isinstance(file_obj, _Upload) and not file_obj.refused:
             await self._drain(file_obj)
-            return _attrs(_FILE_MODES[INBOX], await self._disk(os.fstat, file_obj.temp.fd))
+            return _attrs(_FILE_MODES[INBOX], await self._disk(os.fstat, file_obj.temp.fd, bulk=True))
         raise SFTPFailure("Upload was refused")
 
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
@@ -366,7 +449,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         self._ctx.touch()
         if isinstance(file_obj, _Upload) and not file_obj.refused:
             await self._drain(file_obj)
-            await self._disk(os.fsync, file_obj.temp.fd)
+            await self._disk(os.fsync, file_obj.temp.fd, bulk=True)
 
     async def close(self, file_obj: object) -> None:
         # Decided before the first await: asyncssh calls close() both for the client's FXP_CLOSE and
@@ -384,6 +467,10 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             events.log.exception("closing a handle failed")
             if explicit:
                 raise SFTPFailure("Failure") from None
+        finally:
+            if file_obj in self._handles:
+                self._handles.discard(file_obj)
+                self._account.give_back_handle(upload=isinstance(file_obj, _Upload))
 
     async def _finish(self, upload: _Upload, explicit: bool) -> None:
         if upload.refused:
@@ -394,10 +481,12 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         await self._drain(upload)
         self._uploads.discard(upload)
         try:
-            size = await asyncio.to_thread(fs.publish, upload.temp, upload.name)
+            size = await run_in(self._ctx.pools.bulk, fs.publish, upload.temp, upload.name)
         except (OSError, fs.NotRegularFile):
+            self._settle(upload, published=False)  # publish removed the temp file
             self._report(events.UPLOAD_ABORTED, name=upload.name, reason="publish_failed")
             raise SFTPFailure("Failure") from None
+        self._settle(upload, published=True)
         if is_partial(upload.name):
             self._started_parts[upload.name] = upload.started
         else:
@@ -405,17 +494,25 @@ class TenantSFTPServer(asyncssh.SFTPServer):
 
     async def _discard(self, upload: _Upload, reason: str) -> None:
         self._uploads.discard(upload)
+        self._account.unbuffer(upload.gathered_bytes)
         upload.gathered, upload.gathered_bytes = [], 0
         while upload.flushes:  # the file stays open until no thread writes to it any more
             with contextlib.suppress(OSError):
                 await upload.flushes.popleft()
+        self._settle(upload, published=False)
         written = -1
         try:
             written = os.fstat(upload.temp.fd).st_size if upload.temp.fd >= 0 else -1
-            await asyncio.to_thread(fs.discard, upload.temp)
+            await run_in(self._ctx.pools.bulk, fs.discard, upload.temp)
         except OSError:
             events.log.exception("removing an aborted upload failed")
         self._report(events.UPLOAD_ABORTED, name=upload.name, reason=reason, bytes=written)
+
+    def _settle(self, upload: _Upload, published: bool) -> None:
+        """Give the upload's bytes back to the account, once: they stay in the inbox only when published."""
+        if not upload.settled:
+            upload.settled = True
+            self._account.settle(upload.size, published)
 
     def _report_upload(self, name: str, size: int, started: float | None) -> None:
         ctx = self._ctx
@@ -434,43 +531,21 @@ class TenantSFTPServer(asyncssh.SFTPServer):
 
     async def exit(self) -> None:
         try:
-            for upload in list(self._uploads):  # normally none left: close() ran for each open handle
-                await self._discard(upload, "client_gone")
-            self._report(events.SESSION_CLOSED)
-            # As sshd does: scp (which speaks SFTP since OpenSSH 9) fails without an exit status.
-            with contextlib.suppress(OSError):
-                self.channel.exit(0)
+            for handle in list(self._handles):  # normally none left: asyncssh closes each open handle first
+                await self.close(handle)
         finally:
+            self.end()
+        # As sshd does: scp (which speaks SFTP since OpenSSH 9) fails without an exit status.
+        with contextlib.suppress(OSError):
+            self.channel.exit(0)
+
+    def end(self) -> None:
+        """The session is over: exit() ran, or its channel closed without it (before the SFTP handshake, for
+        one). Whichever comes first gives the session's place back; the other finds nothing left to do."""
+        if not self._ended:
+            self._ended = True
+            self._report(events.SESSION_CLOSED)
             self._ctx.on_exit()
-
-
-def _start_flush(upload: _Upload) -> None:
-    """Hand the gathered writes to a worker thread, without waiting for it."""
-    chunks, at = upload.gathered, upload.gathered_at
-    upload.gathered, upload.gathered_bytes = [], 0
-    upload.flushes.append(asyncio.get_running_loop().run_in_executor(None, _write_at, upload.temp.fd, chunks, at))
-
-
-def _write_at(fd: int, chunks: list[bytes], offset: int) -> None:
-    """Write contiguous `chunks` from `offset` with one pwritev (a short write is finished off). Blocking.
-
-    Each time the writes pass a WRITEBACK_BYTES boundary, the stretch before it is sent on to the disk
-    (fadvise DONTNEED starts writeback of dirty pages, and lets the kernel drop them once clean): the disk
-    works while the network does, the fsync before publishing has little left to do, and a large upload
-    does not push everything else out of the page cache.
-    """
-    start = offset
-    total = sum(len(chunk) for chunk in chunks)
-    written = os.pwritev(fd, chunks, offset)
-    offset += written
-    if written < total:
-        rest = memoryview(b"".join(chunks))[written:]
-        while rest:
-            done = os.pwrite(fd, rest, offset)
-            rest, offset = rest[done:], offset + done
-    boundary = offset - offset % WRITEBACK_BYTES
-    if boundary > start and boundary >= WRITEBACK_BYTES:
-        os.posix_fadvise(fd, boundary - WRITEBACK_BYTES, WRITEBACK_BYTES, os.POSIX_FADV_DONTNEED)
 
 
 def _attrs(mode: int, st: os.stat_result) -> SFTPAttrs:

@@ -233,3 +233,15 @@ def write_random(path: Path, size: int) -> Path:
             out.write(chunk)
             remaining -= len(chunk)
     return path
+
+
+async def open_raw_sftp(conn: asyncssh.SSHClientConnection) -> tuple[asyncssh.SSHWriter, asyncssh.SSHReader]:
+    """The sftp subsystem as a byte stream: a client that speaks (or fails to speak) SFTP by hand."""
+    writer, reader, _stderr = await conn.open_session(subsystem="sftp", encoding=None)
+    return writer, reader
+
+
+def init_packet(version: int = 3) -> bytes:
+    """SSH_FXP_INIT (type 1) with `version` and no extensions, length-prefixed (draft-ietf-secsh-filexfer-02 §4)."""
+    body = bytes([1]) + version.to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from .conftest import ACME_PASSWORD, Harness, needs_openssh
+from .conftest import ACME_PASSWORD, Harness, init_packet, needs_openssh, open_raw_sftp
 
 SSH_AUDIT = shutil.which("ssh-audit") or str(Path(sys.executable).with_name("ssh-audit"))
 
@@ -70,3 +71,67 @@ async def test_ssh_audit_finds_nothing_to_fail(server: Harness) -> None:
     failures = [line for line in output.splitlines() if "[fail]" in line]
     assert failures == [], "\n".join(failures)
     assert process.returncode in (0, 2), output  # 2: warnings only (classic curve25519 is not post-quantum)
+
+
+@pytest.mark.parametrize("ending", ["eof", "close", "half_init"])
+async def test_a_session_ended_before_the_handshake_gives_its_place_back(start, ending: str) -> None:
+    """`ssh -s sftp </dev/null`, a client killed at once, half an init packet: none may keep a place."""
+    server: Harness = await start(max_sessions_per_tenant=2)
+    for _ in range(4):  # twice the cap
+        with contextlib.suppress(asyncssh.Error, OSError):  # asyncssh drops a connection whose SFTP never began
+            async with server.connect("acme", ACME_PASSWORD) as conn:
+                writer, _reader = await open_raw_sftp(conn)
+                if ending == "half_init":
+                    writer.write(init_packet()[:3])
+                if ending == "eof":
+                    writer.write_eof()
+                else:
+                    writer.close()
+                await asyncio.wait_for(writer.channel.wait_closed(), 10)
+
+    await server.wait_for(lambda: server.acceptor.stats()["sftp_sessions"] == 0)
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        assert sorted(await sftp.listdir("/")) == ["inbox", "results"]
+        assert server.acceptor.stats()["sftp_sessions"] == 1
+    await server.wait_for(lambda: server.acceptor.stats()["sftp_sessions"] == 0)
+    assert server.named("sftp.limit_exceeded") == []
+
+
+async def test_sessions_counted_while_open_and_given_back_once(start) -> None:
+    server: Harness = await start(max_sessions_per_tenant=3)
+    async with server.connect("acme", ACME_PASSWORD) as conn:
+        first = await conn.start_sftp_client()
+        second = await conn.start_sftp_client()
+        assert server.acceptor.stats()["sftp_sessions"] == 2
+        first.exit()  # a clean end: exit() and the channel's close both happen, one place comes back
+        await first.wait_closed()
+        await server.wait_for(lambda: server.acceptor.stats()["sftp_sessions"] == 1)
+        await asyncio.sleep(0.1)  # the second of the two releases, had it counted, would land by now
+        assert server.acceptor.stats()["sftp_sessions"] == 1
+        assert await second.listdir("/inbox") == []
+    await server.wait_for(lambda: server.acceptor.stats()["sftp_sessions"] == 0)
+
+
+async def test_the_version_reply_names_no_library_and_no_version(server: Harness) -> None:
+    async with server.connect("acme", ACME_PASSWORD) as conn:
+        writer, reader = await open_raw_sftp(conn)
+        writer.write(init_packet())
+        length = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 10), "big")
+        reply = await reader.readexactly(length)
+        writer.close()
+
+    assert reply[0] == 2 and int.from_bytes(reply[1:5], "big") == 3  # SSH_FXP_VERSION, version 3
+    names = _extension_names(reply[5:])
+    assert b"vendor-id" not in names
+    assert b"asyncssh" not in reply.lower() and asyncssh.__version__.encode() not in reply
+    assert b"posix-rename@openssh.com" in names  # the extensions clients rely on are still offered
+
+
+def _extension_names(data: bytes) -> list[bytes]:
+    names = []
+    while data:
+        size = int.from_bytes(data[:4], "big")
+        names.append(data[4 : 4 + size])
+        data = data[4 + size :]
+        data = data[4 + int.from_bytes(data[:4], "big") :]  # the extension's data
+    return names
