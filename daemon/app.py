@@ -202,6 +202,11 @@ class Daemon:
             max_sessions_per_tenant=server.max_sessions_per_tenant,
             max_sessions_per_ip=server.max_sessions_per_ip,
             min_free_bytes=server.min_free_bytes,
+            max_handles_per_session=server.max_handles_per_session,
+            max_handles_per_tenant=server.max_handles_per_tenant,
+            max_open_uploads_per_tenant=server.max_open_uploads_per_tenant,
+            max_buffered_bytes_per_session=server.max_buffered_bytes_per_session,
+            max_buffered_bytes_total=server.max_buffered_bytes_total,
             defender=defender_options(settings),
             defender_file=self.state_dir / "defender.json",
         )
