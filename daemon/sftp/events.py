@@ -24,12 +24,15 @@ LOGIN_FAILED = "sftp.login_failed"  # reason: unknown_user | bad_password | bad_
 LOGIN_SUCCEEDED = "sftp.login_succeeded"
 IP_BANNED = "sftp.ip_banned"  # the defender banned remote_ip until `until` (ban_seconds, ban_count)
 CONNECTION_REFUSED = "sftp.connection_refused"  # reason: banned (logged at most once a minute per address)
-LIMIT_EXCEEDED = "sftp.limit_exceeded"  # limit: max_auth_tries | max_sessions_per_ip | max_sessions_per_tenant
+# limit: max_auth_tries | max_sessions_per_ip | max_sessions_per_tenant | max_handles_per_session |
+# max_handles_per_tenant | max_open_uploads_per_tenant (these three once per session) | inbox_quota_bytes | min_free_bytes
+LIMIT_EXCEEDED = "sftp.limit_exceeded"
 SESSION_OPENED = "sftp.session_opened"
 SESSION_CLOSED = "sftp.session_closed"
 IDLE_DISCONNECTED = "sftp.idle_disconnected"
 OPERATION_REFUSED = "sftp.operation_refused"  # op, reason: path_escape | not_permitted | link | symlink_on_disk ...
-UPLOAD_ABORTED = "upload.aborted"  # reason: client_gone | too_large | write_failed | orphaned
+# reason: client_gone | too_large | inbox_quota_bytes | min_free_bytes | write_failed | publish_failed | orphaned
+UPLOAD_ABORTED = "upload.aborted"
 
 _TENANT_LIKE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # what config.TENANT_NAME allows
 

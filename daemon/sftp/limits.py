@@ -52,7 +52,10 @@ class _TenantUse:
 
 
 class Ledger:
-    """The counts of one listener: what all its sessions hold now."""
+    """The counts of one listener: what all its sessions hold now.
+
+    One free-space figure serves every tenant: their inboxes all live under the state directory, on one disk.
+    """
 
     def __init__(self, caps: Caps) -> None:
         self.caps = caps

@@ -30,6 +30,7 @@ import functools
 import os
 import stat
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,22 @@ class _Handle:
 @dataclass(eq=False)
 class _Reading(_Handle):
     fd: int
+
+
+class _Listing:
+    """An open directory as asyncssh holds it. asyncssh drops it on the client's close and at teardown without
+    telling the server, so its place under the handle caps is given back when it is collected (at once in
+    CPython, by reference counting)."""
+
+    def __init__(self, names: AsyncIterator[SFTPName], release: Callable[[], None]) -> None:
+        self._names = names
+        weakref.finalize(self, release)
+
+    def __aiter__(self) -> _Listing:
+        return self
+
+    async def __anext__(self) -> SFTPName:
+        return await anext(self._names)
 
 
 @dataclass(eq=False)
@@ -195,7 +212,8 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         where = self._resolve(path, "opendir")  # checked now, so opendir itself fails on a bad path
         if where.kind not in (Kind.ROOT, Kind.AREA):
             raise SFTPNoSuchFile("No such directory")
-        return self._names(where)
+        self._take_handle(upload=False)  # an open directory is a handle too, and holds its listing
+        return _Listing(self._names(where), functools.partial(self._account.give_back_handle, upload=False))
 
     async def _names(self, where: VirtualPath) -> AsyncIterator[SFTPName]:
         if where.kind is Kind.ROOT:
@@ -296,12 +314,16 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             self._refuse("open", "is_a_directory")
         raise SFTPNoSuchFile("No such file")
 
-    @contextlib.contextmanager
-    def _handle_slot(self, upload: bool) -> Iterator[None]:
-        """A handle being opened, counted under the caps (refused over them); given back if the open fails."""
+    def _take_handle(self, upload: bool) -> None:
+        """Count a handle being opened under the caps, or refuse it."""
         limit = self._account.take_handle(upload)
         if limit is not None:
             self._over(limit)
+
+    @contextlib.contextmanager
+    def _handle_slot(self, upload: bool) -> Iterator[None]:
+        """A handle being opened, counted under the caps (refused over them); given back if the open fails."""
+        self._take_handle(upload)
         try:
             yield
         except BaseException:

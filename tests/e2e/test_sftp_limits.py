@@ -4,10 +4,12 @@ open-file flood is refused without touching other tenants, and the version reply
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -81,26 +83,33 @@ async def test_an_open_file_flood_is_refused_and_every_descriptor_comes_back(
     daemon = await asyncio.to_thread(rosterd, *tenants.values(), settings={"server": {"max_handles_per_session": 8}})
     (daemon.results("north") / "latest.json").write_text('{"state": "accepted"}')
     sample = copy_sample("valid-1.1-bulk.zip", daemon.client_dir)
-    first = await asyncio.to_thread(daemon.sftp_batch, "south", [f"put {sample} inbox/first.zip"])
-    assert first.returncode == 0, first.stderr  # an upload first, so the validation workers already run
-    await asyncio.to_thread(daemon.wait_for_receipt, "south", "first.zip")
-    descriptors = f"/proc/{daemon.proc.pid}/fd"
-    before = len(os.listdir(descriptors))
+    assert tenant_files_open(daemon) == []
 
     async with daemon.connect("north", tenants["north"].password) as conn, conn.start_sftp_client() as sftp:
         held = [await sftp.open("results/latest.json", "rb") for _ in range(8)]
         for _ in range(3):
             with pytest.raises(asyncssh.SFTPFailure, match="Too many open files in this session"):
                 await sftp.open("results/latest.json", "rb")
-        other = await asyncio.to_thread(daemon.sftp_batch, "south", ["ls inbox", f"put {sample} inbox/again.zip"])
+        other = await asyncio.to_thread(daemon.sftp_batch, "south", ["ls inbox", f"put {sample} inbox/roster.zip"])
         assert other.returncode == 0, other.stderr  # another tenant lists and uploads as before
-        assert len(os.listdir(descriptors)) >= before + len(held)
+        assert len(tenant_files_open(daemon)) >= len(held)
         assert await held[0].read() == b'{"state": "accepted"}'
 
-    await asyncio.to_thread(daemon.wait_for_receipt, "south", "again.zip")
-    await asyncio.to_thread(wait_until, lambda: len(os.listdir(descriptors)) <= before, f"{descriptors} back to {before}")
+    await asyncio.to_thread(wait_until, lambda: tenant_files_open(daemon) == [], "no tenant file open in the daemon")
     (refused,) = daemon.events("sftp.limit_exceeded")
     assert (refused["limit"], refused["tenant"]) == ("max_handles_per_session", "north")
+
+
+def tenant_files_open(daemon: RunningDaemon) -> list[str]:
+    """What the daemon's descriptors point to under the tenants' folders (SFTP handles; intake moves files out)."""
+    found = []
+    descriptors = Path(f"/proc/{daemon.proc.pid}/fd")
+    for fd in descriptors.iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith(str(daemon.state / "tenants") + "/"):
+                found.append(target)
+    return found
 
 
 def test_the_openssh_client_is_not_told_the_library_or_its_version(daemon: RunningDaemon) -> None:

@@ -214,3 +214,18 @@ async def test_bytes_in_memory_past_the_bound_make_writes_wait(start, monkeypatc
 async def _upload(sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
     async with sftp.open(path, "wb", block_size=BLOCK) as remote:
         await remote.write(data, 0)
+
+
+async def test_open_directories_count_as_open_files(start) -> None:
+    """A listing held open costs memory as a file costs a descriptor."""
+    server: Harness = await start(max_handles_per_session=2)
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        listings = [sftp.scandir("/") for _ in range(3)]
+        for listing in listings[:2]:
+            await anext(listing)  # opened, read from, not closed
+        with pytest.raises(asyncssh.SFTPFailure, match="Too many open files in this session"):
+            await anext(listings[2])
+        await listings[0].aclose()  # the client closes one: its place comes back
+        assert sorted(await sftp.listdir("/")) == ["inbox", "results"]
+        await server.wait_for(lambda: server.acceptor.stats()["sftp_open_files"] == 1)
+    await server.wait_for(lambda: server.acceptor.stats()["sftp_open_files"] == 0)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import threading
 from pathlib import Path
 
 import asyncssh
@@ -281,3 +282,44 @@ async def test_many_small_writes_make_the_exact_file(server: Harness) -> None:
                 await remote.write(piece, offset)
                 offset += len(piece)
     assert (server.root("acme") / "inbox" / "tiny.zip").read_bytes() == b"".join(pieces)
+
+
+async def test_sessions_work_while_the_default_thread_pool_is_busy(server: Harness) -> None:
+    """Intake hashes and moves files in the loop's default pool; SFTP file work runs in the listener's own."""
+    (server.root("acme") / "results" / "latest.json").write_text("{}")
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        released = threading.Event()
+        loop = asyncio.get_running_loop()
+        busy = [loop.run_in_executor(None, released.wait, 30) for _ in range(64)]  # more than its threads
+        try:
+
+            async def session_work() -> None:
+                assert sorted(await sftp.listdir("/")) == ["inbox", "results"]
+                async with sftp.open("/results/latest.json", "rb") as receipt:
+                    assert await receipt.read() == b"{}"
+                async with sftp.open("/inbox/while-busy.zip", "wb") as remote:
+                    await remote.write(b"b" * 3 * 1024 * 1024)
+                await sftp.rename("/inbox/while-busy.zip", "/inbox/renamed.zip")
+
+            await asyncio.wait_for(session_work(), 20)
+        finally:
+            released.set()
+            await asyncio.gather(*busy)
+    assert [u.name for u in server.uploads] == ["while-busy.zip"]
+
+
+async def test_the_listener_s_threads_end_when_it_closes(start) -> None:
+    server: Harness = await start()
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/inbox/x.zip", "wb") as remote:
+            await remote.write(b"x")
+        await sftp.listdir("/inbox")
+    assert _listener_threads()  # both pools did work
+
+    server.acceptor.close()
+    await server.acceptor.wait_closed()
+    await server.wait_for(lambda: not _listener_threads())
+
+
+def _listener_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("sftp-interactive", "sftp-bulk"))]
