@@ -24,8 +24,8 @@ LOGIN_FAILED = "sftp.login_failed"  # reason: unknown_user | bad_password | bad_
 LOGIN_SUCCEEDED = "sftp.login_succeeded"
 IP_BANNED = "sftp.ip_banned"  # the defender banned remote_ip until `until` (ban_seconds, ban_count)
 CONNECTION_REFUSED = "sftp.connection_refused"  # reason: banned (logged at most once a minute per address)
-# limit: max_auth_tries | max_sessions_per_ip | max_sessions_per_tenant | max_handles_per_session |
-# max_handles_per_tenant | max_open_uploads_per_tenant (these three once per session) | inbox_quota_bytes | min_free_bytes
+# limit: max_auth_tries | max_sessions_per_ip | max_sessions_per_tenant | inbox_quota_bytes | min_free_bytes |
+# max_handles_per_session | max_handles_per_tenant | max_open_uploads_per_tenant (these three once per session)
 LIMIT_EXCEEDED = "sftp.limit_exceeded"
 SESSION_OPENED = "sftp.session_opened"
 SESSION_CLOSED = "sftp.session_closed"

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .options import ServerOptions
+
 INTERACTIVE_THREADS = 4  # listing, stat, reading receipts: what someone at an sftp prompt waits for
 BULK_THREADS = 16  # uploads' writes, fsyncs and renames: disk-bound, bounded so they cannot starve the rest
 
@@ -29,17 +31,6 @@ REFUSALS = {
     "max_handles_per_tenant": "Too many open files for this account",
     "max_open_uploads_per_tenant": "Too many uploads in progress for this account",
 }
-
-
-@dataclass(frozen=True)
-class Caps:
-    """The caps, as ServerOptions gives them."""
-
-    handles_per_session: int
-    handles_per_tenant: int
-    uploads_per_tenant: int
-    buffered_per_session: int
-    buffered_total: int
 
 
 @dataclass
@@ -57,8 +48,8 @@ class Ledger:
     One free-space figure serves every tenant: their inboxes all live under the state directory, on one disk.
     """
 
-    def __init__(self, caps: Caps) -> None:
-        self.caps = caps
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options  # its caps (a reload changes only the tenants)
         self.tenants: defaultdict[str, _TenantUse] = defaultdict(_TenantUse)
         self.buffered = 0  # bytes received for uploads and not yet written to the disk
         self.written = 0  # every byte uploads were allowed to add, ever
@@ -103,12 +94,12 @@ class SessionAccount:
 
     def take_handle(self, upload: bool) -> str | None:
         """Count a new handle, or name the cap it would pass (and count nothing)."""
-        caps, use = self._ledger.caps, self._use
-        if self.handles >= caps.handles_per_session:
+        options, use = self._ledger.options, self._use
+        if self.handles >= options.max_handles_per_session:
             return "max_handles_per_session"
-        if use.handles >= caps.handles_per_tenant:
+        if use.handles >= options.max_handles_per_tenant:
             return "max_handles_per_tenant"
-        if upload and use.uploads >= caps.uploads_per_tenant:
+        if upload and use.uploads >= options.max_open_uploads_per_tenant:
             return "max_open_uploads_per_tenant"
         self.handles += 1
         use.handles += 1
@@ -155,8 +146,9 @@ class SessionAccount:
         self._ledger.buffered -= size
 
     def over_buffered(self) -> bool:
-        caps = self._ledger.caps
-        return self.buffered > caps.buffered_per_session or self._ledger.buffered > caps.buffered_total
+        options = self._ledger.options
+        return (self.buffered > options.max_buffered_bytes_per_session
+                or self._ledger.buffered > options.max_buffered_bytes_total)  # fmt: skip
 
 
 @dataclass

@@ -28,7 +28,7 @@ import asyncssh
 from . import algorithms, events, fs, hostkeys, passwords
 from .defender import Defender, read_state, write_state
 from .events import OnEvent, OnUpload, Reporter, shown_username
-from .limits import Caps, Ledger, Pools, SessionAccount
+from .limits import Ledger, Pools, SessionAccount
 from .options import ServerOptions, TenantAccess
 from .session import SessionContext, TenantSFTPServer
 
@@ -374,7 +374,7 @@ async def start_server(
         defender = Defender(options.defender)
         if options.defender_file is not None:
             defender.load(await asyncio.to_thread(read_state, options.defender_file))
-    shared = _Shared(options=options, reporter=reporter, keys=keys, ledger=Ledger(_caps(options)), defender=defender)
+    shared = _Shared(options=options, reporter=reporter, keys=keys, ledger=Ledger(options), defender=defender)
     _hide_library_name()
     acceptor = await asyncssh.listen(
         options.host,
@@ -405,16 +405,6 @@ async def start_server(
         bans_in_force=defender.bans_in_force() if defender else 0,
     )
     return SftpServer(acceptor, shared)
-
-
-def _caps(options: ServerOptions) -> Caps:
-    return Caps(
-        handles_per_session=options.max_handles_per_session,
-        handles_per_tenant=options.max_handles_per_tenant,
-        uploads_per_tenant=options.max_open_uploads_per_tenant,
-        buffered_per_session=options.max_buffered_bytes_per_session,
-        buffered_total=options.max_buffered_bytes_total,
-    )
 
 
 def _hide_library_name() -> None:
