@@ -10,15 +10,9 @@ Every method answers with an SFTP error the client understands; nothing raises o
 `exit`, which asyncssh also calls during teardown (an exception there would skip the remaining
 handles). Blocking file work runs in the listener's worker threads (limits.Pools: a small pool for what a
 person waits on, a larger one for uploads), so one session's disk never stalls the others. What a session
-may hold (handles, bytes in memory, bytes against the quota and the free space) is counted in limits.py.
-
-asyncssh handles one request of a session at a time, awaiting each before it reads the next, so a write
-that waited for a thread would cost every request of an upload a thread round trip. Writes are therefore
-gathered (as received, without copying) while they are contiguous and handed to a thread a mebibyte at a
-time as one pwritev, without waiting;
-a write waits only when two such flushes are still on their way (a few MiB per upload at most), or when
-the session or the whole listener holds more unwritten bytes than its bound (back pressure). A failed
-flush fails the next write, fstat, fsync or close, which drops the upload.
+may hold (handles, bytes in memory, bytes against the quota and the free space) is counted in limits.py;
+how an upload's writes reach the disk is upload.py's. A failed write to disk fails the upload's next
+write, fstat, fsync or close, which drops the upload.
 """
 
 from __future__ import annotations
@@ -31,9 +25,8 @@ import os
 import stat
 import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncssh
 from asyncssh import (
@@ -59,15 +52,13 @@ from .events import Reporter, UploadReceived
 from .limits import REFUSALS, Pools, SessionAccount, run_in
 from .options import TenantAccess
 from .paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
+from .upload import Handle, Upload
 
 # How the tree is shown: the tenant's rights, not the host's modes or owners.
 _ROOT_MODE = stat.S_IFDIR | 0o555
 _AREA_MODES = {INBOX: stat.S_IFDIR | 0o755} | {area: stat.S_IFDIR | 0o555 for area in READABLE}
 _FILE_MODES = {INBOX: stat.S_IFREG | 0o600} | {area: stat.S_IFREG | 0o444 for area in READABLE}
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
-FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
-MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait
-MAX_GATHERED_WRITES = 256  # well under IOV_MAX (1024 on Linux): one pwritev takes them all
 
 
 @dataclass
@@ -85,14 +76,8 @@ class SessionContext:
     on_exit: Callable[[], None]  # releases the session's place under the per-tenant cap
 
 
-class _Handle:
-    def seek(self, *args: object) -> None:
-        """asyncssh's ranges extension seeks a handle directly; these handles are not files."""
-        raise SFTPOpUnsupported("Operation not supported")
-
-
 @dataclass(eq=False)
-class _Reading(_Handle):
+class _Reading(Handle):
     fd: int
 
 
@@ -112,28 +97,14 @@ class _Listing:
         return await anext(self._names)
 
 
-@dataclass(eq=False)
-class _Upload(_Handle):
-    temp: fs.TempFile
-    name: str  # the name the client asked for
-    size: int = 0  # bytes written so far (the end of the furthest write), counted against quota and disk
-    settled: bool = False  # its bytes were given back to the account (published or dropped)
-    started: float = field(default_factory=time.monotonic)
-    refused: SFTPError | None = None  # once a write was refused, the upload is gone for good
-    gathered: list[bytes] = field(default_factory=list)  # contiguous writes not yet handed to a thread
-    gathered_at: int = 0  # the file offset of gathered[0]
-    gathered_bytes: int = 0
-    flushes: deque[asyncio.Future] = field(default_factory=deque)  # writes to disk under way, oldest first
-
-
 class TenantSFTPServer(asyncssh.SFTPServer):
     def __init__(self, chan: asyncssh.SSHServerChannel, context: SessionContext) -> None:
         super().__init__(chan)  # no asyncssh chroot: every path is resolved by paths.parse instead
         self._ctx = context
         self._root = context.tenant.root
         self._account = context.account
-        self._handles: set[_Handle] = set()  # open files, reading and uploading
-        self._uploads: set[_Upload] = set()  # uploads not yet published or dropped
+        self._handles: set[Handle] = set()  # open files, reading and uploading
+        self._uploads: set[Upload] = set()  # uploads not yet published or dropped
         self._limits_hit: set[str] = set()  # each is logged once per session
         self._penalised = False  # the defender scores a session's limits once
         self._ended = False
@@ -330,7 +301,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             self._account.give_back_handle(upload)
             raise
 
-    async def _open_upload(self, where: VirtualPath, pflags: int) -> _Upload:
+    async def _open_upload(self, where: VirtualPath, pflags: int) -> Upload:
         if not where.is_entry_in(INBOX) or pflags & FXF_READ:
             self._refuse("open", "not_permitted")
         if not is_acceptable_name(where.name):
@@ -345,7 +316,8 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             await self._measure()
             if (limit := self._account.shortfall(1)) is not None:  # not even one byte would fit
                 raise self._room_refusal(limit)
-            upload = _Upload(await self._disk(fs.create_temp, self._root, bulk=True), where.name)
+            temp = await self._disk(fs.create_temp, self._root, bulk=True)
+        upload = Upload(temp, where.name, self._account, self._ctx.pools.bulk)
         self._handles.add(upload)
         self._uploads.add(upload)
         return upload
@@ -376,7 +348,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         self._ctx.touch()
-        if not isinstance(file_obj, _Upload):
+        if not isinstance(file_obj, Upload):
             self._refuse("write", "results_are_read_only")
         upload = file_obj
         if upload.refused:
@@ -386,21 +358,13 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             await self._abandon(upload, "too_large", SFTPQuotaExceeded("File is larger than this inbox accepts"))
         if end > upload.size:
             await self._make_room(upload, end - upload.size)
-        if upload.gathered and offset != upload.gathered_at + upload.gathered_bytes:
-            self._start_flush(upload)  # not contiguous (a client writing out of order): the gathered part goes first
-        if not upload.gathered:
-            upload.gathered_at = offset
-        upload.gathered.append(data)  # kept as received, not copied: one pwritev writes them all
-        upload.gathered_bytes += len(data)
-        self._account.buffer(len(data))
-        if upload.gathered_bytes >= FLUSH_BYTES or len(upload.gathered) >= MAX_GATHERED_WRITES:
-            self._start_flush(upload)
-        while upload.flushes and (len(upload.flushes) > MAX_FLUSHES_IN_FLIGHT or upload.flushes[0].done()):
+        upload.gather(offset, data)
+        while upload.flush_to_settle():
             await self._settle_oldest_flush(upload)  # returns at once for a flush that is done
         await self._wait_for_disk()
         return len(data)
 
-    async def _make_room(self, upload: _Upload, growth: int) -> None:
+    async def _make_room(self, upload: Upload, growth: int) -> None:
         """Count `growth` more bytes against the inbox quota and the free space, or drop the upload."""
         limit = self._account.shortfall(growth)
         if limit is not None:  # the figures may be stale (files taken by intake, or removed): look again
@@ -408,45 +372,34 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             limit = self._account.shortfall(growth)
         if limit is not None:
             await self._abandon(upload, limit, self._room_refusal(limit))
-        self._account.grow(growth)
-        upload.size += growth
-
-    def _start_flush(self, upload: _Upload) -> None:
-        """Hand the gathered writes to a worker thread, without waiting for it."""
-        chunks, at, size = upload.gathered, upload.gathered_at, upload.gathered_bytes
-        upload.gathered, upload.gathered_bytes = [], 0
-        flush = run_in(self._ctx.pools.bulk, fs.write_at, upload.temp.fd, chunks, at)
-        flush.add_done_callback(lambda _: self._account.unbuffer(size))
-        upload.flushes.append(flush)
+        upload.grow(growth)
 
     async def _wait_for_disk(self) -> None:
         """Back pressure: while too many bytes wait in memory, wait for this session's own to reach the disk."""
         while self._account.over_buffered():
             for upload in self._uploads:
-                if upload.gathered:
-                    self._start_flush(upload)
-            on_their_way = [flush for upload in self._uploads for flush in upload.flushes if not flush.done()]
+                upload.flush()
+            on_their_way = [flush for upload in self._uploads for flush in upload.on_their_way()]
             if not on_their_way:
                 return  # the bytes in memory are other sessions': theirs wait for them
             await asyncio.wait(on_their_way, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _settle_oldest_flush(self, upload: _Upload) -> None:
+    async def _settle_oldest_flush(self, upload: Upload) -> None:
         try:
             await upload.flushes.popleft()
         except OSError as exc:
             refusal = SFTPNoSpaceOnFilesystem("No space") if exc.errno == errno.ENOSPC else SFTPFailure("Write failed")
             await self._abandon(upload, "write_failed", refusal)
 
-    async def _drain(self, upload: _Upload) -> None:
+    async def _drain(self, upload: Upload) -> None:
         """Every write of the upload on disk (or the upload dropped and its refusal raised)."""
         if upload.refused:
             raise upload.refused
-        if upload.gathered:
-            self._start_flush(upload)
+        upload.flush()
         while upload.flushes:
             await self._settle_oldest_flush(upload)
 
-    async def _abandon(self, upload: _Upload, reason: str, refusal: SFTPError) -> None:
+    async def _abandon(self, upload: Upload, reason: str, refusal: SFTPError) -> None:
         """Drop a refused upload now (its partial file removed) and fail this and later writes."""
         upload.refused = refusal
         await self._discard(upload, reason)
@@ -456,7 +409,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         self._ctx.touch()
         if isinstance(file_obj, _Reading):
             return _attrs(_FILE_MODES[RESULTS], await self._disk(os.fstat, file_obj.fd))
-        if isinstance(file_obj, _Upload) and not file_obj.refused:
+        if isinstance(file_obj, Upload) and not file_obj.refused:
             await self._drain(file_obj)
             return _attrs(_FILE_MODES[INBOX], await self._disk(os.fstat, file_obj.temp.fd, bulk=True))
         raise SFTPFailure("Upload was refused")
@@ -464,12 +417,12 @@ class TenantSFTPServer(asyncssh.SFTPServer):
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         """Accepted and ignored on uploads (clients send modes and times); the published file is ours."""
         self._ctx.touch()
-        if not isinstance(file_obj, _Upload):
+        if not isinstance(file_obj, Upload):
             self._refuse("fsetstat", "not_permitted")
 
     async def fsync(self, file_obj: object) -> None:
         self._ctx.touch()
-        if isinstance(file_obj, _Upload) and not file_obj.refused:
+        if isinstance(file_obj, Upload) and not file_obj.refused:
             await self._drain(file_obj)
             await self._disk(os.fsync, file_obj.temp.fd, bulk=True)
 
@@ -480,7 +433,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         try:
             if isinstance(file_obj, _Reading):
                 os.close(file_obj.fd)
-            elif isinstance(file_obj, _Upload):
+            elif isinstance(file_obj, Upload):
                 await self._finish(file_obj, explicit)
         except SFTPError:
             if explicit:
@@ -492,9 +445,9 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         finally:
             if file_obj in self._handles:
                 self._handles.discard(file_obj)
-                self._account.give_back_handle(upload=isinstance(file_obj, _Upload))
+                self._account.give_back_handle(upload=isinstance(file_obj, Upload))
 
-    async def _finish(self, upload: _Upload, explicit: bool) -> None:
+    async def _finish(self, upload: Upload, explicit: bool) -> None:
         if upload.refused:
             return  # already removed and reported when the write was refused
         if not explicit:
@@ -505,23 +458,19 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         try:
             size = await run_in(self._ctx.pools.bulk, fs.publish, upload.temp, upload.name)
         except (OSError, fs.NotRegularFile):
-            self._settle(upload, published=False)  # publish removed the temp file
+            upload.settle(published=False)  # publish removed the temp file
             self._report(events.UPLOAD_ABORTED, name=upload.name, reason="publish_failed")
             raise SFTPFailure("Failure") from None
-        self._settle(upload, published=True)
+        upload.settle(published=True)
         if is_partial(upload.name):
             self._started_parts[upload.name] = upload.started
         else:
             self._report_upload(upload.name, size, upload.started)
 
-    async def _discard(self, upload: _Upload, reason: str) -> None:
+    async def _discard(self, upload: Upload, reason: str) -> None:
         self._uploads.discard(upload)
-        self._account.unbuffer(upload.gathered_bytes)
-        upload.gathered, upload.gathered_bytes = [], 0
-        while upload.flushes:  # the file stays open until no thread writes to it any more
-            with contextlib.suppress(OSError):
-                await upload.flushes.popleft()
-        self._settle(upload, published=False)
+        await upload.stop_writing()  # the file stays open until no thread writes to it any more
+        upload.settle(published=False)
         written = -1
         try:
             written = os.fstat(upload.temp.fd).st_size if upload.temp.fd >= 0 else -1
@@ -529,12 +478,6 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         except OSError:
             events.log.exception("removing an aborted upload failed")
         self._report(events.UPLOAD_ABORTED, name=upload.name, reason=reason, bytes=written)
-
-    def _settle(self, upload: _Upload, published: bool) -> None:
-        """Give the upload's bytes back to the account, once: they stay in the inbox only when published."""
-        if not upload.settled:
-            upload.settled = True
-            self._account.settle(upload.size, published)
 
     def _report_upload(self, name: str, size: int, started: float | None) -> None:
         ctx = self._ctx
