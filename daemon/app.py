@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import functools
-import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import asyncssh
@@ -29,6 +27,7 @@ from .readiness import Readiness, disk_check, fd_check, write_check
 from .sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
 from .sftp.defender import DefenderOptions
 from .store import Store
+from .workers import WorkerPool
 
 DEMO_KEY_NAME = "demo_id_ed25519"
 RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health")  # a reload leaves these as they were
@@ -133,7 +132,7 @@ class Daemon:
         self.log = get_logger()
         self.state_dir = settings.server.state_dir
         self.store: Store | None = None
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: WorkerPool | None = None
         self.intake: Intake | None = None
         self.outbox: Outbox | None = None
         self.sftp: SftpServer | None = None
@@ -159,8 +158,8 @@ class Daemon:
         self.metrics = Metrics(self.store, live=lambda: self.sftp.stats() if self.sftp else {},
                                blockers=lambda: self.readiness.blockers)  # fmt: skip
         self.notifier.status("recovering: finishing what the last run left")
-        # spawn, not fork: polars runs threads, and a forked copy of a threaded process can deadlock.
-        self.pool = ProcessPoolExecutor(settings.intake.workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = WorkerPool(settings.intake.workers, settings.intake.worker_memory_bytes,
+                               lambda level, event, **fields: getattr(log, level)(event, **fields))  # fmt: skip
         self.intake = Intake(
             self._tenant_paths(settings),
             self.store,
@@ -386,13 +385,10 @@ class Daemon:
             self._lock_fd = None
 
 
-def _end_pool(pool: ProcessPoolExecutor) -> None:
+def _end_pool(pool: WorkerPool) -> None:
     """Stop the worker processes now: a validation still running was cut off, and its upload is recorded as
     being validated, so it is done again at the next start."""
-    for process in list(getattr(pool, "_processes", {}).values()):  # the executor has no public terminate
-        if process.is_alive():
-            process.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.terminate()
 
 
 async def serve(settings: Settings) -> None:

@@ -170,6 +170,7 @@ class IntakeConfig(_Section):
     workers: int = Field(2, ge=1)
     quarantine_days: int = Field(30, ge=0)
     receipts_kept: int = Field(100, ge=1)
+    worker_memory_bytes: int = Field(8 * GiB, ge=0)  # per worker process (RLIMIT_DATA); 0: no limit
 
 
 class TenantConfig(_Section):

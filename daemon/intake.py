@@ -4,15 +4,29 @@ An upload arrives three ways: the SFTP server reports its own completed renames 
 watcher sees a file appear, or the periodic rescan finds one (inotify drops events when its queue
 overflows). Files that did not come through our SFTP server are taken only once their size and mtime have
 been stable for the settle period. A taken file is first moved out of the inbox into the state directory
-(same filesystem, so the move is atomic), its name carrying the upload id and the original name; only then
-is it hashed and recorded. After a crash, a moved but unrecorded file is recorded at start, recorded but
-unfinished uploads resume from their last state, a rejected upload's file that had not reached quarantine
-is moved there, and a final state whose receipt was not written gets it from the stored result: nothing is
-lost, nothing is taken twice.
+(same filesystem, so the move is atomic); only then is it hashed and recorded.
+
+The kept file is named `<upload_id>.zip`, whatever the uploader called it: a name may be as long as the
+filesystem allows, and the id in front of it would make it too long. The original name lives in the store,
+and until the upload is recorded, in a label beside the file, `<upload_id>.name`, written (and fsynced)
+before the move and removed once the record holds the name. The label is written first so that a crash
+right after the move still knows the name; recording before the move would hash the file while it sits in
+the inbox, where a client could still change it. Files kept by earlier versions, `<upload_id>--<name>`, are
+still recognised.
+
+After a crash, a moved but unrecorded file is recorded at start (its name from its label), recorded but
+unfinished uploads resume from their last state, a rejected or failed upload's file that had not reached
+quarantine is moved there, and a final state whose receipt was not written gets it from the stored result:
+nothing is lost, nothing is taken twice. An error that is not a crash (a full disk, a bug) must not leave
+an upload behind until the next start either: a supervisor does the same every `supervise_seconds` for the
+uploads intake is not handling at that moment. An upload whose processing keeps raising is failed after
+MAX_CRASHES tries.
 
 Per tenant, uploads are validated one at a time in arrival order; tenants run in parallel up to a worker
-limit. Validation runs in a process pool, and hashing, moves and database commits in threads, so SFTP
-sessions on the event loop never stall.
+limit. Validation runs in the worker pool (daemon/workers.py), and hashing, moves and database commits in
+threads, so SFTP sessions on the event loop never stall. An upload whose worker process died twice, or that
+needed more memory than a worker may have, is `failed`, never `rejected`: the district did nothing wrong.
+Receipts of a tenant are written one at a time (each write prunes the old ones).
 """
 
 from __future__ import annotations
@@ -21,22 +35,29 @@ import asyncio
 import hashlib
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, awatch
 
 from . import receipts, snapshots
+from .files import replace_text
 from .ingest import process_upload
 from .store import SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
+from .workers import WorkerDied, WorkerPool
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
-NAME_SEPARATOR = "--"  # <upload_id>--<original name>.zip in the uploads folder
+KEPT_SUFFIX = ".zip"  # <upload_id>.zip in the uploads and quarantine folders
+LABEL_SUFFIX = ".name"  # <upload_id>.name: the original name, until the upload is recorded
+NAME_SEPARATOR = "--"  # <upload_id>--<original name>: how versions before labels kept a file
 MAX_ATTEMPTS = 3  # diffs of one upload, should the tenant's current snapshot change under it
-INTERNAL_ERROR = "rosterd could not validate this upload because of an internal error; an operator was told."
+MAX_CRASHES = 3  # tries of an upload whose processing raised, before it is failed
+INTERNAL_ERROR = "rosterd could not validate this upload because of an internal error."
+MiB = 1024**2
+GiB = 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +78,7 @@ class IntakeOptions:
     quarantine_days: float = 30.0
     receipts_kept: int = 100
     snapshots_kept: int = 30
+    supervise_seconds: float = 30.0  # how often uploads left unfinished or unanswered by an error are taken up
     on_accepted: Callable[[str, str], None] | None = None  # (tenant, upload_id): a new current snapshot
     on_final: Callable[[Upload, dict], None] | None = None  # (upload, the worker's timings): for metrics
 
@@ -86,7 +108,7 @@ class Intake:
         self,
         tenants: dict[str, TenantPaths],
         store: Store,
-        pool: Executor,
+        pool: WorkerPool,
         options: IntakeOptions,
         log: Callable[..., None],
     ) -> None:
@@ -99,7 +121,11 @@ class Intake:
         self.quarantine_dir = options.state_dir / "quarantine"
         self._queues: dict[str, asyncio.Queue[Upload]] = {name: asyncio.Queue() for name in tenants}
         self._workers = asyncio.Semaphore(options.workers)
-        self._claiming: set[Path] = set()
+        self._claiming: set[Path] = set()  # inbox files being taken
+        self._claimed: set[str] = set()  # upload ids being taken: moved, recorded, first receipt
+        self._queued: set[str] = set()  # upload ids waiting in a queue or being processed
+        self._crashes: dict[str, int] = {}  # upload id -> how often its processing raised
+        self._receipts: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # tenant -> its results/ folder
         self._tasks: list[asyncio.Task] = []
         self._serving: dict[str, asyncio.Task] = {}  # tenant -> the loop taking its queue in order
         self._watching: asyncio.Task | None = None
@@ -114,18 +140,35 @@ class Intake:
     async def start(self) -> None:
         for tenant in self.tenants.values():
             await asyncio.to_thread(self._prepare_folders, tenant)
-        await asyncio.to_thread(self._repair)
-        for upload in await self._db(self.store.unanswered):
-            if upload.tenant in self.tenants:
-                await self._reanswer(upload)
-        for upload in await self._db(self.store.unfinished):
-            if upload.tenant in self.tenants:  # a tenant removed from the config keeps its records as they are
-                self._enqueue(upload)
+        await self._recover()
         for name in self.tenants:
             self._serving[name] = asyncio.create_task(self._serve_tenant(name), name=f"intake-{name}")
         self._watching = asyncio.create_task(self._watch(), name="intake-watch")
         self._tasks.append(asyncio.create_task(self._rescan_forever(), name="intake-rescan"))
         self._tasks.append(asyncio.create_task(self._expire_quarantine(), name="intake-quarantine"))
+        self._tasks.append(asyncio.create_task(self._supervise(), name="intake-supervise"))
+
+    async def _recover(self) -> None:
+        """Finish what a crash or an error left: files moved but not recorded, final states without their
+        receipt, uploads not finished. Only uploads intake is not handling right now (at start: all)."""
+        await asyncio.to_thread(self._repair, self._busy)
+        for upload in await self._db(self.store.unanswered):
+            if upload.tenant in self.tenants and not self._busy(upload.id):
+                await self._reanswer(upload)
+        for upload in await self._db(self.store.unfinished):
+            if upload.tenant in self.tenants and not self._busy(upload.id):  # a removed tenant's uploads wait
+                self._enqueue(upload)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.supervise_seconds)
+            try:
+                await self._recover()
+            except Exception as exc:  # the next round tries again
+                self.log("upload.failed", error=repr(exc), stage="supervise")
+
+    def _busy(self, upload_id: str) -> bool:
+        return upload_id in self._claimed or upload_id in self._queued
 
     def _prepare_folders(self, tenant: TenantPaths) -> None:
         tenant.inbox.mkdir(parents=True, exist_ok=True)
@@ -207,26 +250,52 @@ class Intake:
         await self._claim(tenant, path)
 
     async def _claim(self, tenant: str, path: Path) -> None:
+        """Take one file from an inbox. Whatever fails after the move, the upload is not lost: recorded, it is
+        in the store for the supervisor; not recorded, its file and label are in the uploads folder."""
         if path in self._claiming:
             return
         self._claiming.add(path)
+        upload_id = new_upload_id()
+        self._claimed.add(upload_id)
         try:
-            upload_id = new_upload_id()
-            kept = self.uploads_dir / tenant / f"{upload_id}{NAME_SEPARATOR}{path.name}"
+            upload = await self._take(tenant, upload_id, path)
+            if upload is None:
+                return
+            if upload.state is State.DUPLICATE:
+                await self._answer_duplicate(upload)
+                return
             try:
-                await asyncio.to_thread(os.rename, path, kept)
-            except FileNotFoundError:
-                return  # taken already (by another event for the same file)
-            upload = await self._record(tenant, upload_id, path.name, kept)
+                await self._answer(upload, None)  # "received": the uploader sees at once that it arrived
+            finally:
+                self._enqueue(upload)
+        except Exception as exc:
+            self.log("upload.failed", tenant=tenant, upload_id=upload_id, file=path.name, error=repr(exc),
+                     stage="take")  # fmt: skip
         finally:
             self._claiming.discard(path)
-        if upload.state is State.DUPLICATE:
-            await self._answer_duplicate(upload)
-        else:
-            await self._answer(upload, None)  # "received": the uploader sees at once that it arrived
-            self._enqueue(upload)
+            self._claimed.discard(upload_id)
+
+    async def _take(self, tenant: str, upload_id: str, path: Path) -> Upload | None:
+        """Label, move, hash, record. None: taken already, or it could not be moved (it stays in the inbox,
+        and the next rescan tries again)."""
+        kept = self.uploads_dir / tenant / f"{upload_id}{KEPT_SUFFIX}"
+        label = kept.with_suffix(LABEL_SUFFIX)
+        try:
+            await asyncio.to_thread(replace_text, label, path.name)
+            await asyncio.to_thread(os.rename, path, kept)
+        except OSError as exc:
+            await asyncio.to_thread(label.unlink, missing_ok=True)
+            if await asyncio.to_thread(os.path.lexists, path):  # not just taken by another event for the same file
+                self.log("upload.not_taken", tenant=tenant, file=path.name, error=repr(exc))
+            return None
+        upload = await self._record(tenant, upload_id, path.name, kept)
+        await asyncio.to_thread(label.unlink, missing_ok=True)
+        return upload
 
     def _enqueue(self, upload: Upload) -> None:
+        if upload.id in self._queued:
+            return
+        self._queued.add(upload.id)
         self._pending += 1
         self.idle.clear()
         self._queues[upload.tenant].put_nowait(upload)
@@ -245,32 +314,57 @@ class Intake:
             self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
         return upload
 
-    def _repair(self) -> None:
-        """Finish what a crash interrupted between a move and its record (blocking; runs before intake starts).
+    def _repair(self, busy: Callable[[str], bool]) -> None:
+        """Finish what a crash or an error interrupted between a move and its record (blocking). Files of
+        uploads that `busy` names are left alone: a claim or a processing is at work on them.
 
         A file in the uploads folder whose id is not recorded was moved out of an inbox by a daemon that died
-        before recording it: it is recorded now. One recorded as rejected had not reached quarantine yet: it
-        is moved there. One recorded as a duplicate had not been deleted yet: it is deleted.
+        (or a claim that failed) before recording it: it is recorded now, under the name in its label. One
+        recorded as rejected or failed had not reached quarantine yet: it is moved there. One recorded as a
+        duplicate had not been deleted yet: it is deleted. A label is removed once its upload is recorded, or
+        when there is no file beside it (the move never happened: the file is still in the inbox).
         """
         for tenant in self.tenants:
-            kept_files = {p.name.partition(NAME_SEPARATOR)[0]: p
-                          for p in sorted((self.uploads_dir / tenant).glob(f"*{NAME_SEPARATOR}*"))}  # fmt: skip
-            states = self.store.states(list(kept_files))
+            kept_files: dict[str, Path] = {}
+            labels: dict[str, list[Path]] = defaultdict(list)
+            for path in sorted((self.uploads_dir / tenant).iterdir()):
+                upload_id, is_label = _kept_id(path.name)
+                if upload_id is None or busy(upload_id):
+                    continue
+                if is_label:
+                    labels[upload_id].append(path)
+                else:
+                    kept_files[upload_id] = path
+            states = self.store.states(list(kept_files | labels)) if kept_files or labels else {}
             for upload_id, kept in kept_files.items():
                 state = states.get(upload_id)
                 if state is None:
-                    name = kept.name.partition(NAME_SEPARATOR)[2]
-                    size = kept.stat().st_size
-                    sha256 = sha256_of(kept)
-                    upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept))
-                    self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size,
-                             file=name, recovered=True)  # fmt: skip
-                    if upload.state is State.DUPLICATE:
-                        self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
-                elif state is State.REJECTED:
+                    self._record_found(tenant, upload_id, kept, labels.get(upload_id, []))
+                elif state in (State.REJECTED, State.FAILED):
                     _move(kept, Path(self.store.get(upload_id).path))
                 elif state is State.DUPLICATE:
                     kept.unlink(missing_ok=True)
+            for upload_id, found in labels.items():
+                if upload_id in states or upload_id not in kept_files:
+                    for label in found:
+                        label.unlink(missing_ok=True)
+
+    def _record_found(self, tenant: str, upload_id: str, kept: Path, labels: list[Path]) -> None:
+        """Record a file found moved but not recorded (blocking)."""
+        if NAME_SEPARATOR in kept.name:
+            name = kept.name.partition(NAME_SEPARATOR)[2]
+        else:
+            written = [label for label in labels if label.name.endswith(LABEL_SUFFIX)]
+            name = (written[0].read_text(encoding="utf-8") if written else "") or kept.name  # power cut: empty
+        size = kept.stat().st_size
+        sha256 = sha256_of(kept)
+        upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept))
+        for label in labels:
+            label.unlink(missing_ok=True)
+        self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name,
+                 recovered=True)  # fmt: skip
+        if upload.state is State.DUPLICATE:
+            self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
 
     # processing
 
@@ -286,10 +380,20 @@ class Intake:
     async def _process_one(self, upload: Upload) -> None:
         try:
             async with self._workers:
-                await self._process(upload)
-        except Exception as exc:  # one upload's failure must never stop the tenant's queue
-            self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
+                upload = await self._db(self.store.get, upload.id)
+                if upload.tenant not in self.tenants or upload.state.final:
+                    return  # its tenant was removed by a reload, or it was decided since it was queued
+                if self._crashes.get(upload.id, 0) >= MAX_CRASHES:
+                    await self._fail(upload, INTERNAL_ERROR, "its processing raised every time")
+                else:
+                    await self._process(upload)
+            self._crashes.pop(upload.id, None)
+        except Exception as exc:  # one upload's failure must never stop the tenant's queue; the supervisor retries
+            self._crashes[upload.id] = self._crashes.get(upload.id, 0) + 1
+            self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc),
+                     attempt=self._crashes[upload.id])  # fmt: skip
         finally:
+            self._queued.discard(upload.id)
             self._pending -= 1
             if self._pending == 0:
                 self.idle.set()
@@ -299,20 +403,18 @@ class Intake:
         upload = await self._db(self.store.set_state, upload.id, State.VALIDATING)
         self.log("upload.validating", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
         for _attempt in range(MAX_ATTEMPTS):
             work = await self._work_options(upload, tenant)
             try:
-                outcome = await loop.run_in_executor(self.pool, process_upload, upload.path, work)
-            except Exception as exc:  # a crash of the validator is reported, never fatal to the daemon
-                self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
-                upload = await self._quarantine(upload, None, INTERNAL_ERROR)
-                await self._answer(upload, None)
+                outcome = await self.pool.run(process_upload, upload.path, work,
+                                              about={"tenant": upload.tenant, "upload_id": upload.id})  # fmt: skip
+            except Exception as exc:  # its worker died twice, it ran out of memory, or the validator crashed
+                await self._fail(upload, failure_detail(exc, self.pool.memory_bytes), repr(exc))
                 return
             result = receipts.trim(outcome["validation"])
             snapshot = outcome.get("snapshot")
             if snapshot is None:
-                upload = await self._quarantine(upload, result)
+                upload = await self._set_aside(upload, State.REJECTED, result)
                 break
             try:
                 upload = await self._take_snapshot(upload, work, snapshot, result)
@@ -384,28 +486,44 @@ class Intake:
                 self.store.mark_pruned(record.upload_id)
                 self.log("snapshot.pruned", tenant=tenant, upload_id=record.upload_id)
 
-    async def _quarantine(self, upload: Upload, result: dict | None, detail: str | None = None) -> Upload:
-        """A rejected upload is kept (not deleted) for the quarantine period: record it, then move it.
+    async def _fail(self, upload: Upload, detail: str, error: str) -> None:
+        """rosterd could not finish the upload (not the district's doing): failed, set aside, answered."""
+        self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256, error=error,
+                 state=str(State.FAILED), detail=detail)  # fmt: skip
+        upload = await self._set_aside(upload, State.FAILED, None, detail)
+        await self._answer(upload, None)
+        if self.options.on_final is not None:
+            self.options.on_final(upload, {})
+
+    async def _set_aside(self, upload: Upload, state: State, result: dict | None, detail: str | None = None) -> Upload:
+        """A rejected or failed upload is kept (not deleted) for the quarantine period: record it, then move it.
 
         Recorded first: a crash between the two leaves the file where `_repair` finds and moves it.
         """
         target = self.quarantine_dir / upload.tenant / Path(upload.path).name
-        rejected = await self._db(self.store.set_state, upload.id, State.REJECTED, detail=detail, path=str(target),
+        recorded = await self._db(self.store.set_state, upload.id, state, detail=detail, path=str(target),
                                   result=result)  # fmt: skip
         await asyncio.to_thread(_move, Path(upload.path), target)
-        return rejected
+        return recorded
 
     async def _answer_duplicate(self, upload: Upload) -> None:
         """Nothing is done with a duplicate: its receipt names the earlier upload, and its bytes are dropped."""
         await self._answer(upload, None)
         await asyncio.to_thread(Path(upload.path).unlink, missing_ok=True)
 
-    async def _reanswer(self, upload: Upload, latest: bool = True) -> None:
-        """The receipt of an upload whose recorded state has no receipt yet (a crash, or a held upload that a
-        newer one superseded), built from what the store holds."""
+    async def _reanswer(self, upload: Upload, latest: bool | None = None) -> None:
+        """The receipt of an upload whose recorded state has no receipt yet (a crash or an error, or a held
+        upload that a newer one superseded), built from what the store holds; latest.json too when it is the
+        tenant's newest upload (`latest` None)."""
+        upload = await self._db(self.store.get, upload.id)
+        if upload.answered_at is not None or not upload.state.final:
+            return  # answered meanwhile
         if upload.state is State.DUPLICATE:
             await self._answer_duplicate(upload)
             return
+        if latest is None:
+            newest = await self._db(self.store.recent, upload.tenant, 1)
+            latest = bool(newest) and newest[0].id == upload.id
         receipt = await self._db(receipts.from_store, self.store, upload)
         await self._write_receipt(upload, receipt, latest)
 
@@ -428,7 +546,8 @@ class Intake:
 
     async def _write_receipt(self, upload: Upload, receipt: dict, latest: bool = True) -> None:
         results = self.tenants[upload.tenant].results
-        await asyncio.to_thread(receipts.write, results, receipt, self.options.receipts_kept, latest)
+        async with self._receipts[upload.tenant]:  # one writer at a time: each write prunes the folder
+            await asyncio.to_thread(receipts.write, results, receipt, self.options.receipts_kept, latest)
         if upload.state.final:
             await self._db(self.store.mark_answered, upload.id)
 
@@ -450,6 +569,40 @@ def _candidates(inbox: Path) -> list[Path]:
         if is_candidate(path) and entry.is_file(follow_symlinks=False):
             found.append(path)
     return found
+
+
+def _kept_id(name: str) -> tuple[str | None, bool]:
+    """The upload id a name in the uploads folder belongs to, and whether it is a label (or a label's
+    temporary file); None for anything else."""
+    if name.startswith(HIDDEN_PREFIX):  # .<id>.name.XXXXXX.tmp: a label being written
+        stem, found, _rest = name[1:].partition(LABEL_SUFFIX + ".")
+        return (stem, True) if found and name.endswith(".tmp") else (None, False)
+    if NAME_SEPARATOR in name:
+        return name.partition(NAME_SEPARATOR)[0], False
+    for suffix, is_label in ((KEPT_SUFFIX, False), (LABEL_SUFFIX, True)):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix), is_label
+    return None, False
+
+
+def failure_detail(error: BaseException, memory_bytes: int) -> str:
+    """What a failed upload's receipt says about why (the district did nothing wrong)."""
+    limit = f"the worker memory limit (`[intake] worker_memory_bytes` = {_size(memory_bytes)})" if memory_bytes else ""
+    if isinstance(error, MemoryError):
+        return f"Validating this upload needed more memory than {limit or 'the machine had free'}."
+    if isinstance(error, WorkerDied):
+        died = (f"The worker process validating this upload died twice ({error.death.describe()} the second time)."
+                if error.death else "Worker processes kept dying while this upload was being validated.")  # fmt: skip
+        return f"{died} Most often that means it exceeded {limit} or the machine ran out of memory." if limit else (
+            f"{died} Most often that means the machine ran out of memory.")  # fmt: skip
+    return INTERNAL_ERROR
+
+
+def _size(count: int) -> str:
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB")):
+        if count % unit == 0:
+            return f"{count // unit} {name}"
+    return f"{count} bytes"
 
 
 def _move(source: Path, target: Path) -> None:

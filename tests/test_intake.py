@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from daemon.intake import NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
+from daemon.intake import INTERNAL_ERROR, NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
 from daemon.store import DeliveryState, State, Store
+from daemon.workers import Death, WorkerDied, WorkerPool
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
 def pool():
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as executor:
-        yield executor
+    workers = WorkerPool(2)
+    yield workers
+    workers.terminate()
 
 
 class Harness:
-    def __init__(self, root: Path, pool: ProcessPoolExecutor) -> None:
+    def __init__(self, root: Path, pool: WorkerPool) -> None:
         self.root = root
         self.events: list[tuple[str, dict]] = []
         self.tenants = {
@@ -133,7 +133,8 @@ async def test_a_file_left_while_the_daemon_was_down_is_taken_at_start(harness: 
 
 
 async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
-    """A file moved but not recorded, and one recorded as validating: both finish once, after restart."""
+    """A file moved but not recorded, and one recorded as validating: both finish once, after restart. (Both
+    named as versions before labels named them: `<upload_id>--<name>`.)"""
     uploads = harness.root / "state" / "uploads" / "north"
     uploads.mkdir(parents=True)
     orphan = uploads / f"u-20260101T000000Z-aaaaaa{NAME_SEPARATOR}orphan.zip"
@@ -168,7 +169,7 @@ async def test_a_duplicate_names_the_earlier_upload_and_its_bytes_are_dropped(ha
     second = next(r for r in await harness.wait_for_receipts("north", 2) if r["file"] == "b.zip")
     assert second["state"] == "duplicate" and first["upload_id"] in second["detail"]
     uploads = harness.root / "state" / "uploads" / "north"
-    await eventually(lambda: sorted(p.name for p in uploads.iterdir()) == [f"{first['upload_id']}{NAME_SEPARATOR}a.zip"])
+    await eventually(lambda: sorted(p.name for p in uploads.iterdir()) == [f"{first['upload_id']}.zip"])
 
 
 async def test_a_crash_between_record_and_receipt_is_finished_at_start(harness: Harness) -> None:
@@ -263,3 +264,169 @@ async def test_snapshots_the_outbox_still_needs_are_kept(harness: Harness) -> No
         harness.store.finish_delivery(d.id, DeliveryState.DELIVERED)
     await asyncio.to_thread(harness.intake._prune, "north")
     assert [record.pruned_at is None for record, _ in harness.store.snapshots("north")] == [True, False, False]
+
+
+async def test_a_name_as_long_as_the_filesystem_allows_is_taken_and_answered(harness: Harness) -> None:
+    name = "d" * 246 + ".zip"  # 250 bytes: too long once an upload id is put in front of it
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / name)
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "accepted" and receipt["file"] == name
+    assert list(harness.tenants["north"].inbox.iterdir()) == []
+    assert harness.store.get(receipt["upload_id"]).name == name
+
+
+async def test_many_receipts_at_once_beyond_the_kept_number_all_get_written(harness: Harness) -> None:
+    """Receipts written by many uploads at the same moment, with pruning on every write: none fails, and
+    every upload is marked answered."""
+    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=30,
+                                           receipts_kept=3)  # fmt: skip
+    await harness.intake.start()
+    store, uploads = harness.store, []
+    for number in range(60):
+        kept = harness.root / "state" / "uploads" / "north" / f"u-20260101T000000Z-{number:06x}.zip"
+        kept.write_bytes(b"%d" % number)
+        upload = store.add(kept.stem, "north", f"{number}.zip", f"{number:064x}", 1, str(kept))
+        uploads.append(store.set_state(upload.id, State.DUPLICATE, detail="made up for this test"))
+    await asyncio.gather(*(harness.intake._reanswer(upload) for upload in uploads))
+    assert store.unanswered() == []
+    kept = [p for p in harness.tenants["north"].results.glob("*.json") if p.name != "latest.json"]
+    assert len(kept) == 3
+
+
+def options(harness: Harness, **changes) -> IntakeOptions:
+    """The harness's options with `changes` (supervise_seconds short: the supervisor's rounds are awaited)."""
+    return IntakeOptions(**{"state_dir": harness.root / "state", "settle_seconds": 0.2, "rescan_seconds": 0.5,
+                            "supervise_seconds": 0.2, **changes})  # fmt: skip
+
+
+def upload_folder(harness: Harness, tenant: str = "north") -> Path:
+    folder = harness.root / "state" / "uploads" / tenant
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def test_a_file_moved_but_not_recorded_gets_the_name_in_its_label(harness: Harness) -> None:
+    """A crash between the move and the record: the kept file is `<id>.zip`, its original name is in the
+    label beside it; a label whose file never moved is dropped (the file is still in the inbox)."""
+    name = "é" * 120 + ".zip"  # 244 bytes
+    uploads = upload_folder(harness)
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", uploads / "u-20260101T000000Z-dddddd.zip")
+    (uploads / "u-20260101T000000Z-dddddd.name").write_text(name, encoding="utf-8")
+    (uploads / "u-20260101T000001Z-eeeeee.name").write_text("never-moved.zip", encoding="utf-8")
+    await harness.intake.start()
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "accepted" and receipt["file"] == name
+    assert receipt["upload_id"] == "u-20260101T000000Z-dddddd"
+    assert sorted(p.name for p in uploads.iterdir()) == ["u-20260101T000000Z-dddddd.zip"]
+
+
+async def test_an_upload_left_received_by_an_error_is_taken_up_without_a_restart(harness: Harness) -> None:
+    harness.intake.options = options(harness)
+    await harness.intake.start()
+    kept = upload_folder(harness) / "u-20260101T000000Z-ffffff.zip"
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", kept)
+    harness.store.add(kept.stem, "north", "stranded.zip", "a" * 64, kept.stat().st_size, str(kept))  # never queued
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "accepted" and receipt["file"] == "stranded.zip"
+    assert [s for s, _, _ in harness.store.history(kept.stem)] == ["received", "validating", "accepted"]
+
+
+async def test_a_decided_upload_without_its_receipt_is_answered_without_a_restart(harness: Harness) -> None:
+    harness.intake.options = options(harness)
+    await harness.intake.start()
+    kept = upload_folder(harness) / "u-20260101T000000Z-abcabc.zip"
+    kept.write_bytes(b"not a zip")
+    harness.store.add(kept.stem, "north", "bad.zip", "b" * 64, 9, str(kept))
+    harness.store.set_state(kept.stem, State.REJECTED, detail="decided, and then the receipt could not be written")
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "rejected" and receipt["detail"].startswith("decided, and then")
+    await eventually(lambda: harness.store.unanswered() == [])
+
+
+async def test_an_error_right_after_the_move_loses_nothing(harness: Harness) -> None:
+    """The store refuses the first record (a full disk, say): the file is in the uploads folder with its label,
+    and the supervisor records and validates it, under its own name."""
+    harness.intake.options = options(harness)
+    real_add, refusals = harness.store.add, []
+
+    def add_refusing_once(*args):
+        if not refusals:
+            refusals.append(args[0])
+            raise OSError(28, "No space left on device")
+        return real_add(*args)
+
+    harness.store.add = add_refusing_once
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "monday.zip")
+    (receipt,) = await harness.wait_for_receipts("north", 1)
+    assert receipt["state"] == "accepted" and receipt["file"] == "monday.zip"
+    assert receipt["upload_id"] == refusals[0]  # the same upload, not a second one
+    assert ("upload.failed", "take") in [(e, f.get("stage")) for e, f in harness.events]
+
+
+async def test_an_upload_whose_processing_keeps_raising_is_failed_after_a_few_tries(harness: Harness) -> None:
+    harness.intake.options = options(harness)
+
+    async def broken(upload, tenant):
+        raise RuntimeError("a bug in rosterd")
+
+    harness.intake._work_options = broken
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "x.zip")
+    receipt = await wait_for_state(harness, "north", "failed")
+    assert receipt["detail"] == INTERNAL_ERROR and "did nothing wrong" in receipt["next"]
+    tries = [f for e, f in harness.events if e == "upload.failed" and f.get("attempt")]
+    assert [f["attempt"] for f in tries] == [1, 2, 3]
+
+
+class DyingPool:
+    """A pool whose every worker dies twice, as the real one reports it."""
+
+    memory_bytes = 8 * 1024**3
+
+    async def run(self, fn, *args, about=None):
+        raise WorkerDied(Death(4242, None, "SIGKILL"))
+
+
+async def test_an_upload_whose_worker_dies_twice_is_failed_not_rejected_and_may_be_sent_again(
+    harness: Harness, pool: WorkerPool
+) -> None:
+    harness.intake.pool = DyingPool()
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "big.zip")
+    failed = await wait_for_state(harness, "north", "failed")
+    assert failed["detail"].startswith("The worker process validating this upload died twice (killed by SIGKILL")
+    assert "`[intake] worker_memory_bytes` = 8 GiB" in failed["detail"] and "validation" not in failed
+    upload = harness.store.get(failed["upload_id"])
+    assert upload.state is State.FAILED and Path(upload.path).exists() and "quarantine" in upload.path
+
+    harness.intake.pool = pool  # the operator fixed the machine; the district sends the same file again
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "big-again.zip")
+    again = await wait_for_state(harness, "north", "accepted")
+    assert again["file"] == "big-again.zip"
+
+
+async def test_an_upload_over_the_worker_memory_limit_is_failed_with_the_limit_named(harness: Harness) -> None:
+    """100 MiB per worker: enough to start one (60 MiB here), not to validate the sample (180 MiB)."""
+    small = WorkerPool(1, memory_bytes=100 * 1024**2, stall_seconds=5)  # polars may also hang: killed sooner
+    harness.intake.pool = small
+    try:
+        await harness.intake.start()
+        shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["south"].inbox / "sample.zip")
+        receipt = await wait_for_state(harness, "south", "failed")
+    finally:
+        small.terminate()
+    # Past the limit polars aborts the worker or hangs (killed: twice, failed), or Python raises MemoryError:
+    # whichever happens, the receipt names the limit.
+    assert "the worker memory limit (`[intake] worker_memory_bytes` = 100 MiB)" in receipt["detail"]
+
+
+async def wait_for_state(harness: Harness, tenant: str, state: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in harness.receipts(tenant) if r["state"] == state]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{tenant}: no {state} receipt in {harness.receipts(tenant)}; {harness.events}")
