@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +42,10 @@ from servers import (
     Server,
     free_port,
     make_key,
+    proc_stats,
     public_key_line,
     rosterd_config,
+    rss_kib,
     sftp_batch,
     tail,
 )
@@ -125,19 +127,10 @@ def daemon(workdir: Path, key: Path, max_ratio: float | None) -> Iterator[tuple[
 def group_rss_mib(group: int) -> float:
     """The resident memory of every process in a process group, summed (from /proc)."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != group:  # the fields after the command name: pgrp
-                continue
-            status = Path(entry.path, "status").read_text()
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
+    for pid, fields in proc_stats():
+        if int(fields[2]) == group:  # pgrp
+            with suppress(OSError):  # gone meanwhile
+                total += rss_kib(pid)
     return total / 1024
 
 

@@ -25,26 +25,26 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
 
 import recording
 from servers import (
-    LOOPBACK,
-    TENANT,
+    ROUND_TRIP_TIMEOUT,
     TERMINAL_STATES,
     BenchError,
     Server,
+    Timeline,
     asyncssh_version,
+    exit_on_sigterm,
+    connect,
     make_key,
+    probe,
     rosterd_server,
     sftp_argv,
     tail,
@@ -64,51 +64,13 @@ from daemon.oneroster.generate import DistrictSpec
 BENCH = Path(__file__).resolve().parent
 MAX_LAG_MS = 200.0
 PHASES = ("idle", "upload", "intake")
-ROUND_TRIP_TIMEOUT = 30.0
 RECEIPT_POLL_SECONDS = 0.1
 UPLOAD_NAME = "upload.zip"
 # rosterd's defaults, except the periodic rescan, which is kept out of the way (it is not what is measured).
 INTAKE = {"settle_seconds": 0.5, "rescan_seconds": 3600}
 
 
-@dataclass
-class Timeline:
-    """Which phase the run is in, and every probe round trip: (phase, seconds into it, milliseconds)."""
-
-    phase: str = "idle"
-    phase_started: float = field(default_factory=time.perf_counter)
-    durations: dict[str, float] = field(default_factory=dict)
-    trips: list[tuple[str, float, float]] = field(default_factory=list)
-
-    def enter(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.durations[self.phase] = now - self.phase_started
-        self.phase, self.phase_started = phase, now
-
-    def samples(self, phase: str) -> list[float]:
-        return [ms for p, _, ms in self.trips if p == phase]
-
-
 # --- the SFTP work ----------------------------------------------------------------------------------------
-
-
-async def connect(port: int, key: Path) -> asyncssh.SSHClientConnection:
-    return await asyncio.wait_for(
-        asyncssh.connect(LOOPBACK, port, username=TENANT, client_keys=[str(key)], known_hosts=None,
-                         agent_path=None, config=None),
-        timeout=30,
-    )  # fmt: skip
-
-
-async def probe(sftp: asyncssh.SFTPClient, timeline: Timeline, stop: asyncio.Event, interval: float) -> None:
-    """List /inbox until told to stop; each round trip is charged to the phase it started in."""
-    while not stop.is_set():
-        phase, into = timeline.phase, time.perf_counter() - timeline.phase_started
-        started = time.perf_counter()
-        await asyncio.wait_for(sftp.listdir("/inbox"), timeout=ROUND_TRIP_TIMEOUT)
-        timeline.trips.append((phase, into, (time.perf_counter() - started) * 1000))
-        if interval:
-            await asyncio.sleep(interval)
 
 
 async def upload(server: Server, key: Path, package: Path, work: Path, timeout: float) -> None:
@@ -173,11 +135,6 @@ async def run_phases(server: Server, key: Path, package: Path, work: Path, args:
 # --- reporting --------------------------------------------------------------------------------------------
 
 
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 def figures_table(timeline: Timeline) -> list[str]:
     lines = [
         "| phase | seconds | round trips | median ms | p99 ms | max ms | target | result |",
@@ -189,10 +146,8 @@ def figures_table(timeline: Timeline) -> list[str]:
             lines.append(f"| {phase} | {timeline.durations.get(phase, 0):.2f} | 0 | | | | | no samples |")
             continue
         verdict = "PASS" if max(ms) < MAX_LAG_MS else "FAIL"
-        lines.append(
-            f"| {phase} | {timeline.durations.get(phase, 0):.2f} | {len(ms)} | {statistics.median(ms):.1f} "
-            f"| {_p99(ms):.1f} | {max(ms):.1f} | max < {MAX_LAG_MS:.0f} | {verdict} |"
-        )
+        lines.append(f"| {phase} | {timeline.durations.get(phase, 0):.2f} | {recording.round_trip_cells(ms)} "
+                     f"| max < {MAX_LAG_MS:.0f} | {verdict} |")  # fmt: skip
     return lines
 
 
@@ -238,10 +193,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the cleanup, which stops the daemon
-
-
 def measure(package: Path | None, args: argparse.Namespace,
             say: Callable[[str], None]) -> tuple[Timeline, dict, str]:  # fmt: skip
     """Run the phases against a fresh daemon; no package means --random-mib of random bytes."""
@@ -275,7 +226,7 @@ def district(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Path
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -295,12 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"slowest round trips: {slowest(timeline)}",
     ]
     table = figures_table(timeline)
-    print()
-    print("\n".join(context))
-    print()
-    print("\n".join(table))
-    if args.record:
-        recording.append("SFTP loop lag (bench/loop_lag.py)", [*(f"- {c}" for c in context), "", *table])
+    recording.show("SFTP loop lag (bench/loop_lag.py)", context, table, args.record)
     return 0
 
 

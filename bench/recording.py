@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,3 +59,25 @@ def append(title: str, lines: Sequence[str]) -> None:
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write("\n".join(entry) + "\n")
     print(f"recorded in {RESULTS}")
+
+
+def show(title: str, context: Sequence[str], table: Sequence[str], record: bool) -> None:
+    """Print a run's context lines and figures table; with `record`, append them as an entry titled `title`."""
+    print()
+    print("\n".join(context))
+    print()
+    print("\n".join(table))
+    if record:
+        append(title, [*(f"- {line}" for line in context), "", *table])
+
+
+def p99(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def round_trip_cells(ms: Sequence[float]) -> str:
+    """Table cells for a series of round trips in milliseconds: count, median, p99, maximum."""
+    if not ms:
+        return "0 | | | "
+    return f"{len(ms)} | {statistics.median(ms):.1f} | {p99(ms):.1f} | {max(ms):.1f}"

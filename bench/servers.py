@@ -1,26 +1,34 @@
-"""Throwaway SFTP servers and the OpenSSH client, shared by the SFTP benchmarks.
+"""Throwaway SFTP servers and their clients, shared by the SFTP benchmarks.
 
 `rosterd serve` and OpenSSH's own sshd each run as a child process on a free loopback port (never 2222, where
 a developer's own daemon may listen), with keys, config, state and log in the caller's temporary folder. A
-server is stopped when its context ends, however it ends: SIGTERM, then SIGKILL if it lingers. Nothing here
-touches the checkout's `var/` or the host's SSH setup, except installing openssh-server when sshd is missing.
+server is stopped when its context ends, however it ends: SIGTERM, then SIGKILL (its whole process group) if
+it lingers. Nothing here touches the checkout's `var/` or the host's SSH setup, except installing
+openssh-server when sshd is missing. The clients: OpenSSH's sftp in batch mode, and an asyncssh session that
+times its round trips (the probe), and a spawned Python process for load that must not share the probe's loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import pwd
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncssh
 
 ROSTERD = Path(sys.executable).parent / "rosterd"
 SSHD = Path("/usr/sbin/sshd")
@@ -31,6 +39,7 @@ AVOIDED_PORTS = frozenset({2222})
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 APT_TIMEOUT = 900
+ROUND_TRIP_TIMEOUT = 30.0
 TERMINAL_STATES = ("accepted", "rejected", "duplicate")
 MiB = 1024**2
 GiB = 1024**3
@@ -48,11 +57,16 @@ class Server:
     upload_dir: str  # absolute SFTP path that uploads go to
     log: Path
     state_dir: Path | None = None  # rosterd only
+    pid: int | None = None
+    health_port: int | None = None  # rosterd only: /healthz, /readyz, /metrics
 
     @property
     def latest_receipt(self) -> Path:
+        return self.results(TENANT) / "latest.json"
+
+    def results(self, tenant: str) -> Path:
         assert self.state_dir is not None, "only rosterd writes receipts"
-        return self.state_dir / "tenants" / TENANT / "results" / "latest.json"
+        return self.state_dir / "tenants" / tenant / "results"
 
 
 # --- small pieces -----------------------------------------------------------------------------------------
@@ -99,11 +113,48 @@ def write_random(path: Path, size_mib: int) -> Path:
     return path
 
 
-def _toml_string(value: str) -> str:
-    return json.dumps(value)  # a JSON string of printable text is a valid TOML basic string
+def _toml_value(value: str | bool | float) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string of printable text is a valid TOML basic string
+    return str(value)
 
 
-# --- child processes --------------------------------------------------------------------------------------
+def _toml_keys(keys: Mapping[str, str | bool | float]) -> str:
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in keys.items())
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+
+def exit_on_sigterm() -> None:
+    """A SIGTERM unwinds the script like Ctrl-C does, through the cleanup that stops its servers."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process in /proc with the fields of its stat after the command name (state, ppid, pgrp, ...)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        yield int(entry.name), stat.rpartition(")")[2].split()  # the name in parentheses may hold anything
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS from /proc/PID/status; 0 for a process that has exited and not been reaped. OSError once gone."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _wait_listening(proc: subprocess.Popen, port: int, what: str, log: Path) -> None:
@@ -126,19 +177,29 @@ def _stop(proc: subprocess.Popen) -> None:
     try:
         proc.wait(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group holds its workers too
         proc.wait(timeout=STOP_TIMEOUT)
 
 
+def _soft_nofile(limit: int) -> Callable[[], None]:
+    def lower() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    return lower
+
+
 @contextlib.contextmanager
-def _running(argv: Sequence[str], port: int, what: str, log: Path) -> Iterator[subprocess.Popen]:
+def _running(argv: Sequence[str], port: int, what: str, log: Path,
+             nofile: int | None = None) -> Iterator[subprocess.Popen]:  # fmt: skip
     """Start argv with its output in `log`, wait until it listens on `port`, stop it on the way out.
 
     The child gets its own session, so a Ctrl-C in the terminal reaches only this script, whose cleanup then
-    stops the child in order."""
+    stops the child in order. `nofile` lowers the child's soft limit of open files."""
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True,
+                                preexec_fn=_soft_nofile(nofile) if nofile else None)  # fmt: skip
     try:
         _wait_listening(proc, port, what, log)
         yield proc
@@ -149,37 +210,62 @@ def _running(argv: Sequence[str], port: int, what: str, log: Path) -> Iterator[s
 # --- rosterd ----------------------------------------------------------------------------------------------
 
 
-def rosterd_config(port: int, state_dir: Path, public_key: str, intake: dict[str, float | int]) -> str:
-    intake_lines = "".join(f"{key} = {value}\n" for key, value in intake.items())
+Keys = Mapping[str, str | bool | float]
+# The health port on any free port: the default (9222) would make two benchmarks at once collide.
+HEALTH = {"host": LOOPBACK, "port": 0}
+
+
+def rosterd_config(port: int, state_dir: Path, public_key: str, intake: Keys, *, tenants: Sequence[str] = (TENANT,),
+                   server: Keys | None = None, sections: Mapping[str, Keys] | None = None) -> str:  # fmt: skip
+    """A config with `tenants` (all logging in with `public_key`); `server` adds keys to [server], `sections`
+    adds tables such as [defender] (and may replace [health])."""
+    tables = {"health": HEALTH, **(sections or {})}
     return (
         "[server]\n"
-        f'host = "{LOOPBACK}"\n'
-        f"port = {port}\n"
-        f"state_dir = {_toml_string(str(state_dir))}\n"
-        "min_free_bytes = 0\n"
-        "\n[intake]\n"
-        f"{intake_lines}"
-        "\n[[tenants]]\n"
-        f'name = "{TENANT}"\n'
-        f"authorized_keys = [{_toml_string(public_key)}]\n"
-        f"max_upload_bytes = {4 * GiB}\n"
-        f"inbox_quota_bytes = {8 * GiB}\n"
+        + _toml_keys({"host": LOOPBACK, "port": port, "state_dir": str(state_dir), "min_free_bytes": 0,
+                      **(server or {})})  # fmt: skip
+        + f"\n[intake]\n{_toml_keys(intake)}"
+        + "".join(f"\n[{name}]\n{_toml_keys(keys)}" for name, keys in tables.items())
+        + "".join(
+            f"\n[[tenants]]\nname = {_toml_value(name)}\nauthorized_keys = [{_toml_value(public_key)}]\n"
+            f"max_upload_bytes = {4 * GiB}\ninbox_quota_bytes = {8 * GiB}\n"
+            for name in tenants
+        )
     )
 
 
+def started_event(log: Path, proc: subprocess.Popen) -> dict:
+    """The daemon's `daemon.started` event (it names the health port), waited for in its log."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("{") and '"daemon.started"' in line:
+                return json.loads(line)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise BenchError(f"rosterd logged no daemon.started; its log:\n{tail(log)}")
+
+
 @contextlib.contextmanager
-def rosterd_server(workdir: Path, client_key: Path, intake: dict[str, float | int]) -> Iterator[Server]:
-    """`rosterd serve` with one tenant, TENANT, who logs in with `client_key`."""
+def rosterd_server(workdir: Path, client_key: Path, intake: Keys, *, tenants: Sequence[str] = (TENANT,),
+                   server: Keys | None = None, sections: Mapping[str, Keys] | None = None,
+                   nofile: int | None = None) -> Iterator[Server]:  # fmt: skip
+    """`rosterd serve` with `tenants` (by default one, TENANT), who log in with `client_key`; see
+    rosterd_config for the rest. The Server names the first tenant."""
     if not ROSTERD.is_file():
         raise BenchError(f"no rosterd console script next to {sys.executable}; run `make .venv/.installed-stamp`")
     home = workdir / "rosterd"
     home.mkdir()
     port = free_port()
     config = home / "rosterd.toml"
-    config.write_text(rosterd_config(port, home / "state", public_key_line(client_key), intake))
+    config.write_text(rosterd_config(port, home / "state", public_key_line(client_key), intake, tenants=tenants,
+                                     server=server, sections=sections))  # fmt: skip
     log = home / "daemon.log"
-    with _running([str(ROSTERD), "serve", "--config", str(config)], port, "rosterd serve", log):
-        yield Server("rosterd", port, TENANT, "/inbox", log, home / "state")
+    argv = [str(ROSTERD), "serve", "--config", str(config)]
+    with _running(argv, port, "rosterd serve", log, nofile) as proc:
+        health_port = started_event(log, proc).get("health_port")
+        yield Server("rosterd", port, tenants[0], "/inbox", log, home / "state", proc.pid, health_port)
 
 
 # --- OpenSSH sshd -----------------------------------------------------------------------------------------
@@ -294,3 +380,101 @@ def asyncssh_version() -> str:
     from importlib.metadata import version
 
     return version("asyncssh")
+
+
+# --- the asyncssh probe -----------------------------------------------------------------------------------
+
+
+async def connect(port: int, key: Path, username: str = TENANT) -> asyncssh.SSHClientConnection:
+    """An asyncssh client with key auth only: no agent, config or known_hosts."""
+    return await asyncio.wait_for(
+        asyncssh.connect(LOOPBACK, port, username=username, client_keys=[str(key)], known_hosts=None,
+                         agent_path=None, config=None),
+        timeout=30,
+    )  # fmt: skip
+
+
+@dataclass
+class Timeline:
+    """Which phase the run is in, and every probe round trip: (phase, seconds into it, milliseconds)."""
+
+    phase: str = "idle"
+    phase_started: float = field(default_factory=time.perf_counter)
+    durations: dict[str, float] = field(default_factory=dict)
+    trips: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def enter(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.durations[self.phase] = self.durations.get(self.phase, 0.0) + now - self.phase_started
+        self.phase, self.phase_started = phase, now
+
+    def samples(self, phase: str) -> list[float]:
+        return [ms for p, _, ms in self.trips if p == phase]
+
+
+async def list_inbox(sftp: asyncssh.SFTPClient) -> object:
+    return await sftp.listdir("/inbox")
+
+
+async def probe(sftp: asyncssh.SFTPClient, timeline: Timeline, stop: asyncio.Event, interval: float,
+                request: Callable[[asyncssh.SFTPClient], Awaitable[object]] = list_inbox) -> None:  # fmt: skip
+    """Send `request` (by default a listing of /inbox) until told to stop; each round trip is charged to the
+    phase it started in. A round trip that fails or outlasts ROUND_TRIP_TIMEOUT raises."""
+    while not stop.is_set():
+        phase, into = timeline.phase, time.perf_counter() - timeline.phase_started
+        started = time.perf_counter()
+        await asyncio.wait_for(request(sftp), timeout=ROUND_TRIP_TIMEOUT)
+        timeline.trips.append((phase, into, (time.perf_counter() - started) * 1000))
+        if interval:
+            await asyncio.sleep(interval)
+
+
+# --- load in another process ------------------------------------------------------------------------------
+
+
+def _child_main(send, func: Callable[..., object], args: tuple) -> None:
+    try:
+        send.send(("done", func(*args)))
+    except BaseException:  # reported to the parent, which raises it as a BenchError
+        send.send(("failed", traceback.format_exc()))
+    finally:
+        send.close()
+
+
+class Child:
+    """`func(*args)` in a spawned Python process, so that its work (clients, hashing) never runs on the loop
+    of the process that times round trips, nor holds its GIL. Its return value comes back through a pipe;
+    `func` and `args` must pickle, and `func` must be importable by its module name. The process is killed,
+    if still running, when the context ends."""
+
+    def __init__(self, func: Callable[..., object], *args: object) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(target=_child_main, args=(send, func, args), daemon=True)
+        self.process.start()
+        send.close()  # the child holds the only sending end: its exit ends the pipe
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def result(self, timeout: float) -> object:
+        """Wait (in a thread) for the return value; a failure or a silent exit raises BenchError."""
+        ready = await asyncio.to_thread(self._receive.poll, timeout)
+        if not ready:
+            raise BenchError(f"the load process gave no answer within {timeout:.0f} s")
+        try:
+            status, value = self._receive.recv()
+        except EOFError:
+            raise BenchError(f"the load process exited with {self.process.exitcode} and no answer") from None
+        if status != "done":
+            raise BenchError(f"the load process failed:\n{value}")
+        return value
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=STOP_TIMEOUT)
+        self._receive.close()

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from servers import (
     Server,
     asyncssh_version,
     ensure_sshd,
+    exit_on_sigterm,
     make_key,
     negotiated,
     openssh_client_version,
@@ -267,10 +267,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the cleanup below, which stops both servers
-
-
 def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Side, Side, Side, list[str]]:
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rosterd-sftp-bench-", dir=args.tmp,
@@ -294,7 +290,7 @@ def measure(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Side,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -307,12 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     table = figures_table(rosterd, sshd, durable, args.size_mib)
     context = context_lines(rosterd, sshd, args, states)
-    print()
-    print("\n".join(context))
-    print()
-    print("\n".join(table))
-    if args.record:
-        recording.append("SFTP throughput (bench/sftp_throughput.py)", [*(f"- {c}" for c in context), "", *table])
+    recording.show("SFTP throughput (bench/sftp_throughput.py)", context, table, args.record)
     return 0
 
 
