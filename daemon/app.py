@@ -8,9 +8,11 @@ and intake meet only at the filesystem and an UploadReceived record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -120,6 +122,16 @@ def retry_policy(settings: Settings) -> RetryPolicy:
                        give_up_seconds=o.give_up_hours * 3600, poll_seconds=o.poll_seconds)  # fmt: skip
 
 
+def raise_open_file_limit() -> int:
+    """Take the hard limit of open files as the soft one (1024 by default on many systems is too few for a
+    server holding sessions, uploads and a database); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 class StartupError(Exception):
     """The daemon cannot start for a reason an operator can fix; the message says which."""
 
@@ -144,6 +156,7 @@ class Daemon:
         self._checking: asyncio.Task | None = None
         self.readiness: Readiness | None = None
         self.ready = False  # listening, with start-up recovery done (readiness for systemd and /readyz)
+        self.open_files_limit = 0  # the soft limit of open files, raised to the hard one at start
         self._demo_public: str | None = None
         self._lock_fd: int | None = None
         self._notifications: set[asyncio.Task] = set()
@@ -152,6 +165,7 @@ class Daemon:
         settings, log = self.settings, self.log
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
+        self.open_files_limit = raise_open_file_limit()
         demo_public = self._demo_public = await self._demo_key(settings)
         self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
         self.readiness = self._readiness(settings)
@@ -204,6 +218,7 @@ class Daemon:
             max_handles_per_session=server.max_handles_per_session,
             max_handles_per_tenant=server.max_handles_per_tenant,
             max_open_uploads_per_tenant=server.max_open_uploads_per_tenant,
+            max_handles_total=server.max_handles_total,
             max_buffered_bytes_per_session=server.max_buffered_bytes_per_session,
             max_buffered_bytes_total=server.max_buffered_bytes_total,
             defender=defender_options(settings),
@@ -229,7 +244,8 @@ class Daemon:
         self._keep_alive = asyncio.create_task(self.notifier.keep_alive(lambda: self.ready), name="watchdog")
         self._checking = asyncio.create_task(self.readiness.run(), name="readiness")
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
-                 tenants=[t.name for t in settings.tenants], health_port=self.health_port)  # fmt: skip
+                 tenants=[t.name for t in settings.tenants], health_port=self.health_port,
+                 open_files_limit=self.open_files_limit)  # fmt: skip
         if demo_public:
             key = os.path.relpath(self.state_dir / DEMO_KEY_NAME)
             print(f"\nrosterd is listening on {server.host}:{self.port}. Upload as the demo tenant with:\n"

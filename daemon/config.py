@@ -117,6 +117,7 @@ class ServerConfig(_Section):
     max_handles_per_session: int = Field(64, ge=1)
     max_handles_per_tenant: int = Field(256, ge=1)
     max_open_uploads_per_tenant: int = Field(16, ge=1)
+    max_handles_total: int = Field(4096, ge=1)
     max_buffered_bytes_per_session: int = Field(64 * 1024**2, ge=1)
     max_buffered_bytes_total: int = Field(512 * 1024**2, ge=1)
     stop_grace_seconds: float = Field(20.0, ge=0)  # on SIGTERM, work under way gets this long to finish

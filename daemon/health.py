@@ -27,7 +27,8 @@ survive a restart and agree with `rosterd status`):
     rosterd_outbox_backlog{tenant,target}            gauge: deliveries still to go (pending, in flight, failed)
     rosterd_oldest_unfinished_seconds                gauge: how long the oldest upload still received or
                                                      validating has been in that state (0: none)
-    rosterd_sftp_sessions, rosterd_defender_bans     gauges from the SFTP listener, when it runs
+    rosterd_sftp_sessions, rosterd_defender_bans     gauges from the SFTP listener, when it runs, with
+    rosterd_sftp_open_files, rosterd_sftp_buffered_bytes  the handles sessions hold and upload bytes not on disk
     rosterd_ready, rosterd_not_ready{reason}         gauges: 1 ready / 1 for each readiness check failing now
     rosterd_validation_seconds, rosterd_diff_seconds histograms the pipeline observes
     rosterd_delivery_seconds{target_type}            histogram: one delivery attempt
@@ -65,6 +66,8 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LIVE_HELP = {
     "sftp_sessions": "SFTP sessions open now, all tenants",
     "defender_bans": "Source addresses the defender bans now",
+    "sftp_open_files": "Files, uploads and directory listings SFTP sessions hold open now",
+    "sftp_buffered_bytes": "Upload bytes received and not yet written to disk, all sessions",
 }
 
 

@@ -30,7 +30,9 @@ REFUSALS = {
     "max_handles_per_session": "Too many open files in this session",
     "max_handles_per_tenant": "Too many open files for this account",
     "max_open_uploads_per_tenant": "Too many uploads in progress for this account",
+    "max_handles_total": "Too many open files on this server; try again later",
 }
+SERVER_WIDE = frozenset({"max_handles_total"})  # not the session's doing: logged, never scored against it
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Ledger:
         self.options = options  # its caps (a reload changes only the tenants)
         self.tenants: defaultdict[str, _TenantUse] = defaultdict(_TenantUse)
         self.buffered = 0  # bytes received for uploads and not yet written to the disk
+        self.open_handles = 0  # of all sessions
         self.written = 0  # every byte uploads were allowed to add, ever
         self._free = math.inf  # free bytes when last measured, less what was still in memory then
         self._written_then = 0
@@ -61,7 +64,7 @@ class Ledger:
         return self._free - (self.written - self._written_then)
 
     def handles(self) -> int:
-        return sum(use.handles for use in self.tenants.values())
+        return self.open_handles
 
     def measuring(self, tenant: str) -> Callable[[int, int], None]:
         """Start a measurement; call what this returns with the inbox's bytes and the free bytes found.
@@ -101,13 +104,17 @@ class SessionAccount:
             return "max_handles_per_tenant"
         if upload and use.uploads >= options.max_open_uploads_per_tenant:
             return "max_open_uploads_per_tenant"
+        if self._ledger.open_handles >= options.max_handles_total:
+            return "max_handles_total"
         self.handles += 1
+        self._ledger.open_handles += 1
         use.handles += 1
         use.uploads += upload
         return None
 
     def give_back_handle(self, upload: bool) -> None:
         self.handles -= 1
+        self._ledger.open_handles -= 1
         self._use.handles -= 1
         self._use.uploads -= upload
 

@@ -47,6 +47,7 @@ class ServerOptions:
     max_handles_per_session: int = 64  # open files (reading or uploading) of one SFTP session
     max_handles_per_tenant: int = 256  # open files of all a tenant's sessions together
     max_open_uploads_per_tenant: int = 16  # uploads in progress, all a tenant's sessions together
+    max_handles_total: int = 4096  # open files of all sessions together: the daemon's descriptors stay its own
     max_buffered_bytes_per_session: int = 64 * MiB  # received, not yet on disk: past it the session's writes wait
     max_buffered_bytes_total: int = 512 * MiB  # the same for all sessions together
     defender: DefenderOptions | None = None  # None: no scoring, no bans

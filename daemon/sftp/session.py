@@ -49,7 +49,7 @@ from asyncssh import (
 
 from . import events, fs
 from .events import Reporter, UploadReceived
-from .limits import REFUSALS, Pools, SessionAccount, run_in
+from .limits import REFUSALS, SERVER_WIDE, Pools, SessionAccount, run_in
 from .options import TenantAccess
 from .paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
 from .upload import Handle, Upload
@@ -137,7 +137,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if limit not in self._limits_hit:
             self._limits_hit.add(limit)
             self._report(events.LIMIT_EXCEEDED, limit=limit)
-        if not self._penalised:
+        if not self._penalised and limit not in SERVER_WIDE:
             self._penalised = True
             self._ctx.penalise()
         raise SFTPFailure(REFUSALS[limit])

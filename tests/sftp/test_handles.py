@@ -83,6 +83,25 @@ async def test_open_files_per_tenant_count_all_its_sessions_and_no_one_else(star
     assert {e["limit"] for e in server.named("sftp.limit_exceeded")} == {"max_handles_per_tenant"}
 
 
+async def test_open_files_of_all_tenants_are_capped_and_not_scored_against_the_one_refused(start) -> None:
+    defender = DefenderOptions(threshold=3, score_limit_exceeded=3)  # one score would ban
+    server: Harness = await start(max_handles_total=3, defender=defender)
+    put_receipt(server)
+    put_receipt(server, "globex")
+    async with server.connect("acme", ACME_PASSWORD) as conn, conn.start_sftp_client() as acme:
+        held = [await acme.open("/results/latest.json") for _ in range(3)]
+        async with server.connect("globex", client_keys=[server.keys["globex"].private]) as other:
+            async with other.start_sftp_client() as globex:
+                with pytest.raises(asyncssh.SFTPFailure, match="Too many open files on this server"):
+                    await globex.open("/results/latest.json")
+                await held.pop().close()
+                async with globex.open("/results/latest.json", "rb") as theirs:  # a place given back
+                    assert await theirs.read() == b'{"state": "accepted"}'
+    (exceeded,) = server.named("sftp.limit_exceeded")
+    assert exceeded["limit"] == "max_handles_total" and exceeded["tenant"] == "globex"
+    assert server.named("sftp.ip_banned") == []
+
+
 async def test_uploads_in_progress_per_tenant_are_capped(start) -> None:
     server: Harness = await start(max_open_uploads_per_tenant=2)
     put_receipt(server)
