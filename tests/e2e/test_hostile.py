@@ -178,7 +178,7 @@ def test_every_hostile_upload_is_answered_and_the_current_roster_stays(
     quarantine = daemon.quarantine("north")
     for case in hostile:
         receipt = receipts[names[case.name]]
-        kept = quarantine / f"{receipt['upload_id']}--{names[case.name]}"
+        kept = quarantine / f"{receipt['upload_id']}.zip"
         assert kept.is_file(), f"{case.name}: {kept.name} not in quarantine"
         assert sha256(kept.read_bytes()) == receipt["sha256"] == sha256(case.data)
 
