@@ -46,7 +46,7 @@ from . import receipts, snapshots
 from .files import replace_text
 from .ingest import process_upload
 from .store import SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
-from .workers import WorkerDied, WorkerPool
+from .workers import PoolUnavailable, WorkerDied, WorkerPool
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
@@ -240,7 +240,7 @@ class Intake:
         while True:
             try:
                 stat = await asyncio.to_thread(os.lstat, path)
-            except FileNotFoundError:
+            except OSError:  # gone (taken already), or not ours to look at: the next rescan sees it again
                 return
             seen = (stat.st_size, stat.st_mtime_ns)
             if seen == last:
@@ -389,9 +389,10 @@ class Intake:
                     await self._process(upload)
             self._crashes.pop(upload.id, None)
         except Exception as exc:  # one upload's failure must never stop the tenant's queue; the supervisor retries
-            self._crashes[upload.id] = self._crashes.get(upload.id, 0) + 1
+            if not isinstance(exc, PoolUnavailable):  # the upload's own trouble: counted towards failing it
+                self._crashes[upload.id] = self._crashes.get(upload.id, 0) + 1
             self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc),
-                     attempt=self._crashes[upload.id])  # fmt: skip
+                     attempt=self._crashes.get(upload.id, 0))  # fmt: skip
         finally:
             self._queued.discard(upload.id)
             self._pending -= 1
@@ -408,6 +409,8 @@ class Intake:
             try:
                 outcome = await self.pool.run(process_upload, upload.path, work,
                                               about={"tenant": upload.tenant, "upload_id": upload.id})  # fmt: skip
+            except PoolUnavailable:  # nothing to do with the upload: tried again later
+                raise
             except Exception as exc:  # its worker died twice, it ran out of memory, or the validator crashed
                 await self._fail(upload, failure_detail(exc, self.pool.memory_bytes), repr(exc))
                 return

@@ -90,6 +90,11 @@ class WorkerDied(Exception):
                          else f"the worker pool broke under it {BREAKS_PER_CALL} times")  # fmt: skip
 
 
+class PoolUnavailable(Exception):
+    """No worker can take a call now: the pool is shut down, or no executor can be made (no pipes or
+    semaphores left). Nothing about the call itself: it may be tried again later."""
+
+
 def _start_worker(parent: int, memory_bytes: int, slots) -> None:
     """Initializer of every worker process (see the module's docstring)."""
     global _slots, _limited
@@ -221,7 +226,10 @@ class WorkerPool(Executor):
         while True:
             slot = self._take_slot(about or {})
             try:
-                future, generation = self._submit(lambda executor: executor.submit(_call, slot, fn, args))
+                try:
+                    future, generation = self._submit(lambda executor: executor.submit(_call, slot, fn, args))
+                except (RuntimeError, OSError) as exc:
+                    raise PoolUnavailable(str(exc)) from exc
                 try:
                     return await self._watch(asyncio.wrap_future(future), slot, about or {})
                 except BrokenProcessPool:

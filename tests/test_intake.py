@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.intake import INTERNAL_ERROR, NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
+from daemon.intake import INTERNAL_ERROR, MAX_CRASHES, NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
 from daemon.store import DeliveryState, State, Store
 from daemon.workers import Death, WorkerDied, WorkerPool
 
@@ -405,6 +405,22 @@ async def test_an_upload_whose_worker_dies_twice_is_failed_not_rejected_and_may_
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "big-again.zip")
     again = await wait_for_state(harness, "north", "accepted")
     assert again["file"] == "big-again.zip"
+
+
+async def test_an_upload_waits_while_no_worker_can_run_and_is_not_failed(harness: Harness, pool: WorkerPool) -> None:
+    """No worker pool to run it (shut down, or none can be made): the upload is not to blame, so it waits,
+    however often it is tried, and goes on once workers can run again."""
+    harness.intake.options = options(harness)
+    unavailable = WorkerPool(1)
+    unavailable.terminate()
+    harness.intake.pool = unavailable
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "patient.zip")
+    await eventually(lambda: len([f for e, f in harness.events if e == "upload.failed"]) > MAX_CRASHES)
+    assert [r["state"] for r in harness.receipts("north")] == ["received"]
+    harness.intake.pool = pool
+    receipt = await wait_for_state(harness, "north", "accepted")
+    assert receipt["file"] == "patient.zip"
 
 
 async def test_an_upload_over_the_worker_memory_limit_is_failed_with_the_limit_named(harness: Harness) -> None:
