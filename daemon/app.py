@@ -15,6 +15,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncssh
@@ -32,6 +33,7 @@ from .store import Store
 from .workers import WorkerPool
 
 DEMO_KEY_NAME = "demo_id_ed25519"
+STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
 RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health")  # a reload leaves these as they were
 
 
@@ -381,24 +383,37 @@ class Daemon:
             self._keep_alive.cancel()
         if self._checking is not None:
             self._checking.cancel()
+        bound = grace + STOP_MARGIN_SECONDS
         if self.sftp is not None:
             self.sftp.close()
-            await self.sftp.wait_closed()
+            await self._stop_stage("sftp", self.sftp.wait_closed(), bound)
         waits = []
         if self.outbox is not None:
-            waits.append(self.outbox.stop(grace))
+            waits.append(self._stop_stage("outbox", self.outbox.stop(grace), bound))
         if self.intake is not None:
-            waits.append(self.intake.stop(grace))
+            waits.append(self._stop_stage("intake", self.intake.stop(grace), bound))
         await asyncio.gather(*waits)
         if self.pool is not None:
             _end_pool(self.pool)
         if self.health is not None:
-            await self.health.stop()
+            await self._stop_stage("health", self.health.stop(), bound)
         if self.store is not None:
             self.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    async def _stop_stage(self, stage: str, stopping: Awaitable[None], seconds: float) -> None:
+        """Wait up to `seconds` for one stage's stop. A stage still stopping then is logged, cancelled and left
+        behind, so that the daemon exits instead of waiting for SIGKILL; what it had under way is recorded as
+        in progress and taken up again at the next start. Its own wait may ignore the cancel: not waited for."""
+        task = asyncio.ensure_future(stopping)
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        if task in done:
+            task.result()  # a stage's error goes on to the caller, as before
+            return
+        task.cancel()
+        self.log.error("daemon.stop_timed_out", stage=stage, seconds=seconds)
 
 
 def _end_pool(pool: WorkerPool) -> None:

@@ -23,6 +23,7 @@ REDACTED = "[redacted]"
 EVENTS: dict[str, str] = {
     "daemon.started": "the daemon is listening and its stages run",
     "daemon.stopping": "a stop was asked for (signal or error); stages are being shut down",
+    "daemon.stop_timed_out": "a stage (`stage`) had not stopped `seconds` into the stop: it was left behind",
     "daemon.not_ready": "a readiness check failed: intake cannot make progress (`reasons`); /readyz answers 503",
     "daemon.ready_again": "every readiness check passes again; /readyz answers 200",
     "hostkey.generated": "a host key was made and saved in the state directory (first start)",

@@ -127,11 +127,13 @@ class Outbox:
         self._wake = asyncio.Event()
         self._running: dict[tuple[str, str], asyncio.Task] = {}
         self._loop_task: asyncio.Task | None = None
+        self._stopping = False  # the dispatcher's own way out, should a cancel go astray
 
     async def start(self) -> None:
         resumed = await asyncio.to_thread(self.store.resume_deliveries)
         if resumed:
             self.log("info", "delivery.resumed", count=resumed)
+        self._stopping = False
         self._loop_task = asyncio.create_task(self._dispatch_forever(), name="outbox")
 
     def kick(self) -> None:
@@ -141,6 +143,8 @@ class Outbox:
     async def stop(self, grace_seconds: float = 0.0) -> None:
         """Stop sending: nothing new starts, deliveries under way get up to `grace_seconds` to finish. One cut
         off mid-way stays in flight in the database and goes again at the next start (at least once)."""
+        self._stopping = True
+        self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -164,9 +168,12 @@ class Outbox:
         """Wait until nothing is being sent (tests and benchmarks)."""
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
+            # From 3.12 a gather of tasks that have ended returns without yielding: yield here, or _finished
+            # (scheduled by the task's end) never runs to clear _running and this loop holds the event loop.
+            await asyncio.sleep(0)
 
     async def _dispatch_forever(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             await self._queue_dated()
             ready, wake_at = self._open_targets(await asyncio.to_thread(self.store.disabled_targets))
@@ -185,10 +192,16 @@ class Outbox:
             sleep = self.policy.poll_seconds  # a replay or approval from the command line is seen this soon
             if wake_at is not None:
                 sleep = min(sleep, max(0.05, (wake_at - datetime.now(UTC)).total_seconds()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), sleep)
-            except TimeoutError:
-                pass
+            await self._wait_for_wake(sleep)
+
+    async def _wait_for_wake(self, seconds: float) -> None:
+        """Until kick(), a delivery's end or a stop, or `seconds` pass. Not asyncio.wait_for: on 3.11 it drops a
+        cancel that arrives just after the event was set, and the dispatcher went on after stop() cancelled it."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
 
     async def _queue_dated(self) -> None:
         """Targets whose scope moves classes by date get a delivery of the current snapshot each day (once,
