@@ -159,6 +159,7 @@ class Daemon:
         self.readiness: Readiness | None = None
         self.ready = False  # listening, with start-up recovery done (readiness for systemd and /readyz)
         self.open_files_limit = 0  # the soft limit of open files, raised to the hard one at start
+        self.left_behind: list[str] = []  # stages whose stop outlasted its limit (daemon.stop_timed_out)
         self._demo_public: str | None = None
         self._lock_fd: int | None = None
         self._notifications: set[asyncio.Task] = set()
@@ -413,6 +414,7 @@ class Daemon:
             task.result()  # a stage's error goes on to the caller, as before
             return
         task.cancel()
+        self.left_behind.append(stage)
         self.log.error("daemon.stop_timed_out", stage=stage, seconds=seconds)
 
 
@@ -444,3 +446,7 @@ async def serve(settings: Settings) -> None:
     finally:
         await asyncio.gather(*reloads, return_exceptions=True)
         await daemon.stop()
+        if daemon.left_behind:  # asyncio's own shutdown would wait for them again, this time without a limit
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)

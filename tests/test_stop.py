@@ -189,3 +189,4 @@ async def test_the_daemon_stop_goes_past_a_stage_that_does_not_stop_in_time(
         ("error", "daemon.stop_timed_out", stuck)]  # fmt: skip
     assert sorted(calls) == sorted(["sftp.close", *names, "store"])
     assert calls[-1] == "store"  # every step after the stuck stage still ran
+    assert daemon.left_behind == [stuck]  # serve() then exits at once rather than wait for it again
