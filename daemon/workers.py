@@ -20,11 +20,11 @@ Each worker process, as it starts:
   submits: submit only from the event loop's thread (asyncio's run_in_executor does).
 - limits its own memory to `memory_bytes` with RLIMIT_DATA (0: no limit). Measured with the 1000-school
   benchmark district (1.35 GiB resident, 3.0 GiB of address space): validation passes under either limit at
-  8 GiB. RLIMIT_AS also counts address space that is reserved but never used (each thread's stack, glibc's
-  per-thread malloc arenas of 64 MiB), which grows with the machine's cores; RLIMIT_DATA counts only memory
-  that can be written. Past the limit, Python raises MemoryError (or cannot start a thread, which counts as
-  the same), polars aborts the process (SIGABRT), or, seen in tests, polars's threads wait for each other
-  forever without using any CPU time.
+  8 GiB, and under RLIMIT_DATA at 3 GiB but not at 2 GiB. RLIMIT_AS also counts address space that is
+  reserved but never used (glibc's per-thread malloc arenas of 64 MiB, say), which grows with the machine's
+  cores; RLIMIT_DATA counts only memory that can be written (thread stacks included). Past the limit, Python
+  raises MemoryError (or cannot start a thread, which counts as the same), polars aborts the process
+  (SIGABRT), or, seen in tests, polars's threads wait for each other forever without using any CPU time.
 
 That last one is why `run` also watches its worker: validation keeps a CPU busy, so a worker whose CPU time
 has not moved for `stall_seconds` during a call is hung; it is killed (SIGKILL), which counts as that call's
