@@ -182,9 +182,9 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=STOP_TIMEOUT)
 
 
-def _soft_nofile(limit: int) -> Callable[[], None]:
+def _open_files_limit(limit: int) -> Callable[[], None]:
     def lower() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     return lower
 
@@ -195,11 +195,11 @@ def _running(argv: Sequence[str], port: int, what: str, log: Path,
     """Start argv with its output in `log`, wait until it listens on `port`, stop it on the way out.
 
     The child gets its own session, so a Ctrl-C in the terminal reaches only this script, whose cleanup then
-    stops the child in order. `nofile` lowers the child's soft limit of open files."""
+    stops the child in order. `nofile` caps the child's open files (soft and hard limit: it cannot raise it)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True,
-                                preexec_fn=_soft_nofile(nofile) if nofile else None)  # fmt: skip
+                                preexec_fn=_open_files_limit(nofile) if nofile else None)  # fmt: skip
     try:
         _wait_listening(proc, port, what, log)
         yield proc
