@@ -524,11 +524,8 @@ class Intake:
         if upload.state is State.DUPLICATE:
             await self._answer_duplicate(upload)
             return
-        if latest is None:
-            newest = await self._db(self.store.recent, upload.tenant, 1)
-            latest = bool(newest) and newest[0].id == upload.id
         receipt = await self._db(receipts.from_store, self.store, upload)
-        await self._write_receipt(upload, receipt, latest)
+        await self._write_receipt(upload, receipt, await self._is_newest(upload) if latest is None else latest)
 
     async def _answer(self, upload: Upload, result: dict | None, snapshot: dict | None = None) -> None:
         """Write the receipt for the upload's current state; a final state is then marked answered."""
@@ -543,9 +540,12 @@ class Intake:
         upload = await self._db(self.store.get, upload_id)
         if upload.tenant not in self.tenants:
             return
-        newest = await self._db(self.store.recent, upload.tenant, 1)
         receipt = await self._db(receipts.from_store, self.store, upload)
-        await self._write_receipt(upload, receipt, latest=bool(newest) and newest[0].id == upload.id)
+        await self._write_receipt(upload, receipt, latest=await self._is_newest(upload))
+
+    async def _is_newest(self, upload: Upload) -> bool:
+        newest = await self._db(self.store.recent, upload.tenant, 1)
+        return bool(newest) and newest[0].id == upload.id
 
     async def _write_receipt(self, upload: Upload, receipt: dict, latest: bool = True) -> None:
         results = self.tenants[upload.tenant].results
