@@ -85,7 +85,7 @@ async def test_metrics_count_uploads_and_deliveries_per_state_from_the_store(sto
     got = samples(text)
     north = {state: value(got, "rosterd_uploads", tenant="north", state=state) for state in State}
     assert north == {State.RECEIVED: 0, State.VALIDATING: 1, State.REJECTED: 1, State.ACCEPTED: 3, State.HELD: 1,
-                     State.SUPERSEDED: 1, State.DISCARDED: 0, State.DUPLICATE: 1}  # fmt: skip
+                     State.SUPERSEDED: 1, State.DISCARDED: 0, State.DUPLICATE: 1, State.FAILED: 0}  # fmt: skip
     assert value(got, "rosterd_uploads", tenant="south", state="received") == 1
     assert value(got, "rosterd_uploads", tenant="west", state="accepted") == 0  # configured, nothing yet
 
