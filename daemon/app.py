@@ -172,8 +172,7 @@ class Daemon:
         demo_public = self._demo_public = await self._demo_key(settings)
         self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
         self.readiness = self._readiness(settings)
-        self.metrics = Metrics(self.store, live=lambda: self.sftp.stats() if self.sftp else {},
-                               blockers=lambda: self.readiness.blockers)  # fmt: skip
+        self.metrics = Metrics(self.store, live=self._live_figures, blockers=lambda: self.readiness.blockers)
         self.notifier.status("recovering: finishing what the last run left")
         self.pool = WorkerPool(settings.intake.workers, settings.intake.worker_memory_bytes,
                                lambda level, event, **fields: getattr(log, level)(event, **fields))  # fmt: skip
@@ -192,7 +191,8 @@ class Daemon:
                 on_accepted=lambda _tenant, _upload_id: self.outbox.kick() if self.outbox else None,
                 on_final=self._observe_upload,
             ),
-            lambda event, **fields: (log.error if event == "upload.failed" else log.info)(event, **fields),
+            lambda event, **fields: {"upload.failed": log.error, "upload.not_taken": log.warning}.get(event, log.info)(
+                event, **fields),
         )
         self.outbox = Outbox(
             self.store,
@@ -255,6 +255,13 @@ class Daemon:
                   f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
                   "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+    def _live_figures(self) -> dict[str, float]:
+        """What only the running daemon knows, for /metrics: the SFTP listener's figures, worker deaths."""
+        figures = dict(self.sftp.stats()) if self.sftp else {}
+        if self.pool is not None:
+            figures["worker_deaths"] = self.pool.deaths
+        return figures
 
     def _readiness(self, settings: Settings) -> Readiness:
         """The checks behind /readyz beyond "started": whether intake can make progress now."""

@@ -30,6 +30,7 @@ survive a restart and agree with `rosterd status`):
     rosterd_sftp_sessions, rosterd_defender_bans     gauges from the SFTP listener, when it runs, with
     rosterd_sftp_open_files, rosterd_sftp_buffered_bytes  the handles sessions hold and upload bytes not on disk
     rosterd_ready, rosterd_not_ready{reason}         gauges: 1 ready / 1 for each readiness check failing now
+    rosterd_worker_deaths_total                      counter: worker processes that died since the start
     rosterd_validation_seconds, rosterd_diff_seconds histograms the pipeline observes
     rosterd_delivery_seconds{target_type}            histogram: one delivery attempt
     rosterd_uploads_total{tenant,outcome}            counter: uploads decided since the start
@@ -49,7 +50,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from .readiness import REASONS
@@ -68,7 +69,9 @@ LIVE_HELP = {
     "defender_bans": "Source addresses the defender bans now",
     "sftp_open_files": "Files, uploads and directory listings SFTP sessions hold open now",
     "sftp_buffered_bytes": "Upload bytes received and not yet written to disk, all sessions",
+    "worker_deaths": "Worker processes that died (killed, out of memory, crashed) since the start",
 }
+LIVE_COUNTERS = frozenset({"worker_deaths"})  # live figures that only grow
 
 
 class HealthConfig(BaseModel):
@@ -177,7 +180,8 @@ class _Scrape:
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         for key, value in sorted(self.live.items()):
-            yield GaugeMetricFamily(f"rosterd_{key}", LIVE_HELP.get(key, key.replace("_", " ")), value=value)
+            family = CounterMetricFamily if key in LIVE_COUNTERS else GaugeMetricFamily
+            yield family(f"rosterd_{key}", LIVE_HELP.get(key, key.replace("_", " ")), value=value)
         yield GaugeMetricFamily("rosterd_ready", "1 when every readiness check passes, else 0",
                                 value=0 if self.blockers else 1)  # fmt: skip
         failing = GaugeMetricFamily("rosterd_not_ready", "1 for each readiness check failing now", labels=["reason"])

@@ -33,7 +33,7 @@ from argon2 import PasswordHasher
 
 ROSTERD = Path(sys.executable).parent / "rosterd"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-FINAL_STATES = ("accepted", "rejected", "duplicate", "held", "superseded", "discarded")
+FINAL_STATES = ("accepted", "rejected", "duplicate", "held", "superseded", "discarded", "failed")
 START_DEADLINE = 30.0
 STOP_DEADLINE = 20.0
 RECEIPT_DEADLINE = 45.0

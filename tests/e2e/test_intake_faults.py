@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,10 @@ def test_a_worker_killed_while_validating_is_replaced_and_the_upload_done_again(
     put(daemon, "south", SAMPLES / "valid-1.1-bulk.zip", "after.zip")  # the pool serves every tenant again
     assert daemon.wait_for_receipt("south", "after.zip")["state"] == "accepted"
     assert not daemon.events("upload.rejected")
+    port = daemon.events("daemon.started")[0]["health_port"]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode().splitlines()
+    assert "rosterd_worker_deaths_total 1.0" in metrics
+    assert 'rosterd_not_ready{reason="worker_pool"} 0.0' in metrics  # replaced: ready again
 
 
 @pytest.mark.slow
