@@ -673,8 +673,10 @@ def figures(report: Report) -> list[str]:
     for kind, sample in sorted(load.get("error_samples", {}).items()):
         lines.append(f"first failure of {kind}: {sample}")
     peak = max((s[1] for s in report.samples), default=0)
+    by_minute = {int(seconds // 60): kib for seconds, kib, _ in report.samples}  # the last sample of each minute
     lines.append(f"daemon RSS: warm-up {report.warm[0] / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB, "
-                 f"end {report.end[0] / 1024:.0f} MiB")  # fmt: skip
+                 f"end {report.end[0] / 1024:.0f} MiB; at the end of each minute (MiB): "
+                 + " ".join(f"{kib / 1024:.0f}" for _, kib in sorted(by_minute.items())))  # fmt: skip
     return lines
 
 
