@@ -150,7 +150,7 @@ def settle_rosterd(server: Server, previous_id: str | None, size: int) -> dict:
     if receipt.get("bytes") != size:
         raise BenchError(f"rosterd received {receipt.get('bytes')} bytes, not {size}: {receipt}")
     assert server.state_dir is not None
-    for kept in [*server.state_dir.glob(f"uploads/*/*{UPLOAD_NAME}"), *server.state_dir.glob("quarantine/*/*")]:
+    for kept in [*server.state_dir.glob("uploads/*/*.zip"), *server.state_dir.glob("quarantine/*/*")]:
         kept.unlink(missing_ok=True)
     return receipt
 
