@@ -32,6 +32,7 @@ Receipts of a tenant are written one at a time (each write prunes the old ones).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -341,7 +342,8 @@ class Intake:
                 if state is None:
                     self._record_found(tenant, upload_id, kept, labels.get(upload_id, []))
                 elif state in (State.REJECTED, State.FAILED):
-                    _move(kept, Path(self.store.get(upload_id).path))
+                    with contextlib.suppress(FileNotFoundError):  # set aside meanwhile, after it was listed
+                        _move(kept, Path(self.store.get(upload_id).path))
                 elif state is State.DUPLICATE:
                     kept.unlink(missing_ok=True)
             for upload_id, found in labels.items():
