@@ -267,8 +267,7 @@ class Daemon:
         """The checks behind /readyz beyond "started": whether intake can make progress now."""
         assert self.store is not None
         checks = {
-            "worker_pool": lambda: None if self.pool is None or getattr(self.pool, "usable", True)
-            else "no worker process can run",
+            "worker_pool": lambda: None if self.pool is None or self.pool.usable else "no worker process can run",
             "database": write_check(self.store.heartbeat),
             "state_disk": disk_check(self.state_dir, settings.server.min_free_bytes),
             "file_descriptors": fd_check(),

@@ -142,14 +142,15 @@ def from_store(store: Store, upload: Upload) -> dict:
 
 
 def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True) -> Path:
-    """Write the JSON and text receipts and (unless `latest` is False) latest.json; drop receipts beyond the
-    newest `keep`."""
+    """Write the text and JSON receipts and (unless `latest` is False) latest.json; drop receipts beyond the
+    newest `keep`. The text goes first: whoever sees the JSON (what clients poll) in a new state finds the text
+    in that state too."""
     results.mkdir(parents=True, exist_ok=True)
     stem = f"{_shortened(receipt['file'])}.{receipt['upload_id']}"
     body = json.dumps(receipt, indent=2, ensure_ascii=False) + "\n"
     path = results / f"{stem}.json"
-    _publish(path, body)
     _publish(results / f"{stem}.txt", render_text(receipt))
+    _publish(path, body)
     if latest:
         _publish(results / "latest.json", body)
     _prune(results, keep)

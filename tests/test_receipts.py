@@ -36,6 +36,23 @@ def test_json_text_and_latest_are_written(tmp_path: Path) -> None:
                                             "day1.zip.u-20261201T000000Z-abcdef.txt", "latest.json"]  # fmt: skip
 
 
+def test_a_reader_who_sees_the_new_json_finds_the_text_in_the_same_state(tmp_path: Path, monkeypatch) -> None:
+    receipts.write(tmp_path, receipts.build(upload(state=State.RECEIVED)))
+    seen: list[tuple[str, str]] = []  # what a poller reading both files finds after each file is replaced
+    publish = receipts._publish
+
+    def publish_and_look(path: Path, text: str) -> None:
+        publish(path, text)
+        stem = "day1.zip.u-20261201T000000Z-abcdef"
+        seen.append((json.loads((tmp_path / f"{stem}.json").read_text())["state"],
+                     (tmp_path / f"{stem}.txt").read_text().splitlines()[0].rsplit(" ", 1)[1]))  # fmt: skip
+
+    monkeypatch.setattr(receipts, "_publish", publish_and_look)
+    receipts.write(tmp_path, receipts.build(upload(state=State.ACCEPTED), validation(0)))
+    assert ("accepted", "RECEIVED") not in seen  # the JSON never runs ahead of the text
+    assert seen[-1] == ("accepted", "ACCEPTED")
+
+
 def test_findings_are_cut_to_the_first_thousand_with_complete_counts() -> None:
     trimmed = receipts.trim(validation(1500))
     receipt = receipts.build(upload(), trimmed)
