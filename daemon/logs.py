@@ -56,7 +56,7 @@ EVENTS: dict[str, str] = {
     "upload.rediffed": "the tenant's current snapshot changed while an upload was diffed (an approval): diffed again",
     "upload.not_taken": "a file could not be moved out of an inbox (`error`); it stays there and is tried again",
     "worker.died": "a worker process ended abruptly (`signal` or `exit_code`; `upload_id` if it was validating one)",
-    "worker.stalled": "a worker's CPU time stood still during a validation (`seconds`): it is hung, and is killed",
+    "worker.stalled": "a worker's CPU time stood still during a validation, or it ran an hour (`seconds`, `reason`): it is hung, and is killed",
     "worker.pool_replaced": "the worker pool broke (a worker died) and a new one took its place",
     "worker.replace_failed": "no new worker pool could be made (`error`); the next validation tries again",
     "worker.burial_failed": "what ended a broken worker pool could not be found out (`error`); its calls are run again",

@@ -42,6 +42,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 DEATHS_PER_CALL = 2  # a call whose own worker died this often is given up (WorkerDied)
 BREAKS_PER_CALL = 6  # nor is a call run again endlessly when other workers keep dying under it
 SLOTS = 64  # calls of `run` under way at once that can be told apart; more still run, just not told apart
+MAX_CALL_SECONDS = 3600.0  # a call still running after this long is killed too (the largest district takes seconds)
 STALL_SECONDS = 60.0  # a worker whose CPU time stands still this long during a call of `run` is hung: killed
 WATCH_SECONDS = 1.0  # how often a call of `run` looks at its worker's CPU time
 BURY_SECONDS = 30.0  # how long a broken executor may take to stop its other workers before they are killed
@@ -156,10 +158,12 @@ class WorkerPool(Executor):
         memory_bytes: int = 0,
         log: Callable[..., None] | None = None,
         stall_seconds: float = STALL_SECONDS,
+        max_call_seconds: float = MAX_CALL_SECONDS,
     ) -> None:
         self.workers = workers
         self.memory_bytes = memory_bytes
         self.stall_seconds = stall_seconds
+        self.max_call_seconds = max_call_seconds  # a worker spinning at its memory limit uses CPU without end
         self.deaths = 0
         self._log = log if log is not None else (lambda level, event, **fields: None)  # log(level, event, **fields)
         self._context = multiprocessing.get_context("spawn")
@@ -248,8 +252,9 @@ class WorkerPool(Executor):
                     raise WorkerDied(None)
 
     async def _watch(self, outcome: asyncio.Future, slot: int, about: dict):
-        """The call's result; its worker is killed should its CPU time stand still for `stall_seconds`."""
-        cpu, still = None, 0.0
+        """The call's result; its worker is killed should its CPU time stand still for `stall_seconds`, or the
+        call run past `max_call_seconds`."""
+        cpu, still, began = None, 0.0, time.monotonic()
         try:
             while True:
                 done, _pending = await asyncio.wait({outcome}, timeout=WATCH_SECONDS)
@@ -257,6 +262,13 @@ class WorkerPool(Executor):
                     return outcome.result()
                 pid = self._slots[slot] if slot >= 0 else 0
                 used = _cpu_ticks(pid) if pid else None
+                if pid and time.monotonic() - began >= self.max_call_seconds:
+                    self._log("error", "worker.stalled", pid=pid, seconds=int(time.monotonic() - began),
+                              reason="ran past max_call_seconds", **about)  # fmt: skip
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    cpu, still, began = None, 0.0, time.monotonic()
+                    continue
                 if used is None or used != cpu:
                     cpu, still = used, 0.0
                     continue

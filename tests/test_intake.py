@@ -425,7 +425,8 @@ async def test_an_upload_waits_while_no_worker_can_run_and_is_not_failed(harness
 
 async def test_an_upload_over_the_worker_memory_limit_is_failed_with_the_limit_named(harness: Harness) -> None:
     """100 MiB per worker: enough to start one (60 MiB here), not to validate the sample (180 MiB)."""
-    small = WorkerPool(1, memory_bytes=100 * 1024**2, stall_seconds=5)  # polars may also hang: killed sooner
+    small = WorkerPool(1, memory_bytes=100 * 1024**2, stall_seconds=5, max_call_seconds=15)  # polars may also hang
+    # (idle or spinning: both are killed sooner than the daemon would)
     harness.intake.pool = small
     try:
         await harness.intake.start()

@@ -52,6 +52,12 @@ def hang() -> None:
     threading.Event().wait()
 
 
+def spin() -> None:
+    """Busy for good: its CPU time moves, so only the wall-clock limit ends it."""
+    while True:
+        pass
+
+
 def allocate(size: int) -> int:
     return len(bytearray(size))
 
@@ -141,6 +147,19 @@ async def test_a_worker_that_hangs_is_killed_and_its_call_given_up(log: Log) -> 
             await pool.run(hang, about={"upload_id": "u-stuck"})
         assert raised.value.death is not None and raised.value.death.signal == "SIGKILL"
         assert [e["upload_id"] for e in log.named("worker.stalled")] == ["u-stuck", "u-stuck"]
+        assert await pool.run(allocate, 10) == 10
+    finally:
+        pool.terminate()
+
+
+async def test_a_worker_that_spins_past_the_call_limit_is_killed_and_its_call_given_up(log: Log) -> None:
+    pool = WorkerPool(1, log=log, stall_seconds=60, max_call_seconds=2)
+    try:
+        with pytest.raises(WorkerDied):
+            await pool.run(spin, about={"upload_id": "u-spinning"})
+        stalled = log.named("worker.stalled")
+        assert [e["upload_id"] for e in stalled] == ["u-spinning", "u-spinning"]
+        assert {e["reason"] for e in stalled} == {"ran past max_call_seconds"}
         assert await pool.run(allocate, 10) == 10
     finally:
         pool.terminate()
