@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import asyncssh
 
-from .config import Settings, TenantConfig
+from .config import ServerConfig, Settings, TenantConfig
 from .intake import Intake, IntakeOptions, TenantPaths
 from .health import HealthServer, Metrics
 from .logs import configure_logging, get_logger
@@ -34,6 +35,8 @@ from .workers import WorkerPool
 
 DEMO_KEY_NAME = "demo_id_ed25519"
 STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
+# The [server] keys the SFTP listener takes as they are: every ServerOptions field that ServerConfig also has.
+SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerOptions) if f.name in ServerConfig.model_fields)
 RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health")  # a reload leaves these as they were
 
 
@@ -208,22 +211,9 @@ class Daemon:
         await self.outbox.start()
         server = settings.server
         options = ServerOptions(
-            host=server.host,
-            port=server.port,
+            **{key: getattr(server, key) for key in SERVER_KEYS},  # host, port and every limit, as configured
             host_key_dir=self.state_dir / "hostkeys",
             tenants=self._access(settings, demo_public),
-            max_auth_tries=server.max_auth_tries,
-            login_grace_seconds=server.login_grace_seconds,
-            idle_timeout_seconds=server.idle_timeout_seconds,
-            max_sessions_per_tenant=server.max_sessions_per_tenant,
-            max_sessions_per_ip=server.max_sessions_per_ip,
-            min_free_bytes=server.min_free_bytes,
-            max_handles_per_session=server.max_handles_per_session,
-            max_handles_per_tenant=server.max_handles_per_tenant,
-            max_open_uploads_per_tenant=server.max_open_uploads_per_tenant,
-            max_handles_total=server.max_handles_total,
-            max_buffered_bytes_per_session=server.max_buffered_bytes_per_session,
-            max_buffered_bytes_total=server.max_buffered_bytes_total,
             defender=defender_options(settings),
             defender_file=self.state_dir / "defender.json",
         )
