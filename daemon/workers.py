@@ -262,11 +262,9 @@ class WorkerPool(Executor):
                     return outcome.result()
                 pid = self._slots[slot] if slot >= 0 else 0
                 used = _cpu_ticks(pid) if pid else None
-                if pid and time.monotonic() - began >= self.max_call_seconds:
-                    self._log("error", "worker.stalled", pid=pid, seconds=int(time.monotonic() - began),
-                              reason="ran past max_call_seconds", **about)  # fmt: skip
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                ran = time.monotonic() - began
+                if pid and ran >= self.max_call_seconds:
+                    self._kill_hung(pid, about, seconds=int(ran), reason="ran past max_call_seconds")
                     cpu, still, began = None, 0.0, time.monotonic()
                     continue
                 if used is None or used != cpu:
@@ -274,13 +272,17 @@ class WorkerPool(Executor):
                     continue
                 still += WATCH_SECONDS
                 if still >= self.stall_seconds:
-                    self._log("error", "worker.stalled", pid=pid, seconds=still, **about)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                    self._kill_hung(pid, about, seconds=still)
                     cpu, still = None, 0.0
         except asyncio.CancelledError:
             outcome.cancel()
             raise
+
+    def _kill_hung(self, pid: int, about: dict, **why: object) -> None:
+        """A worker taken as hung: logged, then killed (which counts as its call's worker dying)."""
+        self._log("error", "worker.stalled", pid=pid, **why, **about)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     # the executor and its replacement
 
