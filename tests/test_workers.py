@@ -66,6 +66,10 @@ def data_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_DATA)
 
 
+def niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 # -- the tests ----------------------------------------------------------------------------------------------
 
 
@@ -183,6 +187,11 @@ async def test_without_a_memory_limit_the_workers_keep_the_systems(log: Log) -> 
         assert await pool.run(data_limit) == resource.getrlimit(resource.RLIMIT_DATA)
     finally:
         pool.terminate()
+
+
+async def test_workers_run_below_the_daemons_cpu_priority(pool: WorkerPool) -> None:
+    # README: validation workers run at nice 10 above the daemon's own, so the event loop gets a core first.
+    assert await pool.run(niceness) == min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
 
 
 async def test_a_shut_down_pool_is_not_usable(log: Log) -> None:

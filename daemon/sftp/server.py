@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncssh
 
-from . import algorithms, events, fs, hostkeys, passwords
+from . import accept, algorithms, events, fs, hostkeys, passwords
 from .defender import Defender, read_state, write_state
 from .events import OnEvent, OnUpload, Reporter, shown_username
 from .limits import Ledger, Pools, SessionAccount
@@ -315,7 +315,7 @@ def _release_session(shared: _Shared, tenant: str) -> None:
 class SftpServer:
     """A listening server: close it, ask how busy it is, or give it a new list of tenants (a reload)."""
 
-    def __init__(self, acceptor: asyncssh.SSHAcceptor, shared: _Shared) -> None:
+    def __init__(self, acceptor: accept.Listener, shared: _Shared) -> None:
         self.acceptor = acceptor
         self._shared = shared
 
@@ -376,14 +376,11 @@ async def start_server(
             defender.load(await asyncio.to_thread(read_state, options.defender_file))
     shared = _Shared(options=options, reporter=reporter, keys=keys, ledger=Ledger(options), defender=defender)
     _hide_library_name()
-    acceptor = await asyncssh.listen(
-        options.host,
-        options.port,
+    connection_options = asyncssh.SSHServerConnectionOptions(
         server_factory=functools.partial(_Gate, shared),
         sftp_factory=functools.partial(_open_session, shared),
         server_host_keys=host_keys.pairs,
         server_version=SERVER_VERSION,
-        config=None,
         login_timeout=options.login_grace_seconds,
         public_key_auth=True,
         password_auth=True,
@@ -395,6 +392,9 @@ async def start_server(
         x11_forwarding=False,
         **algorithms.connection_options(),
     )
+    sockets = await asyncio.to_thread(accept.bind, options.host, options.port)
+    acceptor = accept.Listener(sockets, functools.partial(asyncssh.run_server, config=None,
+                                                          options=connection_options))  # fmt: skip
     reporter.event(
         events.SERVER_STARTED,
         host=options.host,
