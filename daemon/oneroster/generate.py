@@ -362,7 +362,12 @@ def _demographics(students: pl.DataFrame, version: str, seed: int) -> pl.DataFra
     key = pl.col("key")
     race = _mix(key, seed, _RACE) % 6  # five single races, or two or more
     born_us = _mix(key, seed, _CITY) % 10 < 8
-    sexes = ("male", "female") if version == "1.1" else ("male", "female", "male", "female", "unspecified")
+    # The same student has the same sex in both versions; 1.2 records one in five as `unspecified` (a value
+    # 1.1 lacks) where 1.1 says male or female, so a 1.2 export of a 1.1 district differs only there.
+    drawn = _mix(key, seed, _SEX)
+    sex = _pick(("male", "female"), drawn)
+    if version != "1.1":
+        sex = pl.when((drawn // 2) % 5 == 0).then(pl.lit("unspecified")).otherwise(sex)
     flags = {
         flag: pl.when(race == n).then(pl.lit("true")).otherwise(pl.lit("false"))
         for n, flag in enumerate(schema.RACE_FLAGS[:6])
@@ -372,7 +377,7 @@ def _demographics(students: pl.DataFrame, version: str, seed: int) -> pl.DataFra
         # a student in grade g was born between 2 September of 2020-g and 1 September of 2021-g
         birthDate=(pl.date(2020 - pl.col("grade"), 9, 2) + pl.duration(days=_mix(key, seed, _BIRTH) % 365))
         .dt.strftime("%Y-%m-%d"),
-        sex=_pick(sexes, _mix(key, seed, _SEX)),
+        sex=sex,
         **flags,
         hispanicOrLatinoEthnicity=pl.when(_mix(key, seed, _ETHNIC) % 3 == 0).then(pl.lit("true")).otherwise(
             pl.lit("false")
