@@ -1,15 +1,45 @@
-"""Render a ValidationResult for people: verdict, counts per file, findings grouped by code."""
+"""Render a ValidationResult for people: verdict, counts per file, findings grouped by code and severity.
+
+One group holds the findings of one code at one severity: a code can be an error on one column and a
+warning on another (a required reference against an optional one), and each group is labelled with its
+own severity and count. The summary line's error and warning counts are the sums of the groups shown.
+
+Groups are listed causes first, so that a reader fixes the first group and watches the later ones shrink:
+
+1. by family, in the order of `FAMILIES`: the zip, the manifest, the package as a whole, the text of a
+   file, its header, its rows, its references, then the consequences of all these (a row dropped because
+   a row it points at was dropped: `CONSEQUENCES`), then what sums up a file (too many dropped rows);
+   a code of a family not named there comes last;
+2. within a family, errors before warnings;
+3. then in the order of the catalogue (`codes.py`), which lists the more fundamental problem first.
+"""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 from .codes import CODES
-from .findings import Finding
+from .findings import Finding, Findings, Severity
 from .validate import ValidationResult
 
 EXAMPLES_PER_CODE = 5
+
+# The family of a code is the part before its dot, except for the codes in CONSEQUENCES.
+FAMILIES = ("zip", "manifest", "package", "snapshot", "csv", "header", "row", "reference", "consequence", "file")
+CONSEQUENCES = frozenset({"reference.target_dropped"})
+UNKNOWN_SEVERITY = "?"  # a group of findings that were not kept and whose severity therefore is not known
+
+_CATALOGUE = {code: position for position, code in enumerate(CODES)}
+
+
+@dataclass
+class Group:
+    code: str
+    severity: str  # "error", "warning" or UNKNOWN_SEVERITY
+    count: int
+    examples: list[Finding] = field(default_factory=list)
 
 
 def render_json(result: ValidationResult) -> str:
@@ -17,29 +47,83 @@ def render_json(result: ValidationResult) -> str:
 
 
 def render_text(result: ValidationResult, source: str) -> str:
-    f = result.findings
+    groups = group_findings(result.findings)
+    errors = sum(g.count for g in groups if g.severity == Severity.ERROR)
+    warnings = sum(g.count for g in groups if g.severity == Severity.WARNING)
     lines = [
         f"{source}: {result.verdict.upper()}",
-        f"  OneRoster {result.version or 'unknown'}, {result.mode} mode; "
-        f"{f.errors} error(s), {f.warnings} warning(s)",
+        f"  OneRoster {result.version or 'unknown'}, {result.mode} mode; {errors} error(s), {warnings} warning(s)",
     ]
+    unknown = [g for g in groups if g.severity == UNKNOWN_SEVERITY]
+    if unknown:
+        lines.append(
+            f"  and {sum(g.count for g in unknown)} finding(s) beyond the examples kept, whose severity was not "
+            f"recorded: {result.findings.errors - errors} error(s) and {result.findings.warnings - warnings} "
+            "warning(s) among them"
+        )
     if result.files:
         lines.append("")
         lines.append(f"  {'file':<34}{'mode':<7}{'rows':>10}{'dropped':>10}")
         for name, s in result.files.items():
             lines.append(f"  {name:<34}{s.mode:<7}{s.rows:>10}{s.dropped:>10}")
-    groups: dict[str, list[Finding]] = defaultdict(list)
-    for finding in f.sorted():
-        groups[finding.code].append(finding)
-    for code in sorted(groups, key=lambda c: (groups[c][0].severity != "error", c)):
-        examples = groups[code]
+    for group in groups:
         lines.append("")
-        lines.append(f"  {examples[0].severity.upper():<8}{code} ({f.counts[code]}): {CODES.get(code, '')}")
-        for ex in examples[:EXAMPLES_PER_CODE]:
+        lines.append(f"  {group.severity.upper():<8}{group.code} ({group.count}): {CODES.get(group.code, '')}")
+        for ex in group.examples[:EXAMPLES_PER_CODE]:
             lines.append(f"    {_place(ex)}  {ex.message}")
-        if f.counts[code] > EXAMPLES_PER_CODE:
-            lines.append(f"    … and {f.counts[code] - EXAMPLES_PER_CODE} more")
+        shown = min(len(group.examples), EXAMPLES_PER_CODE)
+        if group.count > shown:
+            lines.append(f"    … and {group.count - shown} more")
     return "\n".join(lines) + "\n"
+
+
+def group_findings(findings: Findings) -> list[Group]:
+    """One group per (code, severity) with its complete count and kept examples, causes first."""
+    examples: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+    for finding in findings.sorted():
+        examples[(finding.code, str(finding.severity))].append(finding)
+    counts = Counter({key: len(kept) for key, kept in examples.items()})
+    for (code, severity), n in _severity_of_the_rest(findings, counts).items():
+        counts[(code, severity)] += n
+    groups = [Group(code, severity, n, examples.get((code, severity), [])) for (code, severity), n in counts.items()]
+    return sorted(groups, key=_order)
+
+
+def _severity_of_the_rest(findings: Findings, kept: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Where the findings beyond the kept examples belong, by (code, severity).
+
+    Findings counts each code, and errors and warnings, completely, but keeps only the first examples per
+    code and file, without recording the severity of the others. Their severities are known when they are
+    all of one severity (the kept examples account for every error, or for every warning) or belong to one
+    code; otherwise they are left under UNKNOWN_SEVERITY.
+    """
+    rest = {code: n - sum(m for (c, _), m in kept.items() if c == code) for code, n in findings.counts.items()}
+    rest = {code: n for code, n in rest.items() if n > 0}
+    errors = findings.errors - sum(n for (_, s), n in kept.items() if s == Severity.ERROR)
+    warnings = findings.warnings - sum(n for (_, s), n in kept.items() if s == Severity.WARNING)
+    placed: Counter[tuple[str, str]] = Counter()
+    if not rest:
+        return placed
+    if warnings == 0 or errors == 0:
+        severity = str(Severity.ERROR if warnings == 0 else Severity.WARNING)
+        placed.update({(code, severity): n for code, n in rest.items()})
+    elif len(rest) == 1:
+        (code,) = rest
+        placed.update({(code, str(Severity.ERROR)): errors, (code, str(Severity.WARNING)): warnings})
+    else:
+        placed.update({(code, UNKNOWN_SEVERITY): n for code, n in rest.items()})
+    return placed
+
+
+def family(code: str) -> str:
+    return "consequence" if code in CONSEQUENCES else code.partition(".")[0]
+
+
+def _order(group: Group) -> tuple:
+    name = family(group.code)
+    rank = FAMILIES.index(name) if name in FAMILIES else len(FAMILIES)
+    severity = {Severity.ERROR: 0, Severity.WARNING: 1}.get(group.severity, 2)
+    return rank, severity, _CATALOGUE.get(group.code, len(_CATALOGUE)), group.code
 
 
 def _place(f: Finding) -> str:
