@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from .targets import check as check_targets
 from .oneroster.codes import CODES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command its reader stopped reading
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -333,6 +336,16 @@ def _tenant_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # a reader gone early shows up here, not in the interpreter's own flush at exit
+    except BrokenPipeError:  # `rosterd codes | head`: the reader has what it wanted; end without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _run(argv: list[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
