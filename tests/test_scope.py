@@ -7,6 +7,9 @@ an upper-case domain, classes without subjects of their own (period 1) and one w
 its course's, a metadata column, 1.2 user profiles, and gradebook files (categories, lineItems). The package
 passes rosterd's strict validator and becomes typed frames the way an upload does.
 
+Who a vendor gets (the scope rule's points one by one) is checked on a small school written by hand, whose
+expected users, enrollments and counts are written out in each test.
+
 Every view is checked for reference integrity twice: by `assert_integrity` (joins over the schema's
 reference columns) and by exporting it as a bulk package that the strict validator must accept.
 """
@@ -319,10 +322,8 @@ def test_lazy_frames_give_the_same_view(district, tmp_path):
 # --- orgs -----------------------------------------------------------------------------------------------------
 
 
-def members(frames, version: str, orgs: set[str]) -> set[str]:
-    if version == "1.1":
-        return of(frames["users"], pl.col("orgSourcedIds").list.eval(pl.element().is_in(list(orgs))).list.any())
-    return of(frames["roles"], pl.col("orgSourcedId").is_in(list(orgs)), "userSourcedId")
+PARENTS = {f"par-000{school}-000{n}" for school in (1, 2, 3) for n in (1, 2)}  # see augmented_tables
+ADMIN_ROLE = {"1.1": "administrator", "1.2": "districtAdministrator"}  # adm-0001's role, at dst-0001
 
 
 def test_a_school_by_sourced_id_or_identifier(district, tmp_path):
@@ -341,17 +342,23 @@ def test_a_school_by_sourced_id_or_identifier(district, tmp_path):
     assert "crs-0900-art" in ids(view["courses"])
     enrolled = of(frames["enrollments"], pl.col("classSourcedId").is_in(list(ids(view["classes"]))), "userSourcedId")
     guest = {GUEST} if version == "1.1" else set()  # see test_a_guest_teacher_from_another_school
-    assert ids(view["users"]) == (enrolled | members(frames, version, {"sch-0001"})) - guest
-    assert "adm-0001" not in ids(view["users"])  # the district's staff do not come with a school
-    assert {"par-0001-0001", "tch-0001-001"} <= ids(view["users"])
+    # only the people of its classes: no parents or administrators, as the scope names no other role
+    assert ids(view["users"]) == enrolled - guest
+    assert "tch-0001-001" in ids(view["users"]) and not ids(view["users"]) & {"adm-0001", *PARENTS}
+    assert counts["users_role_not_listed"] == len(PARENTS) + 1
+    # the students and teachers of schools 2 and 3 (15 and 8 each), but for the guest teacher of school 1
+    assert counts["users_not_in_kept_classes"] == 2 * (15 + 8) - 1
+    assert counts["users_without_org"] == len(guest)
     if version == "1.1":
         teacher = view["users"].filter(pl.col("sourcedId") == "tch-0001-001")
         assert teacher["orgSourcedIds"].to_list() == [["sch-0001"]]  # sch-0002 is not in the view
     else:
         assert "rol-tch-0001-001-b" not in ids(view["roles"])
+        assert "rol-tch-0001-002-b" not in ids(view["roles"])  # a teacher's role as a parent is not let in
+        assert set(view["roles"]["role"]) == {"student", "teacher"}
         assert ids(view["userProfiles"]) == of(frames["userProfiles"], pl.lit(True))
     assert counts["orgs_out_of_scope"] == 3 and counts["scope_orgs_unmatched"] == 0
-    assert ODD not in ids(view["enrollments"]) and counts["enrollments_out_of_scope"] == 1  # school 2: not here
+    assert ODD not in ids(view["enrollments"]) and counts["enrollments_of_orgs_left_out"] == 1  # school 2
     assert_strictly_valid(view, version, tmp_path)
 
 
@@ -377,9 +384,13 @@ def test_a_district_brings_all_its_schools(district, by, tmp_path):
     assert ids(view["classes"]) == ids(frames["classes"])
     assert ids(view["orgs"]) == {"st-0001", "dst-0001", "sch-0900", *schools}
     assert ids(view["enrollments"]) == ids(frames["enrollments"])
-    assert ids(view["users"]) == ids(frames["users"])  # the administrator is a member of the district
-    assert counts["scope_orgs_unmatched"] == 1
+    # every student and teacher has a class; parents and the administrator come only when roles names them
+    assert ids(view["users"]) == ids(frames["users"]) - PARENTS - {"adm-0001"}
+    assert counts["users_role_not_listed"] == len(PARENTS) + 1 and counts["scope_orgs_unmatched"] == 1
     assert_strictly_valid(view, version, tmp_path)
+    named, counts = view_of(frames, orgs=[name], roles=["student", "teacher", "parent", ADMIN_ROLE[version]])
+    assert ids(named["users"]) == ids(frames["users"])  # the administrator is a member of the district
+    assert counts["users_role_not_listed"] == counts["users_not_in_scope_orgs"] == 0
 
 
 # --- roles and e-mail domains ---------------------------------------------------------------------------------
@@ -392,8 +403,8 @@ def test_roles_narrow_users_and_enrollments(district, tmp_path):
     assert set(view["enrollments"]["role"]) == {"teacher"}
     enrollments = frames["enrollments"]
     assert view["enrollments"].height == enrollments.filter(pl.col("role") == "teacher").height
-    assert counts["enrollments_out_of_scope"] == enrollments.filter(pl.col("role") != "teacher").height
-    assert counts["users_out_of_scope"] == frames["users"].height - view["users"].height
+    assert counts["enrollments_role_not_listed"] == enrollments.filter(pl.col("role") != "teacher").height
+    assert counts["users_role_not_listed"] == frames["users"].height - view["users"].height
     assert "demographics" not in view or view["demographics"].height == 0
     if version == "1.2":  # only the listed roles: not tch-0001-002's role as a parent
         assert set(view["roles"]["role"]) == {"teacher"} and "rol-tch-0001-002-b" not in ids(view["roles"])
@@ -418,6 +429,192 @@ def test_an_email_domain_allowlist(district, domain, tmp_path):
     assert counts["enrollments_of_users_left_out"] == gone.height > 0
     assert not ids(view["enrollments"]) & ids(gone)
     assert_strictly_valid(view, version, tmp_path)
+
+
+# --- the people a vendor gets: a small school written by hand ------------------------------------------------
+#
+# School A has a Mathematics class and an Art class, school B a Mathematics class; each expected set below is
+# read off these tables and the rule in daemon/targets/scope.py's docstring, not computed.
+
+ADMIN = {"1.1": "administrator", "1.2": "siteAdministrator"}  # the same staff role in each version's vocabulary
+PEOPLE = (  # sourcedId, role (ADMIN: the version's administrator role), org, e-mail, agents
+    ("t-math", "teacher", "sch-a", "t-math@district.org", ""),
+    ("t-art", "teacher", "sch-a", "T-Art@District.ORG", ""),
+    ("t-idle", "teacher", "sch-a", "t-idle@district.org", ""),  # teaches no class
+    ("crd-a", "ADMIN", "sch-a", "crd-a@district.org", ""),  # a coordinator who co-teaches Mathematics
+    ("s-math", "student", "sch-a", "s-math@students.district.org", "g-math"),
+    ("s-art", "student", "sch-a", "s-art@students.district.org", ""),
+    ("s-both", "student", "sch-a", "", ""),  # no e-mail
+    ("adm-a", "ADMIN", "sch-a", "adm-a@district.org", ""),
+    ("adm-d", "ADMIN", "dst", "adm-d@district.org", ""),  # at the district office
+    ("g-math", "guardian", "sch-a", "g-math@family.example", ""),
+    ("p-art", "proctor", "sch-a", "proctor-desk", ""),  # an e-mail without @; enrolled in Art as a proctor
+    ("t-b", "teacher", "sch-b", "t-b@district.org", ""),
+    ("s-b", "student", "sch-b", "s-b@students.district.org", ""),
+)
+CLASS_SCHOOL = {"cls-math": "sch-a", "cls-art": "sch-a", "cls-bmath": "sch-b"}
+ENROLLMENTS = (  # sourcedId, class, user, role
+    ("e-tmath", "cls-math", "t-math", "teacher"), ("e-crd", "cls-math", "crd-a", "teacher"),
+    ("e-smath", "cls-math", "s-math", "student"), ("e-both-m", "cls-math", "s-both", "student"),
+    ("e-tart", "cls-art", "t-art", "teacher"), ("e-sart", "cls-art", "s-art", "student"),
+    ("e-both-a", "cls-art", "s-both", "student"), ("e-part", "cls-art", "p-art", "proctor"),
+    ("e-tb", "cls-bmath", "t-b", "teacher"), ("e-sb", "cls-bmath", "s-b", "student"),
+)  # fmt: skip
+EVERYONE = {person[0] for person in PEOPLE}
+ALL_ENROLLMENTS = {row[0] for row in ENROLLMENTS}
+
+
+def small_school_tables(version: str) -> dict[str, pl.DataFrame]:
+    def column(index: int) -> list[str]:
+        return [row[index] for row in PEOPLE]
+
+    roles = [ADMIN[version] if role == "ADMIN" else role for role in column(1)]
+    n = len(PEOPLE)
+    people = {"sourcedId": column(0), "enabledUser": ["true"] * n, "username": column(0), "givenName": column(0),
+              "familyName": ["Person"] * n, "email": column(3), "agentSourcedIds": column(4)}  # fmt: skip
+    if version == "1.1":
+        people |= {"orgSourcedIds": column(2), "role": roles}
+    enrollment_ids, classes, users, roles_of = zip(*ENROLLMENTS, strict=True)
+    t = {
+        "orgs": _rows("orgs", version, sourcedId=["dst", "sch-a", "sch-b"], name=["District", "School A", "School B"],
+                      type=["district", "school", "school"], parentSourcedId=["", "dst", "dst"]),
+        "academicSessions": _rows("academicSessions", version, sourcedId=["ay-2027"], title=["2026-27"],
+                                  type=["schoolYear"], startDate=["2026-08-15"], endDate=["2027-06-10"],
+                                  schoolYear=["2027"]),
+        "courses": _rows("courses", version, sourcedId=["crs-math", "crs-art", "crs-bmath"],
+                         title=["Algebra", "Studio Art", "Geometry"], orgSourcedId=["sch-a", "sch-a", "sch-b"],
+                         subjects=["Mathematics", "Fine and Performing Arts", "Mathematics"],
+                         subjectCodes=["02052", "05154", "02072"]),
+        "classes": _rows("classes", version, sourcedId=list(CLASS_SCHOOL), title=["Algebra 1", "Art 1", "Geometry 1"],
+                         courseSourcedId=["crs-math", "crs-art", "crs-bmath"], classType=["scheduled"] * 3,
+                         schoolSourcedId=list(CLASS_SCHOOL.values()), termSourcedIds=["ay-2027"] * 3),
+        "users": _rows("users", version, **people),
+        "enrollments": _rows("enrollments", version, sourcedId=list(enrollment_ids),
+                             classSourcedId=list(classes), schoolSourcedId=[CLASS_SCHOOL[c] for c in classes],
+                             userSourcedId=list(users), role=list(roles_of)),
+    }  # fmt: skip
+    if version == "1.2":  # each person's role at their org; t-math is also a guardian (of no one here)
+        t["roles"] = _rows("roles", version, sourcedId=[f"r-{p}" for p in column(0)] + ["r-t-math-g"],
+                           userSourcedId=[*column(0), "t-math"], roleType=["primary"] * n + ["secondary"],
+                           role=[*roles, "guardian"], orgSourcedId=[*column(2), "sch-a"])  # fmt: skip
+    return t
+
+
+@pytest.fixture(scope="module", params=["1.1", "1.2"])
+def small_school(request, tmp_path_factory) -> tuple[str, dict[str, pl.DataFrame]]:
+    version = request.param
+    return version, typed_snapshot(small_school_tables(version), version, tmp_path_factory.mktemp(f"small-{version}"))
+
+
+def left_out(**counts: int) -> dict[str, int]:
+    """The full counts dictionary: the given counts, every other one 0."""
+    assert set(counts) <= set(COUNTS)
+    return dict.fromkeys(COUNTS, 0) | counts
+
+
+def test_the_empty_scope_keeps_the_small_school_whole(small_school):
+    assert_identity(small_school[1])
+
+
+def test_a_subject_brings_the_people_of_its_classes_only(small_school, tmp_path):
+    version, frames = small_school
+    view, counts = view_of(frames, subjects=["Mathematics"])
+    assert ids(view["classes"]) == {"cls-math", "cls-bmath"}
+    # rule 4a: the coordinator comes as the teacher of a Mathematics class, whatever her own role
+    assert ids(view["users"]) == {"t-math", "crd-a", "s-math", "s-both", "t-b", "s-b"}
+    assert ids(view["enrollments"]) == {"e-tmath", "e-crd", "e-smath", "e-both-m", "e-tb", "e-sb"}
+    assert view["users"].filter(pl.col("sourcedId") == "s-math")["agentSourcedIds"].to_list() == [None]
+    assert counts == left_out(
+        classes_out_of_scope=1, enrollments_of_classes_left_out=4, courses_out_of_scope=1,
+        users_not_in_kept_classes=3,  # t-art, t-idle, s-art
+        users_role_not_listed=4,  # adm-a, adm-d, g-math, p-art (a proctor is not let in unless listed)
+    )  # fmt: skip
+    if version == "1.2":  # t-math's role as a guardian is not sent, nor the coordinator's staff role
+        assert ids(view["roles"]) == {"r-t-math", "r-s-math", "r-s-both", "r-t-b", "r-s-b"}
+    assert_strictly_valid(view, version, tmp_path)
+
+
+def test_a_school_and_a_subject_the_issue_13_case(small_school):
+    """A Mathematics vendor scoped to school A gets school A's Mathematics people, not all of school A."""
+    version, frames = small_school
+    view, counts = view_of(frames, orgs=["sch-a"], subjects=["Mathematics"])
+    assert ids(view["classes"]) == {"cls-math"} and ids(view["courses"]) == {"crs-math"}
+    assert ids(view["orgs"]) == {"sch-a", "dst"}
+    assert ids(view["users"]) == {"t-math", "crd-a", "s-math", "s-both"}
+    assert counts == left_out(
+        classes_out_of_scope=2, enrollments_of_classes_left_out=6, orgs_out_of_scope=1, courses_out_of_scope=2,
+        users_not_in_kept_classes=5,  # t-art, t-idle, s-art, t-b, s-b
+        users_role_not_listed=4,  # adm-a, adm-d, g-math, p-art
+    )  # fmt: skip
+
+
+def test_a_school_brings_its_classes_people_and_no_one_else(small_school):
+    version, frames = small_school
+    view, counts = view_of(frames, orgs=["sch-a"])
+    assert ids(view["users"]) == {"t-math", "t-art", "crd-a", "s-math", "s-art", "s-both"}
+    assert ids(view["enrollments"]) == ALL_ENROLLMENTS - {"e-part", "e-tb", "e-sb"}
+    assert counts == left_out(
+        classes_out_of_scope=1, enrollments_of_classes_left_out=2, orgs_out_of_scope=1, courses_out_of_scope=1,
+        enrollments_role_not_listed=1,  # e-part: a proctor's enrollment in a kept class
+        users_not_in_kept_classes=3,  # t-idle, t-b, s-b
+        users_role_not_listed=4,  # adm-a, adm-d, g-math, p-art
+    )  # fmt: skip
+
+
+def test_other_roles_come_when_named_as_members_of_the_selected_orgs(small_school, tmp_path):
+    version, frames = small_school
+    roles = ["student", "teacher", ADMIN[version], "guardian"]
+    view, counts = view_of(frames, orgs=["sch-a"], roles=roles)
+    # rule 4b: the school's administrator and guardian, not the district office's administrator; still no idle
+    # teacher (students and teachers come only through classes)
+    assert ids(view["users"]) == {"t-math", "t-art", "crd-a", "s-math", "s-art", "s-both", "adm-a", "g-math"}
+    assert view["users"].filter(pl.col("sourcedId") == "s-math")["agentSourcedIds"].to_list() == [["g-math"]]
+    assert counts == left_out(
+        classes_out_of_scope=1, enrollments_of_classes_left_out=2, orgs_out_of_scope=1, courses_out_of_scope=1,
+        enrollments_role_not_listed=1, users_not_in_scope_orgs=1,  # adm-d
+        users_not_in_kept_classes=3, users_role_not_listed=1,  # t-idle, t-b, s-b; p-art
+    )  # fmt: skip
+    if version == "1.2":  # every role row of theirs at school A with a listed role: t-math's as a guardian too
+        assert ids(view["roles"]) == {f"r-{p}" for p in ids(view["users"])} | {"r-t-math-g"}
+    assert_strictly_valid(view, version, tmp_path)
+
+    everywhere, counts = view_of(frames, subjects=["Mathematics"], roles=roles[:3])  # orgs empty: every org
+    assert ids(everywhere["users"]) == {"t-math", "crd-a", "s-math", "s-both", "t-b", "s-b", "adm-a", "adm-d"}
+    assert counts["users_not_in_kept_classes"] == 3 and counts["users_role_not_listed"] == 2  # g-math, p-art
+
+
+def test_roles_alone_cover_the_whole_district(small_school):
+    """Rule 3: nothing narrows classes, so every holder of a listed role comes, with or without a class."""
+    version, frames = small_school
+    view, counts = view_of(frames, roles=[ADMIN[version]])
+    assert ids(view["users"]) == {"crd-a", "adm-a", "adm-d"}
+    assert ids(view["classes"]) == set(CLASS_SCHOOL) and view["enrollments"].height == 0
+    assert counts == left_out(enrollments_role_not_listed=len(ENROLLMENTS), users_role_not_listed=len(PEOPLE) - 3)
+    teachers, _ = view_of(frames, roles=["teacher"])
+    assert ids(teachers["users"]) == {"t-math", "t-art", "t-idle", "t-b"}  # the idle teacher too
+
+
+def test_the_date_window_does_not_choose_people(small_school):
+    """A window alone narrows no classes by what they are: every class has ended, every person stays."""
+    version, frames = small_school
+    view, counts = view_of(frames, today=date(2027, 7, 1), class_end_days=0)
+    assert view["classes"].height == 0 and ids(view["users"]) == EVERYONE
+    assert ids(view["courses"]) == {"crs-math", "crs-art", "crs-bmath"}  # rule 6: every org's courses
+    assert counts == left_out(classes_ended=3, enrollments_of_classes_left_out=len(ENROLLMENTS))
+
+
+@pytest.mark.parametrize(("domains", "kept"), [
+    (["district.org"], EVERYONE - {"s-math", "s-art", "s-b", "s-both", "g-math", "p-art"}),  # not a subdomain
+    (["students.district.org"], {"s-math", "s-art", "s-b"}),  # nor the parent domain of a listed one
+    (["district.org", "@Students.District.ORG"], EVERYONE - {"s-both", "g-math", "p-art"}),
+])  # fmt: skip
+def test_email_domains_match_exactly_and_blank_is_outside(small_school, domains, kept):
+    version, frames = small_school
+    view, counts = view_of(frames, email_domains=domains)
+    assert ids(view["users"]) == kept  # t-art's upper-case domain matches; s-both (blank) and p-art (no @) never
+    assert counts["users_outside_domains"] == len(EVERYONE - kept)
+    assert ids(view["enrollments"]) == {e for e, _, user, _ in ENROLLMENTS if user in kept}
+    assert counts["enrollments_of_users_left_out"] == len(ENROLLMENTS) - view["enrollments"].height
 
 
 # --- courses and subjects -------------------------------------------------------------------------------------

@@ -7,34 +7,51 @@ gradebook and resources files (lineItems, results, categories, resources, ...) a
 licence target is sent rosters. The view is meant to be exported as a bulk OneRoster package, so every
 reference in it resolves to a row of the view.
 
-How a `Scope` narrows the roster (an empty list narrows nothing):
+A licence target gets the people its vendor needs and no one else. The rule, with these words:
 
-* orgs: each entry names an org by sourcedId or identifier. The *selected* orgs are the named ones and all
-  their descendants (parentSourcedId followed down: a district brings its schools). The view keeps the
-  selected orgs and their ancestors (so parent references hold), but only the selected ones bring classes,
-  courses and members: a school's scope does not bring the district's staff.
-* courses: classes whose course is named by sourcedId or courseCode. subjects: classes with a named subject,
-  a title compared case-insensitively or an SCED code compared exactly, taken from the class's own subjects
-  and subjectCodes, or from its course's when the class has neither.
-* courses kept: those a class of the view uses, and those of the selected orgs (every org when orgs are
-  not scoped) that pass the course and subject filters themselves (so a school's scope brings its courses).
-* class dates (`today` is given, never read from the clock): a class runs from the earliest startDate to
-  the latest endDate of its terms. With class_start_days N, a class starting more than N days after
-  `today` is held back until then; with class_end_days M, a class whose end is more than M days before
-  `today` is left out. A class whose terms give no dates is not held back or left out by the window.
-* roles: only enrollments with a listed role, and only users holding a listed role (1.1 users.role; 1.2 any
-  row of theirs in roles).
-* users: those with an enrollment in the view, plus the members of the selected orgs (1.1 orgSourcedIds;
-  1.2 a roles row at the org, with a listed role when roles are scoped). Membership counts when orgs are
-  scoped, and when nothing narrows classes by course or subject (then every user is a member: a scope of
-  roles or e-mail domains alone covers the whole district); a scope by course or subject alone brings only
-  the users of its classes. Parents and other agents come only as members, never through their students.
-* email_domains: a user whose e-mail domain (after the last @, case-insensitive; a leading @ in the
-  setting is ignored) is not listed is left out with their enrollments; a user without e-mail is outside.
-* licences: each class gets, in the extra String column `metadata.licence` (also on its enrollments), the
-  licence of the first key that matches: its course's sourcedId, then its courseCode, then a subject (title
-  case-insensitively, or code) of the class or of its course; among subjects, the key listed first in
-  `licences` wins. No match: null. The column exists only when `licences` is non-empty.
+* *narrowing classes*: the scope lists orgs, courses or subjects (the date window does not count: it times
+  classes, it does not choose whose roster this is);
+* the *class roles*: student and teacher;
+* the *roles let in*: the listed `roles`; with none listed, the class roles when the scope narrows classes,
+  and every role when it does not;
+* the *selected orgs*: the orgs named in `orgs` and all their descendants (parentSourcedId followed down: a
+  district brings its schools); every org when `orgs` is empty;
+* a user *holds* a role at an org: 1.1 users.role at each of the user's orgSourcedIds; 1.2 a roles row.
+
+1. Classes: those of a selected org (schoolSourcedId) with, when listed, a listed course (sourcedId or
+   courseCode) and a listed subject (a title compared case-insensitively or an SCED code compared exactly,
+   from the class's own subjects and subjectCodes, or from its course's when the class has neither). Then
+   the date window (`today` is given, never read from the clock): a class runs from the earliest startDate to
+   the latest endDate of its terms; with class_start_days N, a class starting more than N days after `today`
+   is held back until then; with class_end_days M, one whose end is more than M days before `today` is left
+   out. A class whose terms give no dates is not held back or left out by the window.
+2. Enrollments: those of a kept class whose role is among the roles let in and whose school is in the view.
+3. Users, when the scope does not narrow classes (an empty scope, or only roles, email_domains, licences
+   or the date window): the whole district's users holding a role let in, wherever they hold it. The empty
+   scope keeps every user; a scope of roles alone keeps the district's users with those roles; a scope of
+   e-mail domains alone keeps the district's users in those domains (rule 5).
+4. Users, when the scope narrows classes: a user comes
+   a. through a class: an enrollment kept by rule 2. The enrollment's role is what counts there, not the
+      user's: whoever the district enrolled in a kept class as a student or teacher (or in another role the
+      scope lists) is someone the vendor needs for that class. Students and teachers come only this way, so
+      a Mathematics scope gets the people of Mathematics classes, not every teacher of the school.
+   b. through an org: the user holds, at a selected org, a role the scope lists by name other than the class
+      roles (administrator, aide, guardian, parent, relative, proctor, districtAdministrator, principal, ...).
+      Such people come only where `roles` names their role, and only as members of the selected orgs (every
+      org when `orgs` is empty): a school's scope does not bring the district's staff, and guardians and
+      other agents never come through their students.
+5. email_domains: a user whose e-mail domain is not listed is left out, with their enrollments. The domain
+   is what follows the last @, compared case-insensitively with the listed ones (a leading @ in the setting
+   is ignored); it must equal one of them: `district.org` does not let in `students.district.org`, whose
+   users come only if it is listed too. A user with a blank e-mail, or one without an @, is left out.
+6. Orgs: the selected orgs and their ancestors (so parent references hold), and the org of each course in
+   the view; only the selected ones bring classes and members. Courses: those a class of the view uses, and
+   those of the selected orgs that pass the course and subject filters themselves (so a school's scope
+   brings its courses).
+7. licences: each class gets, in the extra String column `metadata.licence` (also on its enrollments), the
+   licence of the first key that matches: its course's sourcedId, then its courseCode, then a subject (title
+   case-insensitively, or code) of the class or of its course; among subjects, the key listed first in
+   `licences` wins. No match: null. The column exists only when `licences` is non-empty.
 
 References are kept whole: list references are trimmed to rows of the view (users.orgSourcedIds and
 agentSourcedIds; an emptied list becomes null); optional references to rows outside the view are nulled
@@ -43,19 +60,23 @@ required reference left the view goes too (a 1.1 user left with no org, an enrol
 in the view), except a course a class of the view uses: its org is kept as well, its parent nulled if need
 be. classes.termSourcedIds is never trimmed: academicSessions are those the view's classes and courses
 refer to, with their parents (so a session nothing refers to is left out, even by an empty scope).
-demographics and userProfiles follow their users; 1.2 roles rows need their user and org in the view and,
-when roles are scoped, a listed role. Apart from such sessions, the empty scope gives the roster unchanged.
+demographics and userProfiles follow their users; 1.2 roles rows need their user and org in the view and a
+role let in. Apart from such sessions, the empty scope gives the roster unchanged.
 
-Counts of what was left out, by the first reason that applies (each row of the input is in the view or in
-exactly one count of its entity):
+Counts of what was left out, by the first reason that applies, in this order (each row of the input is in
+the view or in exactly one count of its entity):
 
     classes_out_of_scope             not of a selected org, a listed course or a listed subject
     classes_not_started              starts more than class_start_days after today
     classes_ended                    ended more than class_end_days before today
     enrollments_of_classes_left_out  its class is not in the view
-    enrollments_out_of_scope         its role is not listed, or its school is not in the view
+    enrollments_role_not_listed      its role is not among the roles let in
+    enrollments_of_orgs_left_out     its school is not in the view
     enrollments_of_users_left_out    its user is not in the view
-    users_out_of_scope               no enrollment in the view and no membership, or no listed role
+    users_not_in_scope_orgs          4b: holds a listed role other than the class roles, at no selected org
+    users_not_in_kept_classes        4a: holds a class role let in, or has an enrollment in a role let in,
+                                     but no enrollment kept by rule 2
+    users_role_not_listed            holds no role let in (3), or neither of the above (4)
     users_outside_domains            e-mail outside email_domains (or none)
     users_without_org                1.1: none of the user's orgs is in the view
     orgs_out_of_scope, courses_out_of_scope   rows of those entities not in the view
@@ -80,10 +101,12 @@ LICENCE_COLUMN = "metadata.licence"
 REASON = "_left_out"  # working column: the count a row is left out for, null while it stays
 COUNTS = (
     "classes_out_of_scope", "classes_not_started", "classes_ended", "enrollments_of_classes_left_out",
-    "enrollments_out_of_scope", "enrollments_of_users_left_out", "users_out_of_scope", "users_outside_domains",
+    "enrollments_role_not_listed", "enrollments_of_orgs_left_out", "enrollments_of_users_left_out",
+    "users_not_in_scope_orgs", "users_not_in_kept_classes", "users_role_not_listed", "users_outside_domains",
     "users_without_org", "orgs_out_of_scope", "courses_out_of_scope", "scope_orgs_unmatched",
     "scope_courses_unmatched",
 )  # fmt: skip
+CLASS_ROLES = ("student", "teacher")
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -96,6 +119,7 @@ def scoped_view(
     counts = dict.fromkeys(COUNTS, 0)
     v11 = "orgSourcedIds" in t["users"].columns
     orgs = t["orgs"]
+    let_in = roles_let_in(scope)
 
     selected = _selected_orgs(orgs, scope.orgs, counts)  # None: every org
     classes = _judge_classes(t, scope, selected, today)
@@ -109,9 +133,8 @@ def scoped_view(
         .append(courses["orgSourcedId"]).unique()
     )  # fmt: skip
 
-    enrollments = t["enrollments"].with_columns(_enrollment_reason(kept_classes["sourcedId"], org_ids, scope))
-    enrolled = enrollments.filter(pl.col(REASON).is_null())["userSourcedId"]
-    users = _judge_users(t, scope, selected, enrolled, org_ids, v11)
+    enrollments = t["enrollments"].with_columns(_enrollment_reason(kept_classes["sourcedId"], org_ids, let_in))
+    users = _judge_users(t, scope, selected, enrollments, org_ids, v11)
     _tally(users[REASON], counts)
     users = users.filter(pl.col(REASON).is_null()).drop(REASON)
     user_ids = users["sourcedId"]
@@ -129,7 +152,7 @@ def scoped_view(
     if "primaryOrgSourcedId" in users.columns:
         view["users"] = view["users"].with_columns(_unless_among("primaryOrgSourcedId", org_ids))
     view["academicSessions"] = _sessions(t["academicSessions"], view["classes"], courses)
-    _followers(t, view, scope)
+    _followers(t, view, let_in)
     counts["orgs_out_of_scope"] = orgs.height - view["orgs"].height
     counts["courses_out_of_scope"] = t["courses"].height - courses.height
 
@@ -139,6 +162,18 @@ def scoped_view(
         view["enrollments"] = _with_licence(view["enrollments"], licences, "classSourcedId")
     ordered = {entity: view[entity].sort("sourcedId") for entity in ROSTERING if entity in view}
     return ordered, counts
+
+
+def narrows_classes(scope: Scope) -> bool:
+    """Whether the scope chooses classes by what they are (orgs, courses, subjects); see the rule above."""
+    return bool(scope.orgs or scope.courses or scope.subjects)
+
+
+def roles_let_in(scope: Scope) -> list[str] | None:
+    """The roles a user or enrollment may come in (None: every role); see the rule above."""
+    if scope.roles:
+        return list(dict.fromkeys(scope.roles))
+    return list(CLASS_ROLES) if narrows_classes(scope) else None
 
 
 # --- input and small helpers -------------------------------------------------------------------------------
@@ -288,51 +323,65 @@ def _sessions(sessions: pl.DataFrame, classes: pl.DataFrame, courses: pl.DataFra
 # --- enrollments and users ---------------------------------------------------------------------------------
 
 
-def _enrollment_reason(classes: pl.Series, orgs: pl.Series, scope: Scope) -> pl.Expr:
-    fits = _among("schoolSourcedId", orgs)
-    if scope.roles:
-        fits &= pl.col("role").is_in(list(scope.roles)).fill_null(False)
+def _enrollment_reason(classes: pl.Series, orgs: pl.Series, let_in: list[str] | None) -> pl.Expr:
+    reason = pl.when(~_among("classSourcedId", classes)).then(pl.lit("enrollments_of_classes_left_out"))
+    if let_in is not None:
+        reason = reason.when(~pl.col("role").is_in(let_in).fill_null(False)).then(pl.lit("enrollments_role_not_listed"))
+    reason = reason.when(~_among("schoolSourcedId", orgs)).then(pl.lit("enrollments_of_orgs_left_out"))
+    return reason.otherwise(pl.lit(None, dtype=pl.String)).alias(REASON)
+
+
+def _held_roles(t: dict[str, pl.DataFrame], v11: bool) -> pl.DataFrame:
+    """(user, role, org): each role a user holds at an org (1.1 users.role at each orgSourcedIds; 1.2 roles)."""
+    if v11:
+        return t["users"].select(user="sourcedId", role="role", org="orgSourcedIds").explode("org")
+    roles = t.get("roles")
+    if roles is None:
+        return pl.DataFrame(schema={"user": pl.String, "role": pl.String, "org": pl.String})
+    return roles.select(user="userSourcedId", role="role", org="orgSourcedId")
+
+
+def _holders(held: pl.DataFrame, roles: Sequence[str], orgs: pl.Series | None = None) -> pl.Series:
+    """Users holding one of `roles` (at one of `orgs`, when given)."""
+    found = held.filter(pl.col("role").is_in(list(roles)).fill_null(False))
+    return (found if orgs is None else found.filter(_among("org", orgs)))["user"]
+
+
+def _people_reason(
+    t: dict[str, pl.DataFrame], scope: Scope, selected: pl.Series | None, enrollments: pl.DataFrame, v11: bool
+) -> pl.Expr:
+    """Why a user is outside the scope before e-mail and orgs are looked at (rules 3 and 4); null: inside."""
+    let_in = roles_let_in(scope)
+    if let_in is None:  # rule 3 with every role let in: everyone
+        return pl.lit(None, dtype=pl.String)
+    held = _held_roles(t, v11)
+    if not narrows_classes(scope):  # rule 3: the whole district's holders of a role let in
+        return pl.when(~_among("sourcedId", _holders(held, let_in))).then(pl.lit("users_role_not_listed"))
+    enrolled = enrollments.filter(pl.col(REASON).is_null())["userSourcedId"]
+    named = [role for role in let_in if role not in CLASS_ROLES]
+    members = _holders(held, named, selected)
+    class_people = _holders(held, [r for r in let_in if r in CLASS_ROLES]).append(
+        enrollments.filter(pl.col("role").is_in(let_in).fill_null(False))["userSourcedId"])  # fmt: skip
     return (
-        pl.when(~_among("classSourcedId", classes)).then(pl.lit("enrollments_of_classes_left_out"))
-        .when(~fits).then(pl.lit("enrollments_out_of_scope"))
-        .otherwise(pl.lit(None, dtype=pl.String)).alias(REASON)
+        pl.when(_among("sourcedId", enrolled) | _among("sourcedId", members)).then(pl.lit(None, dtype=pl.String))
+        .when(_among("sourcedId", _holders(held, named))).then(pl.lit("users_not_in_scope_orgs"))
+        .when(_among("sourcedId", class_people)).then(pl.lit("users_not_in_kept_classes"))
+        .otherwise(pl.lit("users_role_not_listed"))
     )  # fmt: skip
 
 
 def _judge_users(
-    t: dict[str, pl.DataFrame], scope: Scope, selected: pl.Series | None, enrolled: pl.Series, orgs: pl.Series,
-    v11: bool,
+    t: dict[str, pl.DataFrame], scope: Scope, selected: pl.Series | None, enrollments: pl.DataFrame,
+    orgs: pl.Series, v11: bool,
 ) -> pl.DataFrame:  # fmt: skip
     """Users with their REASON (null: kept); 1.1 orgSourcedIds already trimmed to the view's orgs."""
-    users = t["users"]
-    roles = t.get("roles")
-    wanted = list(scope.roles)
-    if selected is not None:
-        if v11:
-            members = users.select("sourcedId", org="orgSourcedIds").explode("org").filter(_among("org", selected))
-            member = _among("sourcedId", members["sourcedId"])
-        elif roles is not None:
-            held = roles.filter(_among("orgSourcedId", selected))
-            held = held.filter(pl.col("role").is_in(wanted)) if wanted else held
-            member = _among("sourcedId", held["userSourcedId"])
-        else:
-            member = pl.lit(False)
-    else:
-        member = pl.lit(not scope.courses and not scope.subjects)
-    in_scope = member | _among("sourcedId", enrolled)
-    if wanted:
-        if v11:
-            in_scope &= pl.col("role").is_in(wanted).fill_null(False)
-        elif roles is not None:
-            in_scope &= _among("sourcedId", roles.filter(pl.col("role").is_in(wanted))["userSourcedId"])
-        else:
-            in_scope = pl.lit(False)
-    reason = pl.when(~in_scope).then(pl.lit("users_out_of_scope"))
+    reason = _people_reason(t, scope, selected, enrollments, v11)
     if scope.email_domains:
         domains = [domain.lower().lstrip("@") for domain in scope.email_domains]
         domain = pl.col("email").str.extract(r"@([^@]*)$").str.to_lowercase()
-        reason = reason.when(~domain.is_in(domains).fill_null(False)).then(pl.lit("users_outside_domains"))
-    users = users.with_columns(reason.otherwise(pl.lit(None, dtype=pl.String)).alias(REASON))
+        outside = pl.when(~domain.is_in(domains).fill_null(False)).then(pl.lit("users_outside_domains"))
+        reason = pl.coalesce(reason, outside)
+    users = t["users"].with_columns(reason.alias(REASON))
     if v11:
         users = _trim_list(users, "orgSourcedIds", orgs).with_columns(
             pl.col(REASON).fill_null(pl.when(pl.col("orgSourcedIds").is_null()).then(pl.lit("users_without_org")))
@@ -340,9 +389,9 @@ def _judge_users(
     return users
 
 
-def _followers(t: dict[str, pl.DataFrame], view: dict[str, pl.DataFrame], scope: Scope) -> None:
-    """demographics, userProfiles and roles of the view's users (roles also at the view's orgs, with a listed
-    role when roles are scoped)."""
+def _followers(t: dict[str, pl.DataFrame], view: dict[str, pl.DataFrame], let_in: list[str] | None) -> None:
+    """demographics, userProfiles and roles of the view's users (roles also at the view's orgs, with a role
+    let in)."""
     users = view["users"].select("sourcedId")
     if "demographics" in t:
         view["demographics"] = t["demographics"].join(users, on="sourcedId", how="semi")
@@ -351,8 +400,8 @@ def _followers(t: dict[str, pl.DataFrame], view: dict[str, pl.DataFrame], scope:
     if "roles" in t:
         roles = t["roles"].filter(_among("userSourcedId", users["sourcedId"]) & _among("orgSourcedId",
                                                                                       view["orgs"]["sourcedId"]))
-        if scope.roles:
-            roles = roles.filter(pl.col("role").is_in(list(scope.roles)))
+        if let_in is not None:
+            roles = roles.filter(pl.col("role").is_in(let_in))
         profiles = view["userProfiles"]["sourcedId"] if "userProfiles" in view else pl.Series([], dtype=pl.String)
         view["roles"] = roles.with_columns(_unless_among("userProfileSourcedId", profiles))
 
