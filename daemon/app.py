@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -373,7 +374,23 @@ class Daemon:
         """SIGTERM: stop taking connections and uploads, give work under way the grace period to reach a
         recorded state, cut off the rest (recorded as in progress: resumed at the next start), and exit."""
         grace = self.settings.server.stop_grace_seconds
+        began = time.monotonic()
         self.log.info("daemon.stopping", grace_seconds=grace)
+        await self._take_down(grace)
+        self.log.info("daemon.stopped", elapsed_ms=round((time.monotonic() - began) * 1000),
+                      left_behind=self.left_behind)  # fmt: skip
+
+    async def abandon_start(self, error: BaseException) -> None:
+        """A start that failed: say why (daemon.start_failed) and close what it had opened. The daemon never
+        ran, so there is no daemon.stopping or daemon.stopped."""
+        if isinstance(error, StartupError):  # a reason an operator can fix, such as a port or state in use
+            self.log.error("daemon.start_failed", reason=str(error))
+        else:  # a bug or an unexpected failure: its traceback too
+            self.log.error("daemon.start_failed", reason=repr(error), exc_info=error)
+        await self._take_down(self.settings.server.stop_grace_seconds)
+
+    async def _take_down(self, grace: float) -> None:
+        """The stages down in the reverse order of their start, each within its limit."""
         self.ready = False
         self.notifier.stopping()
         if self._keep_alive is not None:
@@ -438,6 +455,10 @@ async def serve(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await daemon.start()
+    except BaseException as error:
+        await daemon.abandon_start(error)
+        raise
+    try:
         await stopping.wait()
     finally:
         await asyncio.gather(*reloads, return_exceptions=True)

@@ -22,7 +22,11 @@ REDACTED = "[redacted]"
 
 EVENTS: dict[str, str] = {
     "daemon.started": "the daemon is listening and its stages run",
-    "daemon.stopping": "a stop was asked for (signal or error); stages are being shut down",
+    "daemon.start_failed": "the daemon could not start (`reason`: a port or the state directory in use, ...); "
+    "what had started was stopped again and it exits with status 1",
+    "daemon.stopping": "a stop was asked for (SIGTERM or Ctrl-C); stages are being shut down",
+    "daemon.stopped": "every stage is down (`elapsed_ms` since daemon.stopping; `left_behind`: the stages cut "
+    "off at their time limit); the process exits",
     "daemon.stop_timed_out": "a stage (`stage`) had not stopped `seconds` into the stop: it was left behind",
     "daemon.not_ready": "a readiness check failed: intake cannot make progress (`reasons`); /readyz answers 503",
     "daemon.ready_again": "every readiness check passes again; /readyz answers 200",

@@ -6,12 +6,16 @@ at first start logs in with OpenSSH, and a second start keeps both that key and 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from .conftest import RunningDaemon, Tenant, copy_sample
+from .conftest import ROSTERD, RunningDaemon, Tenant, copy_sample
 
 
 def test_sigterm_stops_the_daemon_with_status_0_and_takes_its_workers_along(daemon: RunningDaemon) -> None:
@@ -19,11 +23,44 @@ def test_sigterm_stops_the_daemon_with_status_0_and_takes_its_workers_along(daem
     assert daemon.wait_for_receipt("north", "day1.zip")["state"] == "accepted"  # the validation pool is up
 
     assert daemon.stop() == 0
-    assert daemon.events("daemon.stopping")
+    names = [event["event"] for event in daemon.events(run=-1)]
+    assert names.index("daemon.stopping") < names.index("daemon.stopped") == len(names) - 1  # the last word
+    (stopped,) = daemon.events("daemon.stopped", run=-1)
+    assert isinstance(stopped["elapsed_ms"], int) and stopped["elapsed_ms"] >= 0
+    assert stopped["left_behind"] == []
     deadline = time.monotonic() + 5
     while _group_alive(daemon.proc.pid):
         assert time.monotonic() < deadline, "a process of the daemon's group outlived it"
         time.sleep(0.05)
+
+
+def test_a_refused_second_start_logs_only_why_and_exits_1(daemon: RunningDaemon) -> None:
+    same_state = _serve(daemon.config)
+    assert same_state.returncode == 1
+    reason = f"another rosterd is running with the state directory {daemon.state}"
+    assert _events(same_state.stdout) == [("daemon.start_failed", reason)]
+    assert same_state.stderr == f"rosterd serve: {reason}\n"  # and no warnings from the libraries
+
+    other = daemon.home / "other.toml"  # its own state directory, the first one's port
+    other.write_text(daemon.config.read_text().replace(str(daemon.state), str(daemon.home / "other-state")))
+    shutil.copytree(daemon.state / "hostkeys", daemon.home / "other-state" / "hostkeys")
+    same_port = _serve(other)
+    assert same_port.returncode == 1
+    events = _events(same_port.stdout)
+    assert events[-1][0] == "daemon.start_failed" and f"cannot listen on 127.0.0.1:{daemon.port}" in events[-1][1]
+    assert not {"daemon.started", "daemon.stopping", "daemon.stopped"} & {name for name, _ in events}
+    assert daemon.proc.poll() is None  # the first one serves on
+
+
+def _serve(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROSTERD), "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def _events(stdout: str) -> list[tuple[str, str | None]]:
+    """(event, reason) of each JSON line."""
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [(line["event"], line.get("reason")) for line in lines]
 
 
 def _group_alive(pgid: int) -> bool:
