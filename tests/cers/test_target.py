@@ -2,35 +2,34 @@
 POSTed to the fake CERS server, which checks them against the documented contract and keeps the groups.
 
 The measure of success is CERS's own state: after each delivery the fake's groups must be exactly the
-groups of the snapshot delivered, whatever was sent to get there.
+groups worked out by hand for the small district (tests/cers/small_district.py) from README's rules, every
+field compared, whatever was sent to get there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from daemon.ingest import process_upload
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
 from daemon.outbox import Job
 from daemon.store import Delivery, DeliveryState
-from daemon.targets.cers import groups as cers_groups
 from daemon.targets.cers.settings import CersTarget
-from daemon.targets.cers.target import CersGroupsTarget, build_files
+from daemon.targets.cers.target import CersGroupsTarget
 from tests.fakes.cers import FakeCers
 
+from . import small_district as sd
 from .moto_cognito import MotoCognito
 
 
-def snapshot(tables: dict[str, pl.DataFrame], folder: Path, version: str = "1.1") -> Path:
+def snapshot(tables: sd.Tables, folder: Path) -> Path:
     """A real snapshot folder of `tables`, made the way the daemon makes one."""
-    package = folder.with_suffix(".zip")
-    write_zip(tables, package, version)
+    package = sd.write_package(tables, folder.with_suffix(".zip"))
     outcome = process_upload(str(package), {"staging": str(folder), "base": None, "holds": {}})
     assert "snapshot" in outcome, outcome["validation"]["counts_by_code"]
     return folder
@@ -38,25 +37,18 @@ def snapshot(tables: dict[str, pl.DataFrame], folder: Path, version: str = "1.1"
 
 @pytest.fixture(scope="module")
 def district(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Day 1 of a small generated district and a day 2 with churn, as snapshot folders."""
+    """The small district's three days, as snapshot folders."""
     root = tmp_path_factory.mktemp("district")
-    day1 = generate(DistrictSpec(schools=2, students_per_school=60, teachers_per_school=4))
-    day2 = churn(day1, "1.1", Churn(withdrawn=3, arrivals=2, new_emails=1, period_changes=1))
-    return {"day1": snapshot(day1, root / "day1"), "day2": snapshot(day2.bulk, root / "day2")}
+    day1 = sd.day1()
+    day2 = sd.day2(day1)
+    return {"day1": snapshot(day1, root / "day1"), "day2": snapshot(day2, root / "day2"),
+            "day3": snapshot(sd.day3(day2), root / "day3")}  # fmt: skip
 
 
-def expected_groups(folder: Path, target: CersTarget) -> dict[tuple[str, str, int], tuple[str | None, set, set]]:
-    """The groups a snapshot should leave in CERS, keyed as the fake keys them."""
-    frames = {p.stem: pl.read_parquet(p) for p in folder.glob("*.parquet")}
-    built, _findings = cers_groups.build_groups(frames, target.mapping, target.filters)
-    return {(g["school_natural_id"].lower(), g["group_name"].lower(), g["school_year"]):
-            (None if g["subject_code"] in ("", "All") else g["subject_code"], set(g["teachers"]), set(g["students"]))
-            for g in built.iter_rows(named=True)}  # fmt: skip
-
-
-def cers_state(fake: FakeCers) -> dict:
-    return {key: (None if g.subject in (None, "All") else g.subject, g.users, g.students)
-            for key, g in fake.groups().items()}  # fmt: skip
+def data_rows(data: bytes) -> list[list[str]]:
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert rows[0] == sd.HEADER
+    return rows[1:]
 
 
 def delivery(upload_id: str, base: str | None = None, attempts: int = 1) -> Delivery:
@@ -99,19 +91,26 @@ async def test_the_first_delivery_sends_every_group_and_the_next_only_the_change
     settings = target_settings(cognito, cers)
     first = await deliver(settings, Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
     assert first.state is DeliveryState.DELIVERED, first.error
-    assert cers_state(cers) == expected_groups(district["day1"], settings)
+    assert cers.groups() == sd.DAY1_CERS
     (sent,) = first.result["files"]
     assert sent["status"] == "ACCEPTED" and sent["name"] == "rosterd-north-u-1-1.csv"
-    assert first.result["counts"]["sent"] == first.result["counts"]["groups"] == len(cers.groups())
+    (posted,) = cers.imports
+    assert (posted.field, posted.batch, posted.content_type) == ("file", "rosterd-north-u-1-1.csv", "text/csv")
+    assert sd.blocks(posted.rows) == sd.expected_blocks(sd.DAY1_GROUPS)
+    assert first.result["counts"]["sent"] == first.result["counts"]["groups"] == 5
     assert first.result["credential"] == cognito.username
+    assert [(f["code"], f["sourcedId"]) for f in first.result["findings"]] == [("cers.school_without_id", "sch-new")]
 
     second = await deliver(settings, Job(delivery("u-2", base="u-1"), district["day2"], district["day1"], tmp_path, pool))
     assert second.state is DeliveryState.DELIVERED, second.error
-    assert cers_state(cers) == expected_groups(district["day2"], settings)
-    counts = second.result["counts"]
-    assert 0 < counts["sent"] < counts["groups"]  # only the groups the churn touched
-    assert counts["sent"] == counts["added"] + counts["changed"] + counts["emptied"]
-    assert cers.imports[-1].status == "PROCESSED" and len(cers.imports[-1].rows) < len(cers.imports[0].rows)
+    assert cers.groups() == sd.DAY2_CERS
+    assert sd.blocks(cers.imports[-1].rows) == sd.expected_blocks(sd.DAY2_SENT)  # the study hall did not change
+    assert (second.result["counts"]["sent"], second.result["counts"]["groups"]) == (4, 4)
+
+    third = await deliver(settings, Job(delivery("u-3", base="u-2"), district["day3"], district["day2"], tmp_path, pool))
+    assert third.state is DeliveryState.DELIVERED, third.error
+    assert cers.groups() == sd.DAY3_CERS
+    assert sd.blocks(cers.imports[-1].rows) == sd.expected_blocks(sd.DAY3_SENT)
 
 
 async def test_a_repeated_attempt_sends_the_same_bytes_which_cers_reports_as_processed(
@@ -129,13 +128,16 @@ async def test_a_repeated_attempt_sends_the_same_bytes_which_cers_reports_as_pro
 async def test_a_large_change_is_split_into_files_at_group_boundaries(
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
-    settings = target_settings(cognito, cers, max_rows_per_file=150)
+    settings = target_settings(cognito, cers, max_rows_per_file=10)  # the day-1 file has 21 rows
     outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
     assert outcome.state is DeliveryState.DELIVERED, outcome.error
     names = [f["name"] for f in outcome.result["files"]]
-    assert len(names) > 2 and names == [f"rosterd-north-u-1-{n}.csv" for n in range(1, len(names) + 1)]
-    assert all(f["status"] == "ACCEPTED" and f["rows"] <= 150 for f in outcome.result["files"])
-    assert cers_state(cers) == expected_groups(district["day1"], settings)
+    assert len(names) > 1 and names == [f"rosterd-north-u-1-{n}.csv" for n in range(1, len(names) + 1)]
+    assert all(f["status"] == "ACCEPTED" and f["rows"] <= 10 for f in outcome.result["files"])
+    per_file = [sd.blocks(posted.rows) for posted in cers.imports]
+    assert sum(len(found) for found in per_file) == 5  # no group in two files
+    assert {key: rows for found in per_file for key, rows in found.items()} == sd.expected_blocks(sd.DAY1_GROUPS)
+    assert cers.groups() == sd.DAY1_CERS
 
 
 async def test_an_expired_token_gets_one_fresh_login(
@@ -152,6 +154,7 @@ async def test_an_expired_token_gets_one_fresh_login(
     assert outcome.state is DeliveryState.DELIVERED, outcome.error
     statuses = [r.status for r in cers.requests]
     assert statuses[0] == 401 and all(s == 202 for s in statuses[1:])
+    assert cers.groups() == sd.DAY1_CERS
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "timeout", "reset"])
@@ -170,7 +173,7 @@ async def test_server_trouble_is_retried(
     again = await deliver(settings, Job(delivery("u-1", attempts=2), district["day1"], None, tmp_path, pool))
     assert again.state is DeliveryState.DELIVERED
     assert again.result["files"][0]["status"] == ("PROCESSED" if fault == "timeout" else "ACCEPTED")
-    assert cers_state(cers) == expected_groups(district["day1"], settings)
+    assert cers.groups() == sd.DAY1_CERS
 
 
 async def test_a_credential_without_group_write_is_refused_for_good(
@@ -185,13 +188,21 @@ async def test_a_credential_without_group_write_is_refused_for_good(
 async def test_bad_data_is_refused_for_good_with_cers_own_rows(
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
-    frames = {p.stem: pl.read_parquet(p) for p in district["day1"].glob("*.parquet")}
-    schools = set(frames["orgs"].filter(pl.col("type") == "school")["identifier"])
-    cers.schools = {sorted(schools)[0]}  # the credential covers one school only
+    cers.schools = {sd.OAK}  # the credential covers one school only
     outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
     assert outcome.state is DeliveryState.DEAD
-    assert "BAD_DATA" in outcome.error and "Row: " in outcome.error and "can not be found" in outcome.error
-    assert outcome.result["files"][0]["status"] == "BAD_DATA"
+    assert "BAD_DATA" in outcome.error and f"Failure: School [{sd.RIVER}] can not be found" in outcome.error
+    assert outcome.result["files"][0]["status"] == "BAD_DATA" and cers.groups() == {}
+
+
+@pytest.mark.parametrize("retry_after", ["120", None])
+async def test_a_rate_limit_is_retried_no_sooner_than_cers_asks(
+    retry_after: str | None, cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
+) -> None:
+    cers.faults.append("429" + (f":{retry_after}" if retry_after else ""))
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    assert outcome.state is DeliveryState.FAILED and "HTTP 429" in outcome.error
+    assert outcome.retry_after == (120.0 if retry_after else None) and cers.groups() == {}
 
 
 async def test_a_refused_cognito_credential_is_dead(cognito: MotoCognito, cers: FakeCers, district: dict, pool,
@@ -208,10 +219,9 @@ async def test_dry_run_writes_the_exact_files_to_results(district: dict, pool, t
     assert outcome.state is DeliveryState.DELIVERED and outcome.result["dry_run"] is True
     written = sorted((tmp_path / "cers").iterdir())
     assert [p.name for p in written] == ["rosterd-north-u-1-1.csv"]
-    built = build_files(str(district["day1"]), None, settings.model_dump(mode="json"))
-    assert written[0].read_bytes() == built["files"][0]
-    assert written[0].read_bytes().startswith(b"group_name,school_natural_id,school_year,subject_code,student_ssid,"
-                                              b"group_user_login\n")  # fmt: skip
+    data = written[0].read_bytes()
+    assert not data.startswith(b"\xef\xbb\xbf") and b"\r" not in data and data.endswith(b"\n")
+    assert sd.blocks(data_rows(data)) == sd.expected_blocks(sd.DAY1_GROUPS)
 
 
 async def test_nothing_changed_sends_nothing(cognito: MotoCognito, cers: FakeCers, district: dict, pool,

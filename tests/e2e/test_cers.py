@@ -1,33 +1,37 @@
 """Deliveries to CERS with the running daemon: dry run into results/cers/, and sending to the fake CERS with
 a Cognito token from moto, through a server fault, a refusal, and `rosterd replay`.
 
+The district is tests/cers/small_district.py, whose CERS groups are worked out by hand from README's rules:
+what CERS holds after each delivery is compared with them, every field (name, school, year, subject, teachers,
+students), and so is what each file carried.
+
 The fake CERS runs on its own event loop in a thread (tests/fakes/threaded.py), since the daemon harness
 waits synchronously.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import polars as pl
 import pytest
 
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
-from daemon.targets.cers.groups import build_groups
-from daemon.targets.cers.settings import CersFilters, CersMapping
+from tests.cers import small_district as sd
 from tests.cers.moto_cognito import MotoCognito, running_cognito
 from tests.fakes.cers import FakeCers
 from tests.fakes.threaded import served_in_thread
 
 from .conftest import ROSTERD, RunningDaemon, Tenant
 
-SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, enrollments_per_student=3)
 DELIVERY_DEADLINE = 45.0
+# Day 2 deletes 3 of the small district's 18 enrollments, over the default 10% that holds an upload.
+HOLDS = "holds = { enrollments_deleted_share = 0.5 }"
 
 
 @pytest.fixture
@@ -47,8 +51,8 @@ def admin(daemon: RunningDaemon, *args: str) -> subprocess.CompletedProcess:
                           timeout=60)  # fmt: skip
 
 
-def put(daemon: RunningDaemon, tables: dict[str, pl.DataFrame], name: str) -> dict:
-    write_zip(tables, daemon.client_dir / name, SPEC.version)
+def put(daemon: RunningDaemon, tables: sd.Tables, name: str) -> dict:
+    sd.write_package(tables, daemon.client_dir / name)
     sent = daemon.sftp_batch("north", [f"put {name} inbox/{name}"])
     assert sent.returncode == 0, sent.stderr
     return daemon.wait_for_receipt("north", name)
@@ -68,41 +72,22 @@ def delivery_in_receipt(daemon: RunningDaemon, receipt: dict, states: tuple[str,
     raise AssertionError(f"delivery not {states} in {DELIVERY_DEADLINE}s: {last.get('deliveries')}\n{daemon.diagnosis()}")
 
 
-def expected_groups(daemon: RunningDaemon, upload_id: str) -> dict:
-    """What CERS should hold after the snapshot of `upload_id`, keyed as the fake keys its groups."""
-    folder = daemon.state / "snapshots" / "north" / upload_id
-    frames = {p.stem: pl.read_parquet(p) for p in folder.glob("*.parquet")}
-    built, _ = build_groups(frames, CersMapping(), CersFilters())
-    return {(g["school_natural_id"].lower(), g["group_name"].lower(), g["school_year"]):
-            (set(g["teachers"]), set(g["students"])) for g in built.iter_rows(named=True)}  # fmt: skip
-
-
-def with_new_email(tables: dict[str, pl.DataFrame], teacher_number: int) -> dict[str, pl.DataFrame]:
-    users = tables["users"]
-    teacher = users.filter(pl.col("role") == "teacher")["sourcedId"][teacher_number]
-    email = pl.when(pl.col("sourcedId") == teacher).then(pl.lit(f"moved-{teacher_number}@new.example"))
-    return {**tables, "users": users.with_columns(email.otherwise(pl.col("email")).alias("email"))}
-
-
-def cers_groups(fake: FakeCers) -> dict:
-    return {key: (g.users, g.students) for key, g in fake.groups().items()}
-
-
 def test_dry_run_writes_the_group_files_to_results_cers(rosterd, tenants: dict[str, Tenant]) -> None:
     north = dataclasses.replace(tenants["north"], extra='[[tenants.targets]]\ntype = "cers"\ndry_run = true')
     daemon = rosterd(north)
-    receipt = put(daemon, generate(SPEC), "day1.zip")
+    receipt = put(daemon, sd.day1(), "day1.zip")
     assert receipt["state"] == "accepted"
     delivered = delivery_in_receipt(daemon, receipt, ("delivered", "dead"))
     assert delivered["state"] == "delivered" and delivered["dry_run"] is True
     (entry,) = delivered["files"]
     assert entry["name"] == f"rosterd-north-{receipt['upload_id']}-1.csv"
+    assert [f["sourcedId"] for f in delivered["findings"]] == ["sch-new"]  # the school without a CDS code
 
     got = daemon.sftp_batch("north", ["ls results/cers", f"get results/cers/{entry['name']}"])
     assert got.returncode == 0, got.stderr
-    lines = (daemon.client_dir / entry["name"]).read_text().splitlines()
-    assert lines[0] == "group_name,school_natural_id,school_year,subject_code,student_ssid,group_user_login"
-    assert len(lines) - 1 == entry["rows"] > 0
+    rows = list(csv.reader(io.StringIO((daemon.client_dir / entry["name"]).read_text(), newline="")))
+    assert rows[0] == sd.HEADER and len(rows) - 1 == entry["rows"]
+    assert sd.blocks(rows[1:]) == sd.expected_blocks(sd.DAY1_GROUPS)
     listed = admin(daemon, "outbox", "north", "--format", "json")
     (row,) = json.loads(listed.stdout)
     assert (row["target"], row["state"], row["upload_id"]) == ("cers", "delivered", receipt["upload_id"])
@@ -144,35 +129,42 @@ def test_sending_to_cers_through_a_fault_a_refusal_and_a_replay(
     rosterd, tenants: dict[str, Tenant], cognito: MotoCognito, cers: FakeCers
 ) -> None:
     outbox = "[outbox]\nretry_first_seconds = 0.3\nretry_max_seconds = 1\npoll_seconds = 0.3\n"
-    daemon = rosterd(dataclasses.replace(tenants["north"], extra=live_target(cognito, cers)), extra_config=outbox)
-    day1 = generate(SPEC)
+    north = dataclasses.replace(tenants["north"], extra=HOLDS + "\n" + live_target(cognito, cers))
+    daemon = rosterd(north, extra_config=outbox)
+    day1 = sd.day1()
 
     first = put(daemon, day1, "day1.zip")
     sent = delivery_in_receipt(daemon, first, ("delivered", "dead"))
     assert sent["state"] == "delivered" and sent["files"][0]["status"] == "ACCEPTED", sent
-    assert cers_groups(cers) == expected_groups(daemon, first["upload_id"])
+    (posted,) = cers.imports
+    assert (posted.field, posted.batch) == ("file", sent["files"][0]["name"])  # multipart, in the field `file`
+    assert sd.blocks(posted.rows) == sd.expected_blocks(sd.DAY1_GROUPS)
+    assert cers.groups() == sd.DAY1_CERS
 
     cers.faults.append("503")  # CERS has trouble once: the delivery is retried
-    day2 = with_new_email(day1, 0)
+    day2 = sd.day2(day1)
     second = put(daemon, day2, "day2.zip")
     retried = delivery_in_receipt(daemon, second, ("delivered", "dead"))
     assert retried["state"] == "delivered" and retried["attempts"] == 2
-    assert 0 < retried["counts"]["sent"] < retried["counts"]["groups"]  # only that teacher's groups
+    assert (retried["counts"]["sent"], retried["counts"]["groups"]) == (4, 4)
     assert retried["against_upload_id"] == first["upload_id"]
-    assert cers_groups(cers) == expected_groups(daemon, second["upload_id"])
+    assert sd.blocks(cers.imports[-1].rows) == sd.expected_blocks(sd.DAY2_SENT)  # only what changed
+    assert cers.groups() == sd.DAY2_CERS
 
     cers.group_write = lambda user: False  # the credential loses its permission
-    third = put(daemon, with_new_email(day2, 1), "day3.zip")
+    third = put(daemon, sd.day3(day2), "day3.zip")
     dead = delivery_in_receipt(daemon, third, ("dead",))
     assert "403" in dead["error"] and "GROUP_WRITE" in dead["error"]
     assert [e["delivery_id"] for e in daemon.events("delivery.dead")] == [dead["delivery_id"]]
+    assert cers.groups() == sd.DAY2_CERS
 
     cers.group_write = lambda user: True  # fixed in TOMS; the operator replays
     replayed = admin(daemon, "replay", dead["delivery_id"])
     assert replayed.returncode == 0, replayed.stderr
     done = delivery_in_receipt(daemon, third, ("delivered",))
     assert done["attempts"] == 1 and done["against_upload_id"] == second["upload_id"]
-    assert cers_groups(cers) == expected_groups(daemon, third["upload_id"])
+    assert sd.blocks(cers.imports[-1].rows) == sd.expected_blocks(sd.DAY3_SENT)
+    assert cers.groups() == sd.DAY3_CERS
     table = admin(daemon, "outbox", "north").stdout.splitlines()
     assert table[0].split()[:3] == ["delivery", "tenant", "target"] and len(table) == 4
     replayed_row = next(line for line in table if line.startswith(dead["delivery_id"]))
@@ -187,7 +179,7 @@ def test_a_delivery_cut_off_by_kill_9_is_sent_again_after_the_restart(
                      extra_config="[outbox]\npoll_seconds = 0.3\n")  # fmt: skip
     cers.hang_seconds = 60
     cers.faults.append("timeout")  # CERS takes the file, and the answer never comes back before the kill
-    receipt = put(daemon, generate(SPEC), "day1.zip")
+    receipt = put(daemon, sd.day1(), "day1.zip")
     started = daemon.wait_for_event("delivery.started", upload_id=receipt["upload_id"])
     deadline = time.monotonic() + 20
     while not cers.imports and time.monotonic() < deadline:
@@ -200,4 +192,4 @@ def test_a_delivery_cut_off_by_kill_9_is_sent_again_after_the_restart(
     done = delivery_in_receipt(daemon, receipt, ("delivered", "dead"))
     assert done["state"] == "delivered" and done["attempts"] == 2 and done["delivery_id"] == started["delivery_id"]
     assert done["files"][0]["status"] == "PROCESSED"  # the same bytes again: CERS applies nothing twice
-    assert len(cers.imports) == 1 and cers_groups(cers) == expected_groups(daemon, receipt["upload_id"])
+    assert len(cers.imports) == 1 and cers.groups() == sd.DAY1_CERS

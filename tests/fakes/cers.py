@@ -6,7 +6,8 @@ upload time, a failure rejects the whole file (HTTP 202, status BAD_DATA), ident
 processed twice, and an accepted file replaces the members of exactly the groups it names.
 
 Where the reference leaves a case open, the fake takes the stricter reading and says so below
-(header-only file, mixed line endings, a data row without six values, bytes that are not UTF-8).
+(header-only file, mixed line endings, a data row without six values, bytes that are not UTF-8, a
+multipart upload whose file is not in the field `file`).
 
 A test arranges trouble through `faults`: each request pops the first one, before authentication.
 """
@@ -30,7 +31,8 @@ from aiohttp import BodyPartReader, hdrs, web
 HEADERS = ("group_name", "school_natural_id", "school_year", "subject_code", "student_ssid", "group_user_login")
 MAX_STUDENTS_PER_GROUP = 200
 MAX_LISTED = 100  # message lines before "With <k> additional ..."
-FAULTS = ("500", "503", "timeout", "reset", "401")
+FAULTS = ("500", "503", "429", "429:<seconds or HTTP-date>", "timeout", "reset", "401")
+FILE_FIELD = "file"  # the multipart field CERS's vendor document names for the group file
 ORDER = "sort CSV by school, group, year"
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")  # CERS's own rule, stricter than RDW's
 _INTEGER = re.compile(r"[+-]?[0-9]+")  # what Java's Integer.valueOf takes: no whitespace
@@ -43,6 +45,7 @@ def _accept_test_token(token: str) -> str | None:
 
 @dataclass
 class Group:
+    name: str = ""  # as the last file that named the group spelled it
     subject: str | None = None  # the configured code's spelling; None means all subjects
     users: set[str] = field(default_factory=set)
     students: set[str] = field(default_factory=set)
@@ -59,6 +62,7 @@ class Import:
     content_type: str | None
     created: datetime
     rows: tuple[tuple[str, ...], ...]  # the data rows as parsed (empty when the file could not be parsed)
+    field: str | None = None  # the multipart field that carried the file; None for a raw body
     updated: datetime | None = None
 
 
@@ -67,6 +71,7 @@ class SeenRequest:
     method: str
     path: str
     authorization: bool  # an Authorization header was sent
+    at: datetime  # when the request arrived
     fault: str | None = None
     status: int | None = None  # None: the connection was dropped without an answer
 
@@ -263,6 +268,7 @@ class _Upload:
     data: bytes
     batch: str | None
     content_type: str | None
+    field: str | None = None
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -315,7 +321,7 @@ class FakeCers:
 
     def groups(self) -> dict[tuple[str, str, int], Group]:
         """CERS's groups now, keyed by (school, lower-cased group name, year); a copy."""
-        return {key: Group(g.subject, set(g.users), set(g.students)) for key, g in self._groups.items()}
+        return {key: Group(g.name, g.subject, set(g.users), set(g.students)) for key, g in self._groups.items()}
 
     async def start(self) -> str:
         self._closing.clear()
@@ -341,7 +347,7 @@ class FakeCers:
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        seen = SeenRequest(request.method, request.path, hdrs.AUTHORIZATION in request.headers)
+        seen = SeenRequest(request.method, request.path, hdrs.AUTHORIZATION in request.headers, datetime.now(UTC))
         self.requests.append(seen)
         seen.fault = self.faults.pop(0) if self.faults else None
         try:
@@ -360,6 +366,10 @@ class FakeCers:
             return web.Response(status=503, text="Service Temporarily Unavailable")
         if fault == "401":
             raise _oauth_error(web.HTTPUnauthorized, "invalid_token", "Access token expired")
+        if fault is not None and (fault == "429" or fault.startswith("429:")):  # a gateway's rate limit
+            retry_after = fault.partition(":")[2].strip()
+            headers = {hdrs.RETRY_AFTER: retry_after} if retry_after else None
+            return web.Response(status=429, text="Too Many Requests", headers=headers)
         if fault == "reset":
             await request.read()
             # SO_LINGER 0 makes close() send a TCP RST: the client sees "connection reset by peer".
@@ -422,6 +432,7 @@ class FakeCers:
             content_type=upload.content_type,
             created=now,
             rows=verdict.rows,
+            field=upload.field,
             updated=now,
         )
         self.imports.append(record)
@@ -435,18 +446,18 @@ class FakeCers:
         if not request.content_type.startswith("multipart/"):
             batch = request.query.get("batch") or request.query.get("filename")
             return _Upload(await request.read(), batch, request.headers.get(hdrs.CONTENT_TYPE))
-        files: list[tuple[str | None, _Upload]] = []
+        files: list[_Upload] = []
         try:
             async for part in await request.multipart():
                 # As in Spring: only a part with a filename is a file; other fields are properties.
                 if isinstance(part, BodyPartReader) and part.filename is not None:
-                    upload = _Upload(await part.read(), part.filename, part.headers.get(hdrs.CONTENT_TYPE))
-                    files.append((part.name, upload))
+                    content_type = part.headers.get(hdrs.CONTENT_TYPE)
+                    files.append(_Upload(await part.read(), part.filename, content_type, part.name))
         except (ValueError, AssertionError) as exc:
             raise web.HTTPBadRequest(text=f"unreadable multipart body: {exc}") from exc
-        if len(files) == 1:
-            return files[0][1]
-        named = [upload for name, upload in files if name == "file"]
+        # CERS's vendor document names the field `file`. RDW's open-source code would also take a lone file
+        # part under any name, but nothing says CERS's deployment does: the fake takes `file` only.
+        named = [upload for upload in files if upload.field == FILE_FIELD]
         if not named:
             raise web.HTTPBadRequest(text="missing multipart file")
         return named[0]
@@ -457,7 +468,7 @@ class FakeCers:
         for block in blocks:
             subject = canonical.get(block.subject.lower()) if block.subject else None
             key = (block.school.strip(), block.name.strip().lower(), block.year)
-            self._groups[key] = Group(subject, set(block.users), set(block.students))
+            self._groups[key] = Group(block.name.strip(), subject, set(block.users), set(block.students))
 
     def _resource(self, record: Import) -> dict:
         link = f"{self.base_url}/imports/{record.id}"
