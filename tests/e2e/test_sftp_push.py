@@ -1,5 +1,9 @@
 """The SFTP push target with two running daemons: the district's rosterd pushes a scoped OneRoster zip to a
 second rosterd acting as the vendor, which must accept it and end up with exactly the scoped roster.
+
+What the vendor should hold is read off the district's own snapshot of the upload with the scope rule of
+daemon/targets/scope.py written out for the one scope used (a school's students and teachers: those enrolled
+in its classes), not made by `scoped_view`.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ import dataclasses
 import json
 import subprocess
 import time
-from datetime import date
+from pathlib import Path
 
 import polars as pl
 
@@ -16,8 +20,6 @@ from daemon import snapshots
 from daemon.diff import diff_snapshots
 from daemon.oneroster.churn import Churn, churn
 from daemon.oneroster.generate import DistrictSpec, generate, write_zip
-from daemon.targets.scope import scoped_view
-from daemon.targets.settings import Scope
 
 from .conftest import ROSTERD, RunningDaemon, Tenant
 
@@ -82,13 +84,56 @@ def vendor_accepted(vendor: RunningDaemon, tenant: str, count: int) -> list[dict
     raise AssertionError(f"the vendor has not accepted {count} zips\n{vendor.diagnosis()}")
 
 
-def same_roster(vendor: RunningDaemon, tenant: str, upload_id: str, district: RunningDaemon, source: str,
-                scope: Scope) -> None:  # fmt: skip
-    """The vendor's snapshot holds exactly the district's scoped roster."""
+def with_other_people(tables: dict[str, pl.DataFrame], school: str) -> dict[str, pl.DataFrame]:
+    """The generated district (students and teachers, all in classes) with three people at `school` whom a
+    scope of its students and teachers must not send: an administrator, a parent of its first student and a
+    teacher with no class."""
+    users = tables["users"]
+    first = users.filter((pl.col("role") == "student") & (pl.col("orgSourcedIds") == school))["sourcedId"][0]
+    extra = pl.DataFrame({"sourcedId": ["adm-x", "par-x", "tch-idle"], "role": ["administrator", "parent", "teacher"]})
+    extra = extra.with_columns(enabledUser=pl.lit("true"), orgSourcedIds=pl.lit(school), username="sourcedId",
+                               givenName=pl.lit("Pat"), familyName=pl.lit("Other"))  # fmt: skip
+    extra = extra.select(pl.col(c) if c in extra.columns else pl.lit("").alias(c) for c in users.columns)
+    linked = pl.when(pl.col("sourcedId") == first).then(pl.lit("par-x")).otherwise(pl.col("agentSourcedIds"))
+    return {**tables, "users": pl.concat([users.with_columns(linked.alias("agentSourcedIds")), extra])}
+
+
+def school_view(frames: dict[str, pl.DataFrame], school: str) -> dict[str, pl.DataFrame]:
+    """The rule for `orgs = [school], roles = ["student", "teacher"]` on a district of one level of schools:
+    the school's classes and their student and teacher enrollments; the people of those enrollments only
+    (rule 4a; with no agents left to point at); the courses the classes use and the school's own; the terms
+    the classes use with their parents; the school and the district; demographics of the people sent."""
+    classes = frames["classes"].filter(pl.col("schoolSourcedId") == school)
+    enrollments = frames["enrollments"].filter(pl.col("classSourcedId").is_in(classes["sourcedId"].implode())
+                                               & pl.col("role").is_in(["student", "teacher"]))  # fmt: skip
+    people = enrollments["userSourcedId"].unique().implode()
+    used = classes["courseSourcedId"].implode()
+    courses = frames["courses"].filter(pl.col("sourcedId").is_in(used) | (pl.col("orgSourcedId") == school))
+    terms = classes["termSourcedIds"].explode().append(courses["schoolYearSourcedId"]).drop_nulls().implode()
+    sessions = frames["academicSessions"]
+    parents = sessions.filter(pl.col("sourcedId").is_in(terms))["parentSourcedId"].drop_nulls().implode()
+    return {
+        "orgs": frames["orgs"].filter(pl.col("sourcedId").is_in([school, "dst-0001"])),
+        "academicSessions": sessions.filter(pl.col("sourcedId").is_in(terms) | pl.col("sourcedId").is_in(parents)),
+        "courses": courses, "classes": classes, "enrollments": enrollments,
+        "users": frames["users"].filter(pl.col("sourcedId").is_in(people)).with_columns(
+            agentSourcedIds=pl.lit(None, dtype=pl.List(pl.String))),
+        "demographics": frames["demographics"].filter(pl.col("sourcedId").is_in(people)),
+    }  # fmt: skip
+
+
+def district_snapshot(district: RunningDaemon, upload_id: str) -> dict[str, pl.DataFrame]:
+    """What the district's rosterd stored for the upload, as the vendor would get it: passwords empty."""
+    frames = snapshots.read_frames(district.state / "snapshots" / "north" / upload_id)
+    return {e: f.with_columns(pl.lit(None, dtype=f.schema[c]).alias(c) for c in ("password",) if c in f.columns)
+            for e, f in frames.items()}  # fmt: skip
+
+
+def vendor_holds(vendor: RunningDaemon, tenant: str, upload_id: str, expected: dict[str, pl.DataFrame]) -> None:
+    """The vendor's snapshot holds exactly `expected` (rows and every field; lifecycle columns aside)."""
     theirs = snapshots.read_frames(vendor.state / "snapshots" / tenant / upload_id)
-    ours, _ = scoped_view(snapshots.scan_frames(district.state / "snapshots" / "north" / source)[0], scope, date.today())
-    ours = {e: f for e, f in ours.items() if f.height or e in theirs}
-    changes = diff_snapshots(ours, theirs)
+    assert {e for e, f in theirs.items() if f.height} == {e for e, f in expected.items() if f.height}
+    changes = diff_snapshots(expected, {e: f for e, f in theirs.items() if e in expected})
     assert changes.is_empty(), changes.counts()
 
 
@@ -105,7 +150,7 @@ def test_a_scoped_zip_pushed_to_a_second_rosterd_is_accepted_there(
                          push_target("bypassword", vendor, tenants["south"], scope, password_file=password)])  # fmt: skip
     district = rosterd(dataclasses.replace(tenants["north"], extra=targets))
 
-    day1 = generate(SPEC)
+    day1 = with_other_people(generate(SPEC), school)
     first = put(district, "north", day1, "day1.zip")
     pushed = delivery(district, "north", first, "bulky")
     assert pushed["state"] == "delivered", pushed
@@ -119,8 +164,14 @@ def test_a_scoped_zip_pushed_to_a_second_rosterd_is_accepted_there(
     assert {r["file"] for r in got} == {f"north-{t}-{first['upload_id']}.zip" for t in ("bulky", "bypassword")}
     taken = next(r for r in got if r["state"] == "accepted")
     assert taken["validation"]["counts_by_code"] == {}
-    same_roster(vendor, "south", taken["upload_id"], district, first["upload_id"],
-                Scope(orgs=[school], roles=["student", "teacher"]))  # fmt: skip
+    expected = school_view(district_snapshot(district, first["upload_id"]), school)
+    assert not {"adm-x", "par-x", "tch-idle"} & set(expected["users"]["sourcedId"])  # not enrolled, not named
+    assert expected["users"].height == 30 + 3  # the generator's students and teachers of the school
+    vendor_holds(vendor, "south", taken["upload_id"], expected)
+    # in the receipt, why the others were not sent: the other two schools' 66 students and teachers and the idle
+    # teacher are in no kept class; the administrator's and the parent's roles are not listed
+    left_out = pushed["left_out"]
+    assert left_out["users_not_in_kept_classes"] == 2 * 33 + 1 and left_out["users_role_not_listed"] == 2
     classes = pl.read_parquet(vendor.state / "snapshots" / "south" / taken["upload_id"] / "classes.parquet")
     assert set(classes["schoolSourcedId"]) == {school}
 
@@ -148,4 +199,4 @@ def test_delta_pushes_apply_on_the_vendor_side(rosterd, tenants: dict[str, Tenan
     taken = vendor_accepted(vendor, "south", 2)[-1]
     assert all(s["mode"] == "delta" for s in taken["validation"]["files"].values())
     assert taken["changes"]["counts"]["users"] == {"added": 2, "updated": 1, "deleted": 2}
-    same_roster(vendor, "south", taken["upload_id"], district, second["upload_id"], Scope())
+    vendor_holds(vendor, "south", taken["upload_id"], district_snapshot(district, second["upload_id"]))  # all
