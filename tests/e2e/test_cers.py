@@ -30,8 +30,6 @@ from tests.fakes.threaded import served_in_thread
 from .conftest import ROSTERD, RunningDaemon, Tenant
 
 DELIVERY_DEADLINE = 45.0
-# Day 2 deletes 3 of the small district's 18 enrollments, over the default 10% that holds an upload.
-HOLDS = "holds = { enrollments_deleted_share = 0.5 }"
 
 
 @pytest.fixture
@@ -129,7 +127,7 @@ def test_sending_to_cers_through_a_fault_a_refusal_and_a_replay(
     rosterd, tenants: dict[str, Tenant], cognito: MotoCognito, cers: FakeCers
 ) -> None:
     outbox = "[outbox]\nretry_first_seconds = 0.3\nretry_max_seconds = 1\npoll_seconds = 0.3\n"
-    north = dataclasses.replace(tenants["north"], extra=HOLDS + "\n" + live_target(cognito, cers))
+    north = dataclasses.replace(tenants["north"], extra=sd.HOLDS + "\n" + live_target(cognito, cers))
     daemon = rosterd(north, extra_config=outbox)
     day1 = sd.day1()
 
