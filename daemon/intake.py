@@ -46,7 +46,7 @@ from watchfiles import Change, DefaultFilter, awatch
 from . import receipts, snapshots
 from .files import replace_text
 from .ingest import process_upload
-from .store import SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
+from .store import Action, SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
 from .workers import PoolUnavailable, WorkerDied, WorkerPool
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
@@ -59,6 +59,13 @@ MAX_CRASHES = 3  # tries of an upload whose processing raised, before it is fail
 INTERNAL_ERROR = "rosterd could not validate this upload because of an internal error."
 MiB = 1024**2
 GiB = 1024**3
+DECISION_EVENTS = {  # how the daemon logs an operator's decision once it sees it in the store
+    Action.APPROVED: "upload.approved",
+    Action.DISCARDED: "upload.discarded",
+    Action.REBASELINE: "tenant.rebaseline_requested",
+    Action.REPLAYED: "delivery.replayed",
+    Action.TARGET_ENABLED: "target.enabled",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,7 @@ class IntakeOptions:
     receipts_kept: int = 100
     snapshots_kept: int = 30
     supervise_seconds: float = 30.0  # how often uploads left unfinished or unanswered by an error are taken up
+    decisions_seconds: float = 2.0  # how often the store is read for operators' decisions to log
     on_accepted: Callable[[str, str], None] | None = None  # (tenant, upload_id): a new current snapshot
     on_final: Callable[[Upload, dict], None] | None = None  # (upload, the worker's timings): for metrics
 
@@ -148,6 +156,7 @@ class Intake:
         self._tasks.append(asyncio.create_task(self._rescan_forever(), name="intake-rescan"))
         self._tasks.append(asyncio.create_task(self._expire_quarantine(), name="intake-quarantine"))
         self._tasks.append(asyncio.create_task(self._supervise(), name="intake-supervise"))
+        self._tasks.append(asyncio.create_task(self._watch_decisions(), name="intake-decisions"))
 
     async def _recover(self) -> None:
         """Finish what a crash or an error left: files moved but not recorded, final states without their
@@ -167,6 +176,28 @@ class Intake:
                 await self._recover()
             except Exception as exc:  # the next round tries again
                 self.log("upload.failed", error=repr(exc), stage="supervise")
+
+    async def _watch_decisions(self) -> None:
+        while True:
+            try:
+                await self.log_decisions()
+            except Exception as exc:  # the next round tries again; nothing is marked logged that was not
+                self.log("upload.failed", error=repr(exc), stage="decisions")
+            await asyncio.sleep(self.options.decisions_seconds)
+
+    async def log_decisions(self) -> None:
+        """Log the decisions operators took with `rosterd` (approve, discard, rebaseline, replay, enable-target)
+        that the daemon has not logged yet, each once, with its operator and time. The commands record them in
+        the store and log to the operator's terminal; this puts them in the daemon's own log (the journal)."""
+        decisions = await self._db(self.store.unlogged_decisions)
+        for d in decisions:
+            about = {k: v for k, v in (("delivery_id", d.delivery_id), ("target", d.target)) if v}
+            self.log(DECISION_EVENTS[d.action], tenant=d.tenant, upload_id=d.upload_id, operator=d.operator,
+                     at=d.at, **about)  # fmt: skip
+            if d.action is Action.APPROVED and self.options.on_accepted is not None:
+                self.options.on_accepted(d.tenant, d.upload_id)  # a new current snapshot: its deliveries may go
+        if decisions:
+            await self._db(self.store.mark_logged, [d.id for d in decisions])
 
     def _busy(self, upload_id: str) -> bool:
         return upload_id in self._claimed or upload_id in self._queued
@@ -262,11 +293,8 @@ class Intake:
             upload = await self._take(tenant, upload_id, path)
             if upload is None:
                 return
-            if upload.state is State.DUPLICATE:
-                await self._answer_duplicate(upload)
-                return
             try:
-                await self._answer(upload, None)  # "received": the uploader sees at once that it arrived
+                await self._answer(upload)  # "received": the uploader sees at once that it arrived
             finally:
                 self._enqueue(upload)
         except Exception as exc:
@@ -309,10 +337,8 @@ class Intake:
     async def _record(self, tenant: str, upload_id: str, name: str, kept: Path) -> Upload:
         size = (await asyncio.to_thread(kept.stat)).st_size
         sha256 = await asyncio.to_thread(sha256_of, kept)
-        upload = await self._db(self.store.add, upload_id, tenant, name, sha256, size, str(kept))
+        upload = await self._db(self.store.add, upload_id, tenant, name, sha256, size, str(kept), judge=False)
         self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name)
-        if upload.state is State.DUPLICATE:
-            self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
         return upload
 
     def _repair(self, busy: Callable[[str], bool]) -> None:
@@ -360,13 +386,11 @@ class Intake:
             name = (written[0].read_text(encoding="utf-8") if written else "") or kept.name  # power cut: empty
         size = kept.stat().st_size
         sha256 = sha256_of(kept)
-        upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept))
+        self.store.add(upload_id, tenant, name, sha256, size, str(kept), judge=False)
         for label in labels:
             label.unlink(missing_ok=True)
         self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name,
                  recovered=True)  # fmt: skip
-        if upload.state is State.DUPLICATE:
-            self.log("upload.duplicate", tenant=tenant, upload_id=upload_id, sha256=sha256)
 
     # processing
 
@@ -403,6 +427,14 @@ class Intake:
 
     async def _process(self, upload: Upload) -> None:
         tenant = self.tenants[upload.tenant]
+        # Judged now, not on arrival: the uploads ahead of this one decide which upload is current by now.
+        upload = await self._db(self.store.judge_duplicate, upload.id)
+        if upload.state is State.DUPLICATE:
+            self.log("upload.duplicate", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
+            await self._answer_duplicate(upload)
+            if self.options.on_final is not None:
+                self.options.on_final(upload, {})
+            return
         upload = await self._db(self.store.set_state, upload.id, State.VALIDATING)
         self.log("upload.validating", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
         started = time.monotonic()
@@ -432,7 +464,7 @@ class Intake:
         self.log(f"upload.{upload.state}", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256,
                  elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"],
                  changes=snapshot["changes"] if snapshot else None)  # fmt: skip
-        await self._answer(upload, result, snapshot)
+        await self._answer(upload)
         if self.options.on_final is not None:
             self.options.on_final(upload, outcome.get("timings") or {})
         if upload.state is State.ACCEPTED and self.options.on_accepted is not None:
@@ -442,7 +474,7 @@ class Intake:
         """What the worker needs: validation settings, where to stage, and the snapshot to diff against."""
         state_dir = self.options.state_dir
         base = None
-        rebaseline = await self._db(self.store.rebaseline_requested, upload.tenant) is not None
+        rebaseline = await self._db(self.store.rebaseline_requested, upload.tenant)  # (when, by whom) or None
         if not rebaseline:
             current = await self._db(self.store.current_snapshot, upload.tenant)
             base = current.path if current is not None else None
@@ -456,7 +488,7 @@ class Intake:
         record = SnapshotRecord(
             tenant=upload.tenant, version=snapshot["version"], path=str(final),
             base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"],
-            holds=snapshot["holds"],
+            holds=snapshot["holds"], samples=snapshot.get("samples"),
         )  # fmt: skip
         state = State.HELD if snapshot["holds"] else State.ACCEPTED
         try:
@@ -466,8 +498,9 @@ class Intake:
             await asyncio.to_thread(snapshots.clear, final)
             raise
         if state is State.ACCEPTED:
+            fresh = {"rebaseline_by": work["rebaseline"][1]} if work["rebaseline"] else {}
             self.log("snapshot.accepted", tenant=upload.tenant, upload_id=upload.id, rows=snapshot["rows"],
-                     base_upload_id=snapshot["base"])  # fmt: skip
+                     base_upload_id=snapshot["base"], **fresh)  # fmt: skip
             for superseded in await self._db(self.store.unanswered, upload.tenant, State.SUPERSEDED):
                 self.log("upload.superseded", tenant=upload.tenant, upload_id=superseded.id, by=upload.id)
                 await self._reanswer(superseded, latest=False)
@@ -496,7 +529,7 @@ class Intake:
         self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256, error=error,
                  state=str(State.FAILED), detail=detail)  # fmt: skip
         upload = await self._set_aside(upload, State.FAILED, None, detail)
-        await self._answer(upload, None)
+        await self._answer(upload)
         if self.options.on_final is not None:
             self.options.on_final(upload, {})
 
@@ -512,8 +545,8 @@ class Intake:
         return recorded
 
     async def _answer_duplicate(self, upload: Upload) -> None:
-        """Nothing is done with a duplicate: its receipt names the earlier upload, and its bytes are dropped."""
-        await self._answer(upload, None)
+        """Nothing is done with a duplicate: its receipt names the current upload, and its bytes are dropped."""
+        await self._answer(upload)
         await asyncio.to_thread(Path(upload.path).unlink, missing_ok=True)
 
     async def _reanswer(self, upload: Upload, latest: bool | None = None) -> None:
@@ -526,15 +559,13 @@ class Intake:
         if upload.state is State.DUPLICATE:
             await self._answer_duplicate(upload)
             return
-        receipt = await self._db(receipts.from_store, self.store, upload)
-        await self._write_receipt(upload, receipt, await self._is_newest(upload) if latest is None else latest)
+        await self._answer(upload, await self._is_newest(upload) if latest is None else latest)
 
-    async def _answer(self, upload: Upload, result: dict | None, snapshot: dict | None = None) -> None:
-        """Write the receipt for the upload's current state; a final state is then marked answered."""
-        detail = await self._db(self.store.last_detail, upload.id)
-        deliveries = await self._db(self.store.deliveries, None, upload.id)
-        receipt = receipts.build(upload, result, detail=detail, snapshot=snapshot, deliveries=deliveries)
-        await self._write_receipt(upload, receipt)
+    async def _answer(self, upload: Upload, latest: bool = True) -> None:
+        """Write the receipt for the upload's recorded state, built from the store like every version of it (so
+        no version lacks a section another has); a final state is then marked answered."""
+        receipt = await self._db(receipts.from_store, self.store, upload)
+        await self._write_receipt(upload, receipt, latest)
 
     async def refresh_receipt(self, upload_id: str) -> None:
         """Write an upload's receipt again from the store (a delivery of it moved on); latest.json too when it
@@ -542,8 +573,7 @@ class Intake:
         upload = await self._db(self.store.get, upload_id)
         if upload.tenant not in self.tenants:
             return
-        receipt = await self._db(receipts.from_store, self.store, upload)
-        await self._write_receipt(upload, receipt, latest=await self._is_newest(upload))
+        await self._answer(upload, latest=await self._is_newest(upload))
 
     async def _is_newest(self, upload: Upload) -> bool:
         newest = await self._db(self.store.recent, upload.tenant, 1)

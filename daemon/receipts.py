@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .store import Delivery, DeliveryState, State, Store, Upload
+from .store import Action, Decision, Delivery, DeliveryState, State, Store, Upload
 
 MAX_FINDINGS = 1000
 PER_CODE = 20  # findings of each code a receipt keeps before the rest fill up to MAX_FINDINGS
@@ -24,7 +24,7 @@ NEXT_STEP = {
     State.VALIDATING: "The upload is being validated.",
     State.REJECTED: "Nothing was taken from this upload; the last accepted roster stays in use. Fix the errors "
     "listed here (every error is listed, in one pass) and upload again.",
-    State.ACCEPTED: "The upload was accepted and is now the current roster; rows listed as dropped were left out.",
+    State.ACCEPTED: "The upload was accepted and is now the current roster.",
     State.HELD: "The upload is valid but would change more than this tenant's limits allow (see holds), so it is "
     "held and nothing was applied; the current roster stays in use. An administrator approves it "
     "(`rosterd approve UPLOAD_ID`) or discards it (`rosterd discard UPLOAD_ID`). If the export was wrong, fix "
@@ -32,11 +32,19 @@ NEXT_STEP = {
     State.SUPERSEDED: "This held upload was superseded by a newer accepted upload of the tenant; it will not be "
     "applied.",
     State.DISCARDED: "An administrator discarded this held upload; it will not be applied.",
-    State.DUPLICATE: "This file is identical to an earlier upload; nothing else happens.",
+    State.DUPLICATE: "This file is identical to the upload the current roster came from; nothing else happens.",
     State.FAILED: "rosterd could not finish this upload because of a problem on its side (see detail); as far as "
     "rosterd can tell, the district did nothing wrong, nothing was taken from it and the last accepted roster "
     "stays in use. An operator was told and may retry it; you may also upload the same file again (it is not "
     "counted as a duplicate of this one).",
+}
+DROPPED_NOTE = "Rows with errors were left out: the dropped column counts them, and the findings say why."
+DECIDED = {  # how a receipt's text tells each decision; filled in with the decision's fields
+    Action.APPROVED: "approved by {operator}",
+    Action.DISCARDED: "discarded by {operator}",
+    Action.REBASELINE: "rebaseline requested by {operator}: this upload was taken as a fresh baseline",
+    Action.REPLAYED: "delivery {delivery_id} to {target} replayed by {operator}",
+    Action.TARGET_ENABLED: "target {target} enabled again by {operator}",
 }
 
 
@@ -67,9 +75,12 @@ def build(
     detail: str | None = None,
     snapshot: dict | None = None,
     deliveries: list[Delivery] | None = None,
+    decisions: list[Decision] | None = None,
+    earlier: Upload | None = None,
 ) -> dict:
     """The receipt as data: the upload, its state, and (once validated) counts and findings; for an accepted
-    or held upload also the changes against the current roster and the hold thresholds crossed."""
+    or held upload also the changes against the current roster and the hold thresholds crossed; the
+    operators' decisions on it, with their time; the earlier upload of the same bytes, if there is one."""
     receipt = {
         "upload_id": upload.id,
         "tenant": upload.tenant,
@@ -80,8 +91,15 @@ def build(
         "state": str(upload.state),
         "next": NEXT_STEP[upload.state],
     }
+    if upload.state is State.ACCEPTED and validation is not None and _dropped(validation):
+        receipt["next"] += " " + DROPPED_NOTE
     if detail:
         receipt["detail"] = detail
+    if earlier is not None:
+        receipt["matches_earlier_upload"] = {"upload_id": earlier.id, "file": earlier.name,
+                                             "received_at": earlier.received_at}  # fmt: skip
+    if decisions:
+        receipt["decisions"] = [_decision(d) for d in decisions]
     if snapshot is not None:
         receipt["changes"] = {
             "against_upload_id": snapshot.get("base"),  # None: a first upload or a rebaseline, all additions
@@ -105,6 +123,16 @@ def build(
             "findings_truncated": validation["findings_truncated"] or len(findings) > MAX_FINDINGS,
         }
     return receipt
+
+
+def _dropped(validation: dict) -> int:
+    return sum(counts["dropped"] for counts in validation["files"].values())
+
+
+def _decision(decision: Decision) -> dict:
+    shown = {"decision": str(decision.action), "operator": decision.operator, "at": decision.at}
+    shown.update({k: getattr(decision, k) for k in ("delivery_id", "target") if getattr(decision, k)})
+    return shown
 
 
 def _delivery(delivery: Delivery) -> dict:
@@ -131,14 +159,17 @@ def _delivery(delivery: Delivery) -> dict:
 
 
 def from_store(store: Store, upload: Upload) -> dict:
-    """The receipt of an upload as recorded: its stored validation result and snapshot. Blocking."""
+    """The receipt of an upload as recorded: its stored validation result, snapshot (change-set examples
+    included), deliveries and the decisions on it. Every receipt is built here, the first and each rewrite, so
+    a rewrite has every section the first one had. Blocking."""
     record = store.snapshot(upload.id)
     snapshot = None
     if record is not None:
         snapshot = {"version": record.version, "rows": record.rows, "changes": record.changes,
-                    "holds": record.holds, "base": record.base_upload_id}  # fmt: skip
+                    "holds": record.holds, "base": record.base_upload_id, "samples": record.samples}  # fmt: skip
     return build(upload, store.result(upload.id), detail=store.last_detail(upload.id), snapshot=snapshot,
-                 deliveries=store.deliveries(upload_id=upload.id))
+                 deliveries=store.deliveries(upload_id=upload.id), decisions=store.decisions(upload.id),
+                 earlier=store.earlier_with_same_bytes(upload))  # fmt: skip
 
 
 def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True) -> Path:
@@ -171,9 +202,14 @@ def render_text(receipt: dict) -> str:
         f"  file      {receipt['file']} ({receipt['bytes']} bytes)",
         f"  sha256    {receipt['sha256']}",
         f"  received  {receipt['received_at']}",
-        "",
-        receipt["next"],
     ]
+    earlier = receipt.get("matches_earlier_upload")
+    if earlier:
+        lines.append(f"  same as   {earlier['upload_id']} ({earlier['file']}, received {earlier['received_at']}): "
+                     "an earlier upload with these very bytes")  # fmt: skip
+    for d in receipt.get("decisions") or []:
+        lines.append(f"  decided   {d['at']}  " + DECIDED[Action(d["decision"])].format(**d))
+    lines += ["", receipt["next"]]
     if receipt.get("detail"):
         lines.append(receipt["detail"])
     for hold in receipt.get("holds") or []:
@@ -187,8 +223,8 @@ def render_text(receipt: dict) -> str:
             lines.append(f"  {entity:<20}{counts['added']:>10}{counts['updated']:>10}{counts['deleted']:>10}"
                          f"{changes['rows_after'].get(entity, 0):>10}")  # fmt: skip
     for d in receipt.get("deliveries") or []:
-        lines += ["", f"Delivery to {d['target']} ({d['delivery_id']}): {d['state'].upper()}"
-                  f"{' (dry run: files in results/cers/)' if d.get('dry_run') else ''}, {d['attempts']} attempt(s)"]
+        lines += ["", f"Delivery to {d['target']} ({d['delivery_id']}): {d['state'].upper()}{_dry_run(d)}, "
+                  f"{d['attempts']} attempt(s)"]
         if d.get("error"):
             lines.append(f"  {d['error']}")
         if d.get("counts"):
@@ -206,9 +242,10 @@ def render_text(receipt: dict) -> str:
     validation = receipt.get("validation")
     if validation:
         lines += ["", f"OneRoster {validation['version'] or 'unknown'}, {validation['mode']} mode", ""]
-        lines.append(f"  {'file':<34}{'mode':<7}{'rows':>10}{'dropped':>10}")
+        dropped = _dropped(validation) > 0  # a dropped column of zeros would only raise the question
+        lines.append(f"  {'file':<34}{'mode':<7}{'rows':>10}" + (f"{'dropped':>10}" if dropped else ""))
         for name, s in validation["files"].items():
-            lines.append(f"  {name:<34}{s['mode']:<7}{s['rows']:>10}{s['dropped']:>10}")
+            lines.append(f"  {name:<34}{s['mode']:<7}{s['rows']:>10}" + (f"{s['dropped']:>10}" if dropped else ""))
         if validation["counts_by_code"]:
             lines += ["", "Findings by code:"]
             for code, count in validation["counts_by_code"].items():
@@ -223,6 +260,15 @@ def render_text(receipt: dict) -> str:
                 lines.append(f"  … only {MAX_FINDINGS} are listed (the first {PER_CODE} of each code, then in order); "
                              "the counts above are complete")
     return "\n".join(lines) + "\n"
+
+
+def _dry_run(delivery: dict) -> str:
+    """How a dry run is told: where its files are, or that it had none (nothing changed for that target)."""
+    if not delivery.get("dry_run"):
+        return ""
+    if delivery.get("files"):
+        return " (dry run: files in results/cers/)"
+    return " (dry run: nothing to send, no files written)"
 
 
 def _publish(path: Path, text: str) -> None:

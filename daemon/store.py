@@ -32,7 +32,7 @@ class State(StrEnum):
     HELD = "held"  # its change set crossed a hold threshold: waits for `rosterd approve` or `discard`
     SUPERSEDED = "superseded"  # was held when a newer upload of the tenant was accepted
     DISCARDED = "discarded"  # was held, and an admin discarded it
-    DUPLICATE = "duplicate"  # same sha256 as an earlier upload of the tenant: nothing else happens
+    DUPLICATE = "duplicate"  # same sha256 as the tenant's current upload (its current roster): nothing else happens
     FAILED = "failed"  # rosterd could not finish it (a worker died twice, a bug): not the district's doing
 
     @property
@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     changes TEXT NOT NULL,  -- JSON: added/updated/deleted per entity
     holds TEXT NOT NULL,  -- JSON: the hold thresholds crossed (empty list: none)
     created_at TEXT NOT NULL,
-    pruned_at TEXT
+    pruned_at TEXT,
+    samples TEXT  -- JSON: the change set's example rows, as the receipt shows them (NULL: none kept)
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_tenant ON snapshots (tenant, created_at);
 CREATE TABLE IF NOT EXISTS rebaselines (
@@ -126,6 +127,19 @@ CREATE TABLE IF NOT EXISTS validations (
     upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
     result TEXT NOT NULL  -- the validator's result as JSON, findings already cut to what a receipt shows
 );
+CREATE TABLE IF NOT EXISTS decisions (  -- what operators decided, when and who: for receipts and the daemon's log
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    upload_id TEXT,  -- the upload it bears on (NULL: a rebaseline not used yet, an enabled target)
+    delivery_id TEXT,
+    target TEXT,
+    operator TEXT NOT NULL,
+    at TEXT NOT NULL,
+    logged_at TEXT  -- when the running daemon logged it (NULL: not yet)
+);
+CREATE INDEX IF NOT EXISTS decisions_by_upload ON decisions (upload_id);
+CREATE INDEX IF NOT EXISTS decisions_unlogged ON decisions (id) WHERE logged_at IS NULL;
 """
 
 
@@ -134,6 +148,8 @@ CURRENT_SNAPSHOT = (
     "SELECT s.* FROM snapshots s JOIN uploads u ON u.id = s.upload_id WHERE s.tenant = ? AND u.state = ? "
     "ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1"
 )
+# The upload a tenant's current snapshot came from.
+CURRENT_UPLOAD = f"SELECT * FROM uploads WHERE id = (SELECT upload_id FROM ({CURRENT_SNAPSHOT}))"
 
 
 def now() -> str:
@@ -181,6 +197,29 @@ class Delivery:
     result: dict | None
 
 
+class Action(StrEnum):
+    """An operator's decision, as `rosterd` commands record it."""
+
+    APPROVED = "approved"  # a held upload was applied (`rosterd approve`)
+    DISCARDED = "discarded"  # a held upload was dropped (`rosterd discard`)
+    REBASELINE = "rebaseline"  # the tenant's next upload is a fresh baseline (`rosterd rebaseline`)
+    REPLAYED = "replayed"  # a delivery was queued again (`rosterd replay`)
+    TARGET_ENABLED = "target_enabled"  # a disabled target may be sent to again (`rosterd enable-target`)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    id: int
+    action: Action
+    tenant: str
+    upload_id: str | None  # the upload it bears on (None: a rebaseline not used yet, an enabled target)
+    delivery_id: str | None
+    target: str | None
+    operator: str
+    at: str  # when it was decided (UTC)
+    logged_at: str | None  # when the running daemon logged it
+
+
 class Store:
     """The uploads table. Safe to share between threads (one connection, one lock).
 
@@ -201,6 +240,9 @@ class Store:
             columns = {row["name"] for row in self._db.execute("PRAGMA table_info(uploads)")}
             if "answered_at" not in columns:  # a database from before receipts were tracked
                 self._db.execute("ALTER TABLE uploads ADD COLUMN answered_at TEXT")
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(snapshots)")}
+            if "samples" not in columns:  # a database from before receipts kept their change-set examples
+                self._db.execute("ALTER TABLE snapshots ADD COLUMN samples TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -213,22 +255,46 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def add(self, upload_id: str, tenant: str, name: str, sha256: str, size: int, path: str) -> Upload:
-        """Record a new upload: `received`, or `duplicate` when the tenant sent the same bytes before."""
+    def add(
+        self, upload_id: str, tenant: str, name: str, sha256: str, size: int, path: str, judge: bool = True
+    ) -> Upload:
+        """Record a new upload: `received`, or with `judge`, `duplicate` when it has the bytes of the tenant's
+        current upload. Intake passes judge=False and asks `judge_duplicate` when the upload's turn comes, since
+        the uploads ahead of it may change which upload is current."""
         at = now()
         with self._tx() as db:
-            earlier = db.execute(  # a failed upload sent again is tried again, not a duplicate of itself
-                "SELECT id FROM uploads WHERE tenant = ? AND sha256 = ? AND state NOT IN (?, ?) LIMIT 1",
-                (tenant, sha256, State.DUPLICATE, State.FAILED),
-            ).fetchone()
-            state = State.DUPLICATE if earlier else State.RECEIVED
+            current = db.execute(CURRENT_UPLOAD, (tenant, State.ACCEPTED)).fetchone() if judge else None
+            same = current is not None and current["sha256"] == sha256
+            state = State.DUPLICATE if same else State.RECEIVED
             db.execute(
                 "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (upload_id, tenant, name, sha256, size, path, state, at, at),
             )
-            detail = f"same content as {earlier['id']}" if earlier else None
+            detail = _same_as(current) if same else None
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
         return self.get(upload_id)
+
+    def judge_duplicate(self, upload_id: str) -> Upload:
+        """A received upload with the same bytes as its tenant's current upload becomes a duplicate (nothing
+        else happens to it); any other stays as it is. Bytes an older upload had are a real upload: sending
+        last week's export again takes the roster back to it."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+            if row["state"] == State.RECEIVED:
+                current = db.execute(CURRENT_UPLOAD, (row["tenant"], State.ACCEPTED)).fetchone()
+                if current is not None and current["sha256"] == row["sha256"] and current["id"] != upload_id:
+                    self._move(db, upload_id, State.DUPLICATE, now(), _same_as(current))
+        return self.get(upload_id)
+
+    def earlier_with_same_bytes(self, upload: Upload) -> Upload | None:
+        """The newest upload of the tenant before `upload` with the same sha256 that was not itself a duplicate."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM uploads WHERE tenant = ? AND sha256 = ? AND state != ? AND rowid < (SELECT rowid "
+                "FROM uploads WHERE id = ?) ORDER BY rowid DESC LIMIT 1",
+                (upload.tenant, upload.sha256, State.DUPLICATE, upload.id),
+            ).fetchone()  # fmt: skip
+        return None if row is None else _upload(row)
 
     def set_state(
         self,
@@ -338,9 +404,11 @@ class Store:
                 if (current["upload_id"] if current else None) != snapshot.base_upload_id:
                     raise StaleBase(upload_id)
             db.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT OR REPLACE INTO snapshots (upload_id, tenant, version, path, base_upload_id, rows, changes, "
+                "holds, created_at, samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (upload_id, snapshot.tenant, snapshot.version, snapshot.path, snapshot.base_upload_id,
-                 json.dumps(snapshot.rows), json.dumps(snapshot.changes), json.dumps(snapshot.holds), at),
+                 json.dumps(snapshot.rows), json.dumps(snapshot.changes), json.dumps(snapshot.holds), at,
+                 json.dumps(snapshot.samples) if snapshot.samples else None),
             )  # fmt: skip
             self._move(db, upload_id, state, at, None)
             _keep_result(db, upload_id, result)
@@ -355,7 +423,11 @@ class Store:
         ).fetchall()
         for row in older_held:
             self._move(db, row["id"], State.SUPERSEDED, at, f"superseded by {upload_id}")
-        db.execute("DELETE FROM rebaselines WHERE tenant = ?", (tenant,))
+        used = db.execute("DELETE FROM rebaselines WHERE tenant = ?", (tenant,)).rowcount
+        fresh = db.execute("SELECT base_upload_id FROM snapshots WHERE upload_id = ?", (upload_id,)).fetchone()
+        if used and fresh is not None and fresh["base_upload_id"] is None:  # taken as the fresh baseline asked for
+            db.execute("UPDATE decisions SET upload_id = ? WHERE tenant = ? AND action = ? AND upload_id IS NULL",
+                       (upload_id, tenant, Action.REBASELINE))  # fmt: skip
         for target in self.targets.get(tenant, []):
             db.execute(
                 "INSERT OR IGNORE INTO deliveries (id, tenant, target, upload_id, idempotency_key, state, attempts, "
@@ -411,8 +483,9 @@ class Store:
                 raise Refused(f"no upload {upload_id}")
             if row["state"] != State.HELD:
                 raise Refused(f"upload {upload_id} is {row['state']}, not held")
-            verb = "approved" if approve else "discarded"
-            detail = f"{verb} by {operator}"
+            action = Action.APPROVED if approve else Action.DISCARDED
+            detail = f"{action} by {operator}"
+            _decided(db, action, row["tenant"], operator, at, upload_id=upload_id)
             if approve:
                 newer = db.execute(
                     "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid > ? ORDER BY rowid",
@@ -427,9 +500,13 @@ class Store:
                 self._move(db, upload_id, State.DISCARDED, at, detail)
         return self.get(upload_id)
 
-    def request_rebaseline(self, tenant: str, operator: str) -> None:
+    def request_rebaseline(self, tenant: str, operator: str) -> str:
+        """Take the tenant's next upload as a fresh baseline; returns the time of the request."""
+        at = now()
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO rebaselines VALUES (?, ?, ?)", (tenant, now(), operator))
+            db.execute("INSERT OR REPLACE INTO rebaselines VALUES (?, ?, ?)", (tenant, at, operator))
+            _decided(db, Action.REBASELINE, tenant, operator, at)
+        return at
 
     def rebaseline_requested(self, tenant: str) -> tuple[str, str] | None:
         """(when, by whom) if the next upload of `tenant` is to be taken as a fresh baseline."""
@@ -521,6 +598,8 @@ class Store:
                 "created_at = ? WHERE id = ?",
                 (DeliveryState.PENDING, at, at, f"replay requested by {operator}", at, delivery_id),
             )  # fmt: skip
+            _decided(db, Action.REPLAYED, row["tenant"], operator, at, upload_id=row["upload_id"],
+                     delivery_id=delivery_id, target=row["target"])  # fmt: skip
         return self.delivery(delivery_id)
 
     def queue_dated(self, tenant: str, target: str, day: str, since: str) -> Delivery | None:
@@ -573,11 +652,37 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO disabled_targets VALUES (?, ?, ?, ?)", (tenant, target, now(), reason))
 
-    def enable_target(self, tenant: str, target: str) -> bool:
-        """Take a target off the disabled list; False when it was not on it."""
+    def enable_target(self, tenant: str, target: str, operator: str = "unknown") -> str | None:
+        """Take a target off the disabled list; returns when, or None when it was not on it."""
+        at = now()
         with self._tx() as db:
             cursor = db.execute("DELETE FROM disabled_targets WHERE tenant = ? AND target = ?", (tenant, target))
-        return cursor.rowcount > 0
+            if cursor.rowcount:
+                _decided(db, Action.TARGET_ENABLED, tenant, operator, at, target=target)
+        return at if cursor.rowcount else None
+
+    def decisions(self, upload_id: str) -> list[Decision]:
+        """The decisions that bear on an upload, oldest first: its own (approved, discarded, replays of its
+        deliveries, the rebaseline it used up) and each target enabled while a delivery of it waited for that
+        target (queued by then, and delivered only after it or not yet)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM decisions d WHERE d.upload_id = ? OR (d.action = ? AND EXISTS (SELECT 1 FROM "
+                "deliveries x WHERE x.upload_id = ? AND x.tenant = d.tenant AND x.target = d.target AND "
+                "x.created_at <= d.at AND (x.delivered_at IS NULL OR x.delivered_at > d.at))) ORDER BY d.id",
+                (upload_id, Action.TARGET_ENABLED, upload_id),
+            ).fetchall()  # fmt: skip
+        return [_decision(r) for r in rows]
+
+    def unlogged_decisions(self) -> list[Decision]:
+        """Decisions the running daemon has not logged yet, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM decisions WHERE logged_at IS NULL ORDER BY id").fetchall()
+        return [_decision(r) for r in rows]
+
+    def mark_logged(self, decision_ids: list[int]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE decisions SET logged_at = ? WHERE id = ?", [(now(), i) for i in decision_ids])
 
     def disabled_targets(self) -> dict[tuple[str, str], tuple[str, str]]:
         """(tenant, target) -> (when, why) for every disabled target."""
@@ -638,6 +743,7 @@ class SnapshotRecord:
     upload_id: str = ""
     created_at: str = ""
     pruned_at: str | None = None
+    samples: dict | None = None  # the change set's example rows per entity and action, as a receipt shows them
 
 
 def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
@@ -645,7 +751,23 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
         tenant=row["tenant"], version=row["version"], path=row["path"], base_upload_id=row["base_upload_id"],
         rows=json.loads(row["rows"]), changes=json.loads(row["changes"]), holds=json.loads(row["holds"]),
         upload_id=row["upload_id"], created_at=row["created_at"], pruned_at=row["pruned_at"],
+        samples=json.loads(row["samples"]) if row["samples"] else None,
     )  # fmt: skip
+
+
+def _same_as(current: sqlite3.Row) -> str:
+    return f"same content as {current['id']}, the upload the current roster came from"
+
+
+def _decided(db: sqlite3.Connection, action: Action, tenant: str, operator: str, at: str, **about: str | None) -> None:
+    """Within a decision's own transaction: record it (`about`: upload_id, delivery_id, target)."""
+    db.execute("INSERT INTO decisions (action, tenant, upload_id, delivery_id, target, operator, at) VALUES "
+               "(?, ?, ?, ?, ?, ?, ?)", (action, tenant, about.get("upload_id"), about.get("delivery_id"),
+                                         about.get("target"), operator, at))  # fmt: skip
+
+
+def _decision(row: sqlite3.Row) -> Decision:
+    return Decision(**{k: row[k] for k in row.keys()} | {"action": Action(row["action"])})
 
 
 _OPEN = (DeliveryState.PENDING, DeliveryState.IN_FLIGHT, DeliveryState.FAILED)

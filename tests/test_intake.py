@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -350,11 +351,11 @@ async def test_an_error_right_after_the_move_loses_nothing(harness: Harness) -> 
     harness.intake.options = options(harness)
     real_add, refusals = harness.store.add, []
 
-    def add_refusing_once(*args):
+    def add_refusing_once(*args, **kwargs):
         if not refusals:
             refusals.append(args[0])
             raise OSError(28, "No space left on device")
-        return real_add(*args)
+        return real_add(*args, **kwargs)
 
     harness.store.add = add_refusing_once
     await harness.intake.start()
@@ -447,3 +448,115 @@ async def wait_for_state(harness: Harness, tenant: str, state: str, timeout: flo
             return found[-1]
         await asyncio.sleep(0.1)
     raise AssertionError(f"{tenant}: no {state} receipt in {harness.receipts(tenant)}; {harness.events}")
+
+
+def export(tables: dict, path: Path) -> Path:
+    from daemon.oneroster.generate import write_zip
+
+    write_zip(tables, path, "1.1")
+    return path
+
+
+async def test_an_older_export_sent_again_is_a_real_upload_that_takes_the_roster_back(harness: Harness) -> None:
+    """Monday's export, Tuesday's (one teacher's e-mail changed), then Monday's again right behind it: the
+    third is judged when its turn comes, against Tuesday's roster, so it is validated and changes the e-mail
+    back. Monday's bytes a fourth time are the current roster's: a duplicate."""
+    import polars as pl
+
+    from daemon.oneroster.generate import DistrictSpec, generate
+
+    monday = generate(DistrictSpec(schools=1, students_per_school=20, teachers_per_school=2, enrollments_per_student=2))
+    users = monday["users"]
+    teacher = users.filter(pl.col("role") == "teacher").get_column("sourcedId")[0]
+    old_email = users.filter(pl.col("sourcedId") == teacher).get_column("email")[0]
+    moved = pl.when(pl.col("sourcedId") == teacher).then(pl.lit("moved@new-domain.example")).otherwise(pl.col("email"))
+    files = {"monday": export(monday, harness.root / "monday.zip"),
+             "tuesday": export({**monday, "users": users.with_columns(moved.alias("email"))}, harness.root / "tue.zip")}
+    inbox = harness.tenants["north"].inbox
+
+    async def send(export: str, name: str) -> None:
+        shutil.copy(files[export], inbox / name)
+        await harness.intake.notify("north", inbox / name)
+
+    await harness.intake.start()
+    await send("monday", "monday.zip")
+    (first,) = await harness.wait_for_receipts("north", 1)
+    await send("tuesday", "tuesday.zip")
+    await send("monday", "monday-again.zip")
+    by_file = {r["file"]: r for r in await harness.wait_for_receipts("north", 3)}
+
+    again = by_file["monday-again.zip"]
+    assert by_file["tuesday.zip"]["state"] == "accepted" and again["state"] == "accepted"
+    assert again["changes"]["against_upload_id"] == by_file["tuesday.zip"]["upload_id"]
+    changed = {entity: counts for entity, counts in again["changes"]["counts"].items() if any(counts.values())}
+    assert changed == {"users": {"added": 0, "updated": 1, "deleted": 0}}
+    assert again["changes"]["samples"] == {"users": {"updated": [{"sourcedId": teacher, "changed": [
+        {"field": "email", "old": "moved@new-domain.example", "new": old_email}]}]}}  # fmt: skip
+    assert again["matches_earlier_upload"] == {"upload_id": first["upload_id"], "file": "monday.zip",
+                                               "received_at": first["received_at"]}  # fmt: skip
+    assert "matches_earlier_upload" not in by_file["tuesday.zip"]
+
+    await send("monday", "monday-third.zip")
+    third = next(r for r in await harness.wait_for_receipts("north", 4) if r["file"] == "monday-third.zip")
+    assert third["state"] == "duplicate" and again["upload_id"] in third["detail"] and "validation" not in third
+    assert ("upload.duplicate", third["upload_id"]) in [(e, f.get("upload_id")) for e, f in harness.events]
+
+
+async def test_a_receipt_rewritten_after_a_delivery_keeps_the_change_set_examples(harness: Harness) -> None:
+    """The first receipt of an accepted upload has its change set's examples; the rewrite after its delivery
+    moved on (what the outbox asks for) has them too, with every other section."""
+    harness.store.targets = {"north": ["vendor"]}
+    await harness.intake.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "day1.zip")
+    (first,) = await harness.wait_for_receipts("north", 1)
+    assert first["changes"]["samples"]["users"]["added"][0]["sourcedId"]  # a first upload: all additions
+    (delivery,) = harness.store.deliveries(upload_id=first["upload_id"])
+    harness.store.claim_delivery(delivery.id)
+    harness.store.finish_delivery(delivery.id, DeliveryState.FAILED, error="503 from the vendor",
+                                  next_attempt_at="2099-01-01T00:00:00.000Z")  # fmt: skip
+    await harness.intake.refresh_receipt(first["upload_id"])
+    (rewritten,) = harness.receipts("north")
+    assert set(first) - set(rewritten) == set()
+    assert rewritten["changes"] == first["changes"] and rewritten["validation"] == first["validation"]
+    assert rewritten["deliveries"][0]["state"] == "failed" and rewritten["deliveries"][0]["error"] == "503 from the vendor"
+
+
+async def test_operators_decisions_are_logged_once_with_who_and_when(harness: Harness) -> None:
+    """Decisions taken with `rosterd` (recorded in the store) reach the daemon's log, each once, with the
+    operator and the time it was taken; an approval also tells the outbox its deliveries may go."""
+    from tests.test_snapshot_store import record, upload
+
+    store = harness.store
+    store.targets = {"north": ["vendor"]}
+    approvals: list[tuple[str, str]] = []
+    harness.intake.options = options(harness, on_accepted=lambda tenant, upload_id: approvals.append((tenant, upload_id)))
+    first, held, dropped = upload(store, 1), upload(store, 2), upload(store, 3)
+    record(store, first)
+    record(store, held, held=True)
+    approved_at = store.decide(held, approve=True, operator="alice").updated_at
+    record(store, dropped, held=True)
+    discarded_at = store.decide(dropped, approve=False, operator="bob").updated_at
+    rebaseline_at = store.request_rebaseline("north", "carol")
+    (dead,) = store.deliveries(upload_id=first)
+    store.claim_delivery(dead.id)
+    store.finish_delivery(dead.id, DeliveryState.DEAD, error="refused")
+    replayed_at = store.replay_delivery(dead.id, "dave").updated_at
+    store.disable_target("north", "vendor", "410 Gone")
+    enabled_at = store.enable_target("north", "vendor", "erin")
+
+    await harness.intake.log_decisions()
+    await harness.intake.log_decisions()  # a second look finds nothing new
+
+    assert harness.events == [
+        ("upload.approved", {"tenant": "north", "upload_id": held, "operator": "alice", "at": approved_at}),
+        ("upload.discarded", {"tenant": "north", "upload_id": dropped, "operator": "bob", "at": discarded_at}),
+        ("tenant.rebaseline_requested", {"tenant": "north", "upload_id": None, "operator": "carol",
+                                         "at": rebaseline_at}),
+        ("delivery.replayed", {"tenant": "north", "upload_id": first, "operator": "dave", "at": replayed_at,
+                               "delivery_id": dead.id, "target": "vendor"}),
+        ("target.enabled", {"tenant": "north", "upload_id": None, "operator": "erin", "at": enabled_at,
+                            "target": "vendor"}),
+    ]  # fmt: skip
+    stamps = [fields["at"] for _, fields in harness.events]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", at) for at in stamps)  # ISO-8601, UTC
+    assert approvals == [("north", held)]

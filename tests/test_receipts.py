@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from daemon import receipts
-from daemon.store import State, Upload
+from daemon.store import Action, Decision, Delivery, DeliveryState, SnapshotRecord, State, Store, Upload
 
 
 def upload(name: str = "day1.zip", state: State = State.REJECTED, upload_id: str = "u-20261201T000000Z-abcdef") -> Upload:
@@ -96,7 +97,7 @@ def test_a_duplicate_names_the_earlier_upload(tmp_path: Path) -> None:
     receipt = receipts.build(upload(state=State.DUPLICATE), None, detail="same content as u-1")
     assert receipt["state"] == "duplicate" and receipt["detail"] == "same content as u-1"
     assert "validation" not in receipt
-    assert "identical to an earlier upload" in receipts.render_text(receipt)
+    assert "identical to the upload the current roster came from" in receipts.render_text(receipt)
 
 
 def test_a_held_receipt_names_its_thresholds_and_changes(tmp_path: Path) -> None:
@@ -166,3 +167,159 @@ def test_a_failed_upload_tells_the_district_it_did_nothing_wrong(tmp_path: Path)
     assert "did nothing wrong" in receipt["next"] and "upload" in receipt["next"] and "operator" in receipt["next"]
     text = receipts.render_text(receipt)
     assert "FAILED" in text and detail in text
+
+
+def accepted(dropped: int) -> dict:
+    """An accepted validation of two files; `dropped` rows of users.csv had errors and were left out."""
+    return {"verdict": "accepted", "version": "1.1", "mode": "lenient", "findings_truncated": False,
+            "files": {"orgs.csv": {"mode": "bulk", "rows": 3, "dropped": 0},
+                      "users.csv": {"mode": "bulk", "rows": 46, "dropped": dropped}},
+            "counts_by_code": {"row.invalid_enum": dropped} if dropped else {},
+            "findings": [{"code": "row.invalid_enum", "severity": "error", "message": "not one of the allowed values",
+                          "file": "users.csv", "row": 2, "column": "role", "value": "pupil"}] * dropped}  # fmt: skip
+
+
+def test_an_accepted_receipt_with_nothing_dropped_says_nothing_of_dropped_rows() -> None:
+    receipt = receipts.build(upload(state=State.ACCEPTED), accepted(dropped=0))
+    text = receipts.render_text(receipt)
+    assert "dropped" not in text.lower() and "left out" not in text
+    assert receipt["next"] == "The upload was accepted and is now the current roster."
+    assert "  users.csv                         bulk           46\n" in text  # file, mode, rows: no zero column
+
+
+def test_an_accepted_receipt_with_dropped_rows_counts_them_and_says_why() -> None:
+    receipt = receipts.build(upload(state=State.ACCEPTED), accepted(dropped=2))
+    text = receipts.render_text(receipt)
+    assert "Rows with errors were left out" in receipt["next"] and "Rows with errors were left out" in text
+    assert "  file                              mode         rows   dropped" in text
+    assert "  users.csv                         bulk           46         2" in text
+    assert "  orgs.csv                          bulk            3         0" in text
+
+
+def cers_dry_run(files: list[dict]) -> Delivery:
+    result = {"counts": {"groups": len(files), "sent": 0}, "findings": [], "dry_run": True,
+              "against_upload_id": "u-1", "files": files}  # fmt: skip
+    return Delivery("d-1", "lakeside", "cers", "u-2", "lakeside.cers.u-2", DeliveryState.DELIVERED, 1, "t0", "t0",
+                    "t1", "t1", "u-1", None, result)  # fmt: skip
+
+
+def test_a_dry_run_without_files_does_not_point_at_the_cers_folder() -> None:
+    text = receipts.render_text(receipts.build(upload(state=State.ACCEPTED), deliveries=[cers_dry_run([])]))
+    assert "results/cers" not in text
+    assert "Delivery to cers (d-1): DELIVERED (dry run: nothing to send, no files written), 1 attempt(s)" in text
+
+
+def test_a_dry_run_with_files_points_at_the_cers_folder() -> None:
+    files = [{"name": "rosterd-lakeside-u-2-1.csv", "rows": 12}]
+    text = receipts.render_text(receipts.build(upload(state=State.ACCEPTED), deliveries=[cers_dry_run(files)]))
+    assert "Delivery to cers (d-1): DELIVERED (dry run: files in results/cers/), 1 attempt(s)" in text
+    assert "file rosterd-lakeside-u-2-1.csv (12 rows)" in text
+
+
+def test_decisions_are_shown_with_their_operator_and_time() -> None:
+    decisions = [
+        Decision(1, Action.APPROVED, "lakeside", "u-2", None, None, "alice", "2026-12-02T08:00:00.000Z", None),
+        Decision(2, Action.REPLAYED, "lakeside", "u-2", "d-7", "cers", "bob", "2026-12-02T09:30:00.000Z", None),
+        Decision(3, Action.TARGET_ENABLED, "lakeside", None, None, "vendor", "carol", "2026-12-02T10:00:00.000Z", None),
+    ]  # fmt: skip
+    receipt = receipts.build(upload(state=State.ACCEPTED), decisions=decisions)
+    assert receipt["decisions"] == [
+        {"decision": "approved", "operator": "alice", "at": "2026-12-02T08:00:00.000Z"},
+        {"decision": "replayed", "operator": "bob", "at": "2026-12-02T09:30:00.000Z", "delivery_id": "d-7",
+         "target": "cers"},
+        {"decision": "target_enabled", "operator": "carol", "at": "2026-12-02T10:00:00.000Z", "target": "vendor"},
+    ]  # fmt: skip
+    text = receipts.render_text(receipt)
+    assert "  decided   2026-12-02T08:00:00.000Z  approved by alice\n" in text
+    assert "  decided   2026-12-02T09:30:00.000Z  delivery d-7 to cers replayed by bob\n" in text
+    assert "  decided   2026-12-02T10:00:00.000Z  target vendor enabled again by carol\n" in text
+
+
+def test_an_upload_with_the_bytes_of_an_earlier_one_names_it() -> None:
+    earlier = upload(name="monday.zip", state=State.ACCEPTED, upload_id="u-20261130T000000Z-000001")
+    receipt = receipts.build(upload(name="thursday.zip", state=State.ACCEPTED), earlier=earlier)
+    assert receipt["matches_earlier_upload"] == {"upload_id": "u-20261130T000000Z-000001", "file": "monday.zip",
+                                                 "received_at": "2026-12-01T00:00:00.000Z"}  # fmt: skip
+    assert ("  same as   u-20261130T000000Z-000001 (monday.zip, received 2026-12-01T00:00:00.000Z)"
+            in receipts.render_text(receipt))  # fmt: skip
+
+
+SAMPLES_BY_HAND = {"users": {"updated": [{"sourcedId": "t-1", "changed": [
+    {"field": "email", "old": "t1@old.example", "new": "t1@new.example"}]}],
+    "deleted": [{"sourcedId": "s-9", "role": "student", "givenName": "Ana"}]}}  # fmt: skip
+
+
+def held_in_store(tmp_path: Path) -> tuple[Store, str]:
+    """A store with a tenant's first upload accepted and a second one held, its change set's examples kept."""
+    store = Store(tmp_path / "rosterd.db", {"lakeside": ["cers"]})
+    for number, held in ((1, False), (2, True)):
+        upload_id = f"u-2026120{number}T000000Z-00000{number}"
+        store.add(upload_id, "lakeside", f"day{number}.zip", f"{number}" * 64, 100, f"/state/{upload_id}")
+        store.set_state(upload_id, State.VALIDATING)
+        current = store.current_snapshot("lakeside")
+        record = SnapshotRecord(tenant="lakeside", version="1.1", path=f"/state/snapshots/{upload_id}",
+                                base_upload_id=current.upload_id if current else None, rows={"users": 9},
+                                changes={"users": {"added": 0, "updated": 1, "deleted": 1}},
+                                holds=[{"threshold": "users_deleted_share", "detail": "1 of 10 users deleted"}] if held
+                                else [], samples=SAMPLES_BY_HAND if held else None)  # fmt: skip
+        store.record_snapshot(upload_id, record, State.HELD if held else State.ACCEPTED, accepted(dropped=0))
+    return store, "u-20261202T000000Z-000002"
+
+
+def test_a_receipt_rewritten_after_an_approval_and_a_delivery_keeps_every_section(tmp_path: Path) -> None:
+    store, held = held_in_store(tmp_path)
+    first = receipts.from_store(store, store.get(held))
+    assert first["state"] == "held" and first["changes"]["samples"] == SAMPLES_BY_HAND
+
+    store.decide(held, approve=True, operator="alice")
+    approved = receipts.from_store(store, store.get(held))
+    (delivery,) = store.deliveries(upload_id=held)
+    store.claim_delivery(delivery.id)
+    store.finish_delivery(delivery.id, DeliveryState.DELIVERED, result={"dry_run": True, "files": []})
+    delivered = receipts.from_store(store, store.get(held))
+    store.close()
+
+    for rewritten in (approved, delivered):
+        assert rewritten["state"] == "accepted"
+        assert set(first) - set(rewritten) == set()  # no section of the first version is missing
+        assert rewritten["changes"] == first["changes"]  # counts, rows and the examples
+        assert rewritten["validation"] == first["validation"] and rewritten["holds"] == first["holds"]
+        (decision,) = rewritten["decisions"]
+        assert decision["decision"] == "approved" and decision["operator"] == "alice"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", decision["at"])  # ISO-8601, UTC
+    assert delivered["deliveries"][0]["state"] == "delivered"
+
+
+def test_a_target_enabled_shows_in_the_receipts_of_uploads_that_waited_for_it(tmp_path: Path) -> None:
+    store, held = held_in_store(tmp_path)
+    (before,) = store.deliveries(upload_id="u-20261201T000000Z-000001")
+    store.claim_delivery(before.id)
+    store.finish_delivery(before.id, DeliveryState.DELIVERED)  # delivered before the target was disabled
+    store.decide(held, approve=True, operator="alice")  # its delivery waits while the target is disabled
+    store.disable_target("lakeside", "cers", "410 Gone")
+    enabled_at = store.enable_target("lakeside", "cers", "carol")
+    waited = receipts.from_store(store, store.get(held))
+    earlier = receipts.from_store(store, store.get("u-20261201T000000Z-000001"))
+    store.close()
+    assert [d["decision"] for d in waited["decisions"]] == ["approved", "target_enabled"]
+    assert waited["decisions"][1] == {"decision": "target_enabled", "operator": "carol", "at": enabled_at,
+                                      "target": "cers"}  # fmt: skip
+    assert "decisions" not in earlier
+
+
+def test_the_upload_taken_as_a_fresh_baseline_names_the_rebaseline(tmp_path: Path) -> None:
+    store, _held = held_in_store(tmp_path)
+    requested_at = store.request_rebaseline("lakeside", "dana")
+    fresh = "u-20261203T000000Z-000003"
+    store.add(fresh, "lakeside", "new-sis.zip", "3" * 64, 100, f"/state/{fresh}")
+    store.set_state(fresh, State.VALIDATING)
+    record = SnapshotRecord(tenant="lakeside", version="1.1", path="/state/snapshots/fresh", base_upload_id=None,
+                            rows={"users": 5}, changes={"users": {"added": 5, "updated": 0, "deleted": 0}},
+                            holds=[])  # fmt: skip
+    store.record_snapshot(fresh, record, State.ACCEPTED, accepted(dropped=0), check_base=False)
+    receipt = receipts.from_store(store, store.get(fresh))
+    store.close()
+    assert receipt["decisions"] == [{"decision": "rebaseline", "operator": "dana", "at": requested_at}]
+    assert receipt["changes"]["against_upload_id"] is None
+    assert (f"  decided   {requested_at}  rebaseline requested by dana: this upload was taken as a fresh baseline"
+            in receipts.render_text(receipt))  # fmt: skip

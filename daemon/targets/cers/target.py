@@ -5,7 +5,8 @@ compared group by group with those of the snapshot CERS has (delete-and-replace 
 is sent whole, a vanished one with its key fields only, which empties it). The same groups always give the
 same bytes, so a repeated attempt is recognised by CERS (PROCESSED) and changes nothing.
 
-In dry-run mode the files are written to the tenant's results/cers/ for review instead of being sent.
+In dry-run mode the files are written to the tenant's results/cers/ for review instead of being sent; a
+delivery in which no group changed has no files and writes nothing there (its receipt says so).
 """
 
 from __future__ import annotations
