@@ -3,7 +3,8 @@
 They open the state directory's database next to a running daemon (SQLite in WAL mode: the daemon keeps
 working meanwhile), record the decision with the operator's user name and the time, and rewrite the
 receipts it changes in the tenant's results/ folder. The daemon reads the tenant's current snapshot from
-the database for every upload, so a decision counts from the next upload on.
+the database for every upload, so a decision counts from the next upload on; it reads the recorded
+decisions every few seconds too, and logs each one in its own log.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     snaps = sub.add_parser("snapshots", help="a tenant's snapshot history with counts",
                            description="List a tenant's snapshots, newest first: the upload each came from, its "
-                           "state, rows per entity and the changes against the snapshot before it.")  # fmt: skip
+                           "state, rows per entity and the changes against the snapshot before it. The current "
+                           "one (the roster the next upload is compared with) is marked * (JSON: \"current\": "
+                           "true).")  # fmt: skip
     snaps.add_argument("tenant", metavar="TENANT")
     snaps.add_argument("--format", choices=("text", "json"), default="text")
     snaps.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
@@ -132,25 +135,31 @@ def _snapshots(args: argparse.Namespace) -> int:
     settings, store = _open(args)
     known_tenant(settings, args.tenant)
     history = store.snapshots(args.tenant)
+    current = store.current_snapshot(args.tenant)
     store.close()
+    current_id = current.upload_id if current is not None else None
     if args.format == "json":
-        rows = [{"upload_id": r.upload_id, "file": u.name, "sha256": u.sha256, "state": str(u.state),
-                 "version": r.version, "created_at": r.created_at, "base_upload_id": r.base_upload_id,
-                 "rows": r.rows, "changes": r.changes, "holds": r.holds, "pruned": r.pruned_at is not None}
+        rows = [{"upload_id": r.upload_id, "current": r.upload_id == current_id, "file": u.name, "sha256": u.sha256,
+                 "state": str(u.state), "version": r.version, "created_at": r.created_at,
+                 "base_upload_id": r.base_upload_id, "rows": r.rows, "changes": r.changes, "holds": r.holds,
+                 "pruned": r.pruned_at is not None}
                 for r, u in history]  # fmt: skip
         print(json.dumps(rows, indent=2))
         return 0
     if not history:
         print(f"{args.tenant} has no snapshots yet")
         return 0
-    print(f"{'upload':<27} {'state':<11} {'created':<24} {'users':>8} {'enrollments':>12} {'classes':>8} "
+    print(f"  {'upload':<27} {'state':<11} {'created':<24} {'users':>8} {'enrollments':>12} {'classes':>8} "
           f"{'added':>8} {'updated':>8} {'deleted':>8}  file")  # fmt: skip
     for record, upload in history:
         totals = {action: sum(c[action] for c in record.changes.values()) for action in ("added", "updated", "deleted")}
         state = str(upload.state) + (" (pruned)" if record.pruned_at else "")
-        print(f"{record.upload_id:<27} {state:<11} {record.created_at:<24} {record.rows.get('users', 0):>8} "
+        mark = "*" if record.upload_id == current_id else " "
+        print(f"{mark} {record.upload_id:<27} {state:<11} {record.created_at:<24} {record.rows.get('users', 0):>8} "
               f"{record.rows.get('enrollments', 0):>12} {record.rows.get('classes', 0):>8} {totals['added']:>8} "
               f"{totals['updated']:>8} {totals['deleted']:>8}  {upload.name}")  # fmt: skip
+    if current_id is not None:
+        print("* current: the roster in use, which the next upload is compared with")
     return 0
 
 
@@ -169,7 +178,7 @@ def _decide(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     configure_logging(stream=sys.stderr)
     event = "upload.approved" if args.approve else "upload.discarded"
-    get_logger().info(event, tenant=upload.tenant, upload_id=upload.id, operator=who)
+    get_logger().info(event, tenant=upload.tenant, upload_id=upload.id, operator=who, at=upload.updated_at)
     tenant = settings.tenant(upload.tenant)
     if tenant is not None:  # receipts of a tenant no longer configured are left as they are
         results = settings.tenant_root(tenant.name) / "results"
@@ -179,7 +188,7 @@ def _decide(args: argparse.Namespace) -> int:
             receipts.write(results, receipts.from_store(store, changed), settings.intake.receipts_kept, is_newest)
             store.mark_answered(changed.id)
     store.close()
-    print(f"{upload.id} ({upload.tenant}, {upload.name}) is now {upload.state}, by {who}")
+    print(f"{upload.id} ({upload.tenant}, {upload.name}) is now {upload.state}, by {who} at {upload.updated_at}")
     return 0
 
 
@@ -193,11 +202,11 @@ def _rebaseline(args: argparse.Namespace) -> int:
     settings, store = _open(args)
     known_tenant(settings, args.tenant)
     who = operator()
-    store.request_rebaseline(args.tenant, who)
+    at = store.request_rebaseline(args.tenant, who)
     store.close()
     configure_logging(stream=sys.stderr)
-    get_logger().info("tenant.rebaseline_requested", tenant=args.tenant, operator=who)
-    print(f"the next upload of {args.tenant} will be taken as a fresh baseline (requested by {who})")
+    get_logger().info("tenant.rebaseline_requested", tenant=args.tenant, operator=who, at=at)
+    print(f"the next upload of {args.tenant} will be taken as a fresh baseline (requested by {who} at {at})")
     return 0
 
 
@@ -250,8 +259,10 @@ def _replay(args: argparse.Namespace) -> int:
     store.close()
     configure_logging(stream=sys.stderr)
     get_logger().info("delivery.replayed", tenant=delivery.tenant, target=delivery.target,
-                      upload_id=delivery.upload_id, delivery_id=delivery.id, operator=who)  # fmt: skip
-    print(f"{delivery.id} ({delivery.tenant} -> {delivery.target}, upload {delivery.upload_id}) is queued again, by {who}")
+                      upload_id=delivery.upload_id, delivery_id=delivery.id, operator=who,
+                      at=delivery.updated_at)  # fmt: skip
+    print(f"{delivery.id} ({delivery.tenant} -> {delivery.target}, upload {delivery.upload_id}) is queued again, by "
+          f"{who} at {delivery.updated_at}")
     return 0
 
 
@@ -260,16 +271,22 @@ def _enable_target(args: argparse.Namespace) -> int:
 
     settings, store = _open(args)
     known_tenant(settings, args.tenant)
-    enabled = store.enable_target(args.tenant, args.target)
+    who = operator()
+    at = store.enable_target(args.tenant, args.target, who)
     store.close()
-    if not enabled:
+    if at is None:
         print(f"rosterd: target {args.target} of {args.tenant} is not disabled", file=sys.stderr)
         return EXIT_REFUSED
-    who = operator()
     configure_logging(stream=sys.stderr)
-    get_logger().info("target.enabled", tenant=args.tenant, target=args.target, operator=who)
-    print(f"target {args.target} of {args.tenant} is enabled again, by {who}")
+    get_logger().info("target.enabled", tenant=args.tenant, target=args.target, operator=who, at=at)
+    print(f"target {args.target} of {args.tenant} is enabled again, by {who} at {at}")
     return 0
+
+
+def target_label(target) -> str:
+    """A target as `rosterd status` names it: its kind, then its name when that is not just the kind again
+    (`webhook lms-vendor`, `sftp nightly`, `cers`)."""
+    return target.type if target.name == target.type else f"{target.type} {target.name}"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -293,7 +310,7 @@ def _status(args: argparse.Namespace) -> int:
             backlog = sum(n for (t, g, state), n in counts["deliveries"].items()
                           if t == name and g == target.name and DeliveryState(state).open)  # fmt: skip
             targets.append({
-                "target": target.name, "type": target.type, "backlog": backlog,
+                "target": target.name, "type": target.type, "label": target_label(target), "backlog": backlog,
                 "disabled": disabled.get((name, target.name), (None, None))[1],
                 "last_success": good.delivered_at if good else None,
                 "last_success_upload_id": good.upload_id if good else None,
@@ -325,7 +342,7 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  HELD          {held['upload_id']} ({held['file']}): rosterd approve / discard {held['upload_id']}")
         for t in tenant["targets"]:
             state = f"DISABLED ({t['disabled']})" if t["disabled"] else f"backlog {t['backlog']}"
-            print(f"  target {t['target']:<10} {t['type']:<8} {state}; last success "
+            print(f"  target {t['label']:<20} {state}; last success "
                   f"{t['last_success'] or 'never'}" + (f"; last error {t['last_error_at']}: {t['last_error']}"
                                                          if t["last_error"] else ""))  # fmt: skip
         print()

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from daemon.store import SnapshotRecord, State, Store
+from tests.test_snapshot_store import RESULT, upload
+
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 ROSTERD = Path(sys.executable).parent / "rosterd"
 
@@ -122,3 +127,93 @@ def test_asyncssh_s_dsa_deprecation_is_not_printed_and_other_warnings_are() -> N
     shown = subprocess.run([sys.executable, "-c", elsewhere], capture_output=True, text=True, timeout=120)
     assert "CryptographyDeprecationWarning: from elsewhere" in shown.stderr
     assert "UserWarning: another kind" in shown.stderr
+
+
+# -- the admin commands on a state directory made by hand -------------------------------------------
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5Kn+MW6e9DFyeijzpRau2cuO627da9N925FJu7XDdS north@sis"
+TARGETS = """
+[[tenants.targets]]
+type = "cers"
+dry_run = true
+
+[[tenants.targets]]
+type = "webhook"
+name = "lms-vendor"
+url = "https://lms.example/rosterd"
+signing = { secret_env = "LMS_VENDOR_SECRET" }
+
+[[tenants.targets]]
+type = "sftp"
+name = "nightly"
+host = "sftp.readingco.example"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5Kn+MW6e9DFyeijzpRau2cuO627da9N925FJu7XDdS"
+auth = { username = "north", secret_env = "READINGCO_PASSWORD" }
+"""
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> tuple[Path, Store]:
+    """A config with one tenant and three targets, and its (empty) database."""
+    config = tmp_path / "rosterd.toml"
+    config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n\n[[tenants]]\nname = "north"\n'
+                      f'authorized_keys = ["{KEY}"]\n{TARGETS}')  # fmt: skip
+    store = Store(tmp_path / "state" / "rosterd.db", {"north": ["cers", "lms-vendor", "nightly"]})
+    yield config, store
+    store.close()
+
+
+def record(store: Store, upload_id: str, held: bool = False) -> None:
+    """A snapshot of north diffed against its current one, as intake records it; a held one crossed a threshold."""
+    current = store.current_snapshot("north")
+    holds = [{"threshold": "users_deleted_share", "detail": "3 of 10 users deleted (30.0%, more than 10%)"}]
+    snapshot = SnapshotRecord(tenant="north", version="1.1", path=f"/state/snapshots/north/{upload_id}",
+                              base_upload_id=current.upload_id if current else None, rows={"users": 10},
+                              changes={"users": {"added": 0, "updated": 0, "deleted": 3}}, holds=holds if held else [])
+    store.record_snapshot(upload_id, snapshot, State.HELD if held else State.ACCEPTED, RESULT)
+
+
+def test_status_names_each_target_by_its_kind_and_name(state) -> None:
+    config, _store = state
+    text = run("status", "--config", str(config))
+    assert text.returncode == 0, text.stderr
+    assert "\n  target cers                 backlog 0; last success never\n" in text.stdout
+    assert "\n  target webhook lms-vendor   backlog 0; last success never\n" in text.stdout
+    assert "\n  target sftp nightly         backlog 0; last success never\n" in text.stdout
+    doc = json.loads(run("status", "--format", "json", "--config", str(config)).stdout)
+    assert [t["label"] for t in doc[0]["targets"]] == ["cers", "webhook lms-vendor", "sftp nightly"]
+
+
+def test_snapshots_marks_the_current_one(state) -> None:
+    config, store = state
+    first, second, held = upload(store, 1), upload(store, 2), upload(store, 3)
+    record(store, first)
+    record(store, second)
+    record(store, held, held=True)  # newer, but held: the current roster is still the second one
+
+    text = run("snapshots", "north", "--config", str(config))
+    assert text.returncode == 0, text.stderr
+    marks = {line.split()[-1]: line[:2] for line in text.stdout.splitlines()[1:] if line.strip().endswith(".zip")}
+    assert marks == {"day3.zip": "  ", "day2.zip": "* ", "day1.zip": "  "}
+    assert "* current: the roster in use, which the next upload is compared with" in text.stdout
+    doc = json.loads(run("snapshots", "north", "--format", "json", "--config", str(config)).stdout)
+    assert [(row["upload_id"], row["current"]) for row in doc] == [(held, False), (second, True), (first, False)]
+
+
+def test_approve_records_the_operator_and_the_time_in_the_receipt(state) -> None:
+    config, store = state
+    first, held = upload(store, 1), upload(store, 2)
+    record(store, first)
+    record(store, held, held=True)
+    done = subprocess.run([str(ROSTERD), "approve", held, "--config", str(config)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "SUDO_USER": "ops-alice"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    (event,) = [e for e in logged if e["event"] == "upload.approved"]
+    assert (event["tenant"], event["upload_id"], event["operator"]) == ("north", held, "ops-alice")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["at"])  # ISO-8601, UTC
+    assert done.stdout.strip().endswith(f"is now accepted, by ops-alice at {event['at']}")
+    results = config.parent / "state" / "tenants" / "north" / "results"
+    receipt = json.loads((results / f"day2.zip.{held}.json").read_text())
+    assert receipt["decisions"] == [{"decision": "approved", "operator": "ops-alice", "at": event["at"]}]
+    assert f"  decided   {event['at']}  approved by ops-alice" in (results / f"day2.zip.{held}.txt").read_text()

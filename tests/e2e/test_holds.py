@@ -7,6 +7,8 @@ demographics), which crosses the users-deleted threshold, or change one teacher'
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 
 import polars as pl
@@ -38,9 +40,17 @@ def with_new_email(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     return {**tables, "users": users.with_columns(email.alias("email"))}
 
 
+OPERATOR = "ops-alice"  # who runs the admin commands (rosterd takes the user behind sudo)
+ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
 def admin(daemon: RunningDaemon, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(ROSTERD), *args, "--config", str(daemon.config)], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+                          timeout=60, env={**os.environ, "SUDO_USER": OPERATOR})  # fmt: skip
+
+
+def receipt_of(daemon: RunningDaemon, name: str, upload_id: str) -> dict:
+    return json.loads((daemon.results("north") / f"{name}.{upload_id}.json").read_text())
 
 
 def put(daemon: RunningDaemon, tables: dict[str, pl.DataFrame], name: str) -> dict:
@@ -80,11 +90,19 @@ def test_held_then_superseded_approved_and_discarded(rosterd, tenants: dict[str,
 
     big = put(daemon, without_students(with_new_email(day1), 25), "day3.zip")
     assert big["state"] == "held"
+    assert len(big["changes"]["samples"]["users"]["deleted"]) == 3  # examples of the 20 students it deletes
     approved = admin(daemon, "approve", big["upload_id"])
     assert approved.returncode == 0, approved.stderr
-    receipt = json.loads((daemon.results("north") / f"day3.zip.{big['upload_id']}.json").read_text())
-    assert receipt["state"] == "accepted" and "approved by" in receipt["detail"]
+    receipt = receipt_of(daemon, "day3.zip", big["upload_id"])
+    assert receipt["state"] == "accepted" and f"approved by {OPERATOR}" in receipt["detail"]
+    assert receipt["changes"] == big["changes"]  # the examples too: the rewrite keeps every section
+    assert set(big) - set(receipt) == set() and receipt["validation"] == big["validation"]
+    (decision,) = receipt["decisions"]
+    assert decision["decision"] == "approved" and decision["operator"] == OPERATOR
+    assert re.fullmatch(ISO_UTC, decision["at"])
     assert json.loads((daemon.results("north") / "latest.json").read_text())["upload_id"] == big["upload_id"]
+    logged = daemon.wait_for_event("upload.approved", upload_id=big["upload_id"])  # the daemon's own log
+    assert (logged["tenant"], logged["operator"], logged["at"]) == ("north", OPERATOR, decision["at"])
 
     again = put(daemon, without_students(with_new_email(day1), 60), "day4.zip")
     assert again["state"] == "held"
@@ -92,17 +110,23 @@ def test_held_then_superseded_approved_and_discarded(rosterd, tenants: dict[str,
     discarded = admin(daemon, "discard", again["upload_id"])
     assert discarded.returncode == 0, discarded.stderr
     assert admin(daemon, "approve", again["upload_id"]).returncode == 1  # discarded for good
+    logged = daemon.wait_for_event("upload.discarded", upload_id=again["upload_id"])
+    (decision,) = receipt_of(daemon, "day4.zip", again["upload_id"])["decisions"]
+    assert decision["operator"] == logged["operator"] == OPERATOR and logged["at"] == decision["at"]
+    assert receipt_of(daemon, "day4.zip", again["upload_id"])["changes"] == again["changes"]
 
     table = admin(daemon, "snapshots", "north")
     assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == ["upload", "state", "created"]
     assert f"{again['upload_id']}   discarded" in table.stdout and "day3.zip" in table.stdout
+    assert f"\n* {big['upload_id']}   accepted" in table.stdout  # the current roster, marked
+    assert sum(line.startswith("* u-") for line in table.stdout.splitlines()) == 1
     assert admin(daemon, "snapshots", "nobody").returncode == 2
 
     history = admin(daemon, "snapshots", "north", "--format", "json")
-    states = [(row["upload_id"], row["state"]) for row in json.loads(history.stdout)]
-    assert states == [(again["upload_id"], "discarded"), (big["upload_id"], "accepted"),
-                      (fixed["upload_id"], "accepted"), (held["upload_id"], "superseded"),
-                      (first["upload_id"], "accepted")]  # fmt: skip
+    states = [(row["upload_id"], row["state"], row["current"]) for row in json.loads(history.stdout)]
+    assert states == [(again["upload_id"], "discarded", False), (big["upload_id"], "accepted", True),
+                      (fixed["upload_id"], "accepted", False), (held["upload_id"], "superseded", False),
+                      (first["upload_id"], "accepted", False)]  # fmt: skip
 
 
 def test_rebaseline_takes_the_next_upload_as_all_additions(rosterd, tenants: dict[str, Tenant], day1) -> None:
@@ -111,8 +135,12 @@ def test_rebaseline_takes_the_next_upload_as_all_additions(rosterd, tenants: dic
     refused = admin(daemon, "rebaseline", "north")
     assert refused.returncode == 2 and "--confirm" in refused.stderr
     assert admin(daemon, "rebaseline", "north", "--confirm").returncode == 0
+    requested = daemon.wait_for_event("tenant.rebaseline_requested", tenant="north")  # the daemon saw it
+    assert requested["operator"] == OPERATOR and re.fullmatch(ISO_UTC, requested["at"])
 
     fresh = put(daemon, without_students(day1, 50), "new-sis.zip")  # would be held, but it is a new baseline
     assert fresh["state"] == "accepted" and fresh["holds"] == []
     assert fresh["changes"]["against_upload_id"] is None
     assert fresh["changes"]["counts"]["users"]["deleted"] == 0
+    assert fresh["decisions"] == [{"decision": "rebaseline", "operator": OPERATOR, "at": requested["at"]}]
+    assert daemon.events("snapshot.accepted", upload_id=fresh["upload_id"], rebaseline_by=OPERATOR)
