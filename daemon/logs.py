@@ -64,7 +64,8 @@ EVENTS: dict[str, str] = {
     "worker.pool_replaced": "the worker pool broke (a worker died) and a new one took its place",
     "worker.replace_failed": "no new worker pool could be made (`error`); the next validation tries again",
     "worker.burial_failed": "what ended a broken worker pool could not be found out (`error`); its calls are run again",
-    "tenant.rebaseline_requested": "an administrator asked for the next upload to be taken as a fresh baseline (`operator`, `at`)",
+    "tenant.rebaseline_requested": "an administrator asked for the next upload to be taken as a fresh baseline "
+    "(`operator`, `at`)",
     "config.reloaded": "SIGHUP: the config file was read again; its tenants and targets apply from now on",
     "config.reload_failed": "SIGHUP: the config file has problems (`problems`); nothing was changed",
     "config.restart_needed": "SIGHUP: these sections changed but apply only at the next start (`sections`)",
