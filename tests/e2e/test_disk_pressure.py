@@ -1,16 +1,20 @@
 """Disk pressure: on a nearly full filesystem new uploads are refused cleanly and nothing is lost.
 
-The daemon's state directory is put on a small tmpfs mounted for the test. The same refusal is also driven
-by a `min_free_bytes` above the real free space, which needs no privileges; where the test may not mount a
-tmpfs, that is all it can do, and the part that needs a truly full disk (running out of space in the middle
-of an upload) is not exercised: the test says so in its output.
+The daemon's state directory is put on a small tmpfs. So that this needs no root and mounts nothing on the
+host, the tmpfs lives in a user and mount namespace of its own (`unshare --user --map-root-user --mount`),
+held open by a keeper process; the daemon is started inside it with `nsenter`, and the test reads and fills
+the state directory through /proc/<keeper>/root. Where namespaces cannot be made the test fails, saying why:
+it never passes without having filled a disk. The same refusal is also driven by a `min_free_bytes` above the
+real free space, which needs no namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,22 +22,46 @@ from pathlib import Path
 
 import pytest
 
+from . import conftest as harness
 from .conftest import RunningDaemon, Tenant, copy_sample
 
 MiB = 1024 * 1024
 
 
 @contextlib.contextmanager
-def small_filesystem(where: Path, size_mib: int, allowed: bool = True) -> Iterator[bool]:
-    """A tmpfs of `size_mib` at `where`; yields False (and nothing is mounted) when mounting is not allowed."""
+def small_filesystem(where: Path, size_mib: int) -> Iterator[tuple[Path, list[str]]]:
+    """A tmpfs of `size_mib` at `where`, seen only inside a new user and mount namespace. Yields the tmpfs as
+    the host sees it (through /proc/<keeper>/root) and the command prefix that runs a command inside."""
     where.mkdir(parents=True, exist_ok=True)
-    mounted = allowed and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755", "tmpfs", str(where)],
-                             capture_output=True).returncode == 0  # fmt: skip
+    mount = 'mount -t tmpfs -o "size=$2m,mode=0755" tmpfs "$1" && echo mounted && exec cat'
     try:
-        yield mounted
+        keeper = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount, "sh",
+                                   str(where), str(size_mib)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    except FileNotFoundError:
+        pytest.fail("unshare (util-linux) is missing: this test needs it to put the state on a small tmpfs")
+    try:
+        if keeper.stdout.readline().strip() != "mounted":  # an error ends the shell: end of file
+            keeper.kill()
+            pytest.fail("no tmpfs could be mounted in a user and mount namespace (unshare --user "
+                        f"--map-root-user --mount): {keeper.communicate(timeout=10)[1].strip()}")  # fmt: skip
+        enter = ["nsenter", "--target", str(keeper.pid), "--user", "--mount", "--preserve-credentials", "--"]
+        yield Path(f"/proc/{keeper.pid}/root") / where.relative_to("/"), enter
     finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(where)], check=False)
+        keeper.stdin.close()  # cat ends, and with it the namespace once the daemon has gone too
+        keeper.wait(10)
+
+
+class DaemonOnSmallDisk(RunningDaemon):
+    """A daemon whose state directory is `inner` inside the namespace, and `self.state` for the test."""
+
+    inner: Path | None = None
+
+    def write_config(self) -> None:
+        super().write_config()
+        if self.inner is not None:
+            text = self.config.read_text()
+            self.config.write_text(text.replace(json.dumps(str(self.state)), json.dumps(str(self.inner))))
 
 
 def fill(path: Path, leave_free: int) -> None:
@@ -49,31 +77,42 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
-@pytest.mark.parametrize("tmpfs", [True, False], ids=["on-a-small-tmpfs", "by-min-free-bytes"])
 def test_a_nearly_full_disk_refuses_uploads_cleanly_and_loses_nothing(
-    tmpfs: bool, tenants: dict[str, Tenant], host_keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    tenants: dict[str, Tenant], host_keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with small_filesystem(tmp_path / "small", 48, allowed=tmpfs) as mounted:
-        daemon = RunningDaemon(tmp_path / "home", [tenants["north"]], host_keys)
-        if mounted:  # only the state directory on the small disk: the client's files and the log stay outside
-            shutil.copytree(daemon.state, tmp_path / "small" / "state")
-            daemon.state = tmp_path / "small" / "state"
-            daemon.write_config()
-        guard = 8 * MiB if mounted else shutil.disk_usage(tmp_path).free + 1024 * MiB
-        daemon.config.write_text(daemon.config.read_text().replace("min_free_bytes = 0", f"min_free_bytes = {guard}"))
+    with small_filesystem(tmp_path / "small", 48) as (seen, enter):
+        daemon = DaemonOnSmallDisk(tmp_path / "home", [tenants["north"]], host_keys)
+        shutil.copytree(daemon.state, seen / "state")  # the host keys, placed as the harness places them
+        daemon.state, daemon.inner = seen / "state", tmp_path / "small" / "state"
+        daemon.write_config()
+        text = daemon.config.read_text()
+        daemon.config.write_text(text.replace("min_free_bytes = 0", f"min_free_bytes = {8 * MiB}"))
+        wrapper = tmp_path / "rosterd-on-the-small-disk"  # what the harness starts as `rosterd`
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.join([*enter, str(harness.ROSTERD)])} "$@"\n')
+        wrapper.chmod(0o755)
+        monkeypatch.setattr(harness, "ROSTERD", wrapper)
         try:
-            _exercise(daemon, mounted)
+            assert shutil.disk_usage(daemon.state).total <= 48 * MiB  # the test really sees the small disk
+            _exercise(daemon, on_small_disk=True)
         finally:
             daemon.close()
-    if tmpfs and not mounted:
-        with capsys.disabled():
-            print("\nno tmpfs could be mounted here: the refusal was driven by min_free_bytes; running out of space "
-                  "in the middle of an upload was not exercised")  # fmt: skip
 
 
-def _exercise(daemon: RunningDaemon, mounted: bool) -> None:
+def test_min_free_bytes_above_the_free_space_refuses_uploads_cleanly(
+    tenants: dict[str, Tenant], host_keys: Path, tmp_path: Path
+) -> None:
+    daemon = RunningDaemon(tmp_path / "home", [tenants["north"]], host_keys)
+    guard = shutil.disk_usage(tmp_path).free + 1024 * MiB
+    daemon.config.write_text(daemon.config.read_text().replace("min_free_bytes = 0", f"min_free_bytes = {guard}"))
+    try:
+        _exercise(daemon, on_small_disk=False)
+    finally:
+        daemon.close()
+
+
+def _exercise(daemon: RunningDaemon, on_small_disk: bool) -> None:
     sample = copy_sample("valid-1.1-bulk.zip", daemon.client_dir)
-    if mounted:
+    if on_small_disk:
         daemon.start()
         sent = daemon.sftp_batch("north", [f"put {sample} inbox/day1.zip"])
         assert sent.returncode == 0, sent.stderr
@@ -97,14 +136,14 @@ def _exercise(daemon: RunningDaemon, mounted: bool) -> None:
     assert refused.returncode != 0 and "day2.zip" not in os.listdir(daemon.inbox("north"))
     assert [e["limit"] for e in daemon.events("sftp.limit_exceeded")] == ["min_free_bytes"]
 
-    if mounted:  # space above the guard, but not enough for the file: the disk fills up mid-upload
+    if on_small_disk:  # space above the guard, but not enough for the file: the disk fills up mid-upload
         filler.unlink()
         fill(filler, leave_free=12 * MiB)
         big = daemon.client_dir / "big.zip"
         big.write_bytes(os.urandom(20 * MiB))
         cut = daemon.sftp_batch("north", ["put big.zip inbox/big.zip"])
         assert cut.returncode != 0
-        assert not [n for n in os.listdir(daemon.inbox("north")) if "big" in n]  # no partial file left behind
+        assert os.listdir(daemon.inbox("north")) == []  # no partial file left behind, hidden or not
         assert any(e["event"] == "upload.aborted" for e in daemon.events())
         filler.unlink()
     else:
