@@ -41,8 +41,9 @@ Versions: the frames' layout is read from their columns, so a snapshot of either
   roles of the users it holds.
 - lineItems.academicSessionSourcedId is renamed gradingPeriodSourcedId.
 - Vocabularies: a token 1.1 lacks (sex `unspecified` or `other`, any `ext:`) is left blank in an optional
-  column. In a required column (an org, session or enrollment type or role, a classType) it is an
-  ExportError. grades keep only CEDS codes (`9` is written `09`); other items are dropped.
+  column, and left out of a list (resources.roles). In a required column (an org, session or enrollment
+  type or role, a classType) it is an ExportError. grades keep only CEDS codes (`9` is written `09`); other
+  items are dropped.
 - Lost: every role but one per user (their orgs stay in orgSourcedIds), the roles' dates, types and
   profile links; userProfiles.csv; users.userMasterIdentifier, the preferred names and pronouns; and the
   1.2-only gradebook and resource files and columns (scoreScales, learning objectives, results.textScore, ...).
@@ -81,7 +82,7 @@ ZIP_TIME = (2026, 1, 1, 0, 0, 0)  # fixed entry timestamps keep zips byte-identi
 MODES = ("absent", "bulk", "delta")
 SOURCE = ("rosterd", "rosterd")  # the manifest's source.systemName and source.systemCode
 DATETIME_TEXT = "%Y-%m-%dT%H:%M:%S%.3fZ"
-LIST_KINDS = frozenset({Kind.REF_LIST, Kind.LIST, Kind.GRADES, Kind.USER_IDS})
+LIST_KINDS = frozenset({Kind.REF_LIST, Kind.LIST, Kind.GRADES, Kind.USER_IDS, Kind.ENUM_LIST, Kind.PAIRS})
 LIFECYCLE_KINDS = frozenset({Kind.STATUS, Kind.MODIFIED})
 WIDE_ORGS = ("district", "local", "state", "national")  # where a 1.1 administrator is a district one
 ROLES_TO_11 = {
@@ -324,6 +325,11 @@ def _fit(frame: pl.DataFrame, table: Table, extensible: bool, complete: bool) ->
                 raise ExportError(f"{table.file}: {col.name} {example[col.name]!r} (sourcedId "
                                   f"{example['sourcedId']!r}) is not a value this OneRoster version has")  # fmt: skip
             fixes.append(pl.when(ok).then(c).alias(col.name))
+        elif col.kind is Kind.ENUM_LIST and isinstance(dtype, pl.List):
+            item = pl.element().is_in(col.vocabulary)
+            if col.extensible and extensible:
+                item = item | pl.element().str.contains(EXT_TOKEN)
+            fixes.append(c.list.eval(pl.element().filter(item)))
         elif col.kind is Kind.GRADES and not extensible and isinstance(dtype, pl.List):
             padded = pl.when(pl.element().str.contains(r"^[1-9]$")).then("0" + pl.element()).otherwise(pl.element())
             fixes.append(c.list.eval(padded).list.eval(pl.element().filter(pl.element().is_in(CEDS_GRADES))))

@@ -33,6 +33,11 @@ class Mode(StrEnum):
         """The severity of a deviation that lenient mode tolerates."""
         return Severity.ERROR if self is Mode.STRICT else Severity.WARNING
 
+    def tolerated(self, effect: str) -> str:
+        """The end of a deviation's message: what lenient mode did about it (" (ignored)"), and nothing in
+        strict mode, where the deviation is an error and the upload is not used."""
+        return f" ({effect})" if self is Mode.LENIENT else ""
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:

@@ -47,12 +47,9 @@ def map_header(header: list[str], table: Table, findings: Findings, mode: Mode) 
             positions[name] = pos
         elif cell in table.legacy:
             report("header.legacy_column", mode.deviation(),
-                   f"column '{cell}' belongs to an earlier revision of the format and is ignored", cell)  # fmt: skip
-        elif cell.startswith("metadata."):
-            extensions[cell] = pos
+                   f"column '{cell}' belongs to an earlier revision of the format{mode.tolerated('ignored')}",
+                   cell)  # fmt: skip
         else:
-            report("header.unknown_column", mode.deviation(),
-                   f"column '{cell}' is not defined; name extension columns 'metadata.<name>'", cell)  # fmt: skip
             extensions[cell] = pos
 
     missing = [name for name in table.names if name not in positions]
@@ -64,11 +61,23 @@ def map_header(header: list[str], table: Table, findings: Findings, mode: Mode) 
     if found_order != expected_order:
         findings.add("header.column_order", Severity.ERROR, f"{file}: columns are out of order; expected "
                      f"{','.join(table.names)}", file=file, row=1, value=",".join(header), scope="file")  # fmt: skip
+    # Extension columns go after the defined ones, which keep their places for readers that go by position:
+    # one among them is an error in both modes. A trailing one not named metadata.* is a deviation.
     last_defined = max(positions.values(), default=-1)
     for name, pos in extensions.items():
-        if pos < last_defined and name.startswith("metadata."):  # others were reported as unknown already
-            report("header.metadata_position", mode.deviation(),
-                   f"extension column '{name}' must come after all defined columns", name)  # fmt: skip
+        among = pos < last_defined
+        if name.startswith("metadata."):
+            if among:
+                report("header.metadata_position", Severity.ERROR,
+                       f"extension column '{name}' must come after all defined columns", name)  # fmt: skip
+        elif among:
+            report("header.unknown_column", Severity.ERROR,
+                   f"column '{name}' is not defined and stands among the defined columns (misspelt?); extension "
+                   "columns come after them, named 'metadata.<name>'", name)  # fmt: skip
+        else:
+            report("header.unknown_column", mode.deviation(),
+                   f"column '{name}' is not defined; name extension columns 'metadata.<name>'"
+                   f"{mode.tolerated('kept as an extension')}", name)  # fmt: skip
 
     usable = "sourcedId" in positions and len(positions) * 2 >= len(table.names)
     if not usable:

@@ -5,6 +5,10 @@ are checked, the rows it points at already know whether they were dropped; a row
 dropped row is dropped too (the cascade). A reference is only checked against a bulk file, which holds the
 complete set; targets in delta files or absent from a mixed package are resolved later against the
 tenant's snapshot.
+
+Only root causes are reported on a row: a row already dropped for its own errors (a bad value, a reference
+to no row) gets no `reference.target_dropped` as well, and the rules that look across files do not judge
+rows that were dropped, nor blame a row for another row's errors.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from .findings import Findings, Mode, Severity
-from .rows import EXT_TOKEN, Context, id_form_issues, report
+from .rows import EXT_TOKEN, Context, id_form_issues, in_vocabulary, report
 from .schema import DEPENDENCY_ORDER, Column, Kind, Table, Version
 
 
@@ -54,10 +58,12 @@ def check_references(
         unresolved = state.frame.select(
             _unresolved(col, ids).alias(col.name) for col, _, ids in checked
         ) if checked else None  # fmt: skip
+        cascades = []
         for col, target, _ in checked:
             mask = unresolved[col.name]
             if mask.any():
-                _check_column(state, col, target, mask, version, findings, mode)
+                cascades += _check_column(state, col, target, mask, version, findings, mode)
+        _cascade(state, cascades, findings)
         for col in _parent_columns(state):
             _check_cycles(state, col, findings)
         if entity == "roles" and "userProfiles" in states and states["userProfiles"].mode == "bulk":
@@ -97,32 +103,51 @@ def _unresolved(col: Column, ids: pl.Series) -> pl.Expr:
     return (~pl.col(col.name).is_in(good)).fill_null(False)
 
 
+@dataclass(slots=True)
+class _Cascade:
+    """Rows of a file whose reference points at a dropped row; reported once the file's own errors are known."""
+
+    col: Column
+    severity: Severity
+    hits: pl.DataFrame  # _row, value
+    message: str
+
+
 def _check_column(
     state: FileState, col: Column, target: FileState, unresolved: pl.Series, version: Version, findings: Findings,
     mode: Mode,
-) -> None:  # fmt: skip
+) -> list[_Cascade]:  # fmt: skip
+    """Report the reference's own problems (no such row, wrong type) at once; return its rows whose target was
+    dropped, for `_cascade`."""
     _check_id_form(state, col, unresolved, version, findings, mode)
     good_ids = _resolvable(col, target, version).implode()
     values = state.frame.filter(unresolved).select("_row", value=pl.col(col.name))
     if col.kind is Kind.REF_LIST:
         values = values.explode("value")
     values = values.filter(pl.col("value").is_not_null() & ~pl.col("value").is_in(good_ids))
-    ids = pl.concat([target.frame["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
+    held = target.frame["sourcedId"]
+    ids = pl.concat([held, target.text_dropped_ids.alias("sourcedId")])
     dropped_ids = pl.concat([target.frame.filter(~pl.col("_ok"))["sourcedId"], target.text_dropped_ids.alias("sourcedId")])
     missing = ~pl.col("value").is_in(ids.implode())
     dropped = pl.col("value").is_in(dropped_ids.implode()) if dropped_ids.len() else pl.lit(False)
-    checks = [
-        ("reference.missing_target_record", missing, f"{col.name} points at no row of {target.table.file}"),
-        ("reference.target_dropped", ~missing & dropped,
-         f"{col.name} points at a row of {target.table.file} that was dropped for its own errors"),
-    ]  # fmt: skip
+    severity = Severity.ERROR if col.required or col.kind is Kind.GUID else mode.deviation()
+    file = target.table.file
+    cleared = "" if severity is Severity.ERROR else (
+        "; the item was left out of the list" if col.kind is Kind.REF_LIST else "; the reference was cleared"
+    )  # fmt: skip
+    checks = [("reference.missing_target_record", missing, f"{col.name} points at no row of {file}{cleared}")]
+    own = missing
     if col.ref.target_types:
+        # Judged only where the target row has a type of its vocabulary: a row the text layer dropped has
+        # none, and a row dropped for an invalid type is the root cause itself (reported as target_dropped).
         allowed = target.frame.filter(_type_ok(col, version))["sourcedId"]
-        wrong = ~missing & ~pl.col("value").is_in(allowed.implode())
+        typed_ok = in_vocabulary(pl.col("type"), target.table.column("type"), version)
+        typed = target.frame.filter(typed_ok)["sourcedId"]
+        wrong = pl.col("value").is_in(typed.implode()) & ~pl.col("value").is_in(allowed.implode())
         kinds = " or ".join(col.ref.target_types)
         checks.append(("reference.target_type_mismatch", wrong,
-                       f"{col.name} must point at a row of {target.table.file} whose type is {kinds}"))  # fmt: skip
-    severity = Severity.ERROR if col.required or col.kind is Kind.GUID else mode.deviation()
+                       f"{col.name} must point at a row of {file} whose type is {kinds}{cleared}"))  # fmt: skip
+        own = own | wrong
     bad: list[pl.DataFrame] = []
     for code, cond, message in checks:
         hits = values.filter(cond)
@@ -131,13 +156,42 @@ def _check_column(
         per_row = hits.group_by("_row", maintain_order=True).agg(pl.col("value").first())
         findings.add_rows(code, severity, per_row, message, file=state.table.file, column=col.name)
         bad.append(hits)
-    if not bad:
+    if bad:
+        _apply(state, col, severity, pl.concat(bad).unique())
+    hits = values.filter(~own & dropped)
+    if hits.height == 0:
+        return []
+    if severity is Severity.ERROR:
+        message = f"{col.name} points at a row of {file} that was dropped, so this row is dropped too"
+    elif col.kind is Kind.REF_LIST:
+        message = f"{col.name} points at a row of {file} that was dropped; the item was left out and this row kept"
+    else:
+        message = f"{col.name} points at a row of {file} that was dropped; the reference was cleared and this row kept"
+    return [_Cascade(col, severity, hits, message)]
+
+
+def _cascade(state: FileState, cascades: list[_Cascade], findings: Findings) -> None:
+    """Report and apply the file's dropped targets, except on rows already dropped for their own errors: those
+    rows are gone anyway, and their own findings say why."""
+    if not cascades:
         return
-    unresolved = pl.concat(bad).unique()
+    alive = state.frame.filter(pl.col("_ok"))["_row"].implode()
+    for cascade in cascades:
+        shown = cascade.hits.filter(pl.col("_row").is_in(alive))
+        per_row = shown.group_by("_row", maintain_order=True).agg(pl.col("value").first())
+        findings.add_rows("reference.target_dropped", cascade.severity, per_row, cascade.message,
+                          file=state.table.file, column=cascade.col.name)  # fmt: skip
+    for cascade in cascades:
+        _apply(state, cascade.col, cascade.severity, cascade.hits.unique())
+
+
+def _apply(state: FileState, col: Column, severity: Severity, unresolved: pl.DataFrame) -> None:
+    """Drop the rows of `unresolved` (_row, value) for an error; in lenient mode, for an optional reference,
+    clear the reference (or leave the item out of a list) and keep the row."""
     rows = unresolved["_row"].unique().implode()
     if severity is Severity.ERROR:
         state.frame = state.frame.with_columns(_ok=pl.col("_ok") & ~pl.col("_row").is_in(rows))
-    elif col.kind is Kind.REF_LIST:  # lenient: forget only the items that cannot be resolved
+    elif col.kind is Kind.REF_LIST:
         kept = (
             state.frame.filter(pl.col("_row").is_in(rows))
             .select("_row", value=pl.col(col.name))
@@ -151,7 +205,7 @@ def _check_column(
             .with_columns(pl.when(pl.col("_row").is_in(rows)).then("kept").otherwise(col.name).alias(col.name))
             .drop("kept")
         )
-    else:  # lenient: keep the row, forget the reference that cannot be resolved
+    else:
         cleared = pl.lit(None, state.frame.schema[col.name])
         state.frame = state.frame.with_columns(
             pl.when(pl.col("_row").is_in(rows)).then(cleared).otherwise(pl.col(col.name)).alias(col.name)
@@ -236,11 +290,14 @@ def _check_profile_owner(roles: FileState, profiles: FileState, findings: Findin
 
 
 def _check_primary_org_roles(users: FileState, roles: FileState, findings: Findings) -> None:
-    """1.2: a user's primary org should be an org where the user has a role (a warning: the spec says should)."""
+    """1.2: a user's primary org should be an org where the user has a role (a warning: the spec says should).
+
+    Dropped users are not judged, and a role counts even when it was dropped: its own findings say why, and
+    the user is not to blame for them."""
     if "primaryOrgSourcedId" not in users.frame.columns:
         return
-    held = roles.frame.filter(pl.col("_ok")).select(sourcedId="userSourcedId", primaryOrgSourcedId="orgSourcedId")
-    missing = users.frame.filter(pl.col("primaryOrgSourcedId").is_not_null()).join(
+    held = roles.frame.select(sourcedId="userSourcedId", primaryOrgSourcedId="orgSourcedId")
+    missing = users.frame.filter(pl.col("_ok") & pl.col("primaryOrgSourcedId").is_not_null()).join(
         held.unique(), on=["sourcedId", "primaryOrgSourcedId"], how="anti"
     )
     findings.add_rows(

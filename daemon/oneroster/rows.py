@@ -25,6 +25,10 @@ DATE = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 YEAR = r"^\d{4}$"
 USER_ID = r"^\{[^{}:,]+:[^{}]+\}$"
+FLOAT = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+PAIR = r"^\{[^{}:,]+:[^{}:,]+\}$"  # a scoreScaleValue item, {lhs:rhs}
+# A CASE learning objective id: a UUID as a URN (RFC 4122; hex digits in either case).
+CASE_ID = r"(?i)^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 LIST_NEEDS_CLEANING = r"(^|,)\s*(,|$)|\s,|,\s|^\s|\s$"
 # Other ISO 8601 shapes lenient mode accepts for dateLastModified (converted to UTC milliseconds).
 LENIENT_DATETIMES = (
@@ -129,6 +133,8 @@ _CEDS = "|".join(CEDS_GRADES)
 CEDS_LIST = rf"^(?:{_CEDS})(?:,(?:{_CEDS}))*$"
 _USER_ID_ITEM = r"\{[^{}:,]+:[^{},]+\}"
 USER_ID_LIST = rf"^{_USER_ID_ITEM}(?:,{_USER_ID_ITEM})*$"
+_PAIR_ITEM = PAIR[1:-1]
+PAIR_LIST = rf"^{_PAIR_ITEM}(?:,{_PAIR_ITEM})*$"
 
 
 def _exact(col: Column, ctx: Context) -> list[pl.Expr]:
@@ -142,27 +148,34 @@ def _exact(col: Column, ctx: Context) -> list[pl.Expr]:
     bad: pl.Expr | None = None
     if kind is Kind.GUID:
         bad = c.str.contains(NOT_GUID_CHAR) | (c.str.len_bytes() > 255) | (c == "")
-    elif kind in (Kind.REF_LIST, Kind.LIST, Kind.GRADES, Kind.USER_IDS):
+    elif kind in (Kind.REF_LIST, Kind.LIST, Kind.GRADES, Kind.USER_IDS, Kind.ENUM_LIST, Kind.PAIRS):
         typed = c.str.split(",")
         bad = c.str.contains(LIST_NEEDS_CLEANING)
         if kind is Kind.USER_IDS:
             bad = bad | ~c.str.contains(USER_ID_LIST)
+        elif kind is Kind.PAIRS:
+            bad = bad | ~c.str.contains(PAIR_LIST)
+        elif kind is Kind.ENUM_LIST:
+            bad = bad | typed.list.eval(~in_vocabulary(pl.element(), col, ctx.version)).list.any()
         elif kind is Kind.GRADES and not ctx.version.extensible:
             bad = bad | ~c.str.contains(CEDS_LIST)
     elif kind is Kind.ENUM:
-        ok = c.is_in(list(col.vocabulary))
-        if col.extensible and ctx.version.extensible:
-            ok = ok | c.str.contains(EXT_TOKEN)
-        bad = c.is_not_null() & ~ok
+        bad = c.is_not_null() & ~in_vocabulary(c, col, ctx.version)
     elif kind is Kind.BOOL:
         typed = pl.when(c.is_not_null()).then(c == "true")
         bad = c.is_not_null() & ~c.is_in(["true", "false"])
     elif kind is Kind.DATE:
         typed = c.str.to_date("%Y-%m-%d", strict=False)
         bad = c.is_not_null() & (typed.is_null() | ~c.str.contains(DATE))
+    elif kind is Kind.DATE_OR_DATETIME:
+        typed = _date_or_datetime_value(c)
+        bad = c.is_not_null() & typed.is_null()
     elif kind is Kind.YEAR:
         typed = c.cast(pl.Int16, strict=False)
         bad = c.is_not_null() & ~c.str.contains(YEAR)
+    elif kind is Kind.FLOAT:
+        typed = c.cast(pl.Float64, strict=False)
+        bad = c.is_not_null() & (typed.is_null() | ~c.str.contains(FLOAT))
     elif kind in (Kind.STATUS, Kind.MODIFIED) and ctx.file_mode == "bulk":
         typed = pl.lit(None, UTC_MS if kind is Kind.MODIFIED else pl.String)
         bad = c.is_not_null()
@@ -177,6 +190,21 @@ def _exact(col: Column, ctx: Context) -> list[pl.Expr]:
     if bad is not None:
         exprs.append(bad.fill_null(False).alias(f"__bad_{name}"))
     return exprs
+
+
+def in_vocabulary(value: pl.Expr, col: Column, version: Version) -> pl.Expr:
+    """Whether `value` is a token of the column's vocabulary (or an ext: token, where the version allows one)."""
+    ok = value.is_in(list(col.vocabulary))
+    if col.extensible and version.extensible:
+        ok = ok | value.str.contains(EXT_TOKEN)
+    return ok
+
+
+def _date_or_datetime_value(c: pl.Expr) -> pl.Expr:
+    """A date (read as midnight UTC) or a UTC date-time, each in its exact form; null for anything else."""
+    date = c.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    moment = c.str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", strict=False, time_unit="ms", time_zone="UTC")
+    return pl.when(c.str.contains(DATE)).then(date).when(c.str.contains(DATETIME)).then(moment)
 
 
 def _check_column(text: pl.Series, col: Column, ctx: Context) -> Checked:
@@ -282,12 +310,39 @@ def _grades(text: pl.Series, col: Column, ctx: Context) -> Checked:
     return (padded if ctx.mode is Mode.LENIENT else items), issues
 
 
-def _user_ids(text: pl.Series, col: Column, ctx: Context) -> Checked:
+def _braced_items(code: str, pattern: str, form: str) -> Callable[[pl.Series, Column, Context], Checked]:
+    """The handler of a comma list whose items all have one braced form: userIds {type:id}, scoreScaleValue
+    {lhs:rhs}."""
+
+    def check(text: pl.Series, col: Column, ctx: Context) -> Checked:
+        items, issues = _split(text, col, ctx)
+        bad = _any(items, ~pl.element().str.contains(pattern))
+        issues.append(Issue(code, Severity.ERROR, bad, f"{col.name} items must look like {form}", col.name))
+        return items, issues
+
+    return check
+
+
+def _enum_list(text: pl.Series, col: Column, ctx: Context) -> Checked:
+    """A comma list of vocabulary tokens; lenient mode maps an item's letter-case variant to the token."""
     items, issues = _split(text, col, ctx)
-    bad = _any(items, ~pl.element().str.contains(USER_ID))
-    issues.append(Issue("row.invalid_user_ids", Severity.ERROR, bad,
-                        f"{col.name} items must look like {{type:id}}", col.name))  # fmt: skip
-    return items, issues
+    exact = in_vocabulary(pl.element(), col, ctx.version)
+    off = _any(items, ~exact).fill_null(False)
+    if not off.any():
+        return items, issues
+    lowered = {v.lower(): v for v in col.vocabulary}
+    mapped = items.list.eval(pl.when(exact).then(pl.element()).otherwise(
+        pl.element().str.to_lowercase().replace_strict(lowered, default=None, return_dtype=pl.String)))  # fmt: skip
+    near = off & ~_any(mapped, pl.element().is_null()).fill_null(False)
+    allowed = ", ".join(col.vocabulary) + (", ext:<name>" if col.extensible and ctx.version.extensible else "")
+    issues += [
+        Issue("row.invalid_enum", Severity.ERROR, off & ~near, f"{col.name} items must be among {allowed}", col.name),
+        Issue("row.invalid_enum", ctx.mode.deviation(), near,
+              f"{col.name} is case-sensitive: items among {allowed}", col.name),  # fmt: skip
+    ]
+    if ctx.mode is Mode.STRICT:
+        return items, issues
+    return pl.select(pl.when(near).then(mapped).otherwise(items)).to_series(), issues
 
 
 def _vocabulary(text: pl.Series, col: Column, ctx: Context, extensible: bool) -> Checked:
@@ -329,6 +384,22 @@ def _date(text: pl.Series, col: Column, ctx: Context) -> Checked:
     return parsed, [issue]
 
 
+def _date_or_datetime(text: pl.Series, col: Column, ctx: Context) -> Checked:
+    typed = pl.select(_date_or_datetime_value(pl.lit(text))).to_series()
+    issue = Issue("row.invalid_datetime", Severity.ERROR, text.is_not_null() & typed.is_null(),
+                  f"{col.name} must be a date written YYYY-MM-DD or a UTC date-time written YYYY-MM-DDTHH:MM:SS.sssZ",
+                  col.name)  # fmt: skip
+    return typed, [issue]
+
+
+def _float(text: pl.Series, col: Column, ctx: Context) -> Checked:
+    typed = text.cast(pl.Float64, strict=False)
+    bad = text.is_not_null() & (typed.is_null() | ~text.str.contains(FLOAT))
+    issue = Issue("row.invalid_float", Severity.ERROR, bad, f"{col.name} must be a number such as 7 or 8.5",
+                  col.name)  # fmt: skip
+    return typed.zip_with(~bad, pl.Series([None], dtype=pl.Float64)), [issue]
+
+
 def _year(text: pl.Series, col: Column, ctx: Context) -> Checked:
     good = text.str.contains(YEAR)
     bad = text.is_not_null() & ~good
@@ -364,7 +435,7 @@ def _lifecycle(text: pl.Series, col: Column, ctx: Context) -> Checked:
     blank = pl.repeat(None, text.len(), dtype=UTC_MS if col.kind is Kind.MODIFIED else pl.String, eager=True)
     if ctx.file_mode == "bulk":
         issue = Issue("row.field_forbidden_in_bulk", ctx.mode.deviation(), text.is_not_null(),
-                      f"{col.name} must be blank in a bulk file (ignored)", col.name)  # fmt: skip
+                      f"{col.name} must be blank in a bulk file{ctx.mode.tolerated('ignored')}", col.name)  # fmt: skip
         return blank, [issue]
     required = Issue("row.field_required_in_delta", Severity.ERROR, text.is_null(),
                      f"{col.name} is required in a delta file", col.name)  # fmt: skip
@@ -376,7 +447,8 @@ def _lifecycle(text: pl.Series, col: Column, ctx: Context) -> Checked:
     typed, issues = _vocabulary(text, col, ctx, False)
     issues = [Issue(i.code, i.severity, i.mask & ~inactive, i.message, i.column) for i in issues]
     issues.append(Issue("row.invalid_enum", ctx.mode.deviation(), inactive,
-                        "status 'inactive' is from OneRoster 1.0; read as tobedeleted", col.name))  # fmt: skip
+                        "status 'inactive' is from OneRoster 1.0; 1.1 and 1.2 write tobedeleted"
+                        f"{ctx.mode.tolerated('read as tobedeleted')}", col.name))  # fmt: skip
     if ctx.mode is Mode.LENIENT and inactive.any():
         typed = typed.zip_with(~inactive.fill_null(False), pl.Series(["tobedeleted"] * text.len()))
     return typed, [required, *issues]
@@ -388,11 +460,15 @@ _HANDLERS: dict[Kind, Callable[[pl.Series, Column, Context], Checked]] = {
     Kind.REF_LIST: _ref_list,
     Kind.LIST: _list,
     Kind.GRADES: _grades,
-    Kind.USER_IDS: _user_ids,
+    Kind.USER_IDS: _braced_items("row.invalid_user_ids", USER_ID, "{type:id}"),
     Kind.ENUM: _enum,
     Kind.BOOL: _bool,
     Kind.DATE: _date,
     Kind.DATETIME: _datetime,
+    Kind.DATE_OR_DATETIME: _date_or_datetime,
+    Kind.FLOAT: _float,
+    Kind.ENUM_LIST: _enum_list,
+    Kind.PAIRS: _braced_items("row.invalid_score_scale_value", PAIR, "{lhs:rhs}"),
     Kind.MODIFIED: _lifecycle,
     Kind.STATUS: _lifecycle,
     Kind.YEAR: _year,
@@ -419,6 +495,17 @@ def _row_rules(frame: pl.DataFrame, names: set[str], ctx: Context) -> list[Issue
         if {start, end} <= names:
             rules.append(("row.date_order", ctx.mode.deviation(), pl.col(start) > pl.col(end),
                           f"{end} is before {start}", end, pl.col(end).cast(pl.String)))  # fmt: skip
+    if {"resultValueMin", "resultValueMax"} <= names:
+        low, high = pl.col("resultValueMin"), pl.col("resultValueMax")
+        rules.append(("row.invalid_score_range", Severity.ERROR, low > high,
+                      "resultValueMin is greater than resultValueMax", "resultValueMin",
+                      pl.format("{} > {}", low, high)))  # fmt: skip
+    if {"source", "learningObjectiveId"} <= names:
+        objective = pl.col("learningObjectiveId")
+        rules.append(("row.invalid_case_id", Severity.ERROR,
+                      (pl.col("source") == "case") & ~objective.fill_null("").str.contains(CASE_ID),
+                      "learningObjectiveId must be a CASE id, urn:uuid:<uuid>, when source is case",
+                      "learningObjectiveId", objective))  # fmt: skip
     if ctx.table.entity == "enrollments" and {"primary", "role"} <= names:
         rules.append(("row.primary_not_teacher", ctx.mode.deviation(),
                       pl.col("primary") & (pl.col("role") != "teacher"),

@@ -22,8 +22,12 @@ class Kind(StrEnum):
     BOOL = "bool"
     DATE = "date"
     DATETIME = "datetime"
+    DATE_OR_DATETIME = "date_or_datetime"  # either form (lineItems' assignDate and dueDate, see _gradebook)
     YEAR = "year"
+    FLOAT = "float"  # a decimal number (scores, weights)
     LIST = "list"  # comma list of free strings (subjects, periods)
+    ENUM_LIST = "enum_list"  # comma list of vocabulary tokens (resources.roles)
+    PAIRS = "pairs"  # comma list of {lhs:rhs} (scoreScales.scoreScaleValue)
     GRADES = "grades"  # comma list of grade codes (CEDS in 1.1)
     USER_IDS = "user_ids"  # comma list of {type:id}
     STATUS = "status"  # lifecycle: blank in bulk, active|tobedeleted in delta
@@ -53,7 +57,7 @@ class Column:
 class Table:
     entity: str  # the file name without .csv, e.g. "academicSessions"
     columns: tuple[Column, ...]
-    rostering: bool = False  # core rostering data: fully checked; others are checked for shape and lifecycle
+    rostering: bool = False  # core rostering data, which rosterd ingests; the others are only validated
     # Legacy columns some 1.2 producers still write (accepted with a warning, then dropped).
     legacy: tuple[str, ...] = ()
 
@@ -91,6 +95,8 @@ SEX_11 = ("male", "female")
 SEX_12 = ("male", "female", "unspecified", "other")
 SCORE_STATUS = ("exempt", "fully graded", "not submitted", "partially graded", "submitted")
 IMPORTANCE = ("primary", "secondary")
+RESOURCE_ROLES = USER_ROLES_11  # resources.roles keeps the 1.1 user roles in 1.2 too
+OBJECTIVE_SOURCES = ("case", "unknown")  # where a learning objective id comes from
 
 RACE_FLAGS = (
     "americanIndianOrAlaskaNative", "asian", "blackOrAfricanAmerican", "nativeHawaiianOrOtherPacificIslander",
@@ -255,107 +261,112 @@ def _roles_12() -> dict[str, Table]:
     }  # fmt: skip
 
 
-# References of the resources and gradebook files (shared/reference/oneroster_csv.md section 8), by column.
-# rosterd does not ingest these files, so their references are checked as optional ones.
-_OTHER_REFS = {
-    "classSourcedId": Ref("classes"),
-    "courseSourcedId": Ref("courses"),
-    "resourceSourcedId": Ref("resources"),
-    "categorySourcedId": Ref("categories"),
-    "gradingPeriodSourcedId": Ref("academicSessions"),
-    # 1.2: a line item's academic session must not be a whole school year.
-    "academicSessionSourcedId": Ref("academicSessions", ("gradingPeriod", "semester", "term")),
-    "schoolSourcedId": Ref("orgs"),
-    "orgSourcedId": Ref("orgs"),
-    "userSourcedId": Ref("users"),
-    "studentSourcedId": Ref("users"),
-    "lineItemSourcedId": Ref("lineItems"),
-    "resultSourcedId": Ref("results"),
-    "scoreScaleSourcedId": Ref("scoreScales"),
-}
+# The resources and gradebook files (shared/reference/oneroster_csv.md sections 5.8, 6.4, 7 and 8). rosterd
+# does not ingest them, but checks their values and references so that a district learns when they are broken.
+# Their references are optional ones (an unresolvable one is cleared in lenient mode), except a line item's
+# category: a line item belongs to a category of the same package. Of the values the spec requires, only
+# categories.title and lineItems.categorySourcedId are enforced as required so far.
 
 
-def _shape_only(entity: str, header: str, required: tuple[str, ...] = ()) -> Table:
-    """Resources and gradebook files: header, row shape, lifecycle, required values and references."""
-    names = header.split(",")
-    cols = list(_lifecycle())
-    for name in names[3:]:
-        ref = _OTHER_REFS.get(name)
-        cols.append(Column(name, Kind.REF if ref else Kind.STRING, name in required, ref=ref))
-    return Table(entity, tuple(cols))
+def _ref(name: str, entity: str, *target_types: str, required: bool = False) -> Column:
+    return Column(name, Kind.REF, required, ref=Ref(entity, target_types))
 
 
-def _others_11() -> dict[str, Table]:
-    return {
-        t.entity: t
-        for t in (
-            _shape_only("categories", "sourcedId,status,dateLastModified,title", ("title",)),
-            _shape_only("classResources", "sourcedId,status,dateLastModified,title,classSourcedId,resourceSourcedId"),
-            _shape_only("courseResources", "sourcedId,status,dateLastModified,title,courseSourcedId,resourceSourcedId"),
-            _shape_only(
-                "resources",
-                "sourcedId,status,dateLastModified,vendorResourceId,title,roles,importance,vendorId,applicationId",
-            ),
-            _shape_only(
-                "lineItems",
-                "sourcedId,status,dateLastModified,title,description,assignDate,dueDate,classSourcedId,"
-                "categorySourcedId,gradingPeriodSourcedId,resultValueMin,resultValueMax",
-            ),
-            _shape_only(
-                "results",
-                "sourcedId,status,dateLastModified,lineItemSourcedId,studentSourcedId,scoreStatus,score,"
-                "scoreDate,comment",
-            ),
-        )
-    }
+def _resources(v12: bool) -> dict[str, Table]:
+    tables = (
+        Table("resources", (
+            *_lifecycle(),
+            _c("vendorResourceId", Kind.STRING),
+            _c("title", Kind.STRING),
+            Column("roles", Kind.ENUM_LIST, vocabulary=RESOURCE_ROLES, extensible=v12),
+            _enum("importance", IMPORTANCE, False, False),
+            _c("vendorId", Kind.STRING),
+            _c("applicationId", Kind.STRING),
+        )),
+        Table("classResources", (
+            *_lifecycle(), _c("title", Kind.STRING), _ref("classSourcedId", "classes"),
+            _ref("resourceSourcedId", "resources"),
+        )),
+        Table("courseResources", (
+            *_lifecycle(), _c("title", Kind.STRING), _ref("courseSourcedId", "courses"),
+            _ref("resourceSourcedId", "resources"),
+        )),
+    )  # fmt: skip
+    if v12:
+        tables += (Table("userResources", (
+            *_lifecycle(), _ref("userSourcedId", "users"), _ref("orgSourcedId", "orgs"),
+            _ref("classSourcedId", "classes"), _ref("resourceSourcedId", "resources"),
+        )),)  # fmt: skip
+    return {t.entity: t for t in tables}
 
 
-def _others_12() -> dict[str, Table]:
-    tables = _others_11()
-    tables.update(
-        {
-            t.entity: t
-            for t in (
-                _shape_only("categories", "sourcedId,status,dateLastModified,title,weight", ("title",)),
-                _shape_only(
-                    "lineItems",
-                    "sourcedId,status,dateLastModified,title,description,assignDate,dueDate,classSourcedId,"
-                    "categorySourcedId,academicSessionSourcedId,resultValueMin,resultValueMax,schoolSourcedId",
-                ),
-                _shape_only(
-                    "results",
-                    "sourcedId,status,dateLastModified,lineItemSourcedId,studentSourcedId,scoreStatus,score,"
-                    "scoreDate,comment,textScore,classSourcedId,inProgress,incomplete,late,missing",
-                ),
-                _shape_only(
-                    "scoreScales",
-                    "sourcedId,status,dateLastModified,title,type,orgSourcedId,courseSourcedId,classSourcedId,"
-                    "scoreScaleValue",
-                ),
-                _shape_only(
-                    "lineItemLearningObjectiveIds",
-                    "sourcedId,status,dateLastModified,lineItemSourcedId,source,learningObjectiveId",
-                ),
-                _shape_only(
-                    "lineItemScoreScales",
-                    "sourcedId,status,dateLastModified,title,lineItemSourcedId,scoreScaleSourcedId",
-                ),
-                _shape_only(
-                    "resultLearningObjectiveIds",
-                    "sourcedId,status,dateLastModified,resultSourcedId,source,learningObjectiveId,score,textScore",
-                ),
-                _shape_only(
-                    "resultScoreScales",
-                    "sourcedId,status,dateLastModified,title,resultSourcedId,scoreScaleSourcedId",
-                ),
-                _shape_only(
-                    "userResources",
-                    "sourcedId,status,dateLastModified,userSourcedId,orgSourcedId,classSourcedId,resourceSourcedId",
-                ),
-            )
-        }
-    )
-    return tables
+def _gradebook(v12: bool) -> dict[str, Table]:
+    # assignDate and dueDate: the 1.1 CSV tables give dates, the 1.2 data model date-times, and readers of 1.2
+    # CSV disagree; both forms are accepted in both versions (README, "Choices where the spec is silent").
+    session = (
+        _ref("academicSessionSourcedId", "academicSessions", "gradingPeriod", "semester", "term") if v12
+        else _ref("gradingPeriodSourcedId", "academicSessions")
+    )  # a 1.2 line item's session must not be a whole school year
+    status = _enum("scoreStatus", SCORE_STATUS, False, v12)
+    tables = (
+        Table("categories", (
+            *_lifecycle(), _c("title", Kind.STRING, True), *((_c("weight", Kind.FLOAT),) if v12 else ()),
+        )),
+        Table("lineItems", (
+            *_lifecycle(),
+            _c("title", Kind.STRING),
+            _c("description", Kind.STRING),
+            _c("assignDate", Kind.DATE_OR_DATETIME),
+            _c("dueDate", Kind.DATE_OR_DATETIME),
+            _ref("classSourcedId", "classes"),
+            _ref("categorySourcedId", "categories", required=True),
+            session,
+            _c("resultValueMin", Kind.FLOAT),
+            _c("resultValueMax", Kind.FLOAT),
+            *((_ref("schoolSourcedId", "orgs"),) if v12 else ()),
+        )),
+        Table("results", (
+            *_lifecycle(),
+            _ref("lineItemSourcedId", "lineItems"),
+            _ref("studentSourcedId", "users"),
+            status,
+            _c("score", Kind.FLOAT),
+            _c("scoreDate", Kind.DATE),
+            _c("comment", Kind.STRING),
+            *((
+                _c("textScore", Kind.STRING),
+                _ref("classSourcedId", "classes"),
+                *(_c(flag, Kind.BOOL, vocabulary=BOOL_VALUES) for flag in ("inProgress", "incomplete", "late",
+                                                                           "missing")),
+            ) if v12 else ()),
+        )),
+    )  # fmt: skip
+    if v12:
+        source = _enum("source", OBJECTIVE_SOURCES, False, True)
+        tables += (
+            Table("scoreScales", (
+                *_lifecycle(), _c("title", Kind.STRING), _c("type", Kind.STRING), _ref("orgSourcedId", "orgs"),
+                _ref("courseSourcedId", "courses"), _ref("classSourcedId", "classes"),
+                _c("scoreScaleValue", Kind.PAIRS),
+            )),
+            Table("lineItemLearningObjectiveIds", (
+                *_lifecycle(), _ref("lineItemSourcedId", "lineItems"), source,
+                _c("learningObjectiveId", Kind.STRING),
+            )),
+            Table("lineItemScoreScales", (
+                *_lifecycle(), _c("title", Kind.STRING), _ref("lineItemSourcedId", "lineItems"),
+                _ref("scoreScaleSourcedId", "scoreScales"),
+            )),
+            Table("resultLearningObjectiveIds", (
+                *_lifecycle(), _ref("resultSourcedId", "results"), source, _c("learningObjectiveId", Kind.STRING),
+                _c("score", Kind.FLOAT), _c("textScore", Kind.STRING),
+            )),
+            Table("resultScoreScales", (
+                *_lifecycle(), _c("title", Kind.STRING), _ref("resultSourcedId", "results"),
+                _ref("scoreScaleSourcedId", "scoreScales"),
+            )),
+        )  # fmt: skip
+    return {t.entity: t for t in tables}
 
 
 def _build(v12: bool) -> dict[str, Table]:
@@ -363,7 +374,8 @@ def _build(v12: bool) -> dict[str, Table]:
     tables["users"] = _users_12() if v12 else _users_11()
     if v12:
         tables.update(_roles_12())
-    tables.update(_others_12() if v12 else _others_11())
+    tables.update(_resources(v12))
+    tables.update(_gradebook(v12))
     return dict(sorted(tables.items(), key=lambda kv: kv[0].lower()))
 
 

@@ -123,7 +123,11 @@ class _Run:
 
         present = {e: modes[e] for e in data_files if e in version.tables and modes.get(e) in ("bulk", "delta")}
         all_bulk = "delta" not in present.values()
-        self._required_files(version, present, all_bulk)
+        if present:
+            self._required_files(version, present, all_bulk)
+        elif manifest is not None and not self.findings.errors:
+            self.findings.add("package.no_changes", Severity.WARNING,
+                              "the package holds only manifest.csv: nothing changed")  # fmt: skip
         states = self._check_files(version, present, data_files)
         check_references(states, version, all_bulk, self.findings, self.mode)
         files = self._summaries(states)
@@ -201,7 +205,8 @@ class _Run:
                 modes[entity] = "bulk"
             elif declared is None and held:
                 self.findings.add("manifest.file_not_declared", self.mode.deviation(),
-                                  f"manifest.csv does not mention {file}; it is read as bulk", file=file)  # fmt: skip
+                                  f"manifest.csv does not mention {file}{self.mode.tolerated('read as bulk')}",
+                                  file=file)  # fmt: skip
                 modes[entity] = "bulk"
             elif declared == "invalid" and held:
                 modes[entity] = "bulk"
@@ -209,16 +214,13 @@ class _Run:
                 modes[entity] = declared
         for entity in data_files:
             if entity not in version.tables:
-                self.findings.add("zip.unknown_file", self.mode.deviation(),
-                                  f"{entity}.csv is not a OneRoster {version.name} file; it is ignored",
-                                  file=f"{entity}.csv")  # fmt: skip
+                other = next(v.name for v in (V11, V12) if entity in v.tables)
+                self.findings.add("zip.unknown_file", Severity.ERROR,
+                                  f"{entity}.csv is a OneRoster {other} file, not a {version.name} one: is "
+                                  "oneroster.version in manifest.csv right?", file=f"{entity}.csv")  # fmt: skip
         return modes
 
     def _required_files(self, version: Version, present: dict[str, str], all_bulk: bool) -> None:
-        if not present:
-            self.findings.add("package.no_changes", Severity.WARNING,
-                              "the package holds only manifest.csv: nothing changed")  # fmt: skip
-            return
         if not all_bulk:
             return  # a delta package names only what changed
         for entity in version.ingestion:
@@ -304,8 +306,8 @@ class _Run:
                 self.findings.add(
                     "file.too_many_dropped_rows",
                     Severity.ERROR,
-                    f"{file}: {state.dropped} of {state.data_rows} rows ({share:.1%}) were dropped; "
-                    f"at most {self.options.max_dropped_share:.1%} may be",
+                    f"{state.dropped} of {state.data_rows} {entity} rows ({share:.1%}) were dropped; at most "
+                    f"{self.options.max_dropped_share:.1%} may be dropped",
                     file=file,
                     value=f"{state.dropped}/{state.data_rows}",
                 )

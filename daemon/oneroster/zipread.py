@@ -239,9 +239,13 @@ class _Context:
     def canonical(self, base: str) -> str | None:
         return base if base in self.exact else self.folded.get(base.lower())
 
-    def report(self, info: zipfile.ZipInfo, code: str, severity: Severity, message: str) -> None:
+    def report(
+        self, info: zipfile.ZipInfo, code: str, severity: Severity, message: str, value: str | None = None
+    ) -> None:
+        """A finding about one entry: its OneRoster file name (when it has one) as the file, and as the value
+        what is wrong with it, by default its name in the zip."""
         name = info.orig_filename
-        self.findings.add(code, severity, message, file=self.canonical(_base(name)), value=name)
+        self.findings.add(code, severity, message, file=self.canonical(_base(name)), value=value or name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,11 +351,12 @@ def _place(infos: list[zipfile.ZipInfo], context: _Context) -> list[zipfile.ZipI
     folder = _package_folder(infos, context)
     where = f"the folder {_quote(folder)}" if folder else "the top of the zip"
     if folder:
+        read = "; they were read from there" if context.mode is Mode.LENIENT else ""
         context.findings.add(
             "zip.top_level_folder",
             context.mode.deviation(),
-            f"The OneRoster files are inside the folder {_quote(folder)} instead of at the top of the zip; "
-            "they were read from there. Zip the CSV files themselves, not the folder that holds them.",
+            f"The OneRoster files are inside the folder {_quote(folder)} instead of at the top of the zip{read}. "
+            "Zip the CSV files themselves, not the folder that holds them.",
             value=folder,
         )
     placed = []
@@ -374,14 +379,18 @@ def _name(infos: list[zipfile.ZipInfo], context: _Context) -> dict[str, zipfile.
         shown, base = _quote(info.filename), _base(info.filename)
         name = context.canonical(base)
         if name is None:
-            message = f"The entry {shown} is not a OneRoster file; it was ignored."
-            context.report(info, "zip.unknown_file", context.mode.deviation(), message)
+            message = (
+                f"The entry {shown} is not a OneRoster file, so it was not read. A package holds only OneRoster CSV "
+                "files, under their exact (case-sensitive) names: remove it, or give it its OneRoster name."
+            )
+            context.report(info, "zip.unknown_file", Severity.ERROR, message)
         elif name in chosen:
             message = f"The entry {shown} is a second {name}; only {_quote(chosen[name].filename)} was read."
             context.report(info, "zip.duplicate_entry", Severity.ERROR, message)
         else:
             if name != base:
-                message = f"The entry {shown} was read as {name}; OneRoster names are case-sensitive, so rename it."
+                read = f"was read as {name}" if context.mode is Mode.LENIENT else f"should be named {name}"
+                message = f"The entry {shown} {read}; OneRoster names are case-sensitive, so rename it."
                 context.report(info, "zip.file_name_case", context.mode.deviation(), message)
             chosen[name] = info
     return chosen
@@ -400,7 +409,7 @@ def _within_ratio(infos: dict[str, zipfile.ZipInfo], context: _Context) -> dict[
                 f"{_size(info.file_size)} when decompressed, more than {context.limits.max_ratio:g} times; "
                 "a file like this (a zip bomb) is not read."
             )
-            context.report(info, "zip.ratio_exceeded", Severity.ERROR, message)
+            context.report(info, "zip.ratio_exceeded", Severity.ERROR, message, value=f"{ratio:.0f}:1")
         else:
             kept[name] = info
     return kept
@@ -415,6 +424,7 @@ def _too_large(infos: dict[str, zipfile.ZipInfo], context: _Context) -> bool:
         Severity.ERROR,
         f"The OneRoster files in the zip add up to {_size(total)} when decompressed, more than the limit "
         f"of {_size(context.limits.max_total_bytes)}; nothing was read.",
+        value=_size(total),
     )
     return True
 

@@ -89,13 +89,29 @@ def test_a_trailing_metadata_column_is_kept(run):
     assert result.roster.frames["users"]["metadata.house"].to_list() == ["Red"] * 4
 
 
-def test_a_metadata_column_among_the_defined_ones_is_a_deviation(run):
-    files = insert_column(U11, USERS, 3, "metadata.house", "Red")
-    lenient, strict = deviation(run, files, "header.metadata_position", file=USERS, row=1, column="metadata.house")
-    users = lenient.roster.frames["users"]
-    assert users["enabledUser"].to_list() == [True, True, True, False]  # the defined columns are found by name
-    assert users["metadata.house"].to_list() == ["Red"] * 4
-    assert strict.verdict == "rejected"
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_metadata_column_among_the_defined_ones_is_an_error_in_both_modes(run, strict):
+    # The defined columns keep fixed places (readers may go by position); only 1.0 allowed metadata.* among them.
+    result = run(insert_column(U11, USERS, 3, "metadata.house", "Red"), strict=strict)
+    only(result, "header.metadata_position", severity=Severity.ERROR, file=USERS, row=1, column="metadata.house")
+    assert "header.unknown_column" not in codes(result)
+    assert result.verdict == "rejected"
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_undefined_column_among_the_defined_ones_is_an_error_in_both_modes(run, strict):
+    result = run(insert_column(U12, USERS, 5, "vendorFlag", "x"), strict=strict)
+    finding = only(result, "header.unknown_column", severity=Severity.ERROR, file=USERS, row=1, column="vendorFlag")
+    assert "among the defined columns" in finding.message
+    assert result.verdict == "rejected"
+
+
+def test_a_trailing_unknown_column_says_it_was_kept_only_in_lenient_mode(run):
+    files = insert_column(U12, USERS, len(USERS_12), "vendorFlag", "x")
+    lenient, strict = run(files), run(files, strict=True)
+    assert found(lenient, "header.unknown_column")[0].message.endswith("(kept as an extension)")
+    assert "kept" not in found(strict, "header.unknown_column")[0].message
+    assert lenient.roster.frames["users"]["vendorFlag"].to_list() == ["x"] * 4
 
 
 def test_a_duplicate_column_rejects_the_upload(run):
@@ -129,6 +145,7 @@ def test_the_legacy_resource_column_of_1_2_users_is_ignored_with_a_warning(run):
 def test_the_legacy_resource_column_is_an_error_in_strict_mode_for_1_2_1(run):
     result = run(legacy_users(), strict=True, version="1.2.1")
     assert [f.severity for f in found(result, "header.legacy_column")] == [Severity.ERROR]
+    assert "ignored" not in found(result, "header.legacy_column")[0].message  # an error: nothing is read
     assert result.verdict == "rejected"
 
 

@@ -16,6 +16,7 @@ from .conftest import (
     delta_package,
     deviation,
     error,
+    found,
     manifest_text,
     only,
     parse,
@@ -151,9 +152,23 @@ def test_a_file_declared_absent_but_present_rejects_the_upload(run):
 def test_a_file_the_manifest_does_not_mention_is_read_as_bulk_with_a_deviation(run):
     bulk = [r for r in parse(manifest_text(V11)) if r[0] != "file.demographics"]  # the file is read as bulk
     files = with_manifest(unparse(bulk), V11)
-    lenient, _ = deviation(run, files, "manifest.file_not_declared", file=DEMO)
+    lenient, strict = deviation(run, files, "manifest.file_not_declared", file=DEMO)
     assert lenient.roster.modes["demographics"] == "bulk"
     assert lenient.roster.frames["demographics"].height == 3
+    message = {mode: found(result, "manifest.file_not_declared")[0].message for mode, result in
+               (("lenient", lenient), ("strict", strict))}  # fmt: skip
+    # In strict mode the deviation is an error and nothing is read, so the message does not say "read as bulk".
+    assert message == {"lenient": f"manifest.csv does not mention {DEMO} (read as bulk)",
+                       "strict": f"manifest.csv does not mention {DEMO}"}  # fmt: skip
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_file_of_the_other_version_is_an_error_in_both_modes(run, strict):
+    files = {**V11, "roles.csv": V12["roles.csv"]}  # roles.csv is new in 1.2
+    result = run(files, strict=strict, manifest=manifest_text(V11, "1.1"))
+    finding = only(result, "zip.unknown_file", severity=Severity.ERROR, file="roles.csv")
+    assert "1.2" in finding.message
+    assert result.verdict == "rejected"
 
 
 # --- the package ------------------------------------------------------------------------------------------
@@ -205,6 +220,27 @@ def test_a_manifest_only_package_means_no_changes_and_is_accepted(run, strict):
     only(result, "package.no_changes", severity=Severity.WARNING, file=None)
     assert result.verdict == "accepted"
     assert result.roster.frames == {}
+
+
+def test_an_empty_zip_is_a_missing_manifest_not_no_changes(run):
+    result = run({}, manifest=False)
+    assert codes(result) == {"package.missing_manifest"}
+    assert result.verdict == "rejected"
+
+
+def test_a_manifest_naming_a_file_the_zip_lacks_is_not_no_changes(run):
+    result = run({}, manifest=manifest_text({}, "1.1", {"users": "bulk"}))
+    only(result, "manifest.file_missing", severity=Severity.ERROR, file="users.csv")
+    assert "package.no_changes" not in codes(result)
+    assert result.verdict == "rejected"
+
+
+def test_a_manifest_only_package_with_an_error_is_not_no_changes(run):
+    manifest = manifest_text({}, "1.1").replace("manifest.version,1.0", "manifest.version,1")  # Excel's rewrite
+    assert codes(run({}, manifest=manifest)) == {"manifest.invalid_manifest_version", "package.no_changes"}
+    strict = run({}, strict=True, manifest=manifest)  # strict: an error, so the package is not valid
+    assert codes(strict) == {"manifest.invalid_manifest_version"}
+    assert strict.verdict == "rejected"
 
 
 def test_an_implausibly_large_manifest_is_not_read(run):

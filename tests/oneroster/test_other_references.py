@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from daemon.oneroster.findings import Severity
 
-from .conftest import V11, V12, codes, delta_package, frame_ids, only, set_cell
+from .conftest import V11, V12, codes, delta_package, found, frame_ids, only, set_cell
 
 RESOURCES_11 = {
     "resources.csv": """\
@@ -71,6 +71,22 @@ def test_a_primary_org_without_a_role_there_is_a_warning(run) -> None:
          column="primaryOrgSourcedId", value="d1")  # fmt: skip
     assert result.verdict == "accepted"
     assert "reference.primary_org_without_role" not in codes(run(V12))
+
+
+def test_a_user_dropped_for_its_own_error_is_not_told_its_primary_org_lacks_a_role(run):
+    # u4 (users row 5) has a bad enabledUser; its role r5 (roles row 6) falls with it by the cascade.
+    result = run(set_cell(V12, "users.csv", 5, "enabledUser", "maybe"), max_dropped_share=1.0)
+    only(result, "row.invalid_boolean", file="users.csv", row=5, column="enabledUser")
+    assert ("roles.csv", 6, "u4") in {(f.file, f.row, f.value) for f in found(result, "reference.target_dropped")}
+    assert "reference.primary_org_without_role" not in codes(result)
+
+
+def test_a_role_dropped_for_its_own_error_still_counts_for_the_primary_org(run):
+    # r5 (u4's only role, at s1) has an unknown role; u4 stays, and the role's own finding says what is wrong.
+    result = run(set_cell(V12, "roles.csv", 6, "role", "wizard"), max_dropped_share=1.0)
+    only(result, "row.invalid_enum", file="roles.csv", row=6, column="role", value="wizard")
+    assert "reference.primary_org_without_role" not in codes(result)
+    assert "u4" in frame_ids(result, "users")
 
 
 # --- the form of a reference is checked in the reference stage -----------------------------------------------

@@ -215,3 +215,65 @@ def test_references_into_delta_files_and_absent_files_are_not_checked(run):
     result = run(mixed, strict=True)
     assert result.verdict == "accepted", result.findings.items
     assert not [f for f in result.findings.items if f.code.startswith("reference.")]
+
+
+# --- only the root cause is reported on a row ------------------------------------------------------------------
+
+
+def test_a_row_dropped_for_its_own_error_is_not_also_blamed_for_its_dropped_target(run):
+    # e2 (enrollments row 3) has an unknown role and points at u2 (users row 3), dropped for its enabledUser.
+    files = set_cell(set_cell(V11, ENR, 3, "role", "pupil"), "users.csv", 3, "enabledUser", "maybe")
+    result = run(files, max_dropped_share=1.0)
+    only(result, "row.invalid_enum", file=ENR, row=3, column="role", value="pupil")
+    # u2's demographics row (row 2) has no error of its own: the cascade is reported there, not on e2.
+    assert {(f.file, f.row) for f in found(result, "reference.target_dropped")} == {("demographics.csv", 2)}
+    assert "e2" not in frame_ids(result, "enrollments")
+
+
+def test_a_row_pointing_at_no_row_is_not_also_blamed_for_a_dropped_target(run):
+    # e2 points at no class (k9, checked first) and at u2, which is dropped for its own error.
+    files = set_cell(set_cell(V11, ENR, 3, "classSourcedId", "k9"), "users.csv", 3, "enabledUser", "maybe")
+    result = run(files, max_dropped_share=1.0)
+    only(result, "reference.missing_target_record", file=ENR, row=3, column="classSourcedId", value="k9")
+    assert not [f for f in found(result, "reference.target_dropped") if f.file == ENR]
+
+
+def test_a_school_the_text_layer_dropped_is_a_dropped_target_not_a_wrong_type(run):
+    files = replace(V11, "orgs.csv", b"Lakeside High", b"Lakeside H\xe4gh")  # s1 (row 3) is not UTF-8
+    result = run(files, max_dropped_share=1.0)
+    only(result, "csv.invalid_utf8", file="orgs.csv", row=3)
+    assert "reference.target_type_mismatch" not in codes(result)  # s1's type cannot be known
+    assert (Severity.ERROR, CLASSES, 2, "schoolSourcedId", "s1") in places(result, "reference.target_dropped")
+
+
+def test_a_wrong_type_is_reported_even_when_the_target_was_dropped_for_another_error(run):
+    # k1 (classes row 2) names the district as its school; the district is dropped for its blank name.
+    files = set_cell(set_cell(V11, CLASSES, 2, "schoolSourcedId", "d1"), "orgs.csv", 2, "name", "")
+    result = run(files, max_dropped_share=1.0)
+    only(result, "reference.target_type_mismatch", file=CLASSES, row=2, column="schoolSourcedId", value="d1")
+    # k2 falls with the course (whose org is d1); k1 is already dropped for its own error.
+    assert [f.row for f in found(result, "reference.target_dropped") if f.file == CLASSES] == [3]
+
+
+def test_a_dropped_target_of_an_optional_reference_is_cleared_in_lenient_mode_and_says_so(run):
+    files = set_cell(V11, "academicSessions.csv", 2, "schoolYear", "26")  # y1 is dropped; it is t1's parent
+    lenient, strict = run(files, max_dropped_share=1.0), run(files, strict=True, max_dropped_share=1.0)
+    at_t1 = lambda result: [f for f in found(result, "reference.target_dropped") if f.row == 3 and  # noqa: E731
+                            f.file == "academicSessions.csv"]  # fmt: skip
+    (kept,), (dropped,) = at_t1(lenient), at_t1(strict)
+    assert (kept.severity, kept.column, kept.value) == (Severity.WARNING, "parentSourcedId", "y1")
+    assert kept.message == ("parentSourcedId points at a row of academicSessions.csv that was dropped; the reference "
+                            "was cleared and this row kept")  # fmt: skip
+    assert lenient.roster.frames["academicSessions"]["parentSourcedId"].to_list() == [None]
+    assert (dropped.severity, dropped.column, dropped.value) == (Severity.ERROR, "parentSourcedId", "y1")
+    assert dropped.message == ("parentSourcedId points at a row of academicSessions.csv that was dropped, so this "
+                               "row is dropped too")  # fmt: skip
+
+
+def test_an_unresolved_optional_reference_says_it_was_cleared_only_in_lenient_mode(run):
+    files = set_cell(V11, "academicSessions.csv", 3, "parentSourcedId", "y9")
+    lenient, strict = deviation(run, files, "reference.missing_target_record", file="academicSessions.csv", row=3)
+    assert found(lenient, "reference.missing_target_record")[0].message == (
+        "parentSourcedId points at no row of academicSessions.csv; the reference was cleared")
+    assert found(strict, "reference.missing_target_record")[0].message == (
+        "parentSourcedId points at no row of academicSessions.csv")

@@ -220,6 +220,10 @@ def test_a_lifecycle_value_on_a_bulk_row_is_ignored_in_lenient_mode_and_an_error
                                 value=value)  # fmt: skip
     assert value_at(lenient, "orgs.csv", 2, column) is None
     assert strict.verdict == "rejected"
+    # The message says what happened in each mode: ignored in lenient mode, an error (nothing ignored) in strict.
+    rule = f"{column} must be blank in a bulk file"
+    assert found(lenient, "row.field_forbidden_in_bulk")[0].message == f"{rule} (ignored)"
+    assert found(strict, "row.field_forbidden_in_bulk")[0].message == rule
 
 
 def test_a_delta_file_is_typed(run):

@@ -47,7 +47,7 @@ def test_the_valid_packages_are_accepted_without_findings(run, version, strict):
 
 
 VALIDATOR_TESTS = ("test_text.py", "test_header.py", "test_rows.py", "test_manifest.py", "test_references.py",
-                   "test_other_references.py", "test_verdict.py")  # fmt: skip
+                   "test_other_references.py", "test_gradebook.py", "test_verdict.py")  # fmt: skip
 
 
 def test_every_code_but_the_zip_ones_is_triggered_by_some_test():
@@ -86,7 +86,8 @@ def test_exactly_one_percent_dropped_is_still_accepted(run):
 
 def test_more_than_one_percent_dropped_rejects_the_upload(run):
     result = run(with_enrollments(200, 3))
-    only(result, "file.too_many_dropped_rows", severity=Severity.ERROR, file=ENR, row=None, value="3/200")
+    finding = only(result, "file.too_many_dropped_rows", severity=Severity.ERROR, file=ENR, row=None, value="3/200")
+    assert finding.message == "3 of 200 enrollments rows (1.5%) were dropped; at most 1.0% may be dropped"
     assert result.verdict == "rejected"
     assert result.roster is None
 

@@ -317,6 +317,7 @@ def test_one_top_level_folder_is_used_with_a_deviation(tmp_path, mode, severity)
     assert package.read("users.csv") == CSV
     finding = only(findings, "zip.top_level_folder")
     assert (finding.severity, finding.value, finding.file) == (severity, "Export", None)
+    assert ("were read from there" in finding.message) is (mode is Mode.LENIENT)  # strict: nothing is used
     assert len(findings.items) == 1
 
 
@@ -363,12 +364,14 @@ def test_a_case_only_difference_maps_to_the_canonical_name(tmp_path, mode, sever
     assert len(findings.items) == 2
 
 
-@pytest.mark.parametrize(("mode", "severity"), DEVIATION)
-def test_an_unknown_file_is_ignored(tmp_path, mode, severity):
-    package, findings = zip_of(tmp_path, "notes.txt", "users.csv", mode=mode)
+@pytest.mark.parametrize("mode", Mode)
+@pytest.mark.parametrize("name", ["notes.txt", "enrolments.csv", "users-old.csv"])
+def test_an_unknown_file_is_not_read_and_is_an_error_in_both_modes(tmp_path, mode, name):
+    # A package holds only OneRoster files (spec section 2); a misspelt file would otherwise vanish silently.
+    package, findings = zip_of(tmp_path, name, "users.csv", mode=mode)
     assert list(package.entries) == ["users.csv"]
     finding = only(findings, "zip.unknown_file")
-    assert (finding.file, finding.value, finding.severity) == (None, "notes.txt", severity)
+    assert (finding.file, finding.value, finding.severity) == (None, name, Severity.ERROR)
 
 
 def test_an_exact_duplicate_keeps_the_first(tmp_path):
@@ -396,6 +399,9 @@ def test_a_zip_bomb_entry_is_dropped(tmp_path):
     assert not package.fatal and list(package.entries) == ["orgs.csv"]
     finding = only(findings, "zip.ratio_exceeded")
     assert (finding.file, finding.severity) == ("users.csv", Severity.ERROR)
+    # The value is the ratio itself (50 MiB of zeros deflate far beyond the 200:1 limit), not the name.
+    ratio, one = finding.value.split(":")
+    assert one == "1" and int(ratio) > 200
 
 
 def test_ratio_is_not_checked_on_small_entries_and_allows_ordinary_ones(tmp_path):
@@ -410,6 +416,8 @@ def test_a_total_over_the_limit_is_fatal(tmp_path, limit, fatal):
     package, findings = zip_of(tmp_path, "users.csv", "orgs.csv", limits=ZipLimits(max_total_bytes=limit))
     assert package.fatal is fatal and len(package.entries) == (0 if fatal else 2)
     assert codes(findings) == (["zip.too_large"] if fatal else [])
+    if fatal:  # the value is the total that went over the limit
+        assert only(findings, "zip.too_large").value == f"{2 * len(CSV)} bytes"
 
 
 def test_only_entries_that_would_be_read_count_towards_the_total(tmp_path):
