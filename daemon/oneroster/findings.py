@@ -72,6 +72,7 @@ class Findings:
         self.keep = keep
         self.items: list[Finding] = []
         self.counts: Counter[str] = Counter()
+        self.counts_by_severity: Counter[tuple[str, Severity]] = Counter()  # complete, like counts
         self._kept: Counter[tuple[str, str | None]] = Counter()
         self.errors = 0
         self.warnings = 0
@@ -137,6 +138,7 @@ class Findings:
 
     def _count(self, code: str, severity: Severity, n: int) -> None:
         self.counts[code] += n
+        self.counts_by_severity[(code, severity)] += n
         if severity is Severity.ERROR:
             self.errors += n
         else:

@@ -17,7 +17,7 @@ Groups are listed causes first, so that a reader fixes the first group and watch
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .codes import CODES
@@ -29,7 +29,6 @@ EXAMPLES_PER_CODE = 5
 # The family of a code is the part before its dot, except for the codes in CONSEQUENCES.
 FAMILIES = ("zip", "manifest", "package", "snapshot", "csv", "header", "row", "reference", "consequence", "file")
 CONSEQUENCES = frozenset({"reference.target_dropped"})
-UNKNOWN_SEVERITY = "?"  # a group of findings that were not kept and whose severity therefore is not known
 
 _CATALOGUE = {code: position for position, code in enumerate(CODES)}
 
@@ -37,7 +36,7 @@ _CATALOGUE = {code: position for position, code in enumerate(CODES)}
 @dataclass
 class Group:
     code: str
-    severity: str  # "error", "warning" or UNKNOWN_SEVERITY
+    severity: str  # "error" or "warning"
     count: int
     examples: list[Finding] = field(default_factory=list)
 
@@ -54,13 +53,6 @@ def render_text(result: ValidationResult, source: str) -> str:
         f"{source}: {result.verdict.upper()}",
         f"  OneRoster {result.version or 'unknown'}, {result.mode} mode; {errors} error(s), {warnings} warning(s)",
     ]
-    unknown = [g for g in groups if g.severity == UNKNOWN_SEVERITY]
-    if unknown:
-        lines.append(
-            f"  and {sum(g.count for g in unknown)} finding(s) beyond the examples kept, whose severity was not "
-            f"recorded: {result.findings.errors - errors} error(s) and {result.findings.warnings - warnings} "
-            "warning(s) among them"
-        )
     if result.files:
         lines.append("")
         lines.append(f"  {'file':<34}{'mode':<7}{'rows':>10}{'dropped':>10}")
@@ -82,37 +74,9 @@ def group_findings(findings: Findings) -> list[Group]:
     examples: dict[tuple[str, str], list[Finding]] = defaultdict(list)
     for finding in findings.sorted():
         examples[(finding.code, str(finding.severity))].append(finding)
-    counts = Counter({key: len(kept) for key, kept in examples.items()})
-    for (code, severity), n in _severity_of_the_rest(findings, counts).items():
-        counts[(code, severity)] += n
-    groups = [Group(code, severity, n, examples.get((code, severity), [])) for (code, severity), n in counts.items()]
+    groups = [Group(code, str(severity), n, examples.get((code, str(severity)), []))
+              for (code, severity), n in findings.counts_by_severity.items() if n]  # fmt: skip
     return sorted(groups, key=_order)
-
-
-def _severity_of_the_rest(findings: Findings, kept: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
-    """Where the findings beyond the kept examples belong, by (code, severity).
-
-    Findings counts each code, and errors and warnings, completely, but keeps only the first examples per
-    code and file, without recording the severity of the others. Their severities are known when they are
-    all of one severity (the kept examples account for every error, or for every warning) or belong to one
-    code; otherwise they are left under UNKNOWN_SEVERITY.
-    """
-    rest = {code: n - sum(m for (c, _), m in kept.items() if c == code) for code, n in findings.counts.items()}
-    rest = {code: n for code, n in rest.items() if n > 0}
-    errors = findings.errors - sum(n for (_, s), n in kept.items() if s == Severity.ERROR)
-    warnings = findings.warnings - sum(n for (_, s), n in kept.items() if s == Severity.WARNING)
-    placed: Counter[tuple[str, str]] = Counter()
-    if not rest:
-        return placed
-    if warnings == 0 or errors == 0:
-        severity = str(Severity.ERROR if warnings == 0 else Severity.WARNING)
-        placed.update({(code, severity): n for code, n in rest.items()})
-    elif len(rest) == 1:
-        (code,) = rest
-        placed.update({(code, str(Severity.ERROR)): errors, (code, str(Severity.WARNING)): warnings})
-    else:
-        placed.update({(code, UNKNOWN_SEVERITY): n for code, n in rest.items()})
-    return placed
 
 
 def family(code: str) -> str:
