@@ -229,8 +229,9 @@ def render_text(receipt: dict) -> str:
             lines.append(f"  {d['error']}")
         if d.get("counts"):
             lines.append("  " + ", ".join(f"{k} {v}" for k, v in d["counts"].items()))
-        if d.get("left_out"):
-            lines.append("  left out by the target's scope: " + ", ".join(f"{k} {v}" for k, v in d["left_out"].items()))
+        left_out = {reason: n for reason, n in (d.get("left_out") or {}).items() if n}
+        if left_out:
+            lines.append("  left out by the target's scope: " + ", ".join(f"{k} {v}" for k, v in left_out.items()))
         if d.get("batches") is not None:
             lines.append(f"  {d.get('events', 0)} events in {d['batches']} batch(es), {d.get('batches_delivered', 0)} taken")
         if d.get("file") and d.get("mode"):

@@ -323,3 +323,12 @@ def test_the_upload_taken_as_a_fresh_baseline_names_the_rebaseline(tmp_path: Pat
     assert receipt["changes"]["against_upload_id"] is None
     assert (f"  decided   {requested_at}  rebaseline requested by dana: this upload was taken as a fresh baseline"
             in receipts.render_text(receipt))  # fmt: skip
+
+
+def test_a_scoped_delivery_lists_only_the_reasons_that_left_rows_out() -> None:
+    result = {"counts": {"users": {"added": 3, "updated": 0, "deleted": 0}},
+              "left_out": {"classes_out_of_scope": 4, "classes_ended": 0, "users_not_in_kept_classes": 10}}  # fmt: skip
+    sent = Delivery("d-3", "lakeside", "mathco", "u-2", "lakeside.mathco.u-2", DeliveryState.DELIVERED, 1, "t0",
+                    "t0", "t1", "t1", "u-1", None, result)  # fmt: skip
+    text = receipts.render_text(receipts.build(upload(state=State.ACCEPTED), deliveries=[sent]))
+    assert "  left out by the target's scope: classes_out_of_scope 4, users_not_in_kept_classes 10\n" in text
