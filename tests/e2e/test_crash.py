@@ -1,10 +1,13 @@
-"""Crash proof: kill -9 the daemon at random moments across a series of uploads and deliveries, start it
+"""Crash proof: kill -9 the daemon at chosen moments across a series of uploads and deliveries, start it
 again each time, and check that nothing was lost or done twice.
 
 A district uploads a day-1 roster and then a day of changes after another; a vendor takes the changes as
-signed webhook batches (small batches, so a kill often lands in the middle of a delivery). The moments of
-the kills come from a seeded random generator (ROSTERD_CRASH_SEED picks another series; bench/crash.py runs
-longer ones). At the end: every upload the client completed has exactly one record and a final receipt, no
+signed webhook batches (small batches, so a delivery takes a while). Each day's kill is aimed at a moment
+chosen by a seeded random generator (ROSTERD_CRASH_SEED picks another series; bench/crash.py runs longer
+ones): while the day's upload is being validated, while its delivery is being sent, after a random pause,
+or not at all. Right after each kill, with the daemon dead, the store says what the kill cut off; the series
+must have cut off at least one validation and at least one delivery (a moment missed is aimed at again on a
+later day). At the end: every upload the client completed has exactly one record and a final receipt, no
 upload is stuck, every delivery is delivered, the vendor saw each batch once by its webhook-id and in order,
 the vendor's roster equals the district's, and every kept snapshot reads back whole.
 """
@@ -15,6 +18,7 @@ import dataclasses
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import time
 from datetime import date
@@ -38,6 +42,8 @@ SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, en
 SECRET = "crash-test-signing-secret-0123456789"
 DAYS = 6
 DEADLINE = 90.0
+MOMENTS = ("validating", "delivering", "after a pause", "no kill")
+MUST_CUT = ("validating", "delivering")  # cut off at least once in every series
 
 
 def rosterd_json(daemon: RunningDaemon, *args: str) -> list[dict]:
@@ -70,13 +76,52 @@ def district_roster(folder: Path) -> dict:
     return out
 
 
+def store(daemon: RunningDaemon, query: str, *args: object) -> list[tuple]:
+    db = sqlite3.connect(f"file:{daemon.state / 'rosterd.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def moment(daemon: RunningDaemon, aim: str, name: str) -> bool | None:
+    """Whether the upload `name` is in the `aim` moment now (True), is past it (False), or not there yet."""
+    if aim == "validating":
+        rows = store(daemon, "SELECT state FROM uploads WHERE name = ?", name)
+        now, before = "validating", ("received",)
+    else:
+        rows = store(daemon, "SELECT d.state FROM deliveries d JOIN uploads u ON u.id = d.upload_id WHERE u.name = ?",
+                     name)  # fmt: skip
+        now, before = "in_flight", ("pending", "failed")
+    if not rows or rows[0][0] in before:
+        return None
+    return rows[0][0] == now
+
+
+def wait_for_moment(daemon: RunningDaemon, aim: str, name: str, timeout: float = 60.0) -> bool:
+    """Look every 10 ms until `name` is in the moment (True) or past it (False: aimed at again later)."""
+    deadline = time.monotonic() + timeout
+    while (found := moment(daemon, aim, name)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(found)
+
+
+def cut_off(daemon: RunningDaemon) -> dict[str, list[str]]:
+    """What the store says was under way when the daemon died: uploads being validated, deliveries sent."""
+    return {"validating": [r[0] for r in store(daemon, "SELECT name FROM uploads WHERE state = 'validating'")],
+            "delivering": [r[0] for r in store(daemon, "SELECT u.name FROM deliveries d JOIN uploads u ON "
+                                                        "u.id = d.upload_id WHERE d.state = 'in_flight'")]}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing_and_repeats_nothing(rosterd, tenants: dict[str, Tenant]) -> None:
     seed = int(os.environ.get("ROSTERD_CRASH_SEED", "7"))
     rng = random.Random(seed)
     with served_in_thread(WebhookReceiver(SECRET)) as receiver:
-        daemon = _run_series(rosterd, tenants, receiver, rng, seed)
+        daemon, kills = _run_series(rosterd, tenants, receiver, rng, seed)
         _check(daemon, receiver)
+    for must in MUST_CUT:
+        assert any(kill["cut off"][must] for kill in kills), f"no kill landed while {must}: {kills}"
 
 
 def _run_series(rosterd, tenants: dict[str, Tenant], receiver: WebhookReceiver, rng: random.Random, seed: int):
@@ -91,19 +136,25 @@ def _run_series(rosterd, tenants: dict[str, Tenant], receiver: WebhookReceiver, 
     daemon.extra_config = "[outbox]\nretry_first_seconds = 0.2\nretry_max_seconds = 1\npoll_seconds = 0.2\n"
     daemon.write_config()
     daemon.start()
-    kills = 0
+    kills, wanted = [], set(MUST_CUT)
     for number, tables in enumerate(days(seed), start=1):
         name = f"day{number}.zip"
         write_zip(tables, daemon.client_dir / name, SPEC.version)
         sent = daemon.sftp_batch("north", [f"put {name} inbox/{name}"])
         assert sent.returncode == 0, sent.stderr
-        time.sleep(rng.uniform(0.0, 1.2))  # somewhere in validation, snapshot writing, or a delivery
-        if rng.random() < 0.7:
-            daemon.kill()
-            kills += 1
-            daemon.start()
-    assert kills >= 2, "the seed gave too few kills to prove anything"
-    return daemon
+        aim = rng.choice(sorted(wanted)) if wanted else rng.choice(MOMENTS)
+        if aim == "no kill":
+            continue
+        if aim == "after a pause":
+            time.sleep(rng.uniform(0.0, 1.2))  # somewhere in validation, snapshot writing, or a delivery
+        elif not wait_for_moment(daemon, aim, name):
+            continue  # it went by between two looks
+        time.sleep(rng.uniform(0.0, 0.02))
+        daemon.kill()
+        kills.append({"day": name, "aim": aim, "cut off": cut_off(daemon)})  # read with the daemon dead
+        wanted -= {must for must in MUST_CUT if kills[-1]["cut off"][must]}
+        daemon.start()
+    return daemon, kills
 
 
 def _check(daemon: RunningDaemon, receiver: WebhookReceiver) -> None:
