@@ -216,9 +216,11 @@ HEALTH = {"host": LOOPBACK, "port": 0}
 
 
 def rosterd_config(port: int, state_dir: Path, public_key: str, intake: Keys, *, tenants: Sequence[str] = (TENANT,),
-                   server: Keys | None = None, sections: Mapping[str, Keys] | None = None) -> str:  # fmt: skip
+                   server: Keys | None = None, sections: Mapping[str, Keys] | None = None,
+                   tenant_toml: str = "") -> str:  # fmt: skip
     """A config with `tenants` (all logging in with `public_key`); `server` adds keys to [server], `sections`
-    adds tables such as [defender] (and may replace [health])."""
+    adds tables such as [defender] (and may replace [health]), `tenant_toml` is TOML added to each tenant
+    (its targets, say)."""
     tables = {"health": HEALTH, **(sections or {})}
     return (
         "[server]\n"
@@ -228,7 +230,7 @@ def rosterd_config(port: int, state_dir: Path, public_key: str, intake: Keys, *,
         + "".join(f"\n[{name}]\n{_toml_keys(keys)}" for name, keys in tables.items())
         + "".join(
             f"\n[[tenants]]\nname = {_toml_value(name)}\nauthorized_keys = [{_toml_value(public_key)}]\n"
-            f"max_upload_bytes = {4 * GiB}\ninbox_quota_bytes = {8 * GiB}\n"
+            f"max_upload_bytes = {4 * GiB}\ninbox_quota_bytes = {8 * GiB}\n{tenant_toml}"
             for name in tenants
         )
     )
@@ -250,7 +252,7 @@ def started_event(log: Path, proc: subprocess.Popen) -> dict:
 @contextlib.contextmanager
 def rosterd_server(workdir: Path, client_key: Path, intake: Keys, *, tenants: Sequence[str] = (TENANT,),
                    server: Keys | None = None, sections: Mapping[str, Keys] | None = None,
-                   nofile: int | None = None) -> Iterator[Server]:  # fmt: skip
+                   nofile: int | None = None, tenant_toml: str = "") -> Iterator[Server]:  # fmt: skip
     """`rosterd serve` with `tenants` (by default one, TENANT), who log in with `client_key`; see
     rosterd_config for the rest. The Server names the first tenant."""
     if not ROSTERD.is_file():
@@ -260,7 +262,7 @@ def rosterd_server(workdir: Path, client_key: Path, intake: Keys, *, tenants: Se
     port = free_port()
     config = home / "rosterd.toml"
     config.write_text(rosterd_config(port, home / "state", public_key_line(client_key), intake, tenants=tenants,
-                                     server=server, sections=sections))  # fmt: skip
+                                     server=server, sections=sections, tenant_toml=tenant_toml))  # fmt: skip
     log = home / "daemon.log"
     argv = [str(ROSTERD), "serve", "--config", str(config)]
     with _running(argv, port, "rosterd serve", log, nofile) as proc:
