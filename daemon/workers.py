@@ -111,7 +111,10 @@ def _start_worker(parent: int, memory_bytes: int, slots) -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:  # the daemon died before the request above took effect
         os._exit(1)
-    os.nice(WORKER_NICE)
+    try:
+        os.nice(WORKER_NICE)
+    except PermissionError:  # a sandbox that refuses setpriority (rosterd's own unit allows it): run as is
+        pass
     if memory_bytes:
         _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
         limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)

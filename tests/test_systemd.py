@@ -363,6 +363,7 @@ found["mmap_write"] = outcome(lambda: mmap.mmap(-1, 4096, prot=RW))
 found["netlink_socket"] = outcome(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW).close())
 found["inet6_socket"] = outcome(lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close())
 found["nice"] = outcome(lambda: os.setpriority(os.PRIO_PROCESS, 0, 5))
+found["sched_setaffinity"] = outcome(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))
 with open("/tmp/probe", "w") as handle:
     found["private_tmp_writable"] = True
 found["chown"] = outcome(lambda: os.chown("/tmp/probe", os.getuid(), os.getgid()))
@@ -390,7 +391,8 @@ def test_the_sandbox_bites(sandbox_home: Path, unit: dict[str, list[str]]) -> No
         "uid": SANDBOX_UID, "gid": SANDBOX_UID,
         "mmap_write_execute": "EPERM", "mmap_write": "allowed",  # MemoryDenyWriteExecute
         "netlink_socket": "EAFNOSUPPORT", "inet6_socket": "allowed",  # RestrictAddressFamilies
-        "nice": "EPERM",  # ~@resources
+        "nice": "allowed",  # lowering its own priority: setpriority is let back in after ~@resources
+        "sched_setaffinity": "EPERM",  # ~@resources
         "chown": "EPERM",  # ~@privileged (@chown), even on its own file
         "private_tmp_writable": True, "umask": "0o640", "root_read_only": True,  # PrivateTmp, UMask, ProtectSystem
         "proc_meminfo": False, "proc_self": True,  # ProcSubset=pid
@@ -443,9 +445,6 @@ def latest_receipt(results: Path) -> dict | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="daemon/workers.py _start_worker calls os.nice(WORKER_NICE), i.e. setpriority, "
-                   "which the unit's SystemCallFilter (~@resources) refuses with EPERM (see test_the_sandbox_bites: "
-                   "nice EPERM): every worker dies in its initializer and the upload ends failed")
 async def test_daemon_serves_an_upload_inside_the_units_sandbox(sandbox_home: Path, unit: dict[str, list[str]]) -> None:
     """Host keys made, READY=1 sent to systemd, an SFTP upload validated by polars in a spawned worker, a
     snapshot written, the CERS dry-run delivery done by the outbox, and a clean stop on SIGTERM with
