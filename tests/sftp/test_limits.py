@@ -106,9 +106,14 @@ async def test_sessions_counted_while_open_and_given_back_once(start) -> None:
         first.exit()  # a clean end: exit() and the channel's close both happen, one place comes back
         await first.wait_closed()
         await server.wait_for(lambda: server.acceptor.stats()["sftp_sessions"] == 1)
-        await asyncio.sleep(0.1)  # the second of the two releases, had it counted, would land by now
-        assert server.acceptor.stats()["sftp_sessions"] == 1
         assert await second.listdir("/inbox") == []
+        # Two more fill the cap of 3; had the first session's place come back twice, a fourth would fit too.
+        third, fourth = await conn.start_sftp_client(), await conn.start_sftp_client()
+        assert await third.listdir("/inbox") == [] and await fourth.listdir("/inbox") == []
+        async with conn.start_sftp_client() as extra:
+            with pytest.raises(asyncssh.SFTPPermissionDenied, match="Too many sessions"):
+                await extra.listdir("/")
+        assert server.acceptor.stats()["sftp_sessions"] == 3
     await server.wait_for(lambda: server.acceptor.stats()["sftp_sessions"] == 0)
 
 
