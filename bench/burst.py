@@ -5,7 +5,7 @@ one event loop an SSH handshake, an SFTP session and a few hundred writes, and t
 and the two validation workers a district each. A tenant already logged in, browsing its results, must not
 feel that: its requests should be answered as fast as on a quiet night.
 
-One run: generate a district with `daemon.oneroster.generate` (about 1.2 MB by default: 32 schools of 450
+One run: generate a district with `daemon.generator.generate` (about 1.2 MB by default: 32 schools of 450
 students and 25 teachers, cached in bench/out/ as bench/validate.py does), start `rosterd serve` on a free
 loopback port with N tenants (200 by default) and one more, `probe`, with the default two validation workers.
 The probe tenant opens one connection with two SFTP sessions and, from a 3 s idle baseline on, times round

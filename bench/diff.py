@@ -3,7 +3,7 @@ of merely reading the upload's CSVs.
 
 Day 1 is the validator benchmark's district (cached in bench/out/ and shared with bench/validate.py); day 2 is
 the same district after about 2% churn (students leaving and arriving with their enrollments, teachers'
-e-mail changes, classes changing period: daemon/oneroster/churn.py), as a bulk package. Day 1's snapshot is
+e-mail changes, classes changing period: daemon/generator/churn.py), as a bulk package. Day 1's snapshot is
 prepared untimed. Each timed run is a child process that does what the daemon's worker does with day 2:
 validate it, read day 1's snapshot, merge, resolve references, diff, and write the new snapshot and its
 change set (Parquet, fsynced) into a temporary folder. It must find exactly the churn's counts, or its
@@ -38,8 +38,8 @@ from validate import (
     _measure_zip, _run_child, _tail, describe_package, prepare_package,
 )  # fmt: skip
 
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 MAX_RATIO = 2.5
 MAX_RSS_MIB = 1536
@@ -116,9 +116,9 @@ def prepare_day_two(spec: DistrictSpec, share: float, out: Path) -> DayTwo:
 
 def prepare_snapshot(day1: Path, folder: Path) -> None:
     """Day 1's snapshot, as the daemon would have stored it (untimed)."""
-    from daemon.diff import merge_package
+    from daemon.snapshots.diff import merge_package
     from daemon.oneroster.validate import validate_package
-    from daemon.snapshots import write_frames
+    from daemon.snapshots.storage import write_frames
 
     print("preparing day 1's snapshot (untimed) ...", flush=True)
     result = validate_package(day1)
@@ -135,9 +135,9 @@ def child(snapshot: Path, package: Path, out: Path, scan: bool) -> int:
 
     With `scan`, day 1's snapshot is scanned (LazyFrames) rather than read, so only what the diff needs of
     it is ever in memory."""
-    from daemon.diff import check_snapshot_references, diff_snapshots, merge_package
+    from daemon.snapshots.diff import check_snapshot_references, diff_snapshots, merge_package
     from daemon.oneroster.validate import validate_package
-    from daemon.snapshots import read_frames, write_frames
+    from daemon.snapshots.storage import read_frames, write_frames
 
     times: dict[str, float] = {}
     peaks: dict[str, int] = {}
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{spec.teachers_per_school} teachers, {spec.enrollments_per_student} enrollments per student, "
             f"seed {spec.seed}, churn share {args.share:g}; {args.runs} run(s) each; polars {pl.__version__}",
             "day 1's snapshot " + ("scanned (LazyFrames, only what the diff needs is read, as the daemon does)" if args.scan
-                                   else "read whole (read_frames), as daemon/ingest.py does"),
+                                   else "read whole (read_frames), as daemon/snapshots/job.py does"),
             *(f"day 1: {line}" for line in describe_package(day1)), *describe(day2),
             f"day 2 zip {day2_package.zip_bytes / 2**20:,.1f} MiB, CSV uncompressed "
             f"{day2_package.csv_bytes / 2**20:,.1f} MiB",

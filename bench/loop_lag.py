@@ -7,7 +7,7 @@ outside, the way a second uploader would feel it: while a district's zip is uplo
 a separate SFTP session (asyncssh client, key auth, its own connection) lists `/inbox` over and over, and
 each round trip is timed. A round trip is normally a millisecond or two; a long one means the loop was held.
 
-One run: generate a district with `daemon.oneroster.generate` (300 schools by default, cached in bench/out/
+One run: generate a district with `daemon.generator.generate` (300 schools by default, cached in bench/out/
 as bench/validate.py does; or, with --random-mib, write that much random data for a long upload), start
 `rosterd serve` on a free loopback port, probe for a short idle baseline, then upload the file with OpenSSH's
 sftp in a child process (so the uploading client's work never lands on this process's loop), and keep
@@ -59,7 +59,7 @@ from validate import (
 )
 
 from daemon.oneroster import schema
-from daemon.oneroster.generate import DistrictSpec
+from daemon.generator.generate import DistrictSpec
 
 BENCH = Path(__file__).resolve().parent
 MAX_LAG_MS = 200.0

@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from daemon.oneroster import schema
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "RESULTS.md"

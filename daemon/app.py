@@ -22,17 +22,17 @@ from pathlib import Path
 
 import asyncssh
 
-from .config import ServerConfig, Settings, TenantConfig
-from .intake import Intake, IntakeOptions, TenantPaths
-from .health import HealthServer, Metrics
-from .logs import configure_logging, get_logger
-from .notify import Notifier
-from .outbox import Outbox, RetryPolicy, Target
-from .readiness import Readiness, disk_check, fd_check, write_check
-from .sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
-from .sftp.defender import DefenderOptions
-from .store import Store
-from .workers import WorkerPool
+from daemon.config import ServerConfig, Settings, TenantConfig
+from daemon.intake import Intake, IntakeOptions, TenantPaths
+from daemon.health import HealthServer, Metrics
+from daemon.logs import configure_logging, get_logger
+from daemon.notify import Notifier
+from daemon.outbox import Outbox, RetryPolicy, Target
+from daemon.readiness import Readiness, disk_check, fd_check, write_check
+from daemon.sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
+from daemon.sftp.defender import DefenderOptions
+from daemon.store import Store
+from daemon.intake.workers import WorkerPool
 
 DEMO_KEY_NAME = "demo_id_ed25519"
 STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
@@ -105,9 +105,9 @@ def tenant_holds(settings: Settings, tenant: TenantConfig) -> dict:
 
 def make_targets(settings: Settings) -> dict[tuple[str, str], Target]:
     """Every configured target, keyed by (tenant, target name)."""
-    from .targets.cers.target import CersGroupsTarget
-    from .targets.sftp_push import SftpPush
-    from .targets.webhook import WebhookDelivery
+    from daemon.targets.cers.target import CersGroupsTarget
+    from daemon.targets.sftp_push import SftpPush
+    from daemon.targets.webhook import WebhookDelivery
 
     state_dir = settings.server.state_dir
     made: dict[tuple[str, str], Target] = {}
@@ -326,7 +326,7 @@ class Daemon:
         """SIGHUP: read the config file again and apply its tenants and targets without dropping a session.
         A config that does not load changes nothing (the problems are logged); settings that only a restart can
         apply ([server] host, port, state_dir and the like) are named in the log and left as they were."""
-        from .config import ConfigError, load_settings
+        from daemon.config import ConfigError, load_settings
 
         log = self.log
         self.notifier.reloading()

@@ -35,10 +35,10 @@ from pydantic import (
     model_validator,
 )
 
-from .files import replace_text
-from .health import HealthConfig
-from .targets.cers.settings import CersTarget
-from .targets.settings import SftpTarget, WebhookTarget
+from daemon.files import replace_text
+from daemon.health import HealthConfig
+from daemon.targets.cers.settings import CersTarget
+from daemon.targets.settings import SftpTarget, WebhookTarget
 
 Target = Annotated[CersTarget | WebhookTarget | SftpTarget, Field(discriminator="type")]
 
@@ -144,7 +144,7 @@ class ValidationConfig(_Section):
 
 
 class HoldsConfig(_Section):
-    """Mass-change holds (daemon/holds.py): an upload crossing any of these waits for `rosterd approve`."""
+    """Mass-change holds (daemon/snapshots/holds.py): an upload crossing any of these waits for `rosterd approve`."""
 
     users_deleted_share: float = Field(0.10, ge=0, le=1)
     enrollments_deleted_share: float = Field(0.10, ge=0, le=1)
@@ -157,7 +157,7 @@ class SnapshotsConfig(_Section):
 
 
 class OutboxConfig(_Section):
-    """Retries of deliveries (daemon/outbox.py): exponential backoff with jitter, then dead."""
+    """Retries of deliveries (daemon/outbox/): exponential backoff with jitter, then dead."""
 
     retry_first_seconds: float = Field(30.0, gt=0)  # the wait after a first failure; doubled after each one
     retry_max_seconds: float = Field(3600.0, gt=0)  # the longest wait between two attempts

@@ -53,8 +53,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field
 
-from .readiness import REASONS
-from .store import DeliveryState, State, Store, now
+from daemon.readiness import REASONS
+from daemon.store import DeliveryState, State, Store, now
 
 # prometheus_client's CONTENT_TYPE_LATEST names version 1.0.0 from 0.22 on; what generate_latest writes (with
 # its default escaping) is the 0.0.4 format, and that is what a scraper must be told it gets.

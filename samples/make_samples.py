@@ -16,7 +16,7 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # runnable from a checkout whether or not the package is installed
 
-from daemon.oneroster import generate as gen  # noqa: E402
+from daemon.generator import generate as gen  # noqa: E402
 
 SMALL = {"schools": 2, "students_per_school": 20, "teachers_per_school": 3, "enrollments_per_student": 4}
 MiB = 1 << 20

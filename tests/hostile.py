@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from daemon.oneroster import generate as gen
+from daemon.generator import generate as gen
 
 SPEC = gen.DistrictSpec(schools=1, students_per_school=20, teachers_per_school=2)
 MIB = 1 << 20

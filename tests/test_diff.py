@@ -10,14 +10,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.changes import ChangeSet, render_text
-from daemon.diff import (
+from daemon.snapshots.changes import ChangeSet, render_text
+from daemon.snapshots.diff import (
     LIFECYCLE_COLUMNS, DeltaWithoutSnapshot, _match, check_snapshot_references, content_hashes,
     dangling_references, diff_snapshots, merge_package,
 )  # fmt: skip
-from daemon.oneroster.churn import Churn, DayTwo, churn
+from daemon.generator.churn import Churn, DayTwo, churn
 from daemon.oneroster.findings import REDACTED
-from daemon.oneroster.generate import (
+from daemon.generator.generate import (
     DELTA_MODIFIED, DistrictSpec, generate, manifest_bytes, to_csv_bytes, write_zip, zip_bytes,
 )  # fmt: skip
 from daemon.oneroster.validate import Roster, validate_package

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from daemon.cli import main
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DELTA_MODIFIED, DistrictSpec, generate, write_zip
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DELTA_MODIFIED, DistrictSpec, generate, write_zip
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 ROSTERD = Path(sys.executable).parent / "rosterd"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from daemon.holds import HoldThresholds, crossed
+from daemon.snapshots.holds import HoldThresholds, crossed
 
 BEFORE = {"users": 1000, "enrollments": 6000, "orgs": 11, "classes": 300}
 NO_ORGS = pl.DataFrame({"sourcedId": [], "type": []}, schema={"sourcedId": pl.String, "type": pl.String})

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from daemon import snapshots
-from daemon.ingest import process_upload
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.snapshots import storage
+from daemon.snapshots.job import process_upload
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 SPEC = DistrictSpec(schools=2, students_per_school=30, teachers_per_school=3, enrollments_per_student=3)
 
@@ -38,7 +38,7 @@ def test_a_delta_is_merged_and_unchanged_entities_are_linked_not_rewritten(tmp_p
     assert snapshot["rows"]["users"] == day2.bulk["users"].height
     carried = [e for e in day1 if e not in day2.delta]
     assert carried and all(os.path.samefile(base / f"{e}.parquet", staging / f"{e}.parquet") for e in carried)
-    written = snapshots.read_frames(staging)
+    written = storage.read_frames(staging)
     assert written["users"].height == day2.bulk["users"].height
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from daemon.intake import INTERNAL_ERROR, MAX_CRASHES, NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
 from daemon.store import DeliveryState, State, Store
-from daemon.workers import Death, WorkerDied, WorkerPool
+from daemon.intake.workers import Death, WorkerDied, WorkerPool
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -218,8 +218,8 @@ async def test_each_state_is_recorded_in_order_and_the_final_receipt_marked_answ
 
 
 async def test_only_the_newest_snapshots_are_kept_and_always_the_current_one(harness: Harness) -> None:
-    from daemon.oneroster.churn import Churn, churn
-    from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+    from daemon.generator.churn import Churn, churn
+    from daemon.generator.generate import DistrictSpec, generate, write_zip
 
     harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5,
                                            snapshots_kept=2)  # fmt: skip
@@ -244,8 +244,8 @@ async def test_only_the_newest_snapshots_are_kept_and_always_the_current_one(har
 async def test_snapshots_the_outbox_still_needs_are_kept(harness: Harness) -> None:
     """With no delivery ever going out, the first snapshot is the target's base and the later ones wait to
     be sent: none of them may be pruned, whatever `snapshots_kept` says."""
-    from daemon.oneroster.churn import Churn, churn
-    from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+    from daemon.generator.churn import Churn, churn
+    from daemon.generator.generate import DistrictSpec, generate, write_zip
 
     harness.store.targets = {"north": ["cers"]}
     harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5,
@@ -455,7 +455,7 @@ async def wait_for_state(harness: Harness, tenant: str, state: str, timeout: flo
 
 
 def export(tables: dict, path: Path) -> Path:
-    from daemon.oneroster.generate import write_zip
+    from daemon.generator.generate import write_zip
 
     write_zip(tables, path, "1.1")
     return path
@@ -467,7 +467,7 @@ async def test_an_older_export_sent_again_is_a_real_upload_that_takes_the_roster
     back. Monday's bytes a fourth time are the current roster's: a duplicate."""
     import polars as pl
 
-    from daemon.oneroster.generate import DistrictSpec, generate
+    from daemon.generator.generate import DistrictSpec, generate
 
     monday = generate(DistrictSpec(schools=1, students_per_school=20, teachers_per_school=2, enrollments_per_student=2))
     users = monday["users"]

@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.merge import merge_package
+from daemon.snapshots.merge import merge_package
 from daemon.oneroster import schema
 from daemon.oneroster.findings import Mode
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.oneroster.validate import ValidateOptions, validate_package
-from daemon.snapshots import scan_frames, write_frames
+from daemon.snapshots.storage import scan_frames, write_frames
 from daemon.targets.scope import COUNTS, LICENCE_COLUMN, ROSTERING, scoped_view
 from daemon.targets.settings import Scope
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon import snapshots
+from daemon.snapshots import storage
 from daemon.store import Refused, SnapshotRecord, State, Store
 
 RESULT = {"verdict": "accepted", "version": "1.1", "mode": "lenient", "files": {}, "findings": [],
@@ -108,19 +108,19 @@ def test_a_rebaseline_request_lasts_until_an_upload_is_accepted(store: Store) ->
 
 def test_snapshot_folders_are_published_whole(tmp_path: Path) -> None:
     frames = {"users": pl.DataFrame({"sourcedId": ["u1", "u2"], "grades": [["09"], ["10", "11"]]})}
-    staging = snapshots.staging_folder(tmp_path, "north", "u-1")
-    final = snapshots.final_folder(tmp_path, "north", "u-1")
+    staging = storage.staging_folder(tmp_path, "north", "u-1")
+    final = storage.final_folder(tmp_path, "north", "u-1")
     staging.parent.mkdir(parents=True)
-    snapshots.write_frames(staging, frames)
-    snapshots.write_meta(staging, {"version": "1.1"})
+    storage.write_frames(staging, frames)
+    storage.write_meta(staging, {"version": "1.1"})
     (final).mkdir()  # a folder left by an attempt that a crash cut short
     (final / "stale.parquet").write_bytes(b"old")
 
-    snapshots.publish(staging, final)
+    storage.publish(staging, final)
 
     assert not staging.exists() and not (final / "stale.parquet").exists()
-    assert snapshots.read_frames(final)["users"].equals(frames["users"])
-    assert snapshots.read_meta(final) == {"version": "1.1"}
+    assert storage.read_frames(final)["users"].equals(frames["users"])
+    assert storage.read_meta(final) == {"version": "1.1"}
 
 
 def test_a_snapshot_diffed_against_a_base_that_is_no_longer_current_is_not_recorded(store: Store) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.ingest import process_upload
+from daemon.snapshots.job import process_upload
 from daemon.oneroster import schema
-from daemon.oneroster.generate import write_zip
+from daemon.generator.generate import write_zip
 from daemon.outbox import Job, Outbox, Outcome, RetryPolicy, delivered
 from daemon.store import Delivery, DeliveryState, SnapshotRecord, State, Store
 from daemon.targets.scope import COUNTS

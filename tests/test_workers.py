@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.workers import WorkerDied, WorkerPool
+from daemon.intake.workers import WorkerDied, WorkerPool
 
 MiB = 1024 * 1024
 

@@ -3,7 +3,7 @@
     package_bytes(frames, "1.2")                                                    the roster, bulk
     package_bytes(upserts, "1.1", mode="delta", deleted={"users": ids}, modified_at=when)   its changes
 
-Licence targets push these zips to vendors. The generator (generate.py) writes its packages with the same
+Licence targets push these zips to vendors. The generator (daemon/generator/generate.py) writes its packages with the same
 file helpers: to_csv_bytes, manifest_bytes, zip_bytes. Same input, same bytes: rows sorted by sourcedId,
 files in the version's order, fixed zip timestamps (a delta also needs a fixed `modified_at`).
 
@@ -71,9 +71,9 @@ from typing import BinaryIO, Literal
 
 import polars as pl
 
-from . import schema
-from .rows import EXT_TOKEN
-from .schema import CEDS_GRADES, ENROLLMENT_ROLES, USER_ROLES_11, Kind, Table
+from daemon.oneroster import schema
+from daemon.oneroster.rows import EXT_TOKEN
+from daemon.oneroster.schema import CEDS_GRADES, ENROLLMENT_ROLES, USER_ROLES_11, Kind, Table
 
 Frame = pl.DataFrame | pl.LazyFrame
 Deleted = Mapping[str, Sequence[str] | pl.Series | Frame]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .findings import Findings, Mode, Severity
-from .schema import Table
+from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.schema import Table
 
 
 @dataclass(slots=True)

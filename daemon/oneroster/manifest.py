@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from .findings import Findings, Mode, Severity
-from .schema import MANIFEST_FILE, MANIFEST_VERSIONS, V11, V12, Version
-from .text import read_table
+from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.schema import MANIFEST_FILE, MANIFEST_VERSIONS, V11, V12, Version
+from daemon.oneroster.text import read_table
 
 FILE_MODES = ("absent", "bulk", "delta")
 SOURCE_PROPERTIES = ("source.systemName", "source.systemCode")

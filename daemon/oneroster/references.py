@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .findings import Findings, Mode, Severity
-from .rows import EXT_TOKEN, Context, id_form_issues, in_vocabulary, report
-from .schema import DEPENDENCY_ORDER, Column, Kind, Table, Version
+from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.rows import EXT_TOKEN, Context, id_form_issues, in_vocabulary, report
+from daemon.oneroster.schema import DEPENDENCY_ORDER, Column, Kind, Table, Version
 
 
 @dataclass(slots=True)

@@ -20,9 +20,9 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .codes import CODES
-from .findings import Finding, Findings, Severity
-from .validate import ValidationResult
+from daemon.oneroster.codes import CODES
+from daemon.oneroster.findings import Finding, Findings, Severity
+from daemon.oneroster.validate import ValidationResult
 
 EXAMPLES_PER_CODE = 5
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .findings import Findings, Mode, Severity
-from .header import HeaderMap
-from .schema import CEDS_GRADES, STATUS_VALUES, Column, Kind, Table, Version
-from .text import RawTable
+from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.header import HeaderMap
+from daemon.oneroster.schema import CEDS_GRADES, STATUS_VALUES, Column, Kind, Table, Version
+from daemon.oneroster.text import RawTable
 
 GUID = r"^[0-9A-Za-z._/@-]{1,255}$"
 NOT_GUID_CHAR = r"[^0-9A-Za-z._/@-]"  # cheaper than matching GUID whole

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .findings import Findings, Mode, Severity
+from daemon.oneroster.findings import Findings, Mode, Severity
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import polars as pl
 
-from .findings import Findings, Mode, Severity
-from .header import map_header
-from .manifest import Manifest, guess_version, read_manifest
-from .references import FileState, check_references
-from .prefetch import prefetch
-from .rows import Context, check_file_rules, check_rows
-from .schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Kind, Version
-from .text import CsvReader, LineTooLong, line_chunks, split_cells
-from .zipread import CHUNK, EntryError, Package, ZipLimits, open_package
+from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.header import map_header
+from daemon.oneroster.manifest import Manifest, guess_version, read_manifest
+from daemon.oneroster.references import FileState, check_references
+from daemon.oneroster.prefetch import prefetch
+from daemon.oneroster.rows import Context, check_file_rules, check_rows
+from daemon.oneroster.schema import MANIFEST_FILE, V10_HEADERS, V11, V12, Kind, Version
+from daemon.oneroster.text import CsvReader, LineTooLong, line_chunks, split_cells
+from daemon.oneroster.zipread import CHUNK, EntryError, Package, ZipLimits, open_package
 
 KNOWN_FILES = frozenset({*V11.files, *V12.files, MANIFEST_FILE})
 MAX_MANIFEST_BYTES = 1 << 20

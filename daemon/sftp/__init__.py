@@ -5,8 +5,8 @@ completed uploads atomically into the tenant's inbox and reports each one as an 
 security-relevant facts go to an optional `on_event(name, fields)` subscriber.
 """
 
-from .events import UploadReceived
-from .options import ServerOptions, TenantAccess
-from .server import SftpServer, start_server
+from daemon.sftp.events import UploadReceived
+from daemon.sftp.options import ServerOptions, TenantAccess
+from daemon.sftp.server import SftpServer, start_server
 
 __all__ = ["ServerOptions", "SftpServer", "TenantAccess", "UploadReceived", "start_server"]

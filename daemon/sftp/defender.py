@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import replace_text
+from daemon.files import replace_text
 
 MAX_BAN_SECONDS = 7 * 24 * 3600
 FORGET_AFTER_SECONDS = 24 * 3600  # an address whose last ban ended a day ago starts afresh

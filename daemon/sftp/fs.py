@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import AREAS, HIDDEN_PREFIX, INBOX, RESULT_FOLDERS, RESULTS, TEMP_PREFIX
+from daemon.sftp.paths import AREAS, HIDDEN_PREFIX, INBOX, RESULT_FOLDERS, RESULTS, TEMP_PREFIX
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WRITEBACK_BYTES = 32 * 1024 * 1024  # written stretches of an upload of this size are sent on to the disk at once

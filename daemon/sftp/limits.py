@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .options import ServerOptions
+from daemon.sftp.options import ServerOptions
 
 INTERACTIVE_THREADS = 4  # listing, stat, reading receipts: what someone at an sftp prompt waits for
 BULK_THREADS = 16  # uploads' writes, fsyncs and renames: disk-bound, bounded so they cannot starve the rest

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .defender import DefenderOptions
+from daemon.sftp.defender import DefenderOptions
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import asyncssh
 
-from . import accept, algorithms, events, fs, hostkeys, passwords
-from .defender import Defender, read_state, write_state
-from .events import OnEvent, OnUpload, Reporter, shown_username
-from .limits import Ledger, Pools, SessionAccount
-from .options import ServerOptions, TenantAccess
-from .session import SessionContext, TenantSFTPServer
+from daemon.sftp import accept, algorithms, events, fs, hostkeys, passwords
+from daemon.sftp.defender import Defender, read_state, write_state
+from daemon.sftp.events import OnEvent, OnUpload, Reporter, shown_username
+from daemon.sftp.limits import Ledger, Pools, SessionAccount
+from daemon.sftp.options import ServerOptions, TenantAccess
+from daemon.sftp.session import SessionContext, TenantSFTPServer
 
 FAILED_PASSWORD_DELAY_SECONDS = 1.0
 REFUSAL_LOG_INTERVAL_SECONDS = 60.0  # a banned address hammering away is logged once a minute, not per try

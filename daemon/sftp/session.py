@@ -47,12 +47,12 @@ from asyncssh import (
     SFTPQuotaExceeded,
 )
 
-from . import events, fs
-from .events import Reporter, UploadReceived
-from .limits import REFUSALS, SERVER_WIDE, Pools, SessionAccount, run_in
-from .options import TenantAccess
-from .paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
-from .upload import Handle, Upload
+from daemon.sftp import events, fs
+from daemon.sftp.events import Reporter, UploadReceived
+from daemon.sftp.limits import REFUSALS, SERVER_WIDE, Pools, SessionAccount, run_in
+from daemon.sftp.options import TenantAccess
+from daemon.sftp.paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
+from daemon.sftp.upload import Handle, Upload
 
 # How the tree is shown: the tenant's rights, not the host's modes or owners.
 _ROOT_MODE = stat.S_IFDIR | 0o555

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from asyncssh import SFTPError, SFTPOpUnsupported
 
-from . import fs
-from .limits import SessionAccount, run_in
+from daemon.sftp import fs
+from daemon.sftp.limits import SessionAccount, run_in
 
 FLUSH_BYTES = 1024 * 1024  # contiguous writes gathered before one write to disk in a thread
 MAX_FLUSHES_IN_FLIGHT = 2  # per upload; one more makes the client's write wait

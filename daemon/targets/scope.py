@@ -90,7 +90,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from .settings import Scope
+from daemon.targets.settings import Scope
 
 ROSTERING = (
     "orgs", "academicSessions", "courses", "classes", "users", "roles", "userProfiles", "enrollments",

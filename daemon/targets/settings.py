@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .secrets import SecretSource
+from daemon.targets.secrets import SecretSource
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _WINDOW = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")

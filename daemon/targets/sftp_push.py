@@ -19,11 +19,11 @@ from pathlib import Path
 
 import asyncssh
 
-from ..outbox import Job, Outcome, delivered, permanent, retry
-from ..sftp.algorithms import connection_options
-from . import views
-from .secrets import SecretMissing
-from .settings import SftpTarget
+from daemon.outbox import Job, Outcome, delivered, permanent, retry
+from daemon.sftp.algorithms import connection_options
+from daemon.targets import views
+from daemon.targets.secrets import SecretMissing
+from daemon.targets.settings import SftpTarget
 
 PACKAGE = "package.zip"
 PARTIAL_SUFFIX = ".filepart"
@@ -32,9 +32,9 @@ PARTIAL_SUFFIX = ".filepart"
 def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, scope: dict, today: str,
             folder: str, meta: dict, version: str, mode: str) -> dict:  # fmt: skip
     """In a worker process: the view and the zip to push, checked strictly, in a staging folder."""
-    from ..ingest import validation_options
-    from ..oneroster.export import package_bytes
-    from ..oneroster.validate import validate_package
+    from daemon.snapshots.job import validation_options
+    from daemon.oneroster.export import package_bytes
+    from daemon.oneroster.validate import validate_package
 
     staging = Path(folder)
     view, changes, left_out = views.stage_change(staging, snapshot, base_view, base_snapshot, scope, today)

@@ -24,12 +24,12 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from .. import snapshots
-from ..changes import SECRET_COLUMNS, ChangeSet
-from ..diff import diff_snapshots
-from ..outbox import Job
-from .scope import scoped_view
-from .settings import Scope, SftpTarget, WebhookTarget
+from daemon.snapshots import storage
+from daemon.snapshots.changes import SECRET_COLUMNS, ChangeSet
+from daemon.snapshots.diff import diff_snapshots
+from daemon.outbox import Job
+from daemon.targets.scope import scoped_view
+from daemon.targets.settings import Scope, SftpTarget, WebhookTarget
 
 VIEW = "view"
 PREPARED = "prepared.json"  # written last: a staging folder with it is complete
@@ -66,13 +66,13 @@ def scoped_change(
     What it has: the kept view it was sent, else (a view from before views were kept, or a replay) the
     scoped view of the snapshot it was sent, made today; None when it has nothing yet.
     """
-    frames, _files = snapshots.scan_frames(snapshot)
+    frames, _files = storage.scan_frames(snapshot)
     view, left_out = scoped_view(frames, scope, today)
     old: dict[str, pl.DataFrame] | None = None
     if base_view is not None:
-        old = snapshots.read_frames(base_view)
+        old = storage.read_frames(base_view)
     elif base_snapshot is not None:
-        old, _ = scoped_view(snapshots.scan_frames(base_snapshot)[0], scope, today)
+        old, _ = scoped_view(storage.scan_frames(base_snapshot)[0], scope, today)
     view, old = _without_secrets(view), _without_secrets(old) if old is not None else None
     return view, diff_snapshots(old, view), left_out
 
@@ -91,9 +91,9 @@ def stage_change(staging: Path, snapshot: str, base_view: str | None, base_snaps
         Path(snapshot), Path(base_view) if base_view else None, Path(base_snapshot) if base_snapshot else None,
         Scope.model_validate(scope), date.fromisoformat(today),
     )  # fmt: skip
-    snapshots.clear(staging)
+    storage.clear(staging)
     staging.mkdir(parents=True)
-    snapshots.write_frames(staging / VIEW, view)
+    storage.write_frames(staging / VIEW, view)
     return view, changes, left_out
 
 
@@ -101,7 +101,7 @@ def mark_prepared(folder: Path, summary: dict) -> None:
     """The last step of preparing: from here on every attempt reuses what was written."""
     path = folder / PREPARED
     path.write_text(json.dumps(summary, sort_keys=True) + "\n", encoding="utf-8")
-    snapshots.fsync_file(path)
+    storage.fsync_file(path)
 
 
 def publish(folder: Path, upload_id: str) -> None:
@@ -110,7 +110,7 @@ def publish(folder: Path, upload_id: str) -> None:
     if not source.is_dir():
         return  # published by an earlier attempt that a crash cut short before it was recorded
     final = folder / upload_id
-    snapshots.publish(source, final)
+    storage.publish(source, final)
     for other in folder.iterdir():
         if other.name != upload_id and not other.name.startswith(STAGING_PREFIX):
             shutil.rmtree(other, ignore_errors=True)

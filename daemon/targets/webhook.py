@@ -28,11 +28,11 @@ from pathlib import Path
 import aiohttp
 import polars as pl
 
-from .. import snapshots
-from ..changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
-from ..outbox import Job, Outcome, delivered, permanent, retry, retry_after_seconds, shortened
-from . import views
-from .settings import WebhookTarget
+from daemon.snapshots import storage
+from daemon.snapshots.changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
+from daemon.outbox import Job, Outcome, delivered, permanent, retry, retry_after_seconds, shortened
+from daemon.targets import views
+from daemon.targets.settings import WebhookTarget
 
 BATCHES = "batches"
 EVENT_TYPE = "roster.changed"
@@ -75,7 +75,7 @@ def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, sco
         body = _json(head)[:-1] + ',"events":[' + ",".join(chunk) + "]}"
         path = staging / BATCHES / f"{n:06d}.json"
         path.write_text(body, encoding="utf-8")
-        snapshots.fsync_file(path)  # on disk before the prepared marker says the staging folder is whole
+        storage.fsync_file(path)  # on disk before the prepared marker says the staging folder is whole
     summary = {"batches": count, "events": texts.len(), "base_upload_id": meta["base_upload_id"],
                "counts": {e: c for e, c in changes.counts().items() if any(c.values())}, "left_out": left_out}  # fmt: skip
     views.mark_prepared(staging, summary)

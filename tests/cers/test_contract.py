@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.ingest import process_upload
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.snapshots.job import process_upload
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.targets.cers.settings import CersTarget
 from daemon.targets.cers.target import build_files
 from tests.fakes.cers import check_file

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import snapshots
-from daemon.ingest import process_upload
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.snapshots import storage
+from daemon.snapshots.job import process_upload
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.targets.cers.groups import (
     COLUMNS, HEADER, base_name, build_groups, changed_groups, group_files, stable_hex, unique_names,
 )  # fmt: skip
@@ -42,7 +42,7 @@ def snapshot(zip_path: Path, folder: Path, base: Path | None = None) -> Path:
 
 
 def read(folder: Path) -> Frames:
-    return snapshots.read_frames(folder)
+    return storage.read_frames(folder)
 
 
 def codes(found: list[dict]) -> list[str]:
@@ -195,7 +195,7 @@ def test_a_generated_district_gives_its_classes_members_and_subjects(district, f
 
 
 def test_groups_are_the_same_from_lazy_and_eager_frames(district, frames):
-    lazy, _ = snapshots.scan_frames(district[1])
+    lazy, _ = storage.scan_frames(district[1])
     assert build_groups(lazy, DEFAULT, ALL)[0].equals(build_groups(frames, DEFAULT, ALL)[0])
 
 

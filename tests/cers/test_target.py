@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.ingest import process_upload
+from daemon.snapshots.job import process_upload
 from daemon.outbox import Job
 from daemon.store import Delivery, DeliveryState
 from daemon.targets.cers.settings import CersTarget

@@ -26,9 +26,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon import snapshots
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.snapshots import storage
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.targets.webhook import SINGULAR
 from tests.fakes.threaded import served_in_thread
 from tests.fakes.webhooks import WebhookReceiver
@@ -65,7 +65,7 @@ def vendor_roster(receiver: WebhookReceiver) -> dict:
 def district_roster(folder: Path) -> dict:
     """The district's stored snapshot as the vendor should hold it: README says an empty scope sends the
     roster unchanged (every rostering entity; users.password always empty)."""
-    frames, _ = snapshots.scan_frames(folder)
+    frames, _ = storage.scan_frames(folder)
     out = {}
     for entity in SINGULAR:
         if entity not in frames:
@@ -189,7 +189,7 @@ def _check(daemon: RunningDaemon, receiver: WebhookReceiver) -> None:
         kept = daemon.state / "snapshots" / "north" / row["upload_id"]
         if row["pruned"]:
             continue
-        frames = snapshots.read_frames(kept)
+        frames = storage.read_frames(kept)
         assert {e: f.height for e, f in frames.items()} == row["rows"], row["upload_id"]
     leftovers = [p.name for p in (daemon.state / "snapshots" / "north").iterdir() if p.name.startswith(".staging")]
     assert leftovers == [] and not daemon.events("upload.failed")

@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from tests.cers.moto_cognito import running_cognito
 from tests.fakes.cers import FakeCers
 from tests.fakes.threaded import served_in_thread

@@ -14,7 +14,7 @@ import subprocess
 import polars as pl
 import pytest
 
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 from .conftest import ROSTERD, RunningDaemon, Tenant
 

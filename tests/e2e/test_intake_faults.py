@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 from .conftest import SAMPLES, RunningDaemon, Tenant
 

@@ -12,7 +12,7 @@ import time
 import asyncssh
 import pytest
 
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 from .conftest import RunningDaemon, Tenant, copy_sample
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import polars as pl
 
-from daemon import snapshots
-from daemon.diff import diff_snapshots
-from daemon.oneroster.churn import Churn, churn
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.snapshots import storage
+from daemon.snapshots.diff import diff_snapshots
+from daemon.generator.churn import Churn, churn
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 from .conftest import ROSTERD, RunningDaemon, Tenant
 
@@ -124,14 +124,14 @@ def school_view(frames: dict[str, pl.DataFrame], school: str) -> dict[str, pl.Da
 
 def district_snapshot(district: RunningDaemon, upload_id: str) -> dict[str, pl.DataFrame]:
     """What the district's rosterd stored for the upload, as the vendor would get it: passwords empty."""
-    frames = snapshots.read_frames(district.state / "snapshots" / "north" / upload_id)
+    frames = storage.read_frames(district.state / "snapshots" / "north" / upload_id)
     return {e: f.with_columns(pl.lit(None, dtype=f.schema[c]).alias(c) for c in ("password",) if c in f.columns)
             for e, f in frames.items()}  # fmt: skip
 
 
 def vendor_holds(vendor: RunningDaemon, tenant: str, upload_id: str, expected: dict[str, pl.DataFrame]) -> None:
     """The vendor's snapshot holds exactly `expected` (rows and every field; lifecycle columns aside)."""
-    theirs = snapshots.read_frames(vendor.state / "snapshots" / tenant / upload_id)
+    theirs = storage.read_frames(vendor.state / "snapshots" / tenant / upload_id)
     assert {e for e, f in theirs.items() if f.height} == {e for e, f in expected.items() if f.height}
     changes = diff_snapshots(expected, {e: f for e, f in theirs.items() if e in expected})
     assert changes.is_empty(), changes.counts()

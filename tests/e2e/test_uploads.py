@@ -153,7 +153,7 @@ def test_an_older_export_sent_again_takes_the_roster_back(daemon: RunningDaemon)
     are the current roster's: a duplicate."""
     import polars as pl
 
-    from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+    from daemon.generator.generate import DistrictSpec, generate, write_zip
 
     spec = DistrictSpec(schools=1, students_per_school=20, teachers_per_school=2, enrollments_per_student=2)
     monday = generate(spec)

@@ -17,15 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.diff import diff_snapshots
-from daemon.ingest import process_upload
+from daemon.snapshots.diff import diff_snapshots
+from daemon.snapshots.job import process_upload
 from daemon.oneroster import schema
-from daemon.oneroster.churn import Churn, churn
+from daemon.generator.churn import Churn, churn
 from daemon.oneroster.export import ExportError, package_bytes, package_tables, write_package
 from daemon.oneroster.findings import Mode, Severity
-from daemon.oneroster.generate import DistrictSpec, generate, write_zip
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.oneroster.validate import ValidateOptions, validate_package
-from daemon.snapshots import read_frames
+from daemon.snapshots.storage import read_frames
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 SPEC = {"schools": 3, "students_per_school": 25, "teachers_per_school": 3, "enrollments_per_student": 4, "seed": 7}

@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.oneroster import generate as gen
+from daemon.generator import generate as gen
 from daemon.oneroster import schema
-from daemon.oneroster.generate import DistrictSpec
+from daemon.generator.generate import DistrictSpec
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 SMALL = {"schools": 3, "students_per_school": 30, "teachers_per_school": 4, "enrollments_per_student": 5}

@@ -17,9 +17,9 @@ from enum import StrEnum
 
 import aiohttp
 
-from ...outbox import retry_after_seconds, shortened
-from .cognito import CognitoAuth, CognitoError
-from .settings import CersTarget
+from daemon.outbox import retry_after_seconds, shortened
+from daemon.targets.cers.cognito import CognitoAuth, CognitoError
+from daemon.targets.cers.settings import CersTarget
 
 GOOD = ("ACCEPTED", "PROCESSED")
 

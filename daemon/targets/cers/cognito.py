@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from .settings import CognitoSettings, SecretMissing
+from daemon.targets.cers.settings import CognitoSettings, SecretMissing
 
 INITIATE_AUTH = "AWSCognitoIdentityProviderService.InitiateAuth"
 AMZ_JSON = "application/x-amz-json-1.1"

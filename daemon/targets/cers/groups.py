@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from .settings import MAX_STUDENTS_PER_GROUP, CersFilters, CersMapping
+from daemon.targets.cers.settings import MAX_STUDENTS_PER_GROUP, CersFilters, CersMapping
 
 HEADER = ("group_name", "school_natural_id", "school_year", "subject_code", "student_ssid", "group_user_login")
 KEY = ("school_natural_id", "group_name", "school_year")

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..secrets import SecretMissing, SecretSource
+from daemon.targets.secrets import SecretMissing, SecretSource
 
 __all__ = ["CersTarget", "CognitoSettings", "CersMapping", "CersFilters", "SecretMissing"]
 

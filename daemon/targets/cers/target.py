@@ -19,11 +19,11 @@ from pathlib import Path
 
 import aiohttp
 
-from ... import snapshots
-from ...outbox import Job, Outcome, delivered, permanent, retry
-from .client import CersClient, Verdict
-from .cognito import CognitoAuth
-from .settings import CersTarget
+from daemon.snapshots import storage
+from daemon.outbox import Job, Outcome, delivered, permanent, retry
+from daemon.targets.cers.client import CersClient, Verdict
+from daemon.targets.cers.cognito import CognitoAuth
+from daemon.targets.cers.settings import CersTarget
 
 DRY_RUN_FOLDER = "cers"
 DRY_RUN_FILES_KEPT = 300
@@ -31,14 +31,14 @@ DRY_RUN_FILES_KEPT = 300
 
 def build_files(snapshot: str, base: str | None, settings: dict) -> dict:
     """In a worker process: the group files of one delivery, with counts and mapping findings."""
-    from .groups import build_groups, changed_groups, group_files
+    from daemon.targets.cers.groups import build_groups, changed_groups, group_files
 
     target = CersTarget.model_validate(settings)
-    frames, _files = snapshots.scan_frames(Path(snapshot))
+    frames, _files = storage.scan_frames(Path(snapshot))
     groups, findings = build_groups(frames, target.mapping, target.filters)
     old = None
     if base is not None:
-        base_frames, _ = snapshots.scan_frames(Path(base))
+        base_frames, _ = storage.scan_frames(Path(base))
         old, _old_findings = build_groups(base_frames, target.mapping, target.filters)
     changed, counts = changed_groups(old, groups)
     files = group_files(changed, target.max_rows_per_file) if changed.height else []

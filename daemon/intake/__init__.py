@@ -23,7 +23,7 @@ uploads intake is not handling at that moment. An upload whose processing keeps 
 MAX_CRASHES tries.
 
 Per tenant, uploads are validated one at a time in arrival order; tenants run in parallel up to a worker
-limit. Validation runs in the worker pool (daemon/workers.py), and hashing, moves and database commits in
+limit. Validation runs in the worker pool (daemon/intake/workers.py), and hashing, moves and database commits in
 threads, so SFTP sessions on the event loop never stall. An upload whose worker process died twice, or that
 needed more memory than a worker may have, is `failed`, never `rejected`: the district did nothing wrong.
 Receipts of a tenant are written one at a time (each write prunes the old ones).
@@ -43,11 +43,13 @@ from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, awatch
 
-from . import receipts, snapshots
-from .files import replace_text
-from .ingest import process_upload
-from .store import Action, SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
-from .workers import PoolUnavailable, WorkerDied, WorkerPool
+from daemon import receipts
+
+from daemon.snapshots import storage
+from daemon.files import replace_text
+from daemon.snapshots.job import process_upload
+from daemon.store import Action, SnapshotRecord, StaleBase, State, Store, Upload, new_upload_id
+from daemon.intake.workers import PoolUnavailable, WorkerDied, WorkerPool
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 PARTIAL_SUFFIXES = (".filepart", ".part", ".tmp")
@@ -206,7 +208,7 @@ class Intake:
         tenant.inbox.mkdir(parents=True, exist_ok=True)
         tenant.results.mkdir(parents=True, exist_ok=True)
         (self.uploads_dir / tenant.name).mkdir(parents=True, exist_ok=True)
-        snapshots.tenant_folder(self.options.state_dir, tenant.name).mkdir(parents=True, exist_ok=True)
+        storage.tenant_folder(self.options.state_dir, tenant.name).mkdir(parents=True, exist_ok=True)
 
     async def stop(self, grace_seconds: float = 0.0) -> None:
         """Take nothing new; give uploads being processed up to `grace_seconds` to reach their final state, then
@@ -479,12 +481,12 @@ class Intake:
             current = await self._db(self.store.current_snapshot, upload.tenant)
             base = current.path if current is not None else None
         return {**tenant.validation, "holds": tenant.holds, "base": base, "rebaseline": rebaseline,
-                "staging": str(snapshots.staging_folder(state_dir, upload.tenant, upload.id))}  # fmt: skip
+                "staging": str(storage.staging_folder(state_dir, upload.tenant, upload.id))}  # fmt: skip
 
     async def _take_snapshot(self, upload: Upload, work: dict, snapshot: dict, result: dict) -> Upload:
         """Publish the staged snapshot, record it (accepted, or held when a threshold was crossed), prune."""
-        final = snapshots.final_folder(self.options.state_dir, upload.tenant, upload.id)
-        await asyncio.to_thread(snapshots.publish, Path(work["staging"]), final)
+        final = storage.final_folder(self.options.state_dir, upload.tenant, upload.id)
+        await asyncio.to_thread(storage.publish, Path(work["staging"]), final)
         record = SnapshotRecord(
             tenant=upload.tenant, version=snapshot["version"], path=str(final),
             base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"],
@@ -495,7 +497,7 @@ class Intake:
             upload = await self._db(self.store.record_snapshot, upload.id, record, state, result,
                                     check_base=not work["rebaseline"])  # fmt: skip
         except StaleBase:
-            await asyncio.to_thread(snapshots.clear, final)
+            await asyncio.to_thread(storage.clear, final)
             raise
         if state is State.ACCEPTED:
             fresh = {"rebaseline_by": work["rebaseline"][1]} if work["rebaseline"] else {}
@@ -520,7 +522,7 @@ class Intake:
             needed = (upload.state is State.HELD or (current is not None and record.upload_id == current.upload_id)
                       or record.upload_id in for_outbox)  # fmt: skip
             if kept > self.options.snapshots_kept and not needed:
-                snapshots.clear(Path(record.path))
+                storage.clear(Path(record.path))
                 self.store.mark_pruned(record.upload_id)
                 self.log("snapshot.pruned", tenant=tenant, upload_id=record.upload_id)
 

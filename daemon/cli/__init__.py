@@ -8,9 +8,9 @@ import signal
 import sys
 from pathlib import Path
 
-from . import admin
-from .targets import check as check_targets
-from .oneroster.codes import CODES
+from daemon.cli import admin
+from daemon.cli import check_targets
+from daemon.oneroster.codes import CODES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command its reader stopped reading
@@ -117,7 +117,7 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_settings
+    from daemon.config import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config)
@@ -126,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     import uvloop  # libuv's event loop: socket work for SSH packets costs less than with asyncio's own
 
-    from .app import StartupError, serve
+    from daemon.app import StartupError, serve
 
     try:
         uvloop.run(serve(settings))
@@ -137,10 +137,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .oneroster.findings import Mode
-    from .oneroster.report import render_json, render_text
-    from .oneroster.validate import ValidateOptions, validate_package
-    from .oneroster.zipread import ZipLimits
+    from daemon.oneroster.findings import Mode
+    from daemon.oneroster.report import render_json, render_text
+    from daemon.oneroster.validate import ValidateOptions, validate_package
+    from daemon.oneroster.zipread import ZipLimits
 
     path = Path(args.path)
     if not path.is_file():
@@ -173,10 +173,10 @@ def _diff(args: argparse.Namespace) -> int:
     """`rosterd diff OLD.zip NEW.zip`: both validated, NEW merged onto OLD's snapshot, the change set shown."""
     import json
 
-    from .changes import render_text
-    from .diff import DeltaWithoutSnapshot, check_snapshot_references, diff_snapshots, merge_package
-    from .oneroster.findings import Mode
-    from .oneroster.validate import ValidateOptions, validate_package
+    from daemon.snapshots.changes import render_text
+    from daemon.snapshots.diff import DeltaWithoutSnapshot, check_snapshot_references, diff_snapshots, merge_package
+    from daemon.oneroster.findings import Mode
+    from daemon.oneroster.validate import ValidateOptions, validate_package
 
     paths = {"OLD": Path(args.old), "NEW": Path(args.new)}
     for path in paths.values():
@@ -255,7 +255,7 @@ def _codes(args: argparse.Namespace) -> int:
 
 
 def _tenant_add(args: argparse.Namespace) -> int:
-    from .config import ConfigError, add_tenant, default_config_path
+    from daemon.config import ConfigError, add_tenant, default_config_path
 
     path = args.config or default_config_path()
     if not path.is_file():
@@ -291,7 +291,7 @@ def _tenant_add(args: argparse.Namespace) -> int:
 
 def _public_keys(file: Path) -> list[str]:
     """The key lines of a .pub or authorized_keys file, each checked; ValueError names the bad line."""
-    from .config import check_public_key
+    from daemon.config import check_public_key
 
     text = file.read_text(encoding="utf-8", errors="replace")
     if "PRIVATE KEY" in text:
@@ -319,7 +319,7 @@ def _read_password(name: str) -> str:
 
 
 def _tenant_list(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_settings
+    from daemon.config import ConfigError, load_settings
 
     try:
         settings = load_settings(args.config)

@@ -4,7 +4,7 @@ Every per-row value is a polars expression over integer ranges. Pseudo-random ch
 small integer hash written here rather than polars' own `hash`, whose output may change between polars
 releases and would then change the committed samples. Same spec, same bytes.
 
-    python -m daemon.oneroster.generate district.zip --schools 1000
+    python -m daemon.generator.generate district.zip --schools 1000
 """
 
 from __future__ import annotations
@@ -526,7 +526,7 @@ def write_zip(tables: Mapping[str, pl.DataFrame], path: str | Path, version: str
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = DistrictSpec()
     parser = argparse.ArgumentParser(
-        prog="python -m daemon.oneroster.generate",
+        prog="python -m daemon.generator.generate",
         description="Write a valid OneRoster CSV package (zip) for a made-up district. The output depends only "
         "on the options: the same options always give the same bytes.",
     )

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from .changes import ROW_COLUMN, entity_order, without_row
-from .oneroster.findings import Findings, Mode, Severity
-from .oneroster.references import _type_ok, _unresolved, endless_chains
-from .oneroster.schema import VERSIONS, Column, Kind
-from .oneroster.validate import Roster
+from daemon.snapshots.changes import ROW_COLUMN, entity_order, without_row
+from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.references import _type_ok, _unresolved, endless_chains
+from daemon.oneroster.schema import VERSIONS, Column, Kind
+from daemon.oneroster.validate import Roster
 
 Frame = pl.DataFrame | pl.LazyFrame
 Frames = Mapping[str, Frame]

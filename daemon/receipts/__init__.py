@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .store import Action, Decision, Delivery, DeliveryState, State, Store, Upload
+from daemon.store import Action, Decision, Delivery, DeliveryState, State, Store, Upload
 
 MAX_FINDINGS = 1000
 PER_CODE = 20  # findings of each code a receipt keeps before the rest fill up to MAX_FINDINGS

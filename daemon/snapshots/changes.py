@@ -15,9 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
-from .oneroster.findings import REDACTED
-from .snapshots import PARQUET_OPTIONS, fsync_file
-from .oneroster.schema import DEPENDENCY_ORDER, VERSIONS, Kind
+from daemon.oneroster.findings import REDACTED
+from daemon.snapshots.storage import PARQUET_OPTIONS, fsync_file
+from daemon.oneroster.schema import DEPENDENCY_ORDER, VERSIONS, Kind
 
 ACTIONS = ("added", "updated", "deleted")
 LIFECYCLE_COLUMNS = ("status", "dateLastModified")  # never part of the content hash or of "changed"

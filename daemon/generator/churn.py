@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .generate import (
+from daemon.generator.generate import (
     _REASSIGN, _WITHDRAW, _demographics, _finish, _new_enrollments, _new_students, _roles, _sample, _stamp,
     _users,
 )  # fmt: skip

@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import snapshots
-from .holds import HoldThresholds, crossed
+from daemon.snapshots import storage
+from daemon.snapshots.holds import HoldThresholds, crossed
 
 SAMPLES_PER_ACTION = 3
 
@@ -23,8 +23,8 @@ def process_upload(path: str, options: dict) -> dict:
     """`options`: the tenant's validation settings plus `staging` (folder to write), `base` (folder of the
     snapshot to diff against, or None), `holds` (HoldThresholds fields). Returns {"validation": ...,
     "snapshot": ... (only when accepted)}."""
-    from .diff import DeltaWithoutSnapshot, dangling_references, diff_snapshots, merge_package
-    from .oneroster.validate import validate_package
+    from daemon.snapshots.diff import DeltaWithoutSnapshot, dangling_references, diff_snapshots, merge_package
+    from daemon.oneroster.validate import validate_package
 
     started = time.monotonic()
     result = validate_package(Path(path), validation_options(options))
@@ -34,7 +34,7 @@ def process_upload(path: str, options: dict) -> dict:
         return {"validation": validation, "timings": timings}
     base = Path(options["base"]) if options.get("base") else None
     # Scanned, not read: only what the merge and the diff need is read, so memory stays near one snapshot.
-    previous, previous_files = snapshots.scan_frames(base) if base is not None else (None, {})
+    previous, previous_files = storage.scan_frames(base) if base is not None else (None, {})
     try:
         frames = merge_package(previous, result.roster)
     except DeltaWithoutSnapshot as exc:
@@ -47,29 +47,29 @@ def process_upload(path: str, options: dict) -> dict:
     changes = diff_snapshots(previous, frames)
     timings["diff"] = time.monotonic() - diffed
     counts = changes.counts()
-    previous_rows = {e: snapshots.row_count(f) for e, f in previous.items()} if previous is not None else None
+    previous_rows = {e: storage.row_count(f) for e, f in previous.items()} if previous is not None else None
     orgs = changes.entities.get("orgs")
     holds = crossed(HoldThresholds(**options.get("holds", {})), previous_rows, counts,
                     orgs.deleted if orgs is not None else None)  # fmt: skip
     carried = {e: previous_files[e] for e, frame in frames.items() if previous and frame is previous.get(e)}
-    rows = {e: previous_rows[e] if e in carried and previous_rows else snapshots.row_count(f)
+    rows = {e: previous_rows[e] if e in carried and previous_rows else storage.row_count(f)
             for e, f in frames.items()}  # fmt: skip
     staging = Path(options["staging"])
-    snapshots.clear(staging)
-    snapshots.write_frames(staging, frames, carried)
-    changes.write(staging / snapshots.CHANGES_FOLDER)
+    storage.clear(staging)
+    storage.write_frames(staging, frames, carried)
+    changes.write(staging / storage.CHANGES_FOLDER)
     meta = {"version": result.roster.version, "rows": rows, "changes": counts, "holds": holds,
             "base": base.name if base is not None else None}  # fmt: skip
-    snapshots.write_meta(staging, meta)
+    storage.write_meta(staging, meta)
     return {"validation": validation, "snapshot": {**meta, "samples": changes.samples(SAMPLES_PER_ACTION)},
             "timings": timings}
 
 
 def validation_options(options: dict):
     """A tenant's validation settings (plain data, as sent to a worker process) as ValidateOptions."""
-    from .oneroster.findings import Mode
-    from .oneroster.validate import ValidateOptions
-    from .oneroster.zipread import ZipLimits
+    from daemon.oneroster.findings import Mode
+    from daemon.oneroster.validate import ValidateOptions
+    from daemon.oneroster.zipread import ZipLimits
 
     limits = {k: options[k] for k in ("max_entries", "max_total_bytes", "max_ratio") if k in options}
     return ValidateOptions(

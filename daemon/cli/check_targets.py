@@ -11,7 +11,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from ..admin import CONFIG_HELP, known_tenant, settings_of
+from daemon.cli.admin import CONFIG_HELP, known_tenant, settings_of
 
 
 
@@ -48,7 +48,7 @@ async def _check_webhook(tenant: str, settings) -> bool:
     """Standard Webhooks has no probe a receiver must answer, so nothing is sent: the signing secret is read."""
     print(f"{tenant} -> {settings.name} (webhook, {settings.url})")
     try:
-        from .webhook import signing_key
+        from daemon.targets.webhook import signing_key
 
         signing_key(settings.signing.read_secret())
     except Exception as err:  # SecretMissing, or a whsec_ value that is not base64
@@ -60,7 +60,7 @@ async def _check_webhook(tenant: str, settings) -> bool:
 
 async def _check_sftp(tenant: str, settings) -> bool:
     """Log in with the pinned host key and the configured login, and list the remote folder."""
-    from .sftp_push import SftpPush
+    from daemon.targets.sftp_push import SftpPush
 
     print(f"{tenant} -> {settings.name} (sftp, {settings.auth.username}@{settings.host}:{settings.port})")
     listed = await SftpPush(tenant, settings, Path("/nonexistent")).probe()
@@ -72,7 +72,7 @@ async def _check_sftp(tenant: str, settings) -> bool:
 
 
 async def _check_cers(tenant: str, settings) -> bool:
-    from .cers.target import CersGroupsTarget
+    from daemon.targets.cers.target import CersGroupsTarget
 
     heading = f"{tenant} -> {settings.name} (CERS, {settings.user_endpoint})"
     if not settings.cognito.configured:

@@ -104,7 +104,7 @@ def operator() -> str:
 
 def settings_of(args: argparse.Namespace):
     """The settings of the config given; raises SystemExit with the problems when unusable."""
-    from .config import ConfigError, load_settings
+    from daemon.config import ConfigError, load_settings
 
     try:
         return load_settings(args.config)
@@ -115,7 +115,7 @@ def settings_of(args: argparse.Namespace):
 
 def _open(args: argparse.Namespace):
     """(settings, store) for the config given; raises SystemExit with a message when unusable."""
-    from .store import Store
+    from daemon.store import Store
 
     settings = settings_of(args)
     database = settings.server.state_dir / "rosterd.db"
@@ -164,9 +164,9 @@ def _snapshots(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    from . import receipts
-    from .logs import configure_logging, get_logger
-    from .store import Refused, State
+    from daemon import receipts
+    from daemon.logs import configure_logging, get_logger
+    from daemon.store import Refused, State
 
     settings, store = _open(args)
     who = operator()
@@ -193,7 +193,7 @@ def _decide(args: argparse.Namespace) -> int:
 
 
 def _rebaseline(args: argparse.Namespace) -> int:
-    from .logs import configure_logging, get_logger
+    from daemon.logs import configure_logging, get_logger
 
     if not args.confirm:
         print("rosterd rebaseline: the next upload of this tenant will be taken as a fresh baseline (all "
@@ -245,8 +245,8 @@ def _delivery_row(d) -> dict:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .logs import configure_logging, get_logger
-    from .store import Refused
+    from daemon.logs import configure_logging, get_logger
+    from daemon.store import Refused
 
     _settings, store = _open(args)
     who = operator()
@@ -267,7 +267,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _enable_target(args: argparse.Namespace) -> int:
-    from .logs import configure_logging, get_logger
+    from daemon.logs import configure_logging, get_logger
 
     settings, store = _open(args)
     known_tenant(settings, args.tenant)
@@ -290,7 +290,7 @@ def target_label(target) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .store import DeliveryState, stamp
+    from daemon.store import DeliveryState, stamp
 
     settings, store = _open(args)
     if args.tenant is not None:

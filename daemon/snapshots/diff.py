@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .changes import CHANGED, CHANGED_DTYPE, LIFECYCLE_COLUMNS, ROW_COLUMN, ChangeSet, EntityChanges, as_text
-from .changes import entity_order, without_row
-from .merge import DeltaWithoutSnapshot, check_snapshot_references, dangling_references, merge_package
+from daemon.snapshots.changes import CHANGED, CHANGED_DTYPE, LIFECYCLE_COLUMNS, ROW_COLUMN, ChangeSet, EntityChanges, as_text
+from daemon.snapshots.changes import entity_order, without_row
+from daemon.snapshots.merge import DeltaWithoutSnapshot, check_snapshot_references, dangling_references, merge_package
 
 __all__ = [
     "LIFECYCLE_COLUMNS", "ChangeSet", "EntityChanges", "DeltaWithoutSnapshot", "content_hashes",

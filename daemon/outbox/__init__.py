@@ -1,7 +1,7 @@
 """The outbox: durable deliveries of accepted change sets to each tenant's targets.
 
 When an upload becomes a tenant's current snapshot, the same transaction queues one delivery per target
-(store.py). The outbox sends them: per target, the oldest open delivery goes first and blocks the newer ones,
+(daemon/store). The outbox sends them: per target, the oldest open delivery goes first and blocks the newer ones,
 so a target sees the tenant's rosters in upload order; different targets go in parallel. A delivery carries
 the snapshot it brings the target to and the snapshot the target had (the last one delivered to it), so a
 target sends exactly what changed in between, and a delivery that died is made good by the next one.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from .store import Delivery, DeliveryState, Store, now, stamp
+from daemon.store import Delivery, DeliveryState, Store, now, stamp
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@
     STATE/snapshots/<tenant>/<upload_id>/snapshot.json                             version and counts
 
 A worker process writes a snapshot into a staging folder beside its final place; the daemon records it in
-the catalog (store.py) and renames the folder into place. A staging folder left by a crash is simply
+the catalog (daemon/store) and renames the folder into place. A staging folder left by a crash is simply
 written again when the upload is processed again. Every function here blocks: callers run them in a
 worker process or thread.
 """
