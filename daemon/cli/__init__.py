@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon.cli import admin
 from daemon.cli import check_targets
+from daemon.cli.options import add_config_option
 from daemon.oneroster.codes import CODES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
@@ -32,8 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         "a results/ folder with a receipt for each upload. Logs are JSON lines on stdout (pretty on a terminal). "
         "Stops cleanly on SIGTERM or Ctrl-C.",
     )
-    srv.add_argument("--config", type=Path, metavar="PATH",
-                     help="settings file (default: config/rosterd.toml of the checkout, with the demo tenant)")  # fmt: skip
+    add_config_option(srv)
     srv.set_defaults(func=_serve)
 
     val = sub.add_parser(
@@ -90,7 +90,6 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
                             description="Manage the [[tenants]] entries of a rosterd config file.")  # fmt: skip
     actions = tenant.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    config_help = admin.CONFIG_HELP
 
     add = actions.add_parser(
         "add",
@@ -101,7 +100,7 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
         "Exit status: 0 added, 1 refused (invalid config or duplicate name), 2 unusable arguments or files.",
     )
     add.add_argument("name", metavar="NAME", help="the tenant's SFTP user name (a-z, 0-9, _ and -)")
-    add.add_argument("--config", type=Path, metavar="PATH", help=config_help)
+    add_config_option(add)
     add.add_argument("--key", action="append", default=[], metavar="FILE",
                      help="an OpenSSH public key file (.pub or authorized_keys lines); repeatable")  # fmt: skip
     add.add_argument("--password-stdin", action="store_true",
@@ -112,7 +111,7 @@ def _add_tenant_parsers(sub: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="list tenants and how each logs in (never the secrets)",
                                  description="List the tenants of a config file and how each can log in.")  # fmt: skip
-    listing.add_argument("--config", type=Path, metavar="PATH", help=config_help)
+    add_config_option(listing)
     listing.set_defaults(func=_tenant_list)
 
 

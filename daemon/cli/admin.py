@@ -15,12 +15,12 @@ import json
 import os
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+
+from daemon.cli.options import add_config_option
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 STUCK_MINUTES = 15.0  # far beyond the largest district's validation (seconds), short of a nightly upload's gap
-CONFIG_HELP = "the config file (default: config/rosterd.toml of the source tree)"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help=f"an upload still received or validating after N minutes is shown as stuck "
                         f"(default {STUCK_MINUTES:g})")  # fmt: skip
     status.add_argument("--format", choices=("text", "json"), default="text")
-    status.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(status)
     status.set_defaults(func=_status)
 
     snaps = sub.add_parser("snapshots", help="a tenant's snapshot history with counts",
@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            "true).")  # fmt: skip
     snaps.add_argument("tenant", metavar="TENANT")
     snaps.add_argument("--format", choices=("text", "json"), default="text")
-    snaps.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(snaps)
     snaps.set_defaults(func=_snapshots)
 
     for name, verb, text in (
@@ -56,7 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             "1 refused, 2 unusable."
         decide = sub.add_parser(name, help=f"{verb} a held upload", description=description)
         decide.add_argument("upload_id", metavar="UPLOAD_ID")
-        decide.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+        add_config_option(decide)
         decide.set_defaults(func=_decide, approve=name == "approve")
 
     rebase = sub.add_parser("rebaseline", help="take a tenant's next upload as a fresh baseline",
@@ -65,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "Needs --confirm.")  # fmt: skip
     rebase.add_argument("tenant", metavar="TENANT")
     rebase.add_argument("--confirm", action="store_true", help="yes, the next upload replaces the baseline")
-    rebase.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(rebase)
     rebase.set_defaults(func=_rebaseline)
 
     outbox = sub.add_parser("outbox", help="deliveries to targets, newest first",
@@ -74,7 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     outbox.add_argument("tenant", metavar="TENANT", nargs="?")
     outbox.add_argument("--limit", type=int, default=50)
     outbox.add_argument("--format", choices=("text", "json"), default="text")
-    outbox.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(outbox)
     outbox.set_defaults(func=_outbox)
 
     replay = sub.add_parser("replay", help="re-queue a delivery",
@@ -84,7 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "unless --force. Exit status: 0 done, 1 refused, 2 unusable.")  # fmt: skip
     replay.add_argument("delivery_id", metavar="DELIVERY_ID")
     replay.add_argument("--force", action="store_true", help="replay even though newer deliveries went out")
-    replay.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(replay)
     replay.set_defaults(func=_replay)
 
     enable = sub.add_parser("enable-target", help="send to a target that answered 410 Gone again",
@@ -93,7 +93,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "in order (a dead one needs `rosterd replay`).")  # fmt: skip
     enable.add_argument("tenant", metavar="TENANT")
     enable.add_argument("target", metavar="TARGET")
-    enable.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(enable)
     enable.set_defaults(func=_enable_target)
 
 

@@ -11,8 +11,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from daemon.cli.admin import CONFIG_HELP, known_tenant, settings_of
-
+from daemon.cli.admin import known_tenant, settings_of
+from daemon.cli.options import add_config_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "and ask the target who the credential is and what it may do. Nothing is sent. Exit "
                            "status: 0 every target answered, 1 one or more did not, 2 unusable.")  # fmt: skip
     check.add_argument("tenant", metavar="TENANT", nargs="?")
-    check.add_argument("--config", type=Path, metavar="PATH", help=CONFIG_HELP)
+    add_config_option(check)
     check.set_defaults(func=_check_targets)
 
 
