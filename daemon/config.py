@@ -37,6 +37,7 @@ from pydantic import (
 
 from daemon.files import replace_text
 from daemon.health import HealthConfig
+from daemon.names import TENANT_NAME, check_tenant_name
 from daemon.targets.cers.settings import CersTarget
 from daemon.targets.settings import SftpTarget, WebhookTarget
 
@@ -44,7 +45,6 @@ Target = Annotated[CersTarget | WebhookTarget | SftpTarget, Field(discriminator=
 
 GiB = 1024**3
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "rosterd.toml"
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _ARGON2ID = re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$")
 _BCRYPT = re.compile(r"^\$2[by]\$\d\d\$[./A-Za-z0-9]{53}$")
 _TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
@@ -198,12 +198,7 @@ class TenantConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not TENANT_NAME.match(value):
-            raise ValueError(
-                "a tenant name is 1 to 63 of a-z, 0-9, '_' and '-', starting with a letter or digit "
-                f"(got {value!r})"
-            )
-        return value
+        return check_tenant_name(value)
 
     @field_validator("password_hash")
     @classmethod
