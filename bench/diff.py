@@ -33,9 +33,10 @@ from pathlib import Path
 import polars as pl
 
 import recording
+from floor import BenchFailure, Figures, Run, figures_rows, run_child, run_floor, tail
 from validate import (
-    ENROLLMENTS_PER_STUDENT, FLOOR_CODE, STUDENTS_PER_SCHOOL, TEACHERS_PER_SCHOOL, BenchFailure, Run, _cache_stem,
-    _measure_zip, _run_child, _tail, describe_package, prepare_package,
+    ENROLLMENTS_PER_STUDENT, STUDENTS_PER_SCHOOL, TEACHERS_PER_SCHOOL, _cache_stem, _measure_zip, describe_package,
+    prepare_package,
 )  # fmt: skip
 
 from daemon.generator.churn import Churn, churn
@@ -54,31 +55,11 @@ class DayTwo:
 
 
 @dataclass(frozen=True)
-class Figures:
-    pipeline: list[Run]
-    floor: list[Run]
+class PipelineFigures(Figures):
+    """The pipeline's runs (`measured`) and the floor's, with what each timed child measured of itself."""
+
     phases: list[dict[str, float]]  # seconds per phase, as each timed child measured itself
     peaks: list[dict[str, int]]  # peak RSS (MiB) at the end of each phase, in each timed child
-
-    @property
-    def pipeline_wall(self) -> float:
-        return statistics.median(r.wall for r in self.pipeline)
-
-    @property
-    def floor_wall(self) -> float:
-        return statistics.median(r.wall for r in self.floor)
-
-    @property
-    def ratio(self) -> float:
-        return self.pipeline_wall / self.floor_wall
-
-    @property
-    def pipeline_rss(self) -> float:
-        return max(r.rss_mib for r in self.pipeline)
-
-    @property
-    def floor_rss(self) -> float:
-        return max(r.rss_mib for r in self.floor)
 
     def phase(self, name: str) -> float:
         return statistics.median(p[name] for p in self.phases)
@@ -182,27 +163,20 @@ def _peak_rss_mib() -> int:
 def run_pipeline(snapshot: Path, day2: DayTwo, scratch: Path, scan: bool) -> tuple[Run, dict[str, float], dict[str, int]]:
     argv = [sys.executable, __file__, "--child", str(snapshot), str(day2.path)]
     with tempfile.TemporaryDirectory(dir=scratch) as out:
-        run, code, stdout, stderr = _run_child([*argv, out, *([] if scan else ["--read-whole"])])
+        run, code, stdout, stderr = run_child([*argv, out, *([] if scan else ["--read-whole"])])
     try:
         report = json.loads(stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         report = {}
     if code != 0 or "phases" not in report:
-        raise BenchFailure(f"the pipeline exited {code}: {report or _tail(stdout)}\nstderr:\n{_tail(stderr) or '(empty)'}")
+        raise BenchFailure(f"the pipeline exited {code}: {report or tail(stdout)}\nstderr:\n{tail(stderr) or '(empty)'}")
     if report["counts"] != day2.expected or report["dangling"]:
         raise BenchFailure(f"the change set is wrong: {report['counts']} (dangling {report['dangling']}), "
                            f"expected {day2.expected}")  # fmt: skip
     return run, report["phases"], report["peaks"]
 
 
-def run_floor(package: Path) -> Run:
-    run, code, _, stderr = _run_child([sys.executable, "-c", FLOOR_CODE, str(package)])
-    if code != 0:
-        raise BenchFailure(f"the floor read exited {code}\nstderr:\n{_tail(stderr)}")
-    return run
-
-
-def measure(snapshot: Path, day2: DayTwo, runs: int, scratch: Path, scan: bool) -> Figures:
+def measure(snapshot: Path, day2: DayTwo, runs: int, scratch: Path, scan: bool) -> PipelineFigures:
     """Alternate pipeline and floor so a change in the machine's load falls on both alike."""
     for path in (day2.path, *snapshot.iterdir()):  # warm the page cache: neither side pays for the disk
         path.read_bytes()
@@ -216,24 +190,15 @@ def measure(snapshot: Path, day2: DayTwo, runs: int, scratch: Path, scan: bool) 
         print(f"  run {i}/{runs} pipeline {run.wall:7.2f} s {run.rss_mib:7.0f} MiB  ({shown})", flush=True)
         floor.append(run_floor(day2.path))
         print(f"  run {i}/{runs} floor    {floor[-1].wall:7.2f} s {floor[-1].rss_mib:7.0f} MiB", flush=True)
-    return Figures(pipeline, floor, phases, peaks)
+    return PipelineFigures(pipeline, floor, phases, peaks)
 
 
 # --- reporting -------------------------------------------------------------------------------------------------
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def figures_table(f: Figures) -> list[str]:
+def figures_table(f: PipelineFigures) -> list[str]:
     return [
-        "| measure | pipeline | floor | target | result |",
-        "|---|---:|---:|---|---|",
-        f"| median wall (s) | {f.pipeline_wall:.2f} | {f.floor_wall:.2f} | | |",
-        f"| wall ratio (pipeline / floor) | {f.ratio:.3f} | | ≤ {MAX_RATIO:.1f} | {_verdict(f.ratio <= MAX_RATIO)} |",
-        f"| peak RSS, max over runs (MiB) | {f.pipeline_rss:.0f} | {f.floor_rss:.0f} | ≤ {MAX_RSS_MIB} "
-        f"| {_verdict(f.pipeline_rss <= MAX_RSS_MIB)} |",
+        *figures_rows(f, "pipeline", MAX_RATIO, MAX_RSS_MIB, ratio_digits=3),
         "| median per phase (s), in the child | " + ", ".join(f"{p} {f.phase(p):.2f}" for p in PHASES) + " | | | |",
         "| peak RSS after each phase (MiB) | " + ", ".join(f"{p} {f.peak_after(p)}" for p in PHASES) + " | | | |",
     ]

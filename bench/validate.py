@@ -16,10 +16,8 @@ import gc
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -27,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from floor import BenchFailure, Figures, Run, figures_rows, run_child, run_floor, tail
 
 from daemon.oneroster import schema
 from daemon.generator.generate import DistrictSpec, generate, write_zip
@@ -42,26 +42,12 @@ STUDENTS_PER_SCHOOL = 450
 TEACHERS_PER_SCHOOL = 25
 ENROLLMENTS_PER_STUDENT = 6
 
-# The floor: open the zip and read every CSV in it as strings, keeping nothing.
-FLOOR_CODE = """\
-import sys, zipfile
-import polars
-with zipfile.ZipFile(sys.argv[1]) as zf:
-    for name in zf.namelist():
-        if name.lower().endswith(".csv"):
-            polars.read_csv(zf.read(name), infer_schema=False)
-"""
-
 RESULTS_HEADING = """\
 # Validation benchmark results
 
 Entries appended by `bench/validate.py --record`, oldest first. Each compares `rosterd validate` with the
 floor (a plain polars read of the same CSVs) on a generated district; see `bench/README.md`.
 """
-
-
-class BenchFailure(Exception):
-    """A measured run did not do its job, so its figures mean nothing."""
 
 
 @dataclass(frozen=True)
@@ -71,38 +57,6 @@ class Package:
     rows: dict[str, int]  # data rows per table, from the generator
     zip_bytes: int
     csv_bytes: int  # uncompressed, every .csv entry including the manifest
-
-
-@dataclass(frozen=True)
-class Run:
-    wall: float  # seconds
-    rss_mib: float  # peak resident set size
-
-
-@dataclass(frozen=True)
-class Figures:
-    validate: list[Run]
-    floor: list[Run]
-
-    @property
-    def validate_wall(self) -> float:
-        return statistics.median(r.wall for r in self.validate)
-
-    @property
-    def floor_wall(self) -> float:
-        return statistics.median(r.wall for r in self.floor)
-
-    @property
-    def ratio(self) -> float:
-        return self.validate_wall / self.floor_wall
-
-    @property
-    def validate_rss(self) -> float:
-        return max(r.rss_mib for r in self.validate)
-
-    @property
-    def floor_rss(self) -> float:
-        return max(r.rss_mib for r in self.floor)
 
 
 # --- the package ------------------------------------------------------------------------------------------
@@ -158,29 +112,8 @@ def describe_package(package: Package) -> list[str]:
 # --- measuring --------------------------------------------------------------------------------------------
 
 
-def _run_child(argv: Sequence[str]) -> tuple[Run, int, str, str]:
-    """Run argv to completion: its wall time and peak RSS, exit code, stdout and stderr.
-
-    Output goes to temporary files rather than pipes so the child never blocks on a full pipe, and the
-    child is reaped with wait4 (not Popen.wait) because only wait4 hands back its resource usage."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    return Run(wall, usage.ru_maxrss / 1024), proc.returncode, stdout, stderr  # ru_maxrss is KiB on Linux
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def run_validate(rosterd: Path, package: Path) -> Run:
-    run, code, stdout, stderr = _run_child([str(rosterd), "validate", str(package), "--format", "json"])
+    run, code, stdout, stderr = run_child([str(rosterd), "validate", str(package), "--format", "json"])
     try:
         report = json.loads(stdout)
     except json.JSONDecodeError:
@@ -191,16 +124,9 @@ def run_validate(rosterd: Path, package: Path) -> Run:
         findings = ", ".join(f"{c} x{n}" for c, n in sorted(counts.items())) or "none reported"
         raise BenchFailure(
             f"rosterd validate exited {code} with verdict {verdict!r} (wanted 0 and 'accepted')\n"
-            f"findings: {findings}\nstderr:\n{_tail(stderr) or '(empty)'}"
-            + ("" if report else f"\nstdout:\n{_tail(stdout) or '(empty)'}")
+            f"findings: {findings}\nstderr:\n{tail(stderr) or '(empty)'}"
+            + ("" if report else f"\nstdout:\n{tail(stdout) or '(empty)'}")
         )
-    return run
-
-
-def run_floor(package: Path) -> Run:
-    run, code, _, stderr = _run_child([sys.executable, "-c", FLOOR_CODE, str(package)])
-    if code != 0:
-        raise BenchFailure(f"the floor read exited {code}\nstderr:\n{_tail(stderr)}")
     return run
 
 
@@ -221,20 +147,8 @@ def measure(rosterd: Path, package: Path, runs: int) -> Figures:
 # --- reporting --------------------------------------------------------------------------------------------
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def figures_table(f: Figures) -> list[str]:
-    """A Markdown table; it reads as well in a terminal as in RESULTS.md."""
-    return [
-        "| measure | validate | floor | target | result |",
-        "|---|---:|---:|---|---|",
-        f"| median wall (s) | {f.validate_wall:.2f} | {f.floor_wall:.2f} | | |",
-        f"| wall ratio (validate / floor) | {f.ratio:.2f} | | ≤ {MAX_RATIO:.1f} | {_verdict(f.ratio <= MAX_RATIO)} |",
-        f"| peak RSS, max over runs (MiB) | {f.validate_rss:.0f} | {f.floor_rss:.0f} | ≤ {MAX_RSS_MIB} "
-        f"| {_verdict(f.validate_rss <= MAX_RSS_MIB)} |",
-    ]
+    return figures_rows(f, "validate", MAX_RATIO, MAX_RSS_MIB, ratio_digits=2)
 
 
 def _total_ram() -> str:
