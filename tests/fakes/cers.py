@@ -14,24 +14,24 @@ A test arranges trouble through `faults`: each request pops the first one, befor
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
 import json
 import re
-import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import BodyPartReader, hdrs, web
 
+from tests.fakes import service
+from tests.fakes.service import FakeService, Seen, drop_connection, is_rate_limit, retry_after
+
 HEADERS = ("group_name", "school_natural_id", "school_year", "subject_code", "student_ssid", "group_user_login")
 MAX_STUDENTS_PER_GROUP = 200
 MAX_LISTED = 100  # message lines before "With <k> additional ..."
-FAULTS = ("500", "503", "429", "429:<seconds or HTTP-date>", "timeout", "reset", "401")
+FAULTS = (*service.FAULTS, "401")
 FILE_FIELD = "file"  # the multipart field CERS's vendor document names for the group file
 ORDER = "sort CSV by school, group, year"
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")  # CERS's own rule, stricter than RDW's
@@ -67,13 +67,11 @@ class Import:
 
 
 @dataclass
-class SeenRequest:
+class SeenRequest(Seen):
     method: str
     path: str
     authorization: bool  # an Authorization header was sent
     at: datetime  # when the request arrived
-    fault: str | None = None
-    status: int | None = None  # None: the connection was dropped without an answer
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -284,7 +282,7 @@ def _oauth_error(status: type[web.HTTPException], error: str, description: str) 
     )
 
 
-class FakeCers:
+class FakeCers(FakeService):
     def __init__(
         self,
         *,
@@ -296,20 +294,16 @@ class FakeCers:
         max_rows: int = 200_000,
         hang_seconds: float = 30.0,
     ) -> None:
+        super().__init__(hang_seconds=hang_seconds)
         self.verify_token = verify_token
         self.schools = schools
         self.school_years = set(range(2020, 2036)) if school_years is None else school_years
         self.subjects = {"Math", "ELA", "ELPAC"} if subjects is None else subjects
         self.group_write = group_write
         self.max_rows = max_rows
-        self.hang_seconds = hang_seconds
-        self.faults: list[str] = []
         self.imports: list[Import] = []
-        self.requests: list[SeenRequest] = []
         self.base_url = ""
         self._groups: dict[tuple[str, str, int], Group] = {}
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
 
     @property
     def imports_url(self) -> str:
@@ -324,32 +318,21 @@ class FakeCers:
         return {key: Group(g.name, g.subject, set(g.users), set(g.students)) for key, g in self._groups.items()}
 
     async def start(self) -> str:
-        self._closing.clear()
         app = web.Application(middlewares=[self._observe])
         app.router.add_post("/groups/imports", self._post_import)
         app.router.add_post("/groups/imports/", self._post_import)
         app.router.add_get("/imports/user", self._get_user)
         app.router.add_get(r"/imports/{id:\d+}{rest:(/payload(/properties)?)?}", self._admin_only)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        self.base_url = await self._serve(app)
         return self.base_url
-
-    async def close(self) -> None:
-        self._closing.set()  # answers held back by a "timeout" fault go out now
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- every request: record it, then apply the next fault
 
     @web.middleware
     async def _observe(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        seen = SeenRequest(request.method, request.path, hdrs.AUTHORIZATION in request.headers, datetime.now(UTC))
-        self.requests.append(seen)
-        seen.fault = self.faults.pop(0) if self.faults else None
+        seen = self._record(
+            SeenRequest(request.method, request.path, hdrs.AUTHORIZATION in request.headers, datetime.now(UTC))
+        )
         try:
             response = await self._answer(request, handler, seen.fault)
         except web.HTTPException as exc:
@@ -366,17 +349,11 @@ class FakeCers:
             return web.Response(status=503, text="Service Temporarily Unavailable")
         if fault == "401":
             raise _oauth_error(web.HTTPUnauthorized, "invalid_token", "Access token expired")
-        if fault is not None and (fault == "429" or fault.startswith("429:")):  # a gateway's rate limit
-            retry_after = fault.partition(":")[2].strip()
-            headers = {hdrs.RETRY_AFTER: retry_after} if retry_after else None
-            return web.Response(status=429, text="Too Many Requests", headers=headers)
+        if is_rate_limit(fault):  # a gateway's rate limit
+            return web.Response(status=429, text="Too Many Requests", headers=retry_after(fault))
         if fault == "reset":
             await request.read()
-            # SO_LINGER 0 makes close() send a TCP RST: the client sees "connection reset by peer".
-            request.transport.get_extra_info("socket").setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
-            request.transport.abort()
+            drop_connection(request)
             return web.Response()  # goes nowhere
         if fault not in (None, "timeout"):
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
@@ -385,12 +362,6 @@ class FakeCers:
         finally:
             if fault == "timeout":  # the work is done; only the answer is late
                 await self._hang()
-
-    async def _hang(self) -> None:
-        try:
-            await asyncio.wait_for(self._closing.wait(), self.hang_seconds)
-        except TimeoutError:
-            pass
 
     # --- routes
 

@@ -18,7 +18,6 @@ been recorded and before anything is checked.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import copy
@@ -26,12 +25,13 @@ import hashlib
 import hmac
 import json
 import re
-import socket
-import struct
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
+
+from tests.fakes import service
+from tests.fakes.service import FakeService, Seen, drop_connection, is_rate_limit, retry_after
 
 PATH = "/hooks/roster"
 EVENT_TYPE = "roster.changed"
@@ -40,7 +40,7 @@ ENTITIES = frozenset(
 )
 ACTIONS = frozenset({"created", "updated", "deleted"})
 MAX_EVENTS = 10_000
-FAULTS = ("500", "503", "429", "429:<seconds or HTTP-date>", "timeout", "reset", "410", "400")
+FAULTS = (*service.FAULTS, "410", "400")
 SECRET_PREFIX = "whsec_"
 _BODY_KEYS = {"id": str, "type": str, "tenant": str, "upload_id": str, "batch": int, "batches": int, "events": list}
 _DIGITS = re.compile(r"[0-9]{1,12}")
@@ -165,13 +165,11 @@ def _check_event(where: str, event: object) -> None:
 
 
 @dataclass
-class SeenRequest:
+class SeenRequest(Seen):
     webhook_id: str | None
     timestamp: str | None
     signature_ok: bool  # some v1 signature matched (the timestamp is judged apart: see `rejected`)
     body: bytes = field(repr=False)
-    fault: str | None = None
-    status: int | None = None  # None: the connection was dropped without an answer
 
 
 @dataclass
@@ -190,14 +188,12 @@ class _Upload:
         return self.received >= set(range(1, self.batches + 1))
 
 
-class WebhookReceiver:
+class WebhookReceiver(FakeService):
     def __init__(self, secret: str, *, tolerance_seconds: int = 300, hang_seconds: float = 30.0) -> None:
+        super().__init__(hang_seconds=hang_seconds)
         self.secret = secret
         self.tolerance_seconds = tolerance_seconds
-        self.hang_seconds = hang_seconds
         self.url = ""
-        self.faults: list[str] = []
-        self.requests: list[SeenRequest] = []
         self.batches: list[dict] = []
         self.duplicates = 0
         self.rejected: list[tuple[str, str]] = []
@@ -206,8 +202,6 @@ class WebhookReceiver:
         self._state: dict[str, dict[str, dict]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._tenant_uploads: dict[str, list[str]] = {}  # tenant -> upload ids in the order first seen
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
 
     @property
     def secret(self) -> str:
@@ -227,21 +221,10 @@ class WebhookReceiver:
         return {entity: copy.deepcopy(records) for entity, records in self._state.items() if records}
 
     async def start(self) -> str:
-        self._closing.clear()
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_post(PATH, self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}{PATH}"
+        self.url = await self._serve(app) + PATH
         return self.url
-
-    async def close(self) -> None:
-        self._closing.set()  # answers held back by a "timeout" fault go out now
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- one delivery
 
@@ -251,13 +234,11 @@ class WebhookReceiver:
         timestamp = request.headers.get("webhook-timestamp")
         signature = request.headers.get("webhook-signature")
         signed = webhook_id is not None and timestamp is not None and signature is not None
-        seen = SeenRequest(
+        seen = self._record(SeenRequest(
             webhook_id, timestamp, signed and signature_matches(self._key, webhook_id, timestamp, body, signature), body
-        )
-        self.requests.append(seen)
-        seen.fault = self.faults.pop(0) if self.faults else None
+        ))  # fmt: skip
         if seen.fault == "reset":
-            _drop_connection(request)
+            drop_connection(request)
             return web.Response()  # goes nowhere
         response = _fault_answer(seen.fault) or self._deliver(request, seen, signature, body)
         seen.status = response.status  # for "timeout", what the sender would get if it waited
@@ -362,12 +343,6 @@ class WebhookReceiver:
         else:
             records[sourced_id] = copy.deepcopy(event["data"])
 
-    async def _hang(self) -> None:
-        try:
-            await asyncio.wait_for(self._closing.wait(), self.hang_seconds)
-        except TimeoutError:
-            pass
-
 
 def _fault_answer(fault: str | None) -> web.Response | None:
     """The answer a fault forces, with nothing processed; None when the request is handled as usual."""
@@ -381,15 +356,6 @@ def _fault_answer(fault: str | None) -> web.Response | None:
         return web.json_response({"error": "bad request"}, status=400)
     if fault == "410":
         return web.json_response({"error": "gone: this endpoint takes no more deliveries"}, status=410)
-    if fault == "429" or fault.startswith("429:"):
-        retry_after = fault.partition(":")[2].strip()
-        headers = {hdrs.RETRY_AFTER: retry_after} if retry_after else None
-        return web.json_response({"error": "too many requests"}, status=429, headers=headers)
+    if is_rate_limit(fault):
+        return web.json_response({"error": "too many requests"}, status=429, headers=retry_after(fault))
     raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-
-
-def _drop_connection(request: web.Request) -> None:
-    # A zero linger time turns close() into a TCP RST: the sender sees "connection reset by peer".
-    sock = request.transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    request.transport.abort()
