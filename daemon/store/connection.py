@@ -1,0 +1,76 @@
+"""The one SQLite connection every table module works through: how it is opened, the schema it is given, the
+columns added since the first release, and the lock and transactions that make one connection safe to share
+between threads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from daemon.store import decisions, deliveries, heartbeat, snapshots, uploads
+
+# Every table, in the order the first schema created them, so that a database made today is laid out as one
+# made before the store was split into modules.
+SCHEMA = "".join([uploads.UPLOADS, uploads.TRANSITIONS, snapshots.SNAPSHOTS, snapshots.REBASELINES,
+                  deliveries.DELIVERIES, deliveries.DISABLED_TARGETS, heartbeat.HEARTBEAT, uploads.VALIDATIONS,
+                  decisions.DECISIONS])  # fmt: skip
+
+# Columns a database made by an older rosterd lacks: (table, column, type, since when the column exists).
+ADDED_COLUMNS = (
+    ("uploads", "answered_at", "TEXT", "receipts are tracked"),
+    ("snapshots", "samples", "TEXT", "receipts keep their change-set examples"),
+)
+
+
+class Database:
+    """One connection shared by every thread, and the lock that lets one thread use it at a time.
+
+    In WAL mode, so readers in other processes (`rosterd status`) never block the daemon, and with
+    synchronous=FULL, so a recorded state survives a power cut.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.connection.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=FULL")
+        with self._lock:
+            self.connection.executescript(SCHEMA)
+            _add_missing_columns(self.connection)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: every statement inside commits together or not at all. IMMEDIATE takes the
+        write lock at the start, so a read inside it cannot be overtaken by another process's write."""
+        with self._lock:
+            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.connection
+            except BaseException:
+                self.connection.execute("ROLLBACK")
+                raise
+            self.connection.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reading, held by this thread alone meanwhile."""
+        with self._lock:
+            yield self.connection
+
+    def close(self) -> None:
+        with self._lock:
+            self.connection.close()
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database from an older rosterd up to the current schema (CREATE ... IF NOT EXISTS leaves an
+    existing table as it was)."""
+    for table, column, kind, _since in ADDED_COLUMNS:
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

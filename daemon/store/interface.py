@@ -1,0 +1,250 @@
+"""What every store provides, whichever database keeps it: the methods intake, the outbox, receipts, health
+and the command line call, with the rules an implementation must keep (see the package docstring for the
+tables and the transactions that span them).
+
+`Store` (SQLite, daemon/store/__init__.py) implements it; a PostgreSQL store (issue 17) is a second class
+with these methods, tested by the same contract tests (tests/store/).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from daemon.store.records import Decision, Delivery, DeliveryState, SnapshotRecord, State, Upload
+
+
+@runtime_checkable
+class StoreInterface(Protocol):
+    """Every method blocks (a commit waits for the disk) and is safe to call from several threads; the
+    daemon calls them from a worker thread. Times are text as `stamp` writes them (UTC, milliseconds, `Z`),
+    taken once per write from `daemon.store.now`. Every write is one transaction: after a crash the last
+    committed state is exactly where an upload or a delivery resumes.
+
+    `targets` names each tenant's delivery targets (a reload replaces it): an upload that becomes a
+    tenant's current snapshot gets one delivery per target, in the same transaction.
+    """
+
+    targets: dict[str, list[str]]
+
+    # -- uploads and their states -------------------------------------------------------------------
+
+    def add(
+        self, upload_id: str, tenant: str, name: str, sha256: str, size: int, path: str, judge: bool = True
+    ) -> Upload:
+        """Record a new upload: `received`, or with `judge`, `duplicate` when it has the bytes of the tenant's
+        current upload. Intake passes judge=False and asks `judge_duplicate` when the upload's turn comes, since
+        the uploads ahead of it may change which upload is current."""
+        ...
+
+    def judge_duplicate(self, upload_id: str) -> Upload:
+        """A received upload with the same bytes as its tenant's current upload becomes a duplicate (nothing
+        else happens to it); any other stays as it is. Bytes an older upload had are a real upload: sending
+        last week's export again takes the roster back to it."""
+        ...
+
+    def earlier_with_same_bytes(self, upload: Upload) -> Upload | None:
+        """The newest upload of the tenant before `upload` with the same sha256 that was not itself a duplicate."""
+        ...
+
+    def set_state(
+        self,
+        upload_id: str,
+        state: State,
+        detail: str | None = None,
+        path: str | None = None,
+        result: dict | None = None,
+    ) -> Upload:
+        """Move an upload to `state` in one transaction; with `path`, record where its file now lives, with
+        `result`, the validation result the state was decided on. A new state's receipt is not written yet."""
+        ...
+
+    def mark_answered(self, upload_id: str) -> None:
+        """The receipt for the upload's current state is written: a restart need not write it again."""
+        ...
+
+    def result(self, upload_id: str) -> dict | None:
+        """The validation result the upload's state was decided on (None: not validated)."""
+        ...
+
+    def unanswered(self, tenant: str | None = None, state: State | None = None) -> list[Upload]:
+        """Uploads in a final state (or in `state`) whose receipt is not written yet, oldest first: a crash
+        cut it short, or a decision on another upload moved them (held ones superseded)."""
+        ...
+
+    def states(self, upload_ids: list[str]) -> dict[str, State]:
+        """The recorded state of each of `upload_ids` that is recorded."""
+        ...
+
+    def get(self, upload_id: str) -> Upload:
+        """The upload; KeyError when there is none."""
+        ...
+
+    def unfinished(self) -> list[Upload]:
+        """Uploads a crash interrupted, oldest first: they resume from their recorded state."""
+        ...
+
+    def stuck(self, since: str) -> list[Upload]:
+        """Uploads still received or validating whose state last changed before `since`, oldest first."""
+        ...
+
+    def recent(self, tenant: str, limit: int = 20) -> list[Upload]:
+        """The tenant's newest uploads, newest first."""
+        ...
+
+    def last_detail(self, upload_id: str) -> str | None:
+        """What the latest transition of an upload says about it (same content as ..., approved by ...)."""
+        ...
+
+    def history(self, upload_id: str) -> list[tuple[str, str, str | None]]:
+        """(state, at, detail) of every state the upload was in, oldest first."""
+        ...
+
+    # -- snapshots and operators' decisions on them ----------------------------------------------------
+
+    def record_snapshot(
+        self, upload_id: str, snapshot: SnapshotRecord, state: State, result: dict, check_base: bool = True
+    ) -> Upload:
+        """Catalogue a published snapshot and move its upload to `accepted` or `held`, in one transaction.
+
+        An accepted upload becomes the tenant's current snapshot: every older held upload of the tenant is
+        superseded, a pending rebaseline is used up, and a delivery is queued for each of the tenant's
+        targets. With `check_base`, raises StaleBase (recording nothing) when the snapshot was diffed against
+        one that is no longer the tenant's current one.
+        """
+        ...
+
+    def current_snapshot(self, tenant: str) -> SnapshotRecord | None:
+        """The snapshot the next upload of `tenant` is diffed against: its newest accepted one."""
+        ...
+
+    def snapshot(self, upload_id: str) -> SnapshotRecord | None:
+        """The snapshot made from the upload (None: none was)."""
+        ...
+
+    def snapshots(self, tenant: str) -> list[tuple[SnapshotRecord, Upload]]:
+        """Every snapshot of `tenant` with its upload, newest first (pruned ones included, marked)."""
+        ...
+
+    def mark_pruned(self, upload_id: str) -> None:
+        """The snapshot's folder was deleted by retention; its record stays for `rosterd snapshots`."""
+        ...
+
+    def decide(self, upload_id: str, approve: bool, operator: str) -> Upload:
+        """An admin's decision on a held upload: approved (accepted, now current) or discarded.
+
+        Only the newest held upload of a tenant may be approved: an older one was diffed against a snapshot
+        that the newer one also builds on, so approving it would leave the newer one's change set stale.
+        Approving supersedes the older held ones. Raises Refused with the reason when the decision cannot be
+        taken (and records nothing).
+        """
+        ...
+
+    def request_rebaseline(self, tenant: str, operator: str) -> str:
+        """Take the tenant's next upload as a fresh baseline; returns the time of the request."""
+        ...
+
+    def rebaseline_requested(self, tenant: str) -> tuple[str, str] | None:
+        """(when, by whom) if the next upload of `tenant` is to be taken as a fresh baseline."""
+        ...
+
+    # -- deliveries (the outbox) -----------------------------------------------------------------------
+
+    def open_heads(self) -> list[Delivery]:
+        """Each target's oldest open delivery (pending, in flight or failed).
+
+        Only that one may go: it blocks the newer ones of its target, so a target gets its changes in upload
+        order.
+        """
+        ...
+
+    def claim_delivery(self, delivery_id: str) -> Delivery:
+        """Mark a delivery in flight and count the attempt; record the base it goes out against: the upload of
+        the target's newest delivered delivery before it (None: the target has nothing yet)."""
+        ...
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        state: DeliveryState,
+        error: str | None = None,
+        result: dict | None = None,
+        next_attempt_at: str | None = None,
+    ) -> Delivery:
+        """Record the outcome of an attempt: delivered, failed (retried at `next_attempt_at`) or dead."""
+        ...
+
+    def resume_deliveries(self) -> int:
+        """At start: deliveries a stop or crash left in flight are sent again (their receivers drop repeats by
+        idempotency key). Returns how many."""
+        ...
+
+    def replay_delivery(self, delivery_id: str, operator: str, force: bool = False) -> Delivery:
+        """Re-queue a delivery (an operator's `rosterd replay`). Refused while it is in flight, and, without
+        `force`, when a newer delivery of the same target went out already: replaying the older one would send
+        the roster as it was then and undo part of the newer one."""
+        ...
+
+    def queue_dated(self, tenant: str, target: str, day: str, since: str) -> Delivery | None:
+        """For a target whose scope moves classes by date: once a day, a delivery of the tenant's current
+        snapshot, so classes that entered or left the scope today go out without waiting for an upload. Only
+        when the target got no delivery since `since` (the day's start in its time zone, as UTC text)."""
+        ...
+
+    def counts(self) -> dict[str, dict[tuple[str, ...], int]]:
+        """For metrics and `rosterd status`: uploads per (tenant, state), deliveries per (tenant, target, state)."""
+        ...
+
+    def target_history(self, tenant: str, target: str) -> tuple[Delivery | None, Delivery | None]:
+        """A target's newest delivered delivery and its newest one that failed or died (for `rosterd status`)."""
+        ...
+
+    def disable_target(self, tenant: str, target: str, reason: str) -> None:
+        """A receiver said it wants nothing more (HTTP 410): its deliveries wait until `rosterd enable-target`."""
+        ...
+
+    def enable_target(self, tenant: str, target: str, operator: str = "unknown") -> str | None:
+        """Take a target off the disabled list; returns when, or None when it was not on it."""
+        ...
+
+    def disabled_targets(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(tenant, target) -> (when, why) for every disabled target."""
+        ...
+
+    def delivery(self, delivery_id: str) -> Delivery:
+        """The delivery; KeyError when there is none."""
+        ...
+
+    def deliveries(self, tenant: str | None = None, upload_id: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Deliveries newest first, of one tenant or upload or all."""
+        ...
+
+    def snapshots_for_deliveries(self, tenant: str) -> set[str]:
+        """Upload ids whose snapshots the outbox still needs: those of open deliveries, and each target's newest
+        delivered one (the next delivery to that target is diffed against it)."""
+        ...
+
+    # -- decisions, for receipts and the daemon's log -----------------------------------------------------
+
+    def decisions(self, upload_id: str) -> list[Decision]:
+        """The decisions that bear on an upload, oldest first: its own (approved, discarded, replays of its
+        deliveries, the rebaseline it used up) and each target enabled while a delivery of it waited for that
+        target (queued by then, and delivered only after it or not yet)."""
+        ...
+
+    def unlogged_decisions(self) -> list[Decision]:
+        """Decisions the running daemon has not logged yet, oldest first."""
+        ...
+
+    def mark_logged(self, decision_ids: list[int]) -> None:
+        """The running daemon logged these decisions: each is logged once."""
+        ...
+
+    # -- the store itself -------------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """A real write and commit: fails when the database or its disk no longer takes writes."""
+        ...
+
+    def close(self) -> None:
+        """Release the database; the store is not used after."""
+        ...

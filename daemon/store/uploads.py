@@ -1,0 +1,167 @@
+"""The uploads table, with each upload's state history (transitions) and the validation result its final state
+was decided on (validations): all three are keyed by the upload and written in the same transactions.
+
+Every function takes the connection of a transaction or read the caller holds (daemon/store/connection.py)
+and the time `at` the caller decided for it, so that one transaction writes one time into every table.
+Arrival order is rowid order, which breaks ties within a millisecond.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from daemon.store.records import State, Upload
+
+UPLOADS = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    answered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS uploads_by_tenant ON uploads (tenant, received_at);
+CREATE INDEX IF NOT EXISTS uploads_by_hash ON uploads (tenant, sha256);
+"""
+TRANSITIONS = """
+CREATE TABLE IF NOT EXISTS transitions (
+    upload_id TEXT NOT NULL REFERENCES uploads (id),
+    state TEXT NOT NULL,
+    at TEXT NOT NULL,
+    detail TEXT
+);
+"""
+VALIDATIONS = """
+CREATE TABLE IF NOT EXISTS validations (
+    upload_id TEXT PRIMARY KEY REFERENCES uploads (id),
+    result TEXT NOT NULL  -- the validator's result as JSON, findings already cut to what a receipt shows
+);
+"""
+
+
+def insert(db: sqlite3.Connection, upload: Upload, detail: str | None) -> None:
+    """A new upload and the first line of its history."""
+    db.execute(
+        "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        (upload.id, upload.tenant, upload.name, upload.sha256, upload.size, upload.path, upload.state,
+         upload.received_at, upload.updated_at),
+    )  # fmt: skip
+    db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload.id, upload.state, upload.received_at, detail))
+
+
+def move(
+    db: sqlite3.Connection, upload_id: str, state: State, at: str, detail: str | None, path: str | None = None
+) -> None:
+    """The new state (its receipt not yet written), where the file now lives when `path` is given, and one
+    more line of history."""
+    db.execute("UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL "
+               "WHERE id = ?", (state, at, path, upload_id))  # fmt: skip
+    db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
+
+
+def same_content_as(current: Upload) -> str:
+    """The history's detail for a duplicate: which upload it repeats."""
+    return f"same content as {current.id}, the upload the current roster came from"
+
+
+def mark_answered(db: sqlite3.Connection, upload_id: str, at: str) -> None:
+    db.execute("UPDATE uploads SET answered_at = ? WHERE id = ?", (at, upload_id))
+
+
+def get(db: sqlite3.Connection, upload_id: str) -> Upload | None:
+    row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+    return None if row is None else as_upload(row)
+
+
+def earlier_with_same_bytes(db: sqlite3.Connection, upload: Upload) -> Upload | None:
+    """The newest upload of the tenant before `upload` with the same sha256 that was not itself a duplicate."""
+    row = db.execute(
+        "SELECT * FROM uploads WHERE tenant = ? AND sha256 = ? AND state != ? AND rowid < (SELECT rowid "
+        "FROM uploads WHERE id = ?) ORDER BY rowid DESC LIMIT 1",
+        (upload.tenant, upload.sha256, State.DUPLICATE, upload.id),
+    ).fetchone()  # fmt: skip
+    return None if row is None else as_upload(row)
+
+
+def held_before(db: sqlite3.Connection, tenant: str, upload_id: str) -> list[str]:
+    """The tenant's held uploads that arrived before `upload_id`."""
+    rows = db.execute(
+        "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid < (SELECT rowid FROM uploads WHERE id = ?)",
+        (tenant, State.HELD, upload_id),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def held_after(db: sqlite3.Connection, tenant: str, upload_id: str) -> str | None:
+    """The first of the tenant's held uploads that arrived after `upload_id` (None: there is none)."""
+    row = db.execute(
+        "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid > (SELECT rowid FROM uploads WHERE id = ?) "
+        "ORDER BY rowid", (tenant, State.HELD, upload_id),
+    ).fetchone()  # fmt: skip
+    return None if row is None else row["id"]
+
+
+def unanswered(db: sqlite3.Connection, states: list[State], tenant: str | None) -> list[Upload]:
+    """Uploads in one of `states` whose receipt is not written yet (of `tenant`, or all), oldest first."""
+    rows = db.execute(
+        f"SELECT * FROM uploads WHERE answered_at IS NULL AND state IN ({','.join('?' * len(states))}) "
+        "AND (? IS NULL OR tenant = ?) ORDER BY received_at, id",
+        (*states, tenant, tenant),
+    ).fetchall()
+    return [as_upload(r) for r in rows]
+
+
+def states(db: sqlite3.Connection, upload_ids: list[str]) -> dict[str, State]:
+    rows = db.execute(
+        f"SELECT id, state FROM uploads WHERE id IN ({','.join('?' * len(upload_ids))})", upload_ids
+    ).fetchall()
+    return {r["id"]: State(r["state"]) for r in rows}
+
+
+def unfinished(db: sqlite3.Connection) -> list[Upload]:
+    """Uploads still received or validating, oldest first."""
+    rows = db.execute(
+        "SELECT * FROM uploads WHERE state IN (?, ?) ORDER BY received_at, id", (State.RECEIVED, State.VALIDATING)
+    ).fetchall()
+    return [as_upload(r) for r in rows]
+
+
+def recent(db: sqlite3.Connection, tenant: str, limit: int) -> list[Upload]:
+    rows = db.execute(
+        "SELECT * FROM uploads WHERE tenant = ? ORDER BY received_at DESC, id DESC LIMIT ?", (tenant, limit)
+    ).fetchall()
+    return [as_upload(r) for r in rows]
+
+
+def history(db: sqlite3.Connection, upload_id: str) -> list[tuple[str, str, str | None]]:
+    """(state, at, detail) of each transition, oldest first."""
+    rows = db.execute(
+        "SELECT state, at, detail FROM transitions WHERE upload_id = ? ORDER BY rowid", (upload_id,)
+    ).fetchall()
+    return [(r["state"], r["at"], r["detail"]) for r in rows]
+
+
+def counts(db: sqlite3.Connection) -> dict[tuple[str, ...], int]:
+    """Uploads per (tenant, state)."""
+    rows = db.execute("SELECT tenant, state, COUNT(*) AS n FROM uploads GROUP BY tenant, state").fetchall()
+    return {(r["tenant"], r["state"]): r["n"] for r in rows}
+
+
+def keep_result(db: sqlite3.Connection, upload_id: str, result: dict) -> None:
+    """The validation result an upload's state was decided on (replacing an earlier one)."""
+    db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
+
+
+def result(db: sqlite3.Connection, upload_id: str) -> dict | None:
+    row = db.execute("SELECT result FROM validations WHERE upload_id = ?", (upload_id,)).fetchone()
+    return None if row is None else json.loads(row["result"])
+
+
+def as_upload(row: sqlite3.Row) -> Upload:
+    return Upload(**{k: row[k] for k in row.keys()} | {"state": State(row["state"])})
