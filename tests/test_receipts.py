@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from daemon import receipts
+from daemon.receipts import writer
 from daemon.store import Action, Decision, Delivery, DeliveryState, SnapshotRecord, State, Store, Upload
 
 
@@ -40,7 +41,7 @@ def test_json_text_and_latest_are_written(tmp_path: Path) -> None:
 def test_a_reader_who_sees_the_new_json_finds_the_text_in_the_same_state(tmp_path: Path, monkeypatch) -> None:
     receipts.write(tmp_path, receipts.build(upload(state=State.RECEIVED)))
     seen: list[tuple[str, str]] = []  # what a poller reading both files finds after each file is replaced
-    publish = receipts._publish
+    publish = writer._publish
 
     def publish_and_look(path: Path, text: str) -> None:
         publish(path, text)
@@ -48,7 +49,7 @@ def test_a_reader_who_sees_the_new_json_finds_the_text_in_the_same_state(tmp_pat
         seen.append((json.loads((tmp_path / f"{stem}.json").read_text())["state"],
                      (tmp_path / f"{stem}.txt").read_text().splitlines()[0].rsplit(" ", 1)[1]))  # fmt: skip
 
-    monkeypatch.setattr(receipts, "_publish", publish_and_look)
+    monkeypatch.setattr(writer, "_publish", publish_and_look)
     receipts.write(tmp_path, receipts.build(upload(state=State.ACCEPTED), validation(0)))
     assert ("accepted", "RECEIVED") not in seen  # the JSON never runs ahead of the text
     assert seen[-1] == ("accepted", "ACCEPTED")
