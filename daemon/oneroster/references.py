@@ -56,7 +56,7 @@ def check_references(
         # Common case first: one parallel pass of membership tests over all of the file's references; only
         # the references with a row that fails it are looked at further.
         unresolved = state.frame.select(
-            _unresolved(col, ids).alias(col.name) for col, _, ids in checked
+            points_outside(col, ids).alias(col.name) for col, _, ids in checked
         ) if checked else None  # fmt: skip
         cascades = []
         for col, target, _ in checked:
@@ -92,11 +92,13 @@ def _missing_file(state: FileState, col: Column, findings: Findings) -> None:
 
 def _resolvable(col: Column, target: FileState, version: Version) -> pl.Series:
     """The sourcedIds a reference may point at: surviving rows of the target, of the right type."""
-    keep = pl.col("_ok") & (_type_ok(col, version) if col.ref.target_types else True)
+    keep = pl.col("_ok") & (of_target_type(col, version) if col.ref.target_types else True)
     return target.frame.select(pl.col("sourcedId").filter(keep)).to_series()  # no copy of the other columns
 
 
-def _unresolved(col: Column, ids: pl.Series) -> pl.Expr:
+def points_outside(col: Column, ids: pl.Series) -> pl.Expr:
+    """Whether a row's reference in `col` (any item of a list) points outside `ids`; false where it is blank.
+    Also used to resolve references against the tenant's merged snapshot (snapshots/merge.py)."""
     good = ids.implode()
     if col.kind is Kind.REF_LIST:
         return pl.col(col.name).list.eval(~pl.element().is_in(good)).list.any().fill_null(False)
@@ -140,7 +142,7 @@ def _check_column(
     if col.ref.target_types:
         # Judged only where the target row has a type of its vocabulary: a row the text layer dropped has
         # none, and a row dropped for an invalid type is the root cause itself (reported as target_dropped).
-        allowed = target.frame.filter(_type_ok(col, version))["sourcedId"]
+        allowed = target.frame.filter(of_target_type(col, version))["sourcedId"]
         typed_ok = in_vocabulary(pl.col("type"), target.table.column("type"), version)
         typed = target.frame.filter(typed_ok)["sourcedId"]
         wrong = pl.col("value").is_in(typed.implode()) & ~pl.col("value").is_in(allowed.implode())
@@ -257,7 +259,9 @@ def endless_chains(links: pl.DataFrame) -> pl.Series:
     return up["child"].unique()
 
 
-def _type_ok(col: Column, version: Version) -> pl.Expr:
+def of_target_type(col: Column, version: Version) -> pl.Expr:
+    """Whether a row of the referenced file has a `type` the reference in `col` may point at (an extension
+    type too, where the version allows them). Also used by snapshots/merge.py."""
     kind = pl.col("type")
     ok = kind.is_in(list(col.ref.target_types))
     if version.extensible:

@@ -14,7 +14,7 @@ import polars as pl
 
 from daemon.snapshots.changes import ROW_COLUMN, entity_order, without_row
 from daemon.oneroster.findings import Findings, Mode, Severity
-from daemon.oneroster.references import _type_ok, _unresolved, endless_chains
+from daemon.oneroster.references import endless_chains, of_target_type, points_outside
 from daemon.oneroster.schema import VERSIONS, Column, Kind
 from daemon.oneroster.validate import Roster
 
@@ -141,8 +141,8 @@ def _check_reference(
     present = target["sourcedId"] if target is not None else pl.Series("sourcedId", [], pl.String)
     resolvable = present
     if typed:
-        resolvable = target.filter(_type_ok(col, VERSIONS[version]))["sourcedId"]
-    mask = frame.select(_unresolved(col, resolvable)).to_series()
+        resolvable = target.filter(of_target_type(col, VERSIONS[version]))["sourcedId"]
+    mask = frame.select(points_outside(col, resolvable)).to_series()
     if not mask.any():
         return
     values = frame.filter(mask).select("sourcedId", value=pl.col(col.name))
