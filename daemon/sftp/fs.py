@@ -55,13 +55,13 @@ def area_dir(root: Path, area: str) -> Iterator[int]:
         os.close(fd)
 
 
-def folder_stats(root: Path, area: str) -> list[tuple[str, os.stat_result]]:
-    """The folders of an area a client may open (those of RESULT_FOLDERS that exist and are real folders)."""
+def folder_stats(root: Path, area: str, folders: tuple[str, ...] = RESULT_FOLDERS) -> list[tuple[str, os.stat_result]]:
+    """The folders of an area a client may open (those of `folders` that exist and are real folders)."""
     if area != RESULTS:
         return []
     found = []
     with area_dir(root, area) as fd:
-        for name in RESULT_FOLDERS:
+        for name in folders:
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.sftp.defender import DefenderOptions
+from daemon.sftp.paths import RESULT_FOLDERS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -52,3 +53,6 @@ class ServerOptions:
     max_buffered_bytes_total: int = 512 * MiB  # the same for all sessions together
     defender: DefenderOptions | None = None  # None: no scoring, no bans
     defender_file: Path | None = None  # where bans are kept across restarts; None: in memory only
+    # The folders inside /results that a tenant may open and read (what the pipeline writes there, named by
+    # the caller: the daemon passes daemon/receipts' RESULT_FOLDERS); this layer knows none of them itself.
+    result_folders: tuple[str, ...] = RESULT_FOLDERS

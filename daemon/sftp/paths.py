@@ -1,9 +1,14 @@
-"""What a tenant sees: `/`, `/inbox`, `/results`, `/results/cers`, and the files directly inside them.
+"""What a tenant sees: `/`, `/inbox`, `/results`, the folders of `/results` it is given, and the files
+directly inside them.
 
 A client's path is read lexically here, before anything touches the disk: decoded as UTF-8, `.` and
 `..` folded, and refused outright when `..` would climb above `/`. Whatever is left is one of four
 kinds; nothing here maps to a host path by string joining, so `//etc` is just the tenant-relative
 `/etc`, which does not exist.
+
+Which folders /results has is not this layer's to know (the pipeline writes them): the caller names them
+(ServerOptions.result_folders, filled by daemon/app.py from daemon/receipts). RESULT_FOLDERS is only the
+default for callers that name none.
 """
 
 from __future__ import annotations
@@ -14,8 +19,7 @@ from dataclasses import dataclass
 INBOX = "inbox"
 RESULTS = "results"
 AREAS = (INBOX, RESULTS)
-RESULT_FOLDERS = ("cers",)  # read-only folders inside /results that targets write (CERS dry-run files)
-READABLE = (RESULTS, *(f"{RESULTS}/{folder}" for folder in RESULT_FOLDERS))
+RESULT_FOLDERS = ("cers",)  # the default of ServerOptions.result_folders: read-only folders inside /results
 
 HIDDEN_PREFIX = ".rosterd-"  # the server's own files: never listed, never addressable by a client
 TEMP_PREFIX = HIDDEN_PREFIX + "tmp-"
@@ -33,8 +37,8 @@ class PathRefused(Exception):
 
 class Kind(enum.Enum):
     ROOT = "root"  # "/"
-    AREA = "area"  # "/inbox", "/results" or "/results/cers"
-    ENTRY = "entry"  # "/inbox/NAME", "/results/NAME" or "/results/cers/NAME"
+    AREA = "area"  # "/inbox", "/results" or a folder of it, "/results/FOLDER"
+    ENTRY = "entry"  # "/inbox/NAME", "/results/NAME" or "/results/FOLDER/NAME"
     ELSEWHERE = "elsewhere"  # anything else: does not exist for the tenant
 
 
@@ -54,12 +58,19 @@ class VirtualPath:
 
     @property
     def readable(self) -> bool:
-        """A file the tenant may read: one in /results or a folder of it."""
-        return self.kind is Kind.ENTRY and self.area in READABLE and not self.hidden
+        """A file the tenant may read: one in /results or a folder of it (parse makes no other area of it)."""
+        in_results = self.area == RESULTS or (self.area or "").startswith(f"{RESULTS}/")
+        return self.kind is Kind.ENTRY and in_results and not self.hidden
 
 
-def parse(raw: bytes) -> VirtualPath:
-    """Read a client path; relative paths are taken from `/`, where every session starts."""
+def readable_areas(folders: tuple[str, ...] = RESULT_FOLDERS) -> tuple[str, ...]:
+    """The areas a tenant may read from: /results and the given folders of it."""
+    return (RESULTS, *(f"{RESULTS}/{folder}" for folder in folders))
+
+
+def parse(raw: bytes, folders: tuple[str, ...] = RESULT_FOLDERS) -> VirtualPath:
+    """Read a client path; relative paths are taken from `/`, where every session starts. `folders`: the
+    folders of /results, each an area of its own."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -81,9 +92,9 @@ def parse(raw: bytes) -> VirtualPath:
     normalised = "/" + "/".join(parts)
     if not parts:
         return VirtualPath(Kind.ROOT, normalised)
-    if parts[0] == RESULTS and len(parts) > 1 and parts[1] in RESULT_FOLDERS:
+    if parts[0] == RESULTS and len(parts) > 1 and parts[1] in folders:
         parts = [f"{RESULTS}/{parts[1]}", *parts[2:]]  # a folder of /results is an area of its own
-    if parts[0] not in READABLE + (INBOX,) or len(parts) > 2:
+    if parts[0] not in (*readable_areas(folders), INBOX) or len(parts) > 2:
         return VirtualPath(Kind.ELSEWHERE, normalised)
     if len(parts) == 1:
         return VirtualPath(Kind.AREA, normalised, area=parts[0])

@@ -287,6 +287,7 @@ def _open_session(shared: _Shared, chan: asyncssh.SSHServerChannel) -> asyncssh.
         tenant=tenant,
         remote_ip=gate.remote_ip,
         session_id=gate.session_id,
+        result_folders=shared.options.result_folders,
         reporter=shared.reporter,
         account=SessionAccount(shared.ledger, tenant.name, tenant.inbox_quota_bytes, shared.options.min_free_bytes),
         pools=shared.pools,

@@ -51,13 +51,11 @@ from daemon.sftp import events, fs
 from daemon.sftp.events import Reporter, UploadReceived
 from daemon.sftp.limits import REFUSALS, SERVER_WIDE, Pools, SessionAccount, run_in
 from daemon.sftp.options import TenantAccess
-from daemon.sftp.paths import AREAS, INBOX, READABLE, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
+from daemon.sftp.paths import AREAS, INBOX, RESULTS, Kind, PathRefused, VirtualPath, is_acceptable_name, is_partial, parse
 from daemon.sftp.upload import Handle, Upload
 
 # How the tree is shown: the tenant's rights, not the host's modes or owners.
 _ROOT_MODE = stat.S_IFDIR | 0o555
-_AREA_MODES = {INBOX: stat.S_IFDIR | 0o755} | {area: stat.S_IFDIR | 0o555 for area in READABLE}
-_FILE_MODES = {INBOX: stat.S_IFREG | 0o600} | {area: stat.S_IFREG | 0o444 for area in READABLE}
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
 
 
@@ -68,6 +66,7 @@ class SessionContext:
     tenant: TenantAccess
     remote_ip: str
     session_id: str
+    result_folders: tuple[str, ...]  # the folders of /results the tenant may open (ServerOptions.result_folders)
     reporter: Reporter
     account: SessionAccount  # what the session holds, against the listener's caps
     pools: Pools
@@ -120,7 +119,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
     def _resolve(self, raw: bytes, op: str) -> VirtualPath:
         self._ctx.touch()
         try:
-            return parse(raw)
+            return parse(raw, self._ctx.result_folders)
         except PathRefused as refused:
             self._refuse(op, refused.reason)
 
@@ -173,10 +172,10 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if where.kind is Kind.ROOT:
             return _attrs(_ROOT_MODE, await self._disk(os.stat, self._root))
         if where.kind is Kind.AREA:
-            return _attrs(_AREA_MODES[where.area], await self._disk(fs.area_stat, self._root, where.area))
+            return _attrs(_area_mode(where.area), await self._disk(fs.area_stat, self._root, where.area))
         if where.kind is Kind.ENTRY and not where.hidden:
             st = await self._disk(fs.entry_stat, self._root, where.area, where.name)
-            return _attrs(_FILE_MODES[where.area], st)
+            return _attrs(_file_mode(where.area), st)
         raise SFTPNoSuchFile("No such file")
 
     def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
@@ -191,14 +190,14 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if where.kind is Kind.ROOT:
             stats = await self._disk(lambda: [fs.area_stat(self._root, area) for area in AREAS])
             for area, st in zip(AREAS, stats, strict=True):
-                yield SFTPName(area.encode(), attrs=_attrs(_AREA_MODES[area], st))
+                yield SFTPName(area.encode(), attrs=_attrs(_area_mode(area), st))
             return
         folders, files = await self._disk(
-            lambda: (fs.folder_stats(self._root, where.area), fs.list_area(self._root, where.area)))
+            lambda: (fs.folder_stats(self._root, where.area, self._ctx.result_folders), fs.list_area(self._root, where.area)))
         for name, st in folders:
-            yield SFTPName(name.encode(), attrs=_attrs(_AREA_MODES[f"{where.area}/{name}"], st))
+            yield SFTPName(name.encode(), attrs=_attrs(_area_mode(f"{where.area}/{name}"), st))
         for name, st in files:
-            yield SFTPName(name.encode(), attrs=_attrs(_FILE_MODES[where.area], st))
+            yield SFTPName(name.encode(), attrs=_attrs(_file_mode(where.area), st))
 
     def readlink(self, path: bytes) -> bytes:
         self._resolve(path, "readlink")
@@ -411,10 +410,10 @@ class TenantSFTPServer(asyncssh.SFTPServer):
     async def fstat(self, file_obj: object) -> SFTPAttrs:
         self._ctx.touch()
         if isinstance(file_obj, _Reading):
-            return _attrs(_FILE_MODES[RESULTS], await self._disk(os.fstat, file_obj.fd))
+            return _attrs(_file_mode(RESULTS), await self._disk(os.fstat, file_obj.fd))
         if isinstance(file_obj, Upload) and not file_obj.refused:
             await self._drain(file_obj)
-            return _attrs(_FILE_MODES[INBOX], await self._disk(os.fstat, file_obj.temp.fd, bulk=True))
+            return _attrs(_file_mode(INBOX), await self._disk(os.fstat, file_obj.temp.fd, bulk=True))
         raise SFTPFailure("Upload was refused")
 
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
@@ -514,6 +513,16 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             self._ended = True
             self._report(events.SESSION_CLOSED)
             self._ctx.on_exit()
+
+
+def _area_mode(area: str) -> int:
+    """The inbox is the tenant's to change; /results and its folders are read-only."""
+    return stat.S_IFDIR | (0o755 if area == INBOX else 0o555)
+
+
+def _file_mode(area: str) -> int:
+    """A file in the inbox may be written, not read back; one in /results or its folders only read."""
+    return stat.S_IFREG | (0o600 if area == INBOX else 0o444)
 
 
 def _attrs(mode: int, st: os.stat_result) -> SFTPAttrs:
