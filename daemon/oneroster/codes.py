@@ -1,4 +1,5 @@
-"""The catalogue of finding codes. Codes are stable: receipts, logs and scripts match on them.
+"""The catalogue of finding codes, every one rosterd makes. Codes are stable: receipts, logs and scripts match
+on them.
 
 Each code has a one-line meaning; `rosterd codes` prints this table. Severity is not part of a code:
 some deviations are warnings in lenient mode and errors in strict mode.
@@ -100,6 +101,16 @@ CODES: dict[str, str] = {
     "file.too_many_dropped_rows": "more rows were dropped than the configured share of the file allows",
     # Against the tenant's current snapshot (the daemon only)
     "snapshot.delta_without_baseline": "a package with delta files arrived before any accepted bulk upload",
+    # A CERS target's groups (warnings in the delivery's result, about rows of the snapshot it sends)
+    "cers.school_without_id": "a school has no CDS code (mapping.school_id, default identifier): its classes "
+    "are not sent",
+    "cers.class_without_school_year": "no term of a class gives a school year: the class is not sent",
+    "cers.student_without_id": "an enrolled student has no SSID (mapping.student_id): left out of their groups",
+    "cers.teacher_without_login": "an enrolled teacher has no login (mapping.teacher_login): left out of their "
+    "groups",
+    "cers.group_too_large": "a class has more than CERS's 200 students per group: skipped, or split (mapping.oversize)",
+    "cers.group_name_collision": "two classes of one school and year clean to the same group name: each gets a "
+    "hash suffix",
 }
 
 

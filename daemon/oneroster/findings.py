@@ -1,7 +1,11 @@
-"""Findings: what the validator says about an upload, as data with stable codes.
+"""Findings: what rosterd says about a roster, as data with stable codes (the catalogue: codes.py).
 
-A finding names a code, a severity and a place (file, row as a person sees it with the header on row 1,
-column, value). Text is rendered from findings at the edge (see report.py), never stored in them.
+Every finding, the validator's, the snapshot merge's and a target's (CERS), is a `Finding`: a code, a
+severity, a message and a place: the file, the row as a person sees it in the upload (the header on row 1),
+the column and the value. A finding about a row of a stored snapshot rather than of the upload (a CERS
+target's findings, made from the tenant's snapshot) has no row number: its row is None and `sourced_id`
+names the row instead; its dict form then has the key `sourcedId`, which the dict of a finding with a row
+number leaves out. Text is rendered from findings at the edge (see report.py), never stored in them.
 """
 
 from __future__ import annotations
@@ -48,10 +52,15 @@ class Finding:
     row: int | None = None
     column: str | None = None
     value: str | None = None
+    sourced_id: str | None = None  # the row, where it is a stored snapshot's row and `row` is None
 
     def to_dict(self) -> dict:
+        """As kept in results and receipts: the fields by name, `sourcedId` only where it names the row."""
         data = asdict(self)
         data["severity"] = str(self.severity)
+        sourced_id = data.pop("sourced_id")
+        if sourced_id is not None:
+            data["sourcedId"] = sourced_id
         return data
 
 
@@ -89,6 +98,7 @@ class Findings:
         row: int | None = None,
         column: str | None = None,
         value: object = None,
+        sourced_id: str | None = None,
         scope: str | None = None,
     ) -> None:
         """Record one finding. An error of scope "file" (the default when there is no row) rejects the upload;
@@ -99,7 +109,7 @@ class Findings:
                 self.rejecting += 1
             if self._kept[(code, file)] < self.keep:
                 self._kept[(code, file)] += 1
-                self.items.append(Finding(code, severity, message, file, row, column, clip(value)))
+                self.items.append(Finding(code, severity, message, file, row, column, clip(value), sourced_id))
 
     def add_rows(
         self,
@@ -134,7 +144,8 @@ class Findings:
 
     def extend(self, findings: Iterable[Finding]) -> None:
         for f in findings:
-            self.add(f.code, f.severity, f.message, file=f.file, row=f.row, column=f.column, value=f.value)
+            self.add(f.code, f.severity, f.message, file=f.file, row=f.row, column=f.column, value=f.value,
+                     sourced_id=f.sourced_id)
 
     def _count(self, code: str, severity: Severity, n: int) -> None:
         self.counts[code] += n

@@ -38,7 +38,7 @@ def process_upload(path: str, options: dict) -> dict:
     try:
         frames = merge_package(previous, result.roster)
     except DeltaWithoutSnapshot as exc:
-        return {"validation": _with_findings(validation, [_finding(exc.code, str(exc))], rejected=True)}
+        return {"validation": _with_findings(validation, [exc.finding().to_dict()], rejected=True)}
     found = dangling_references(frames, result.roster.version, result.roster, mode=result.mode)
     if any(finding["severity"] == "error" for finding in found):
         return {"validation": _with_findings(validation, found, rejected=True)}
@@ -77,11 +77,6 @@ def validation_options(options: dict):
         limits=ZipLimits(**limits),
         max_dropped_share=options.get("max_dropped_share", 0.01),
     )
-
-
-def _finding(code: str, message: str, **where: object) -> dict:
-    return {"code": code, "severity": "error", "message": message, "file": None, "row": None, "column": None,
-            "value": None, **where}  # fmt: skip
 
 
 def _with_findings(validation: dict, findings: list[dict], rejected: bool) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import polars as pl
 
 from daemon.snapshots.changes import ROW_COLUMN, entity_order, without_row
-from daemon.oneroster.findings import Findings, Mode, Severity
+from daemon.oneroster.findings import Finding, Findings, Mode, Severity
 from daemon.oneroster.references import endless_chains, of_target_type, points_outside
 from daemon.oneroster.schema import VERSIONS, Column, Kind
 from daemon.oneroster.validate import Roster
@@ -32,6 +32,10 @@ class DeltaWithoutSnapshot(Exception):
         files = ", ".join(f"{e}.csv" for e in entities)
         super().__init__(f"the package holds delta files ({files}) but there is no earlier snapshot to apply them "
                          "to; send a bulk package first")  # fmt: skip
+
+    def finding(self) -> Finding:
+        """The error that rejects the upload, about the package as a whole."""
+        return Finding(self.code, Severity.ERROR, str(self))
 
 
 def merge_package(previous: Frames | None, roster: Roster) -> dict[str, Frame]:

@@ -8,6 +8,8 @@ import csv
 import io
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -300,9 +302,10 @@ def test_a_school_without_its_id_is_skipped_with_one_finding(frames):
     groups, found = build_groups({**frames, "orgs": orgs}, DEFAULT, ALL)
     assert groups.height == CLASSES * 2 // 3 and "01612590130002" not in groups["school_natural_id"]
     assert len(found) == 1
-    assert found[0] | {"message": ""} == {"code": "cers.school_without_id", "severity": "warning", "file": "orgs.csv",
-                                          "sourcedId": "sch-0002", "column": "identifier", "value": None,
-                                          "message": ""}  # fmt: skip
+    # the fields of every finding; no row number (the school is a row of the snapshot), its sourcedId instead
+    assert found[0] | {"message": ""} == {
+        "code": "cers.school_without_id", "severity": "warning", "message": "", "file": "orgs.csv", "row": None,
+        "column": "identifier", "value": None, "sourcedId": "sch-0002"}  # fmt: skip
     assert "36 classes" in found[0]["message"]
 
 
@@ -401,6 +404,19 @@ def test_the_latest_school_year_of_a_class_wins_and_inactive_rows_do_not_count(f
     groups, _ = build_groups({**frames, "academicSessions": sessions, "classes": classes}, DEFAULT, ALL)
     assert group_of(groups, "cls-0001-t001-p1")["school_year"] == 2028
     assert "cls-0001-t001-p2" not in groups["class_sourced_id"]
+
+
+# The codes of the findings tests above: a school without a CDS code, a class without a school year, a student
+# without an SSID, a teacher without a login, a group over 200 students, two classes with one group name.
+CERS_CODES = ("cers.school_without_id", "cers.class_without_school_year", "cers.student_without_id",
+              "cers.teacher_without_login", "cers.group_too_large", "cers.group_name_collision")  # fmt: skip
+
+
+def test_rosterd_codes_explains_every_cers_code():
+    listed = subprocess.run([str(Path(sys.executable).parent / "rosterd"), "codes"], capture_output=True, text=True,
+                            timeout=120, check=True).stdout.splitlines()  # fmt: skip
+    explained = {line.split()[0]: line.split(maxsplit=1)[1] for line in listed}
+    assert [code for code in CERS_CODES if not explained.get(code)] == []
 
 
 # --- mapping ----------------------------------------------------------------------------------------------

@@ -51,9 +51,11 @@ VALIDATOR_TESTS = ("test_text.py", "test_header.py", "test_rows.py", "test_manif
 
 
 def test_every_code_but_the_zip_ones_is_triggered_by_some_test():
-    """Validator codes by the validator's tests; the codes found against a snapshot by the diff tests."""
+    """Validator codes by the validator's tests; the codes found against a snapshot by the diff tests; a CERS
+    target's codes by the CERS group tests."""
     text = "".join((Path(__file__).parent / name).read_text() for name in VALIDATOR_TESTS)
     text += (Path(__file__).parents[1] / "test_diff.py").read_text()
+    text += (Path(__file__).parents[1] / "cers" / "test_groups.py").read_text()
     untested = [code for code in CODES if not code.startswith("zip.") and f'"{code}"' not in text]
     assert untested == []
 

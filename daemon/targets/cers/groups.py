@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from daemon.oneroster.findings import Finding, Severity
 from daemon.targets.cers.settings import MAX_STUDENTS_PER_GROUP, CersFilters, CersMapping
 
 HEADER = ("group_name", "school_natural_id", "school_year", "subject_code", "student_ssid", "group_user_login")
@@ -284,29 +285,31 @@ def _members(frames, mapping: CersMapping, classes: pl.DataFrame) -> pl.DataFram
 
 def _per_school(frame: pl.DataFrame, item: str, *, code: str, file: str, column: str | None, what: str,
                 outcome: str, point_at_school: bool = False) -> list[dict]:  # fmt: skip
-    """One finding per school for the `item` sourcedIds of `frame` (with a `school` column)."""
+    """One finding per school (a few: a loop over them is fine) for the `item` sourcedIds of `frame` (with a
+    `school` column), naming the school or its first example by sourcedId."""
     if frame.height == 0:
         return []
     counted = frame.group_by("school").agg(
         n=pl.col(item).n_unique(), examples=pl.col(item).unique().sort().head(EXAMPLES)
     ).sort("school")
-    return counted.select(
-        code=pl.lit(code), severity=pl.lit("warning"), file=pl.lit(file),
-        sourcedId=pl.col("school") if point_at_school else pl.col("examples").list.first(),
-        column=pl.lit(column, pl.String), value=pl.lit(None, pl.String),
+    found = counted.select(
+        sourced_id=pl.col("school") if point_at_school else pl.col("examples").list.first(),
         message=pl.format("school {}: {} {} {} (e.g. {})", pl.col("school").fill_null("(none)"), "n", pl.lit(what),
                           pl.lit(outcome), pl.col("examples").list.join(", ")),
-    ).to_dicts()  # fmt: skip
+    )  # fmt: skip
+    return [Finding(code, Severity.WARNING, rec["message"], file, column=column,
+                    sourced_id=rec["sourced_id"]).to_dict() for rec in found.iter_rows(named=True)]  # fmt: skip
 
 
 def _oversize_findings(big: pl.DataFrame, oversize: str) -> list[dict]:
     outcome = "skipped" if oversize == "skip" else "split into groups of at most 200"
-    return big.sort("sourcedId").select(
-        code=pl.lit("cers.group_too_large"), severity=pl.lit("warning"), file=pl.lit("classes.csv"),
-        sourcedId="sourcedId", column=pl.lit(None, pl.String), value=pl.col("n").cast(pl.String),
+    found = big.sort("sourcedId").select(
+        "sourcedId", value=pl.col("n").cast(pl.String),
         message=pl.format("class {} has {} students, more than CERS's {} per group: {}", "sourcedId", "n",
                           pl.lit(MAX_STUDENTS_PER_GROUP), pl.lit(outcome)),
-    ).to_dicts()  # fmt: skip
+    )  # fmt: skip
+    return [Finding("cers.group_too_large", Severity.WARNING, rec["message"], "classes.csv", value=rec["value"],
+                    sourced_id=rec["sourcedId"]).to_dict() for rec in found.iter_rows(named=True)]  # fmt: skip
 
 
 # --- build -----------------------------------------------------------------------------------------------
@@ -315,7 +318,8 @@ def _oversize_findings(big: pl.DataFrame, oversize: str) -> list[dict]:
 def build_groups(
     frames: Mapping[str, pl.LazyFrame | pl.DataFrame], mapping: CersMapping, filters: CersFilters
 ) -> tuple[pl.DataFrame, list[dict]]:
-    """The CERS groups of a snapshot (COLUMNS, sorted by KEY) and the findings made on the way."""
+    """The CERS groups of a snapshot (COLUMNS, sorted by KEY) and the findings made on the way, as dicts
+    (Finding.to_dict: warnings about rows of the snapshot, each naming its row by sourcedId)."""
     classes = _classes(frames, mapping).filter(_kept_by(filters)).collect()
     found = _per_school(classes.filter(pl.col("school_natural_id").is_null()), "sourcedId",
                         code="cers.school_without_id", file="orgs.csv", column=mapping.school_id,
