@@ -52,20 +52,6 @@ def delivered(result: dict | None = None) -> Outcome:
     return Outcome(DeliveryState.DELIVERED, result=result)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """An HTTP Retry-After header in seconds; None when absent or an HTTP date (the backoff policy decides)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def shortened(text: str, limit: int = 300) -> str:
-    """A receiver's answer as one line fit for a delivery's error: whitespace folded, at most `limit` chars."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def retry(error: str, result: dict | None = None, after: float | None = None) -> Outcome:
     return Outcome(DeliveryState.FAILED, error=error, result=result, retry_after=after)
 

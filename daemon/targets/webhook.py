@@ -28,9 +28,10 @@ from pathlib import Path
 import aiohttp
 import polars as pl
 
+from daemon.http import retry_after_seconds, shortened
+from daemon.outbox import Job, Outcome, delivered, permanent, retry
 from daemon.snapshots import storage
 from daemon.snapshots.changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
-from daemon.outbox import Job, Outcome, delivered, permanent, retry, retry_after_seconds, shortened
 from daemon.targets import views
 from daemon.targets.settings import WebhookTarget
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import aiohttp
 
-from daemon.outbox import retry_after_seconds, shortened
+from daemon.http import retry_after_seconds, shortened
 from daemon.targets.cers.cognito import CognitoAuth, CognitoError
 from daemon.targets.cers.settings import CersTarget
 
