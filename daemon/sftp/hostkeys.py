@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncssh
 
-from daemon.sftp.algorithms import HOST_KEY_ALGS
+from daemon.ssh_algorithms import HOST_KEY_ALGS
 
 _KEYS = (  # file name, asyncssh algorithm, generation options
     ("ssh_host_ed25519_key", "ssh-ed25519", {}),

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncssh
 
 from daemon.outbox import Job, Outcome, delivered, permanent, retry
-from daemon.sftp.algorithms import connection_options
+from daemon.ssh_algorithms import client_options
 from daemon.targets import views
 from daemon.targets.secrets import SecretMissing
 from daemon.targets.settings import SftpTarget
@@ -32,9 +32,9 @@ PARTIAL_SUFFIX = ".filepart"
 def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, scope: dict, today: str,
             folder: str, meta: dict, version: str, mode: str) -> dict:  # fmt: skip
     """In a worker process: the view and the zip to push, checked strictly, in a staging folder."""
-    from daemon.snapshots.job import validation_options
     from daemon.oneroster.export import package_bytes
-    from daemon.oneroster.validate import validate_package
+    from daemon.oneroster.findings import Mode
+    from daemon.oneroster.validate import ValidateOptions, validate_package
 
     staging = Path(folder)
     view, changes, left_out = views.stage_change(staging, snapshot, base_view, base_snapshot, scope, today)
@@ -47,7 +47,7 @@ def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, sco
         data = package_bytes(upserts, version, mode="delta", deleted=deleted, modified_at=datetime.now(UTC))
     package = staging / PACKAGE
     package.write_bytes(data)
-    checked = validate_package(package, validation_options({"mode": "strict", "max_dropped_share": 0.0}))
+    checked = validate_package(package, ValidateOptions(mode=Mode.STRICT, max_dropped_share=0.0))
     summary = {"base_upload_id": meta["base_upload_id"], "mode": sent_as, "version": version, "bytes": len(data),
                "counts": {e: c for e, c in changes.counts().items() if any(c.values())}, "left_out": left_out,
                "verdict": checked.to_dict()["verdict"],
@@ -117,12 +117,11 @@ class SftpPush(views.LicenceTarget):
             pinned = asyncssh.import_public_key(s.host_key)
         except (asyncssh.KeyImportError, ValueError) as err:
             return permanent(f"{where}: host_key is not an OpenSSH public key line: {err}")
-        options = {k: v for k, v in connection_options().items() if k != "signature_algs"}
         try:
             async with asyncio.timeout(s.timeout_seconds * 4):
                 async with asyncssh.connect(
                     s.host, s.port, username=s.auth.username, known_hosts=([pinned], [], []), config=[],
-                    agent_path=None, connect_timeout=s.timeout_seconds, **credentials, **options,
+                    agent_path=None, connect_timeout=s.timeout_seconds, **credentials, **client_options(),
                 ) as conn, conn.start_sftp_client() as sftp:  # fmt: skip
                     await work(sftp)
         except asyncssh.HostKeyNotVerifiable as err:
