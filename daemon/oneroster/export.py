@@ -61,8 +61,6 @@ validation refuses is written as it is, and so is a derived role id longer than 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -71,6 +69,7 @@ from typing import BinaryIO, Literal
 
 import polars as pl
 
+from daemon.files import write_whole
 from daemon.oneroster import schema
 from daemon.oneroster.rows import EXT_TOKEN
 from daemon.oneroster.schema import CEDS_GRADES, ENROLLMENT_ROLES, USER_ROLES_11, Kind, Table
@@ -119,23 +118,7 @@ def package_bytes(
 def write_package(path: str | Path, frames: Mapping[str, Frame], version: Literal["1.1", "1.2"], **options) -> None:
     """package_bytes(frames, version, **options) written to `path` whole or not at all: a temporary file
     beside it (mode 0600: rosters are personal data), fsynced, renamed over `path`, the folder fsynced."""
-    data = package_bytes(frames, version, **options)
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_whole(Path(path), package_bytes(frames, version, **options), mode=0o600, sync_dir=True)
 
 
 def package_tables(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.files import replace_text
+from daemon.files import write_whole
 
 MAX_BAN_SECONDS = 7 * 24 * 3600
 FORGET_AFTER_SECONDS = 24 * 3600  # an address whose last ban ended a day ago starts afresh
@@ -137,4 +137,4 @@ def read_state(path: Path) -> dict:
 
 def write_state(path: Path, state: dict) -> None:
     """Replace the saved state at once (mode 600). Blocking."""
-    replace_text(path, json.dumps(state, indent=1, sort_keys=True))
+    write_whole(path, json.dumps(state, indent=1, sort_keys=True), mode=0o600)

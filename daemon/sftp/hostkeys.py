@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncssh
 
+from daemon.files import write_whole
 from daemon.ssh_algorithms import HOST_KEY_ALGS
 
 _KEYS = (  # file name, asyncssh algorithm, generation options
@@ -47,17 +48,9 @@ def _read_or_generate(path: Path, algorithm: str, generation: dict) -> asyncssh.
             os.chmod(path, 0o600)  # tightened, as ssh-keygen would have written it
         return asyncssh.read_private_key(path)
     key = asyncssh.generate_private_key(algorithm, **generation)
-    draft = path.with_name(f"{path.name}.{os.getpid()}.new")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key.export_private_key())
-        out.flush()
-        os.fsync(out.fileno())
-    try:
-        os.link(draft, path)  # publishes the whole file at once, and never over a key that exists
+    try:  # published whole, and never over a key that exists
+        write_whole(path, key.export_private_key(), mode=0o600, exclusive=True, sync_dir=True)
     except FileExistsError:
         key = asyncssh.read_private_key(path)  # another process was first: use its key
-    finally:
-        os.unlink(draft)
-    path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
+    write_whole(path.with_name(path.name + ".pub"), key.export_public_key(), mode=None)
     return key

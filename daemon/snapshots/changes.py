@@ -15,8 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
+from daemon.files import fsync_file, write_whole
 from daemon.oneroster.findings import REDACTED
-from daemon.snapshots.storage import PARQUET_OPTIONS, fsync_file
+from daemon.snapshots.storage import PARQUET_OPTIONS
 from daemon.oneroster.schema import DEPENDENCY_ORDER, VERSIONS, Kind
 
 ACTIONS = ("added", "updated", "deleted")
@@ -79,9 +80,7 @@ class ChangeSet:
                 getattr(changes, action).write_parquet(path, **PARQUET_OPTIONS)
                 fsync_file(path)
         meta = {"format": FORMAT, "entities": self.counts()}
-        path = folder / COUNTS_FILE
-        path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        fsync_file(path)
+        write_whole(folder / COUNTS_FILE, json.dumps(meta, indent=1) + "\n", mode=None)
 
     @classmethod
     def read(cls, folder: Path) -> ChangeSet:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from daemon.files import fsync_dir, fsync_file, write_whole
+
 META_FILE = "snapshot.json"
 # zstd at its fastest level: about a sixth less CPU than its default level for 3% more bytes, and writing is a
 # good part of the time from an upload to its snapshot. No statistics: nothing reads with predicates.
@@ -85,9 +87,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def write_meta(folder: Path, meta: dict) -> None:
-    path = folder / META_FILE
-    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    fsync_file(path)
+    write_whole(folder / META_FILE, json.dumps(meta, indent=1, sort_keys=True) + "\n", mode=None)
 
 
 def read_meta(folder: Path) -> dict:
@@ -102,24 +102,9 @@ def clear(folder: Path) -> None:
 def publish(staging: Path, final: Path) -> None:
     """Move a complete staging folder into place. A final folder already there comes from an attempt that a
     crash cut short before it was recorded (the catalog only names published folders), so it is replaced."""
-    _fsync_dir(staging)
+    fsync_dir(staging)
     if final.exists():
         clear(final)
     os.rename(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
+from daemon.files import write_whole
 from daemon.outbox import Job, Outcome, delivered, permanent, retry
 from daemon.ssh_algorithms import client_options
 from daemon.targets import views
@@ -46,7 +47,7 @@ def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, sco
         deleted = {e: c.deleted for e, c in changes.entities.items() if c.deleted.height}  # rows: real values
         data = package_bytes(upserts, version, mode="delta", deleted=deleted, modified_at=datetime.now(UTC))
     package = staging / PACKAGE
-    package.write_bytes(data)
+    write_whole(package, data, mode=None)  # on disk before the prepared marker says the staging folder is whole
     checked = validate_package(package, ValidateOptions(mode=Mode.STRICT, max_dropped_share=0.0))
     summary = {"base_upload_id": meta["base_upload_id"], "mode": sent_as, "version": version, "bytes": len(data),
                "counts": {e: c for e, c in changes.counts().items() if any(c.values())}, "left_out": left_out,

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from daemon.files import write_whole
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS, ChangeSet
 from daemon.snapshots.diff import diff_snapshots
@@ -99,9 +100,7 @@ def stage_change(staging: Path, snapshot: str, base_view: str | None, base_snaps
 
 def mark_prepared(folder: Path, summary: dict) -> None:
     """The last step of preparing: from here on every attempt reuses what was written."""
-    path = folder / PREPARED
-    path.write_text(json.dumps(summary, sort_keys=True) + "\n", encoding="utf-8")
-    storage.fsync_file(path)
+    write_whole(folder / PREPARED, json.dumps(summary, sort_keys=True) + "\n", mode=None)
 
 
 def publish(folder: Path, upload_id: str) -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 import aiohttp
 import polars as pl
 
+from daemon.files import write_whole
 from daemon.http import retry_after_seconds, shortened
 from daemon.outbox import Job, Outcome, delivered, permanent, retry
-from daemon.snapshots import storage
 from daemon.snapshots.changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
 from daemon.targets import views
 from daemon.targets.settings import WebhookTarget
@@ -74,9 +74,8 @@ def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, sco
         head = {"id": f"{meta['key']}.{n}", "type": EVENT_TYPE, "tenant": meta["tenant"], "upload_id": meta["upload_id"],
                 "batch": n, "batches": count}  # fmt: skip
         body = _json(head)[:-1] + ',"events":[' + ",".join(chunk) + "]}"
-        path = staging / BATCHES / f"{n:06d}.json"
-        path.write_text(body, encoding="utf-8")
-        storage.fsync_file(path)  # on disk before the prepared marker says the staging folder is whole
+        # on disk before the prepared marker says the staging folder is whole
+        write_whole(staging / BATCHES / f"{n:06d}.json", body, mode=None)
     summary = {"batches": count, "events": texts.len(), "base_upload_id": meta["base_upload_id"],
                "counts": {e: c for e, c in changes.counts().items() if any(c.values())}, "left_out": left_out}  # fmt: skip
     views.mark_prepared(staging, summary)
