@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from daemon.names import check_target_name
 from daemon.targets.secrets import SecretSource
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _WINDOW = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 
 
@@ -98,9 +98,7 @@ class _LicenceTarget(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"a target name is 1 to 63 of a-z, 0-9, '_' and '-' (got {value!r})")
-        return value
+        return check_target_name(value)
 
 
 class WebhookSecret(SecretSource):

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from daemon.names import check_target_name
 from daemon.targets.secrets import SecretMissing, SecretSource
 
 __all__ = ["CersTarget", "CognitoSettings", "CersMapping", "CersFilters", "SecretMissing"]
@@ -111,9 +112,7 @@ class CersTarget(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", value):
-            raise ValueError(f"a target name is 1 to 63 of a-z, 0-9, '_' and '-' (got {value!r})")
-        return value
+        return check_target_name(value)
 
     @model_validator(mode="after")
     def _can_send(self) -> CersTarget:
