@@ -4,8 +4,9 @@ Every finding, the validator's, the snapshot merge's and a target's (CERS), is a
 severity, a message and a place: the file, the row as a person sees it in the upload (the header on row 1),
 the column and the value. A finding about a row of a stored snapshot rather than of the upload (a CERS
 target's findings, made from the tenant's snapshot) has no row number: its row is None and `sourced_id`
-names the row instead; its dict form then has the key `sourcedId`, which the dict of a finding with a row
-number leaves out. Text is rendered from findings at the edge (see report.py), never stored in them.
+names the row instead, and its dict form has the key `sourcedId` too. Where sourced_id is None (every
+finding about the upload's own rows) the dict leaves the key out, so those keep the keys receipts always had.
+Text is rendered from findings at the edge (see report.py), never stored in them.
 """
 
 from __future__ import annotations
