@@ -1,8 +1,13 @@
 """Wiring and lifecycle of `rosterd serve`: settings in, stages started in order, stopped on a signal.
 
 Reading top to bottom follows one upload: the SFTP server accepts it into a tenant's inbox and reports the
-completed file; intake takes it, validates it in a worker process and writes the receipt. The SFTP layer
-and intake meet only at the filesystem and an UploadReceived record.
+completed file; intake takes it and queues it per tenant; the Processor (daemon/snapshots/process.py)
+validates it in a worker process and records its snapshot; the outbox delivers it to the targets; the
+receipts writer answers the uploader at each step. The SFTP layer and intake meet only at the filesystem and
+an UploadReceived record. Each stage imports only the stages before it, so what a stage needs of a later
+one is handed to it here: intake gets the Processor and the receipts writer's `answer`, the Processor gets
+`answer` too, the outbox gets `refresh` (on_change), the CERS target gets `write_files`, and the SFTP layer
+gets the names of the folders of results/.
 """
 
 from __future__ import annotations
@@ -23,16 +28,18 @@ from pathlib import Path
 import asyncssh
 
 from daemon.config import ServerConfig, Settings, TenantConfig
-from daemon.intake import Intake, IntakeOptions, TenantPaths
 from daemon.health import HealthServer, Metrics
+from daemon.intake import Intake, IntakeOptions, KeptFiles, TenantPaths
+from daemon.intake.workers import WorkerPool
 from daemon.logs import configure_logging, get_logger
 from daemon.notify import Notifier
 from daemon.outbox import Outbox, RetryPolicy, Target
 from daemon.readiness import Readiness, disk_check, fd_check, write_check
+from daemon.receipts import RESULT_FOLDERS, Receipts
 from daemon.sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
 from daemon.sftp.defender import DefenderOptions
+from daemon.snapshots.process import ProcessOptions, Processor
 from daemon.store import Store
-from daemon.intake.workers import WorkerPool
 
 DEMO_KEY_NAME = "demo_id_ed25519"
 STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
@@ -103,8 +110,9 @@ def tenant_holds(settings: Settings, tenant: TenantConfig) -> dict:
     return {**settings.holds.model_dump(), **own}
 
 
-def make_targets(settings: Settings) -> dict[tuple[str, str], Target]:
-    """Every configured target, keyed by (tenant, target name)."""
+def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[tuple[str, str], Target]:
+    """Every configured target, keyed by (tenant, target name). A CERS target writes a dry run's files through
+    `receipts` (the one writer of results/)."""
     from daemon.targets.cers.target import CersGroupsTarget
     from daemon.targets.sftp_push import SftpPush
     from daemon.targets.webhook import WebhookDelivery
@@ -114,7 +122,8 @@ def make_targets(settings: Settings) -> dict[tuple[str, str], Target]:
     for tenant in settings.tenants:
         for target in tenant.targets:
             if target.type == "cers":
-                made[(tenant.name, target.name)] = CersGroupsTarget(tenant.name, target)
+                write_files = receipts.write_files if receipts is not None else None
+                made[(tenant.name, target.name)] = CersGroupsTarget(tenant.name, target, write_files)
             elif target.type == "webhook":
                 made[(tenant.name, target.name)] = WebhookDelivery(tenant.name, target, state_dir)
             else:
@@ -151,6 +160,8 @@ class Daemon:
         self.state_dir = settings.server.state_dir
         self.store: Store | None = None
         self.pool: WorkerPool | None = None
+        self.receipts: Receipts | None = None
+        self.processor: Processor | None = None
         self.intake: Intake | None = None
         self.outbox: Outbox | None = None
         self.sftp: SftpServer | None = None
@@ -180,32 +191,46 @@ class Daemon:
         self.notifier.status("recovering: finishing what the last run left")
         self.pool = WorkerPool(settings.intake.workers, settings.intake.worker_memory_bytes,
                                lambda level, event, **fields: getattr(log, level)(event, **fields))  # fmt: skip
-        self.intake = Intake(
+        receipts = self.receipts = Receipts(self.store, self._results(settings), settings.intake.receipts_kept)
+        await receipts.prepare()
+        self.processor = Processor(
             self._tenant_paths(settings),
             self.store,
             self.pool,
+            ProcessOptions(
+                state_dir=self.state_dir,
+                snapshots_kept=settings.snapshots.keep,
+                on_accepted=self._accepted,
+                on_final=self._observe_upload,
+            ),
+            self._pipeline_log,
+            receipts.answer,
+            KeptFiles(self.state_dir),
+        )
+        await self.processor.prepare()
+        self.intake = Intake(
+            self._tenant_paths(settings),
+            self.store,
             IntakeOptions(
                 state_dir=self.state_dir,
                 settle_seconds=settings.intake.settle_seconds,
                 rescan_seconds=settings.intake.rescan_seconds,
                 workers=settings.intake.workers,
                 quarantine_days=settings.intake.quarantine_days,
-                receipts_kept=settings.intake.receipts_kept,
-                snapshots_kept=settings.snapshots.keep,
-                on_accepted=lambda _tenant, _upload_id: self.outbox.kick() if self.outbox else None,
-                on_final=self._observe_upload,
+                on_accepted=self._accepted,
             ),
-            lambda event, **fields: {"upload.failed": log.error, "upload.not_taken": log.warning}.get(event, log.info)(
-                event, **fields),
+            self._pipeline_log,
+            self.processor,
+            receipts.answer,
         )
         self.outbox = Outbox(
             self.store,
-            make_targets(settings),
+            make_targets(settings, receipts),
             self._results(settings),
             self.pool,
             retry_policy(settings),
             lambda level, event, **fields: getattr(log, level)(event, **fields),
-            on_change=lambda delivery: self.intake.refresh_receipt(delivery.upload_id),
+            on_change=lambda delivery: receipts.refresh(delivery.upload_id),
             on_attempt=self._observe_delivery,
         )
         await self.intake.start()
@@ -217,6 +242,7 @@ class Daemon:
             tenants=self._access(settings, demo_public),
             defender=defender_options(settings),
             defender_file=self.state_dir / "defender.json",
+            result_folders=RESULT_FOLDERS,  # the folders receipts writes in results/ (the CERS dry-run files)
         )
         try:
             self.sftp = await start_server(options, self._uploaded, self._sftp_event)
@@ -246,6 +272,16 @@ class Daemon:
                   f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
                   "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+    def _pipeline_log(self, event: str, **fields) -> None:
+        """How intake and the processing log: failures as errors, a file left in the inbox as a warning."""
+        level = {"upload.failed": self.log.error, "upload.not_taken": self.log.warning}.get(event, self.log.info)
+        level(event, **fields)
+
+    def _accepted(self, _tenant: str, _upload_id: str) -> None:
+        """A new current snapshot (accepted, or approved by an operator): its deliveries may go."""
+        if self.outbox:
+            self.outbox.kick()
 
     def _live_figures(self) -> dict[str, float]:
         """What only the running daemon knows, for /metrics: the SFTP listener's figures, worker deaths."""
@@ -342,12 +378,15 @@ class Daemon:
             kept = {k: getattr(self.settings, k) for k in restart}
             fresh = fresh.model_copy(update=kept)
         assert self.store is not None and self.sftp is not None and self.intake is not None and self.outbox is not None
+        assert self.receipts is not None and self.processor is not None
         demo_public = await self._demo_key(fresh) if fresh.tenants != self.settings.tenants else self._demo_public
         self.settings, self._demo_public = fresh, demo_public
         self.store.targets = fresh.target_names()
         await self.sftp.update_tenants(self._access(fresh, demo_public))
+        await self.receipts.update_tenants(self._results(fresh))
+        await self.processor.update_tenants(self._tenant_paths(fresh))
         await self.intake.update_tenants(self._tenant_paths(fresh))
-        targets = make_targets(fresh)
+        targets = make_targets(fresh, self.receipts)
         await self.outbox.update_targets(targets, self._results(fresh))
         log.info("config.reloaded", config=str(fresh.source), tenants=[t.name for t in fresh.tenants],
                  targets=sorted(f"{t}/{n}" for t, n in targets))  # fmt: skip
@@ -355,7 +394,7 @@ class Daemon:
 
     def _uploaded(self, event: UploadReceived) -> None:
         assert self.intake is not None
-        task = asyncio.get_running_loop().create_task(self.intake.notify(event.tenant, event.path))
+        task = asyncio.get_running_loop().create_task(self.intake.notify(event))
         self._notifications.add(task)  # referenced until done, so it is not collected mid-way
         task.add_done_callback(functools.partial(self._notified, event))
 

@@ -1,11 +1,14 @@
-"""How settings become what the stages are given: a tenant's own hold thresholds over the [holds] ones."""
+"""How settings become what the stages are given: a tenant's own hold thresholds over the [holds] ones, and the
+receipts writer handed to a CERS target for its dry runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.app import tenant_holds
+from daemon.app import make_targets, tenant_holds
 from daemon.config import parse_settings
+from daemon.receipts import RESULT_FOLDERS, Receipts
+from daemon.store import Store
 
 CONFIG = """
 [holds]
@@ -30,3 +33,31 @@ def test_a_tenants_own_thresholds_override_only_the_keys_it_sets() -> None:
     assert strict == {"users_deleted_share": 0.05, "enrollments_deleted_share": 0.10, "school_deleted": True,
                       "changed_share": 0.4}  # fmt: skip
     assert plain == {**strict, "users_deleted_share": 0.2}
+
+
+CERS_DRY_RUN = """
+[[tenants]]
+name = "north"
+demo = true
+
+[[tenants.targets]]
+type = "cers"
+dry_run = true
+"""
+
+
+async def test_a_cers_dry_run_is_written_by_the_receipts_writer_into_the_folder_sftp_shows(tmp_path: Path) -> None:
+    """README: a CERS target in dry-run mode writes the files it would have POSTed to the tenant's
+    `results/cers/`, which a tenant lists and reads over SFTP. The target is handed the receipts writer (the
+    one writer of results/), and the SFTP layer is told of the same folder."""
+    settings = parse_settings(CERS_DRY_RUN, Path("/etc/rosterd/rosterd.toml"))
+    store = Store(tmp_path / "rosterd.db")
+    writer = Receipts(store, {"north": tmp_path / "north" / "results"})
+    try:
+        (target,) = make_targets(settings, writer).values()
+        assert target.write_files == writer.write_files
+        await target.write_files("north", {"rosterd-north-u-1-1.csv": b"group_name\n"})
+    finally:
+        store.close()
+    assert (tmp_path / "north" / "results" / "cers" / "rosterd-north-u-1-1.csv").read_bytes() == b"group_name\n"
+    assert RESULT_FOLDERS == ("cers",)

@@ -1,4 +1,7 @@
-"""Intake with real files, the real watcher and a real process pool: arrivals, receipts, duplicates, resume."""
+"""Intake with real files, the real watcher and a real process pool: arrivals, receipts, duplicates, resume.
+
+The stages are wired as daemon/app.py wires them: intake hands each upload to the Processor
+(daemon/snapshots/process.py), and both answer through the receipts writer (daemon/receipts/writer.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.intake import INTERNAL_ERROR, MAX_CRASHES, NAME_SEPARATOR, Intake, IntakeOptions, TenantPaths
-from daemon.store import DeliveryState, State, Store
+from daemon.intake import MAX_CRASHES, NAME_SEPARATOR, Intake, IntakeOptions, KeptFiles, TenantPaths
 from daemon.intake.workers import Death, WorkerDied, WorkerPool
+from daemon.receipts import Receipts
+from daemon.sftp import UploadReceived
+from daemon.snapshots import retention
+from daemon.snapshots.process import INTERNAL_ERROR, ProcessOptions, Processor
+from daemon.store import DeliveryState, State, Store
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -29,17 +36,30 @@ def pool():
 class Harness:
     def __init__(self, root: Path, pool: WorkerPool) -> None:
         self.root = root
+        self.pool = pool
         self.events: list[tuple[str, dict]] = []
         self.tenants = {
             name: TenantPaths(name, root / "tenants" / name / "inbox", root / "tenants" / name / "results")
             for name in ("north", "south")
         }
         self.store = Store(root / "state" / "rosterd.db")
-        self.intake = Intake(
-            self.tenants, self.store, pool,
-            IntakeOptions(state_dir=root / "state", settle_seconds=0.2, rescan_seconds=0.5),
-            lambda event, **fields: self.events.append((event, fields)),
-        )  # fmt: skip
+        self.configure(IntakeOptions(state_dir=root / "state", settle_seconds=0.2, rescan_seconds=0.5))
+
+    def log(self, event: str, **fields) -> None:
+        self.events.append((event, fields))
+
+    def configure(self, options: IntakeOptions, snapshots_kept: int = 30, receipts_kept: int = 100) -> None:
+        """Receipts, the Processor and intake, wired as daemon/app.py wires them (before `start`)."""
+        state = self.root / "state"
+        self.writer = Receipts(self.store, {name: t.results for name, t in self.tenants.items()}, receipts_kept)
+        self.processor = Processor(self.tenants, self.store, self.pool, ProcessOptions(state, snapshots_kept),
+                                   self.log, self.writer.answer, KeptFiles(state))  # fmt: skip
+        self.intake = Intake(self.tenants, self.store, options, self.log, self.processor, self.writer.answer)
+
+    async def start(self) -> None:
+        await self.writer.prepare()
+        await self.processor.prepare()
+        await self.intake.start()
 
     def receipts(self, tenant: str) -> list[dict]:
         found = sorted(self.tenants[tenant].results.glob("*.json"))
@@ -63,6 +83,12 @@ async def harness(tmp_path: Path, pool):
     h.store.close()
 
 
+def received(tenant: str, path: Path, session_id: str = "5e55i0n0000000id") -> UploadReceived:
+    """What the SFTP server reports of an upload it completed."""
+    return UploadReceived(tenant=tenant, path=path, name=path.name, size=path.stat().st_size, remote_ip="192.0.2.7",
+                          session_id=session_id, elapsed_ms=1)  # fmt: skip
+
+
 async def eventually(condition, timeout: float = 10) -> None:
     """Wait for `condition()` (a step that follows the receipt, such as dropping a duplicate's bytes)."""
     deadline = time.monotonic() + timeout
@@ -84,8 +110,8 @@ def copy_slowly(source: Path, target: Path) -> None:
 async def test_a_copied_zip_is_validated_and_answered_with_a_receipt(harness: Harness) -> None:
     # README's settle time (5 s) here, not the harness's 0.2 s: a copy stalled longer than that on a busy
     # machine would be taken half-written.
-    harness.intake.options = dataclasses.replace(harness.intake.options, settle_seconds=5)
-    await harness.intake.start()
+    harness.configure(dataclasses.replace(harness.intake.options, settle_seconds=5))
+    await harness.start()
     await asyncio.to_thread(copy_slowly, SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "day1.zip")
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "accepted" and receipt["file"] == "day1.zip"
@@ -99,7 +125,7 @@ async def test_a_copied_zip_is_validated_and_answered_with_a_receipt(harness: Ha
 
 
 async def test_a_rejected_zip_is_quarantined_with_its_findings(harness: Harness) -> None:
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "broken-school-not-a-school.zip", harness.tenants["south"].inbox / "bad.zip")
     (receipt,) = await harness.wait_for_receipts("south", 1)
     assert receipt["state"] == "rejected"
@@ -110,7 +136,7 @@ async def test_a_rejected_zip_is_quarantined_with_its_findings(harness: Harness)
 
 
 async def test_the_same_zip_twice_is_a_duplicate(harness: Harness) -> None:
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "a.zip")
     await harness.wait_for_receipts("north", 1)
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "b.zip")
@@ -121,7 +147,7 @@ async def test_the_same_zip_twice_is_a_duplicate(harness: Harness) -> None:
 
 async def test_hidden_partial_and_non_zip_files_are_left_alone(harness: Harness) -> None:
     inbox = harness.tenants["north"].inbox
-    await harness.intake.start()
+    await harness.start()
     for name in (".rosterd-tmp-1", "x.zip.part", "notes.txt", ".hidden.zip"):
         (inbox / name).write_bytes(b"data")
     await asyncio.sleep(1.5)  # several rescans
@@ -132,7 +158,7 @@ async def test_hidden_partial_and_non_zip_files_are_left_alone(harness: Harness)
 async def test_a_file_left_while_the_daemon_was_down_is_taken_at_start(harness: Harness) -> None:
     harness.tenants["north"].inbox.mkdir(parents=True)
     shutil.copy(SAMPLES / "valid-1.2-bulk.zip", harness.tenants["north"].inbox / "weekend.zip")
-    await harness.intake.start()
+    await harness.start()
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "accepted" and receipt["validation"]["version"] == "1.2"
 
@@ -149,7 +175,7 @@ async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
     harness.store.add("u-20260101T000001Z-bbbbbb", "north", "midway.zip", "f" * 64, midway.stat().st_size,
                       str(midway))  # fmt: skip
     harness.store.set_state("u-20260101T000001Z-bbbbbb", State.VALIDATING)
-    await harness.intake.start()
+    await harness.start()
     receipts = await harness.wait_for_receipts("north", 2)
     assert sorted((r["file"], r["state"]) for r in receipts) == [("midway.zip", "accepted"),
                                                                 ("orphan.zip", "accepted")]  # fmt: skip
@@ -157,17 +183,32 @@ async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
 
 
 async def test_the_server_notification_is_taken_without_settling(harness: Harness) -> None:
-    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=30, rescan_seconds=30)
-    await harness.intake.start()
+    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=30, rescan_seconds=30))
+    await harness.start()
     inbox = harness.tenants["south"].inbox
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", inbox / "fast.zip")
-    await harness.intake.notify("south", inbox / "fast.zip")
+    await harness.intake.notify(received("south", inbox / "fast.zip"))
     (receipt,) = await harness.wait_for_receipts("south", 1, timeout=20)
     assert receipt["state"] == "accepted"
 
 
+async def test_upload_received_names_the_sftp_session_and_a_copied_file_names_none(harness: Harness) -> None:
+    """README: `session_id` is the id of one SSH connection, shared by all its events; an upload the server
+    reports is tied to its session by it. A file copied into the inbox came through no session."""
+    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=30))
+    await harness.start()
+    inbox = harness.tenants["north"].inbox
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", inbox / "sent.zip")
+    await harness.intake.notify(received("north", inbox / "sent.zip", session_id="a1b2c3d4e5f60718"))
+    shutil.copy(SAMPLES / "broken-school-not-a-school.zip", inbox / "copied.zip")
+    await harness.wait_for_receipts("north", 2)
+    by_file = {fields["file"]: fields for event, fields in harness.events if event == "upload.received"}
+    assert by_file["sent.zip"]["session_id"] == "a1b2c3d4e5f60718"
+    assert "session_id" not in by_file["copied.zip"]
+
+
 async def test_a_duplicate_names_the_earlier_upload_and_its_bytes_are_dropped(harness: Harness) -> None:
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "a.zip")
     (first,) = await harness.wait_for_receipts("north", 1)
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "b.zip")
@@ -196,7 +237,7 @@ async def test_a_crash_between_record_and_receipt_is_finished_at_start(harness: 
     store.set_state(upload_id, State.REJECTED, path=str(quarantined), result=stored)
     assert [u.id for u in store.unanswered()] == [upload_id]
 
-    await harness.intake.start()
+    await harness.start()
 
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "rejected"
@@ -207,9 +248,9 @@ async def test_a_crash_between_record_and_receipt_is_finished_at_start(harness: 
 
 
 async def test_each_state_is_recorded_in_order_and_the_final_receipt_marked_answered(harness: Harness) -> None:
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["south"].inbox / "early.zip")
-    await harness.intake.notify("south", harness.tenants["south"].inbox / "early.zip")
+    await harness.intake.notify(received("south", harness.tenants["south"].inbox / "early.zip"))
     (receipt,) = await harness.wait_for_receipts("south", 1)
     states = [state for state, _, _ in harness.store.history(receipt["upload_id"])]
     assert states == ["received", "validating", "accepted"]
@@ -221,9 +262,9 @@ async def test_only_the_newest_snapshots_are_kept_and_always_the_current_one(har
     from daemon.generator.churn import Churn, churn
     from daemon.generator.generate import DistrictSpec, generate, write_zip
 
-    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5,
-                                           snapshots_kept=2)  # fmt: skip
-    await harness.intake.start()
+    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5),
+                      snapshots_kept=2)  # fmt: skip
+    await harness.start()
     spec = DistrictSpec(schools=1, students_per_school=30, teachers_per_school=3, enrollments_per_student=2)
     day = generate(spec)
     inbox = harness.tenants["north"].inbox
@@ -248,9 +289,9 @@ async def test_snapshots_the_outbox_still_needs_are_kept(harness: Harness) -> No
     from daemon.generator.generate import DistrictSpec, generate, write_zip
 
     harness.store.targets = {"north": ["cers"]}
-    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5,
-                                           snapshots_kept=1)  # fmt: skip
-    await harness.intake.start()
+    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=0.5),
+                      snapshots_kept=1)  # fmt: skip
+    await harness.start()
     spec = DistrictSpec(schools=1, students_per_school=30, teachers_per_school=3, enrollments_per_student=2)
     day = generate(spec)
     inbox = harness.tenants["north"].inbox
@@ -267,13 +308,13 @@ async def test_snapshots_the_outbox_still_needs_are_kept(harness: Harness) -> No
     for d in reversed(pending):  # all delivered, oldest first: only the newest is needed any more
         harness.store.claim_delivery(d.id)
         harness.store.finish_delivery(d.id, DeliveryState.DELIVERED)
-    await asyncio.to_thread(harness.intake._prune, "north")
+    await asyncio.to_thread(retention.prune, harness.store, "north", 1, harness.log)
     assert [record.pruned_at is None for record, _ in harness.store.snapshots("north")] == [True, False, False]
 
 
 async def test_a_name_as_long_as_the_filesystem_allows_is_taken_and_answered(harness: Harness) -> None:
     name = "d" * 246 + ".zip"  # 250 bytes: too long once an upload id is put in front of it
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / name)
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "accepted" and receipt["file"] == name
@@ -284,16 +325,16 @@ async def test_a_name_as_long_as_the_filesystem_allows_is_taken_and_answered(har
 async def test_many_receipts_at_once_beyond_the_kept_number_all_get_written(harness: Harness) -> None:
     """Receipts written by many uploads at the same moment, with pruning on every write: none fails, and
     every upload is marked answered."""
-    harness.intake.options = IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=30,
-                                           receipts_kept=3)  # fmt: skip
-    await harness.intake.start()
+    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=0.2, rescan_seconds=30),
+                      receipts_kept=3)  # fmt: skip
+    await harness.start()
     store, uploads = harness.store, []
     for number in range(60):
         kept = harness.root / "state" / "uploads" / "north" / f"u-20260101T000000Z-{number:06x}.zip"
         kept.write_bytes(b"%d" % number)
         upload = store.add(kept.stem, "north", f"{number}.zip", f"{number:064x}", 1, str(kept))
         uploads.append(store.set_state(upload.id, State.DUPLICATE, detail="made up for this test"))
-    await asyncio.gather(*(harness.intake._reanswer(upload) for upload in uploads))
+    await asyncio.gather(*(harness.intake.supervisor.reanswer(upload) for upload in uploads))
     assert store.unanswered() == []
     kept = [p for p in harness.tenants["north"].results.glob("*.json") if p.name != "latest.json"]
     assert len(kept) == 3
@@ -319,7 +360,7 @@ async def test_a_file_moved_but_not_recorded_gets_the_name_in_its_label(harness:
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", uploads / "u-20260101T000000Z-dddddd.zip")
     (uploads / "u-20260101T000000Z-dddddd.name").write_text(name, encoding="utf-8")
     (uploads / "u-20260101T000001Z-eeeeee.name").write_text("never-moved.zip", encoding="utf-8")
-    await harness.intake.start()
+    await harness.start()
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "accepted" and receipt["file"] == name
     assert receipt["upload_id"] == "u-20260101T000000Z-dddddd"
@@ -327,8 +368,8 @@ async def test_a_file_moved_but_not_recorded_gets_the_name_in_its_label(harness:
 
 
 async def test_an_upload_left_received_by_an_error_is_taken_up_without_a_restart(harness: Harness) -> None:
-    harness.intake.options = options(harness)
-    await harness.intake.start()
+    harness.configure(options(harness))
+    await harness.start()
     kept = upload_folder(harness) / "u-20260101T000000Z-ffffff.zip"
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", kept)
     harness.store.add(kept.stem, "north", "stranded.zip", "a" * 64, kept.stat().st_size, str(kept))  # never queued
@@ -338,8 +379,8 @@ async def test_an_upload_left_received_by_an_error_is_taken_up_without_a_restart
 
 
 async def test_a_decided_upload_without_its_receipt_is_answered_without_a_restart(harness: Harness) -> None:
-    harness.intake.options = options(harness)
-    await harness.intake.start()
+    harness.configure(options(harness))
+    await harness.start()
     kept = upload_folder(harness) / "u-20260101T000000Z-abcabc.zip"
     kept.write_bytes(b"not a zip")
     harness.store.add(kept.stem, "north", "bad.zip", "b" * 64, 9, str(kept))
@@ -352,7 +393,7 @@ async def test_a_decided_upload_without_its_receipt_is_answered_without_a_restar
 async def test_an_error_right_after_the_move_loses_nothing(harness: Harness) -> None:
     """The store refuses the first record (a full disk, say): the file is in the uploads folder with its label,
     and the supervisor records and validates it, under its own name."""
-    harness.intake.options = options(harness)
+    harness.configure(options(harness))
     real_add, refusals = harness.store.add, []
 
     def add_refusing_once(*args, **kwargs):
@@ -362,7 +403,7 @@ async def test_an_error_right_after_the_move_loses_nothing(harness: Harness) -> 
         return real_add(*args, **kwargs)
 
     harness.store.add = add_refusing_once
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "monday.zip")
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "accepted" and receipt["file"] == "monday.zip"
@@ -371,13 +412,13 @@ async def test_an_error_right_after_the_move_loses_nothing(harness: Harness) -> 
 
 
 async def test_an_upload_whose_processing_keeps_raising_is_failed_after_a_few_tries(harness: Harness) -> None:
-    harness.intake.options = options(harness)
+    harness.configure(options(harness))
 
     async def broken(upload, tenant):
         raise RuntimeError("a bug in rosterd")
 
-    harness.intake._work_options = broken
-    await harness.intake.start()
+    harness.processor._work_options = broken
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "x.zip")
     receipt = await wait_for_state(harness, "north", "failed")
     assert receipt["detail"] == INTERNAL_ERROR and "did nothing wrong" in receipt["next"]
@@ -397,8 +438,8 @@ class DyingPool:
 async def test_an_upload_whose_worker_dies_twice_is_failed_not_rejected_and_may_be_sent_again(
     harness: Harness, pool: WorkerPool
 ) -> None:
-    harness.intake.pool = DyingPool()
-    await harness.intake.start()
+    harness.processor.pool = DyingPool()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "big.zip")
     failed = await wait_for_state(harness, "north", "failed")
     assert failed["detail"].startswith("The worker process validating this upload died twice (killed by SIGKILL")
@@ -406,7 +447,7 @@ async def test_an_upload_whose_worker_dies_twice_is_failed_not_rejected_and_may_
     upload = harness.store.get(failed["upload_id"])
     assert upload.state is State.FAILED and Path(upload.path).exists() and "quarantine" in upload.path
 
-    harness.intake.pool = pool  # the operator fixed the machine; the district sends the same file again
+    harness.processor.pool = pool  # the operator fixed the machine; the district sends the same file again
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "big-again.zip")
     again = await wait_for_state(harness, "north", "accepted")
     assert again["file"] == "big-again.zip"
@@ -415,15 +456,15 @@ async def test_an_upload_whose_worker_dies_twice_is_failed_not_rejected_and_may_
 async def test_an_upload_waits_while_no_worker_can_run_and_is_not_failed(harness: Harness, pool: WorkerPool) -> None:
     """No worker pool to run it (shut down, or none can be made): the upload is not to blame, so it waits,
     however often it is tried, and goes on once workers can run again."""
-    harness.intake.options = options(harness)
+    harness.configure(options(harness))
     unavailable = WorkerPool(1)
     unavailable.terminate()
-    harness.intake.pool = unavailable
-    await harness.intake.start()
+    harness.processor.pool = unavailable
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "patient.zip")
     await eventually(lambda: len([f for e, f in harness.events if e == "upload.failed"]) > MAX_CRASHES)
     assert [r["state"] for r in harness.receipts("north")] == ["received"]
-    harness.intake.pool = pool
+    harness.processor.pool = pool
     receipt = await wait_for_state(harness, "north", "accepted")
     assert receipt["file"] == "patient.zip"
 
@@ -432,9 +473,9 @@ async def test_an_upload_over_the_worker_memory_limit_is_failed_with_the_limit_n
     """100 MiB per worker: enough to start one (60 MiB here), not to validate the sample (180 MiB)."""
     small = WorkerPool(1, memory_bytes=100 * 1024**2, stall_seconds=5, max_call_seconds=15)  # polars may also hang
     # (idle or spinning: both are killed sooner than the daemon would)
-    harness.intake.pool = small
+    harness.processor.pool = small
     try:
-        await harness.intake.start()
+        await harness.start()
         shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["south"].inbox / "sample.zip")
         receipt = await wait_for_state(harness, "south", "failed")
     finally:
@@ -480,9 +521,9 @@ async def test_an_older_export_sent_again_is_a_real_upload_that_takes_the_roster
 
     async def send(export: str, name: str) -> None:
         shutil.copy(files[export], inbox / name)
-        await harness.intake.notify("north", inbox / name)
+        await harness.intake.notify(received("north", inbox / name))
 
-    await harness.intake.start()
+    await harness.start()
     await send("monday", "monday.zip")
     (first,) = await harness.wait_for_receipts("north", 1)
     await send("tuesday", "tuesday.zip")
@@ -510,7 +551,7 @@ async def test_a_receipt_rewritten_after_a_delivery_keeps_the_change_set_example
     """The first receipt of an accepted upload has its change set's examples; the rewrite after its delivery
     moved on (what the outbox asks for) has them too, with every other section."""
     harness.store.targets = {"north": ["vendor"]}
-    await harness.intake.start()
+    await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "day1.zip")
     (first,) = await harness.wait_for_receipts("north", 1)
     assert first["changes"]["samples"]["users"]["added"][0]["sourcedId"]  # a first upload: all additions
@@ -518,7 +559,7 @@ async def test_a_receipt_rewritten_after_a_delivery_keeps_the_change_set_example
     harness.store.claim_delivery(delivery.id)
     harness.store.finish_delivery(delivery.id, DeliveryState.FAILED, error="503 from the vendor",
                                   next_attempt_at="2099-01-01T00:00:00.000Z")  # fmt: skip
-    await harness.intake.refresh_receipt(first["upload_id"])
+    await harness.writer.refresh(first["upload_id"])
     (rewritten,) = harness.receipts("north")
     assert set(first) - set(rewritten) == set()
     assert rewritten["changes"] == first["changes"] and rewritten["validation"] == first["validation"]
@@ -533,7 +574,7 @@ async def test_operators_decisions_are_logged_once_with_who_and_when(harness: Ha
     store = harness.store
     store.targets = {"north": ["vendor"]}
     approvals: list[tuple[str, str]] = []
-    harness.intake.options = options(harness, on_accepted=lambda tenant, upload_id: approvals.append((tenant, upload_id)))
+    harness.configure(options(harness, on_accepted=lambda tenant, upload_id: approvals.append((tenant, upload_id))))
     first, held, dropped = upload(store, 1), upload(store, 2), upload(store, 3)
     record(store, first)
     record(store, held, held=True)

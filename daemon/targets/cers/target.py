@@ -5,8 +5,10 @@ compared group by group with those of the snapshot CERS has (delete-and-replace 
 is sent whole, a vanished one with its key fields only, which empties it). The same groups always give the
 same bytes, so a repeated attempt is recognised by CERS (PROCESSED) and changes nothing.
 
-In dry-run mode the files are written to the tenant's results/cers/ for review instead of being sent; a
-delivery in which no group changed has no files and writes nothing there (its receipt says so).
+In dry-run mode the files are handed to `write_files` for review instead of being sent: in the daemon that is
+daemon/receipts' writer (daemon/app.py passes it; targets come before receipts in the flow, so they are given
+it and never import it), which puts them in the tenant's results/cers/. A delivery in which no group changed
+has no files and writes nothing there (its receipt says so).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -25,8 +28,10 @@ from daemon.targets.cers.client import CersClient, Verdict
 from daemon.targets.cers.cognito import CognitoAuth
 from daemon.targets.cers.settings import CersTarget
 
-DRY_RUN_FOLDER = "cers"
+DRY_RUN_FOLDER = "cers"  # only where no writer was given (see _write_dry_run)
 DRY_RUN_FILES_KEPT = 300
+
+WriteFiles = Callable[[str, dict[str, bytes]], Awaitable[None]]  # (tenant, file name -> bytes): a dry run's files
 
 
 def build_files(snapshot: str, base: str | None, settings: dict) -> dict:
@@ -50,10 +55,11 @@ def file_name(tenant: str, upload_id: str, number: int) -> str:
 
 
 class CersGroupsTarget:
-    def __init__(self, tenant: str, settings: CersTarget) -> None:
+    def __init__(self, tenant: str, settings: CersTarget, write_files: WriteFiles | None = None) -> None:
         self.tenant = tenant
         self.name = settings.name
         self.settings = settings
+        self.write_files = write_files  # where a dry run's files go: daemon/receipts' writer, given by app.py
         self._session: aiohttp.ClientSession | None = None
         self._auth: CognitoAuth | None = None
 
@@ -87,8 +93,11 @@ class CersGroupsTarget:
                   "against_upload_id": job.delivery.base_upload_id,
                   "files": [{"name": name, "rows": data.count(b"\n") - 1} for name, data in zip(names, built["files"])]}  # fmt: skip
         if self.settings.dry_run:
-            folder = job.results / DRY_RUN_FOLDER
-            await asyncio.to_thread(_write_dry_run, folder, dict(zip(names, built["files"])))
+            files = dict(zip(names, built["files"]))
+            if self.write_files is not None:
+                await self.write_files(self.tenant, files)
+            else:
+                await asyncio.to_thread(_write_dry_run, job.results / DRY_RUN_FOLDER, files)
             return delivered(result)
         client = self.client()
         for entry, data in zip(result["files"], built["files"]):
@@ -104,7 +113,10 @@ class CersGroupsTarget:
 
 
 def _write_dry_run(folder: Path, files: dict[str, bytes]) -> None:
-    """The files as they would have been POSTed, each written whole under a hidden name and renamed."""
+    """The files as they would have been POSTed, each written whole under a hidden name and renamed.
+
+    Only for a target built without `write_files` (tests/cers/test_target.py builds it alone); the daemon
+    always gives it daemon/receipts' writer, the one writer of results/. To go once those tests pass a writer."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         tmp = folder / f".rosterd-tmp-{secrets.token_hex(6)}"
