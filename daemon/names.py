@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import re
 
-# Checked with .match, as they always were; `$` lets one final newline through (a fullmatch would not).
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Anchored with \Z, not $ (which lets one final newline through: "demo\n"), so that .match and .fullmatch
+# alike take only whole names.
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 def check_tenant_name(value: str) -> str:
     """`value` when it is a tenant name; ValueError says the rule otherwise."""
-    if not TENANT_NAME.match(value):
+    if not TENANT_NAME.fullmatch(value):
         raise ValueError(
             f"a tenant name is 1 to 63 of a-z, 0-9, '_' and '-', starting with a letter or digit (got {value!r})"
         )
@@ -26,6 +27,6 @@ def check_tenant_name(value: str) -> str:
 
 def check_target_name(value: str) -> str:
     """`value` when it is a target name; ValueError says the rule otherwise."""
-    if not TARGET_NAME.match(value):
+    if not TARGET_NAME.fullmatch(value):
         raise ValueError(f"a target name is 1 to 63 of a-z, 0-9, '_' and '-' (got {value!r})")
     return value

@@ -13,7 +13,7 @@ from daemon.targets.cers.settings import CersTarget
 from daemon.targets.settings import WebhookTarget
 
 GOOD = ("cers", "lms-vendor_2", "9" * 63)
-BAD = ("Vendor", "../x", "-x", "a b", "", "9" * 64)
+BAD = ("Vendor", "../x", "-x", "a b", "", "9" * 64, "vendor\n")  # a final newline too (a `$` anchor let it in)
 
 
 def kinds(tmp_path: Path) -> dict:
@@ -34,3 +34,12 @@ def test_a_bad_name_is_refused_by_every_kind_with_the_rule(tmp_path: Path, name:
     for model, fields in kinds(tmp_path).items():
         with pytest.raises(ValidationError, match=r"a target name is 1 to 63 of a-z, 0-9, '_' and '-' \(got "):
             model.model_validate({**fields, "name": name})
+
+
+@pytest.mark.parametrize("name", ["demo\n", "demo/../x", "Demo", ""])
+def test_a_tenant_name_is_whole_or_refused(name: str) -> None:
+    from daemon.names import TENANT_NAME, check_tenant_name
+
+    assert TENANT_NAME.match(name) is None and TENANT_NAME.fullmatch(name) is None
+    with pytest.raises(ValueError, match="a tenant name is 1 to 63 of a-z"):
+        check_tenant_name(name)

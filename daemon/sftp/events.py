@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from daemon.names import TENANT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ OPERATION_REFUSED = "sftp.operation_refused"  # op, reason: path_escape | not_pe
 # reason: client_gone | too_large | inbox_quota_bytes | min_free_bytes | write_failed | publish_failed | orphaned
 UPLOAD_ABORTED = "upload.aborted"
 
-_TENANT_LIKE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # what config.TENANT_NAME allows
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,6 @@ def shown_username(username: str) -> str:
     lowercase words, so anything else is logged as `?sha256:<12 hex>`, which still lets an operator see
     that the same wrong name keeps coming back.
     """
-    if _TENANT_LIKE.fullmatch(username):
+    if TENANT_NAME.fullmatch(username):
         return username
     return "?sha256:" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:12]

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import asyncssh
 
-from daemon.sftp import accept, algorithms, events, fs, hostkeys, passwords
+from daemon import ssh_algorithms
+from daemon.sftp import accept, events, fs, hostkeys, passwords
 from daemon.sftp.defender import Defender, read_state, write_state
 from daemon.sftp.events import OnEvent, OnUpload, Reporter, shown_username
 from daemon.sftp.limits import Ledger, Pools, SessionAccount
@@ -391,7 +392,7 @@ async def start_server(
         allow_pty=False,
         agent_forwarding=False,
         x11_forwarding=False,
-        **algorithms.connection_options(),
+        **ssh_algorithms.connection_options(),
     )
     sockets = await asyncio.to_thread(accept.bind, options.host, options.port)
     acceptor = accept.Listener(sockets, functools.partial(asyncssh.run_server, config=None,
