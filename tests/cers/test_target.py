@@ -19,6 +19,7 @@ import pytest
 from daemon.snapshots.job import process_upload
 from daemon.outbox import Job
 from daemon.store import Delivery, DeliveryState
+from daemon.receipts.writer import write_dry_run_files
 from daemon.targets.cers.settings import CersTarget
 from daemon.targets.cers.target import CersGroupsTarget
 from tests.fakes.cers import FakeCers
@@ -78,7 +79,12 @@ def target_settings(cognito: MotoCognito, fake: FakeCers, **overrides) -> CersTa
 
 
 async def deliver(settings: CersTarget, job: Job):
-    target = CersGroupsTarget("north", settings)
+    """A delivery by a target that puts a dry run's files where the daemon's receipts writer would."""
+
+    async def write_files(tenant: str, files: dict[str, bytes]) -> None:
+        await asyncio.to_thread(write_dry_run_files, job.results, files)
+
+    target = CersGroupsTarget("north", settings, write_files)
     try:
         return await target.deliver(job)
     finally:

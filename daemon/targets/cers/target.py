@@ -14,8 +14,6 @@ has no files and writes nothing there (its receipt says so).
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +26,6 @@ from daemon.targets.cers.client import CersClient, Verdict
 from daemon.targets.cers.cognito import CognitoAuth
 from daemon.targets.cers.settings import CersTarget
 
-DRY_RUN_FOLDER = "cers"  # only where no writer was given (see _write_dry_run)
 DRY_RUN_FILES_KEPT = 300
 
 WriteFiles = Callable[[str, dict[str, bytes]], Awaitable[None]]  # (tenant, file name -> bytes): a dry run's files
@@ -94,10 +91,9 @@ class CersGroupsTarget:
                   "files": [{"name": name, "rows": data.count(b"\n") - 1} for name, data in zip(names, built["files"])]}  # fmt: skip
         if self.settings.dry_run:
             files = dict(zip(names, built["files"]))
-            if self.write_files is not None:
-                await self.write_files(self.tenant, files)
-            else:
-                await asyncio.to_thread(_write_dry_run, job.results / DRY_RUN_FOLDER, files)
+            if self.write_files is None:  # only check-targets builds a target without one, and never delivers
+                raise RuntimeError("a CERS dry run needs the receipts writer (write_files) to put its files in results/")
+            await self.write_files(self.tenant, files)
             return delivered(result)
         client = self.client()
         for entry, data in zip(result["files"], built["files"]):
@@ -110,21 +106,3 @@ class CersGroupsTarget:
                 return permanent(sent.error or "refused", result)
         result["credential"] = self._auth.username if self._auth else None
         return delivered(result)
-
-
-def _write_dry_run(folder: Path, files: dict[str, bytes]) -> None:
-    """The files as they would have been POSTed, each written whole under a hidden name and renamed.
-
-    Only for a target built without `write_files` (tests/cers/test_target.py builds it alone); the daemon
-    always gives it daemon/receipts' writer, the one writer of results/. To go once those tests pass a writer."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        tmp = folder / f".rosterd-tmp-{secrets.token_hex(6)}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
-    kept = sorted((p for p in folder.glob("*.csv")), key=lambda p: p.stat().st_mtime_ns)
-    for old in kept[: max(0, len(kept) - DRY_RUN_FILES_KEPT)]:
-        old.unlink(missing_ok=True)
