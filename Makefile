@@ -45,11 +45,13 @@ systemd-tools:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
 	fi
 
-# The 3.13 run goes first: about a minute (its venv takes a minute or two more the first time), then the main
+# lint-imports checks the layers contract in pyproject.toml (each stage imports only those before it). The
+# 3.13 run goes first: about a minute (its venv takes a minute or two more the first time), then the main
 # suite (5-6 minutes on 2 cores).
 # Three workers on the two cores CI has: the end-to-end tests spend much of their time waiting on daemons and
 # clients, so a third worker keeps both cores busy (6.5 minutes instead of 8.5 on 2026-12-07).
 test: $(STAMP) openssh-client systemd-tools test-py313
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $$(( $$(nproc) + 1 )) -q
 
 test-py313:
