@@ -7,8 +7,8 @@ kinds; nothing here maps to a host path by string joining, so `//etc` is just th
 `/etc`, which does not exist.
 
 Which folders /results has is not this layer's to know (the pipeline writes them): the caller names them
-(ServerOptions.result_folders, filled by daemon/app.py from daemon/receipts). RESULT_FOLDERS is only the
-default for callers that name none.
+(ServerOptions.result_folders, filled by daemon/app.py from daemon/receipts). RESULT_FOLDERS, the default
+for callers that name none, is empty.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 INBOX = "inbox"
 RESULTS = "results"
 AREAS = (INBOX, RESULTS)
-RESULT_FOLDERS = ("cers",)  # the default of ServerOptions.result_folders: read-only folders inside /results
+RESULT_FOLDERS: tuple[str, ...] = ()  # the default of ServerOptions.result_folders: none; the daemon names them
 
 HIDDEN_PREFIX = ".rosterd-"  # the server's own files: never listed, never addressable by a client
 TEMP_PREFIX = HIDDEN_PREFIX + "tmp-"

@@ -21,6 +21,7 @@ import asyncssh
 import pytest
 from argon2 import PasswordHasher
 
+from daemon.receipts import RESULT_FOLDERS  # the folders of /results the daemon gives the SFTP layer
 from daemon.sftp import ServerOptions, TenantAccess, UploadReceived, start_server
 
 ACME_PASSWORD = "correct horse battery staple"
@@ -205,7 +206,7 @@ async def start(
         }
         for name, changes in (tenant_overrides or {}).items():
             tenants[name] = dataclasses.replace(tenants[name], **changes)
-        settings = {"min_free_bytes": 1024**2, **overrides}
+        settings = {"min_free_bytes": 1024**2, "result_folders": RESULT_FOLDERS, **overrides}
         options = ServerOptions(host="127.0.0.1", port=0, host_key_dir=host_key_dir, tenants=tenants, **settings)
         harness = Harness(options, keys, workdir)
         harness.acceptor = await start_server(

@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from daemon.receipts import RESULT_FOLDERS as FOLDERS
 from daemon.sftp.paths import Kind, PathRefused, parse
 
 from .conftest import ACME_PASSWORD, Harness, needs_openssh
@@ -38,7 +39,7 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     ],
 )
 def test_paths_are_read_lexically_inside_the_tenant_tree(raw: bytes, kind: Kind, text: str) -> None:
-    parsed = parse(raw)
+    parsed = parse(raw, FOLDERS)
     assert (parsed.kind, parsed.text) == (kind, text)
 
 
