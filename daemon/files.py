@@ -16,19 +16,23 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def write_whole(
-    path: Path, data: str | bytes, *, mode: int | None = 0o600, exclusive: bool = False, sync_dir: bool = False
+    path: Path, data: str | bytes, *, mode: int | None = 0o600, exclusive: bool = False, sync_dir: bool = False,
+    temp_prefix: str | None = None,
 ) -> None:
     """Write `data` (text as UTF-8) to `path` whole or not at all.
 
     `mode`: the file's permissions exactly; None for those a plain open gives (0666 less the umask).
     `exclusive`: publish only where `path` does not exist yet (FileExistsError if it does: someone else was
     first), never over it. `sync_dir`: fsync the folder too, so the new name survives a crash; not needed
-    inside a folder that is itself fsynced and renamed into place later.
+    inside a folder that is itself fsynced and renamed into place later. `temp_prefix`: the temporary file's
+    name is this and a random part (for a folder whose readers skip names with that prefix) instead of
+    `.NAME.<random>.tmp`.
 
     The temporary file is made with O_EXCL and O_NOFOLLOW (never through a link someone planted) and removed
     on failure."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    token = secrets.token_hex(6)
+    temp = path.with_name(f"{temp_prefix}{token}" if temp_prefix else f".{path.name}.{token}.tmp")
     fd = os.open(temp, _CREATE, 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as out:

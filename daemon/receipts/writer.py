@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
+from daemon.files import write_whole
 from daemon.receipts.layout import DRY_RUN_FOLDER, LATEST, TMP_PREFIX, receipt_stem
 from daemon.receipts.receipt import from_store
 from daemon.receipts.text import render_text
@@ -112,12 +111,8 @@ def write_dry_run_files(results: Path, files: dict[str, bytes]) -> None:
 
 
 def _publish(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(6)}")
-    with open(tmp, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Whole or not at all, under a TMP_PREFIX name until then (which the SFTP listing never shows)."""
+    write_whole(path, data, mode=None, temp_prefix=TMP_PREFIX)
 
 
 def _prune(results: Path, keep: int) -> None:
