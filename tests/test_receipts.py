@@ -102,12 +102,13 @@ def test_a_duplicate_names_the_earlier_upload(tmp_path: Path) -> None:
 
 
 def test_a_held_receipt_names_its_thresholds_and_changes(tmp_path: Path) -> None:
-    snapshot = {"version": "1.1", "base": "u-1", "rows": {"users": 80},
-                "changes": {"users": {"added": 0, "updated": 1, "deleted": 20}},
-                "holds": [{"threshold": "users_deleted_share", "limit": 0.1, "value": 20, "of": 100,
-                           "detail": "20 of 100 users deleted (20.0%, more than 10%)"}]}  # fmt: skip
+    holds = [{"threshold": "users_deleted_share", "limit": 0.1, "value": 20, "of": 100,
+              "detail": "20 of 100 users deleted (20.0%, more than 10%)"}]  # fmt: skip
+    snapshot = SnapshotRecord(tenant="lakeside", version="1.1", path="/state/snapshots/held", base_upload_id="u-1",
+                              rows={"users": 80}, changes={"users": {"added": 0, "updated": 1, "deleted": 20}},
+                              holds=holds)  # fmt: skip
     receipt = receipts.build(upload(state=State.HELD), validation(0), snapshot=snapshot)
-    assert receipt["holds"] == snapshot["holds"]
+    assert receipt["holds"] == holds
     assert receipt["changes"]["against_upload_id"] == "u-1" and receipt["changes"]["rows_after"] == {"users": 80}
     text = receipts.render_text(receipt)
     assert "HOLD  users_deleted_share: 20 of 100 users deleted" in text and "rosterd approve" in text

@@ -10,7 +10,7 @@ in results/). Nothing here touches the disk.
 from __future__ import annotations
 
 from daemon.snapshots.retention import MAX_FINDINGS, PER_CODE, trim
-from daemon.store import Decision, Delivery, DeliveryState, State, Store, Upload
+from daemon.store import Decision, Delivery, DeliveryState, SnapshotRecord, State, Store, Upload
 
 __all__ = ["MAX_FINDINGS", "NEXT_STEP", "PER_CODE", "build", "dropped_rows", "from_store", "trim"]
 
@@ -40,14 +40,15 @@ def build(
     upload: Upload,
     validation: dict | None = None,
     detail: str | None = None,
-    snapshot: dict | None = None,
+    snapshot: SnapshotRecord | None = None,
     deliveries: list[Delivery] | None = None,
     decisions: list[Decision] | None = None,
     earlier: Upload | None = None,
 ) -> dict:
     """The receipt as data: the upload, its state, and (once validated) counts and findings; for an accepted
-    or held upload also the changes against the current roster and the hold thresholds crossed; the
-    operators' decisions on it, with their time; the earlier upload of the same bytes, if there is one."""
+    or held upload also the changes against the current roster and the hold thresholds crossed (from its
+    SnapshotRecord, whose base_upload_id the receipt calls against_upload_id); the operators' decisions on it,
+    with their time; the earlier upload of the same bytes, if there is one."""
     receipt = {
         "upload_id": upload.id,
         "tenant": upload.tenant,
@@ -69,13 +70,13 @@ def build(
         receipt["decisions"] = [_decision(d) for d in decisions]
     if snapshot is not None:
         receipt["changes"] = {
-            "against_upload_id": snapshot.get("base"),  # None: a first upload or a rebaseline, all additions
-            "counts": snapshot["changes"],
-            "rows_after": snapshot["rows"],
+            "against_upload_id": snapshot.base_upload_id,  # None: a first upload or a rebaseline, all additions
+            "counts": snapshot.changes,
+            "rows_after": snapshot.rows,
         }
-        receipt["holds"] = snapshot["holds"]
-        if snapshot.get("samples"):
-            receipt["changes"]["samples"] = snapshot["samples"]
+        receipt["holds"] = snapshot.holds
+        if snapshot.samples:
+            receipt["changes"]["samples"] = snapshot.samples
     if deliveries:
         receipt["deliveries"] = [_delivery(d) for d in deliveries]
     if validation is not None:
@@ -129,11 +130,6 @@ def from_store(store: Store, upload: Upload) -> dict:
     """The receipt of an upload as recorded: its stored validation result, snapshot (change-set examples
     included), deliveries and the decisions on it. Every receipt is built here, the first and each rewrite, so
     a rewrite has every section the first one had. Blocking."""
-    record = store.snapshot(upload.id)
-    snapshot = None
-    if record is not None:
-        snapshot = {"version": record.version, "rows": record.rows, "changes": record.changes,
-                    "holds": record.holds, "base": record.base_upload_id, "samples": record.samples}  # fmt: skip
-    return build(upload, store.result(upload.id), detail=store.last_detail(upload.id), snapshot=snapshot,
-                 deliveries=store.deliveries(upload_id=upload.id), decisions=store.decisions(upload.id),
-                 earlier=store.earlier_with_same_bytes(upload))  # fmt: skip
+    return build(upload, store.result(upload.id), detail=store.last_detail(upload.id),
+                 snapshot=store.snapshot(upload.id), deliveries=store.deliveries(upload_id=upload.id),
+                 decisions=store.decisions(upload.id), earlier=store.earlier_with_same_bytes(upload))  # fmt: skip
