@@ -33,11 +33,16 @@ from daemon.intake import Intake, IntakeOptions, KeptFiles, TenantPaths
 from daemon.intake.workers import WorkerPool
 from daemon.logs import configure_logging, get_logger
 from daemon.notify import Notifier
+from daemon.oneroster.findings import Mode
+from daemon.oneroster.validate import ValidateOptions
+from daemon.oneroster.zipread import ZipLimits
 from daemon.outbox import Outbox, RetryPolicy, Target
 from daemon.readiness import Readiness, disk_check, fd_check, write_check
 from daemon.receipts import RESULT_FOLDERS, Receipts
 from daemon.sftp import ServerOptions, SftpServer, TenantAccess, UploadReceived, start_server
 from daemon.sftp.defender import DefenderOptions
+from daemon.snapshots.holds import HoldThresholds
+from daemon.snapshots.job import TenantRules
 from daemon.snapshots.process import ProcessOptions, Processor
 from daemon.store import Store
 
@@ -93,21 +98,25 @@ def defender_options(settings: Settings) -> DefenderOptions | None:
 
 def tenant_paths(settings: Settings, tenant: TenantConfig) -> TenantPaths:
     root = settings.tenant_root(tenant.name)
+    return TenantPaths(tenant.name, root / "inbox", root / "results")
+
+
+def tenant_rules(settings: Settings, tenant: TenantConfig) -> TenantRules:
+    """What each upload of the tenant is held to, from [validation] (its own validation_mode over the mode) and
+    [holds] (its own holds keys over them)."""
     v = settings.validation
-    validation = {
-        "mode": tenant.validation_mode or v.mode,
-        "max_dropped_share": v.max_dropped_share,
-        "max_total_bytes": v.max_total_bytes,
-        "max_entries": v.max_entries,
-        "max_ratio": v.max_ratio,
-    }
-    return TenantPaths(tenant.name, root / "inbox", root / "results", validation, tenant_holds(settings, tenant))
+    validate = ValidateOptions(
+        mode=Mode(tenant.validation_mode or v.mode),
+        limits=ZipLimits(max_entries=v.max_entries, max_total_bytes=v.max_total_bytes, max_ratio=v.max_ratio),
+        max_dropped_share=v.max_dropped_share,
+    )
+    return TenantRules(validate, tenant_holds(settings, tenant))
 
 
-def tenant_holds(settings: Settings, tenant: TenantConfig) -> dict:
+def tenant_holds(settings: Settings, tenant: TenantConfig) -> HoldThresholds:
     """The [holds] thresholds with the tenant's own `holds` keys over them."""
     own = tenant.holds.model_dump(exclude_unset=True) if tenant.holds is not None else {}
-    return {**settings.holds.model_dump(), **own}
+    return settings.holds.model_copy(update=own)
 
 
 def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[tuple[str, str], Target]:
@@ -194,7 +203,7 @@ class Daemon:
         receipts = self.receipts = Receipts(self.store, self._results(settings), settings.intake.receipts_kept)
         await receipts.prepare()
         self.processor = Processor(
-            self._tenant_paths(settings),
+            self._tenant_rules(settings),
             self.store,
             self.pool,
             ProcessOptions(
@@ -336,6 +345,10 @@ class Daemon:
         return {t.name: tenant_paths(settings, t) for t in settings.tenants}
 
     @staticmethod
+    def _tenant_rules(settings: Settings) -> dict[str, TenantRules]:
+        return {t.name: tenant_rules(settings, t) for t in settings.tenants}
+
+    @staticmethod
     def _results(settings: Settings) -> dict[str, Path]:
         return {t.name: settings.tenant_root(t.name) / "results" for t in settings.tenants}
 
@@ -384,7 +397,7 @@ class Daemon:
         self.store.targets = fresh.target_names()
         await self.sftp.update_tenants(self._access(fresh, demo_public))
         await self.receipts.update_tenants(self._results(fresh))
-        await self.processor.update_tenants(self._tenant_paths(fresh))
+        await self.processor.update_tenants(self._tenant_rules(fresh))
         await self.intake.update_tenants(self._tenant_paths(fresh))
         targets = make_targets(fresh, self.receipts)
         await self.outbox.update_targets(targets, self._results(fresh))

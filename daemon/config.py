@@ -38,6 +38,7 @@ from pydantic import (
 from daemon.files import replace_text
 from daemon.health import HealthConfig
 from daemon.names import TENANT_NAME, check_tenant_name
+from daemon.snapshots.holds import HoldThresholds  # the [holds] section: defined once, where it is used
 from daemon.targets.cers.settings import CersTarget
 from daemon.targets.settings import SftpTarget, WebhookTarget
 
@@ -143,15 +144,6 @@ class ValidationConfig(_Section):
     max_ratio: float = Field(200.0, gt=0)
 
 
-class HoldsConfig(_Section):
-    """Mass-change holds (daemon/snapshots/holds.py): an upload crossing any of these waits for `rosterd approve`."""
-
-    users_deleted_share: float = Field(0.10, ge=0, le=1)
-    enrollments_deleted_share: float = Field(0.10, ge=0, le=1)
-    school_deleted: bool = True
-    changed_share: float = Field(0.50, ge=0)
-
-
 class SnapshotsConfig(_Section):
     keep: int = Field(30, ge=1)  # newest snapshots kept per tenant (the current one always)
 
@@ -182,7 +174,7 @@ class TenantConfig(_Section):
     max_upload_bytes: int = Field(2 * GiB, ge=1)
     inbox_quota_bytes: int = Field(10 * GiB, ge=1)
     validation_mode: ValidationMode | None = None  # None: the [validation] mode
-    holds: HoldsConfig | None = None  # None: the [holds] thresholds
+    holds: HoldThresholds | None = None  # None: the [holds] thresholds; keys set here replace theirs
     demo: bool = False  # key pair generated at first start; insecure, for `make run` only
     targets: list[Target] = []  # where accepted change sets are delivered
 
@@ -237,7 +229,7 @@ class Settings(_Section):
     defender: DefenderConfig = DefenderConfig()
     validation: ValidationConfig = ValidationConfig()
     intake: IntakeConfig = IntakeConfig()
-    holds: HoldsConfig = HoldsConfig()
+    holds: HoldThresholds = HoldThresholds()
     snapshots: SnapshotsConfig = SnapshotsConfig()
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()

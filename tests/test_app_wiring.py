@@ -1,16 +1,26 @@
-"""How settings become what the stages are given: a tenant's own hold thresholds over the [holds] ones, and the
-receipts writer handed to a CERS target for its dry runs."""
+"""How settings become what the stages are given: a tenant's validation options and its own hold thresholds over
+the [holds] ones, and the receipts writer handed to a CERS target for its dry runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.app import make_targets, tenant_holds
+from daemon.app import make_targets, tenant_rules
 from daemon.config import parse_settings
+from daemon.oneroster.findings import Mode
+from daemon.oneroster.validate import ValidateOptions
+from daemon.oneroster.zipread import ZipLimits
+from daemon.snapshots.holds import HoldThresholds
 from daemon.receipts import RESULT_FOLDERS, Receipts
 from daemon.store import Store
 
 CONFIG = """
+[validation]
+max_dropped_share = 0.02
+max_total_bytes = 1000000
+max_entries = 50
+max_ratio = 100.0
+
 [holds]
 users_deleted_share = 0.2
 changed_share = 0.4
@@ -18,6 +28,7 @@ changed_share = 0.4
 [[tenants]]
 name = "strict"
 demo = true
+validation_mode = "strict"
 holds = { users_deleted_share = 0.05 }
 
 [[tenants]]
@@ -28,11 +39,23 @@ demo = true
 
 def test_a_tenants_own_thresholds_override_only_the_keys_it_sets() -> None:
     settings = parse_settings(CONFIG, Path("/etc/rosterd/rosterd.toml"))
-    strict = tenant_holds(settings, settings.tenant("strict"))
-    plain = tenant_holds(settings, settings.tenant("plain"))
-    assert strict == {"users_deleted_share": 0.05, "enrollments_deleted_share": 0.10, "school_deleted": True,
-                      "changed_share": 0.4}  # fmt: skip
-    assert plain == {**strict, "users_deleted_share": 0.2}
+    strict = tenant_rules(settings, settings.tenant("strict")).holds
+    plain = tenant_rules(settings, settings.tenant("plain")).holds
+    assert strict == HoldThresholds(users_deleted_share=0.05, enrollments_deleted_share=0.10, school_deleted=True,
+                                    changed_share=0.4)  # fmt: skip
+    assert plain == HoldThresholds(users_deleted_share=0.2, enrollments_deleted_share=0.10, school_deleted=True,
+                                   changed_share=0.4)  # fmt: skip
+
+
+def test_a_tenants_validation_options_are_the_validation_section_with_its_own_mode() -> None:
+    settings = parse_settings(CONFIG, Path("/etc/rosterd/rosterd.toml"))
+    limits = ZipLimits(max_entries=50, max_total_bytes=1000000, max_ratio=100.0)
+    assert tenant_rules(settings, settings.tenant("strict")).validate == ValidateOptions(
+        mode=Mode.STRICT, limits=limits, max_dropped_share=0.02
+    )
+    assert tenant_rules(settings, settings.tenant("plain")).validate == ValidateOptions(
+        mode=Mode.LENIENT, limits=limits, max_dropped_share=0.02
+    )
 
 
 CERS_DRY_RUN = """

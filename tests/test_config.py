@@ -15,7 +15,6 @@ from daemon import config
 from daemon.config import (
     ConfigError,
     DefenderConfig,
-    HoldsConfig,
     IntakeConfig,
     OutboxConfig,
     ServerConfig,
@@ -27,6 +26,7 @@ from daemon.config import (
     load_settings,
 )
 from daemon.health import HealthConfig
+from daemon.snapshots.holds import HoldThresholds
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
 from daemon.targets.settings import Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
 
@@ -69,6 +69,10 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (v.mode, v.max_dropped_share, v.max_total_bytes, v.max_entries, v.max_ratio) == (
         "lenient", 0.01, 4 * GiB, 200, 200.0
     )
+    h = s.holds  # as config/rosterd.example.toml documents them
+    assert (h.users_deleted_share, h.enrollments_deleted_share, h.school_deleted, h.changed_share) == (
+        0.10, 0.10, True, 0.50
+    )
     i = s.intake
     assert (i.settle_seconds, i.rescan_seconds, i.workers, i.quarantine_days, i.receipts_kept) == (5, 60, 2, 30, 100)
     t = TenantConfig(name="t", demo=True)
@@ -99,7 +103,7 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     tenant = s.tenants[0]
     assert tenant.password_hash.startswith("$argon2id$") and tenant.authorized_keys and tenant.allowed_networks
     text = path.read_text()
-    for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldsConfig, SnapshotsConfig,
+    for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldThresholds, SnapshotsConfig,
                   OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters, WebhookTarget,
                   SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig):
         for key in model.model_fields:

@@ -6,18 +6,17 @@ import os
 from pathlib import Path
 
 from daemon.snapshots import storage
-from daemon.snapshots.job import process_upload
+from daemon.snapshots.holds import HoldThresholds
+from daemon.snapshots.job import JobResult, TenantRules, UploadJob, run_job
 from daemon.generator.churn import Churn, churn
 from daemon.generator.generate import DistrictSpec, generate, write_zip
 
 SPEC = DistrictSpec(schools=2, students_per_school=30, teachers_per_school=3, enrollments_per_student=3)
 
 
-def staged(tmp_path: Path, name: str, zip_path: Path, base: Path | None, **holds) -> tuple[dict, Path]:
+def staged(tmp_path: Path, name: str, zip_path: Path, base: Path | None, **holds) -> tuple[JobResult, Path]:
     staging = tmp_path / f".staging-{name}"
-    outcome = process_upload(str(zip_path), {"staging": str(staging), "base": str(base) if base else None,
-                                             "holds": holds})  # fmt: skip
-    return outcome, staging
+    return run_job(UploadJob(zip_path, staging, base, TenantRules(holds=HoldThresholds(**holds)))), staging
 
 
 def test_a_delta_is_merged_and_unchanged_entities_are_linked_not_rewritten(tmp_path: Path) -> None:
@@ -27,15 +26,17 @@ def test_a_delta_is_merged_and_unchanged_entities_are_linked_not_rewritten(tmp_p
     write_zip(day2.delta, tmp_path / "day2.zip", SPEC.version, mode="delta")
 
     first, base = staged(tmp_path, "1", tmp_path / "day1.zip", None)
-    assert first["snapshot"]["base"] is None and first["snapshot"]["holds"] == []
+    assert first.snapshot.base_upload_id is None and first.snapshot.holds == []
     second, staging = staged(tmp_path, "2", tmp_path / "day2.zip", base)
 
-    snapshot = second["snapshot"]
-    assert second["validation"]["verdict"] == "accepted"
-    assert {e: c for e, c in snapshot["changes"].items() if any(c.values())} == {
+    snapshot = second.snapshot
+    assert second.validation["verdict"] == "accepted"
+    assert snapshot.base_upload_id == base.name
+    assert {e: c for e, c in snapshot.changes.items() if any(c.values())} == {
         e: c for e, c in day2.expected.items() if any(c.values())
     }
-    assert snapshot["rows"]["users"] == day2.bulk["users"].height
+    assert snapshot.rows["users"] == day2.bulk["users"].height
+    assert storage.read_meta(staging) == snapshot
     carried = [e for e in day1 if e not in day2.delta]
     assert carried and all(os.path.samefile(base / f"{e}.parquet", staging / f"{e}.parquet") for e in carried)
     written = storage.read_frames(staging)
@@ -46,8 +47,8 @@ def test_a_delta_first_is_rejected_with_its_code(tmp_path: Path) -> None:
     day1 = generate(SPEC)
     write_zip(churn(day1, SPEC.version).delta, tmp_path / "delta.zip", SPEC.version, mode="delta")
     outcome, staging = staged(tmp_path, "1", tmp_path / "delta.zip", None)
-    assert outcome["validation"]["verdict"] == "rejected" and "snapshot" not in outcome
-    assert outcome["validation"]["counts_by_code"]["snapshot.delta_without_baseline"] == 1
+    assert outcome.validation["verdict"] == "rejected" and outcome.snapshot is None
+    assert outcome.validation["counts_by_code"]["snapshot.delta_without_baseline"] == 1
     assert not staging.exists()
 
 
@@ -58,7 +59,7 @@ def test_a_mass_deletion_is_staged_with_its_holds(tmp_path: Path) -> None:
     gutted = churn(day1, SPEC.version, Churn(withdrawn=20, arrivals=0, new_emails=0))
     write_zip(gutted.bulk, tmp_path / "day2.zip", SPEC.version)
     outcome, _ = staged(tmp_path, "2", tmp_path / "day2.zip", base, users_deleted_share=0.10)
-    assert [h["threshold"] for h in outcome["snapshot"]["holds"]] == ["users_deleted_share", "enrollments_deleted_share"]
+    assert [h["threshold"] for h in outcome.snapshot.holds] == ["users_deleted_share", "enrollments_deleted_share"]
 
 
 def test_a_delta_that_closes_a_parent_loop_with_the_snapshot_is_rejected(tmp_path: Path) -> None:
@@ -75,7 +76,7 @@ def test_a_delta_that_closes_a_parent_loop_with_the_snapshot_is_rejected(tmp_pat
                                    dateLastModified=pl.lit("2026-12-01T00:00:00.000Z"))  # fmt: skip
     write_zip({"orgs": looped}, tmp_path / "loop.zip", SPEC.version, mode="delta")
     outcome, staging = staged(tmp_path, "2", tmp_path / "loop.zip", base)
-    assert outcome["validation"]["verdict"] == "rejected" and "snapshot" not in outcome
-    cycle = [f for f in outcome["validation"]["findings"] if f["code"] == "reference.parent_cycle"]
+    assert outcome.validation["verdict"] == "rejected" and outcome.snapshot is None
+    cycle = [f for f in outcome.validation["findings"] if f["code"] == "reference.parent_cycle"]
     assert {f["value"] for f in cycle} >= {school} and all(f["file"] == "orgs.csv" for f in cycle)
     assert any(f["row"] == 2 for f in cycle)  # the delta's own row, where the loop was closed

@@ -20,6 +20,7 @@ from daemon.intake.workers import Death, WorkerDied, WorkerPool
 from daemon.receipts import Receipts
 from daemon.sftp import UploadReceived
 from daemon.snapshots import retention
+from daemon.snapshots.job import TenantRules
 from daemon.snapshots.process import INTERNAL_ERROR, ProcessOptions, Processor
 from daemon.store import DeliveryState, State, Store
 
@@ -52,8 +53,9 @@ class Harness:
         """Receipts, the Processor and intake, wired as daemon/app.py wires them (before `start`)."""
         state = self.root / "state"
         self.writer = Receipts(self.store, {name: t.results for name, t in self.tenants.items()}, receipts_kept)
-        self.processor = Processor(self.tenants, self.store, self.pool, ProcessOptions(state, snapshots_kept),
-                                   self.log, self.writer.answer, KeptFiles(state))  # fmt: skip
+        rules = {name: TenantRules() for name in self.tenants}  # the default validation options and thresholds
+        self.processor = Processor(rules, self.store, self.pool, ProcessOptions(state, snapshots_kept), self.log,
+                                   self.writer.answer, KeptFiles(state))  # fmt: skip
         self.intake = Intake(self.tenants, self.store, options, self.log, self.processor, self.writer.answer)
 
     async def start(self) -> None:
@@ -414,10 +416,10 @@ async def test_an_error_right_after_the_move_loses_nothing(harness: Harness) -> 
 async def test_an_upload_whose_processing_keeps_raising_is_failed_after_a_few_tries(harness: Harness) -> None:
     harness.configure(options(harness))
 
-    async def broken(upload, tenant):
+    async def broken(upload, rules):
         raise RuntimeError("a bug in rosterd")
 
-    harness.processor._work_options = broken
+    harness.processor._job = broken
     await harness.start()
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "x.zip")
     receipt = await wait_for_state(harness, "north", "failed")

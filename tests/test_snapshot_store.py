@@ -112,7 +112,9 @@ def test_snapshot_folders_are_published_whole(tmp_path: Path) -> None:
     final = storage.final_folder(tmp_path, "north", "u-1")
     staging.parent.mkdir(parents=True)
     storage.write_frames(staging, frames)
-    storage.write_meta(staging, {"version": "1.1"})
+    meta = storage.SnapshotMeta(version="1.1", rows={"users": 2}, changes={"users": {"added": 2}}, holds=[],
+                                base_upload_id=None)  # fmt: skip
+    storage.write_meta(staging, meta)
     (final).mkdir()  # a folder left by an attempt that a crash cut short
     (final / "stale.parquet").write_bytes(b"old")
 
@@ -120,7 +122,37 @@ def test_snapshot_folders_are_published_whole(tmp_path: Path) -> None:
 
     assert not staging.exists() and not (final / "stale.parquet").exists()
     assert storage.read_frames(final)["users"].equals(frames["users"])
-    assert storage.read_meta(final) == {"version": "1.1"}
+    assert storage.read_meta(final) == meta
+
+
+# snapshot.json as rosterd has written it since snapshots began: the base upload is `base`.
+SNAPSHOT_JSON = """{
+ "base": "u-20261201T080000Z-0a1b2c",
+ "changes": {
+  "users": {
+   "added": 1,
+   "deleted": 2,
+   "updated": 0
+  }
+ },
+ "holds": [],
+ "rows": {
+  "users": 45
+ },
+ "version": "1.1"
+}
+"""
+
+
+def test_a_snapshot_json_written_before_reads_back_and_is_written_the_same(tmp_path: Path) -> None:
+    (tmp_path / "snapshot.json").write_text(SNAPSHOT_JSON)
+    meta = storage.read_meta(tmp_path)
+    assert meta == storage.SnapshotMeta(version="1.1", rows={"users": 45}, holds=[],
+                                        changes={"users": {"added": 1, "deleted": 2, "updated": 0}},
+                                        base_upload_id="u-20261201T080000Z-0a1b2c")  # fmt: skip
+    (tmp_path / "snapshot.json").unlink()
+    storage.write_meta(tmp_path, meta)
+    assert (tmp_path / "snapshot.json").read_text() == SNAPSHOT_JSON
 
 
 def test_a_snapshot_diffed_against_a_base_that_is_no_longer_current_is_not_recorded(store: Store) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.snapshots.job import process_upload
+from daemon.snapshots.job import UploadJob, run_job
 from daemon.oneroster import schema
 from daemon.generator.generate import write_zip
 from daemon.outbox import Job, Outbox, Outcome, RetryPolicy, delivered
@@ -151,8 +151,7 @@ class District:
         write_zip(as_csv_tables(roster), package, VERSION)
         folder = self.root / "snapshots" / upload_id
         folder.parent.mkdir(exist_ok=True)
-        outcome = process_upload(str(package), {"staging": str(folder), "base": None, "holds": {}})
-        assert "snapshot" in outcome
+        assert run_job(UploadJob(package, folder)).snapshot is not None
         self.store.add(upload_id, "north", package.name, f"{self.count:064d}", 1, str(package))
         self.store.set_state(upload_id, State.VALIDATING)
         current = self.store.current_snapshot("north")

@@ -1,15 +1,16 @@
 """The types at intake's seams: what it is given, and what it hands each upload on to.
 
-Intake is given, by daemon/app.py: each tenant's folders and per-tenant settings (`TenantPaths`), its own
-settings (`IntakeOptions`), the next stage (`Process`: daemon/snapshots/process.py's Processor, which takes an
-upload to a final state) and the receipts writer's `answer` (`Answer`: daemon/receipts/writer.py's
-Receipts.answer). Intake imports neither: it defines what it needs here, and the wiring hands it over.
+Intake is given, by daemon/app.py: each tenant's folders (`TenantPaths`), its own settings (`IntakeOptions`),
+the next stage (`Process`: daemon/snapshots/process.py's Processor, which takes an upload to a final state,
+holding each tenant's validation and hold rules itself) and the receipts writer's `answer` (`Answer`:
+daemon/receipts/writer.py's Receipts.answer). Intake imports neither: it defines what it needs here, and the
+wiring hands it over.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,8 +22,6 @@ class TenantPaths:
     name: str
     inbox: Path
     results: Path
-    validation: dict = field(default_factory=dict)  # ValidateOptions fields for this tenant (mode, limits)
-    holds: dict = field(default_factory=dict)  # HoldThresholds fields for this tenant
 
 
 @dataclass(frozen=True, slots=True)

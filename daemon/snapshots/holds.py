@@ -4,22 +4,31 @@ A broken export (a filter left on, a school missing from the job, an empty enrol
 like a district that lost half its students. Clever and ClassLink hold such syncs for review; so does
 rosterd, with thresholds per tenant. The first snapshot of a tenant (and a rebaseline) is all additions and
 is never held.
+
+HoldThresholds is defined once, here: it is the `[holds]` section of the settings (and a tenant's own `holds`),
+validated by daemon/config.py, and what the worker's job (daemon/snapshots/job.py) is given, as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
-@dataclass(frozen=True)
-class HoldThresholds:
-    users_deleted_share: float = 0.10  # more than this share of the previous users deleted
-    enrollments_deleted_share: float = 0.10
+class HoldThresholds(BaseModel):
+    """Mass-change holds: an upload crossing any of these waits for `rosterd approve`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users_deleted_share: float = Field(0.10, ge=0, le=1)  # more than this share of the previous users deleted
+    enrollments_deleted_share: float = Field(0.10, ge=0, le=1)
     school_deleted: bool = True  # any org of type school deleted
-    changed_share: float = 0.50  # more than this share of all previous rows added, updated or deleted
+    changed_share: float = Field(0.50, ge=0)  # more than this share of all previous rows added, updated or deleted
 
 
 def crossed(
@@ -33,6 +42,8 @@ def crossed(
     `previous_rows` is rows per entity in the snapshot diffed against (None: a first snapshot or a
     rebaseline), `counts` the change set's counts, `deleted_orgs` the org rows it deletes.
     """
+    import polars as pl  # here, not above: the settings import this module and load without polars
+
     if not previous_rows:
         return []
     found = []

@@ -1,47 +1,74 @@
 """What a worker process does with one upload: validate it, and if it is accepted, build its snapshot.
 
-Runs in the daemon's process pool, so it takes and returns plain data. Given the upload's file and the
-folder of the snapshot to diff against (None for a first upload or a rebaseline), it validates the package,
-merges it onto that snapshot (a bulk file replaces its entity, a delta file upserts and deletes rows),
-checks the merged roster's references, diffs it against the old snapshot and tests the hold thresholds. The
-new snapshot and its change set are written to a staging folder; the daemon publishes and records them.
+Runs in the daemon's process pool, so what it takes (UploadJob) and gives back (JobResult) are frozen
+dataclasses, which pickle. Given the upload's file, the tenant's rules and the folder of the snapshot to diff
+against (None for a first upload or a rebaseline), it validates the package, merges it onto that snapshot
+(a bulk file replaces its entity, a delta file upserts and deletes rows), checks the merged roster's
+references, diffs it against the old snapshot and tests the hold thresholds. The new snapshot and its change
+set are written to a staging folder; the daemon (daemon/snapshots/process.py) publishes and records them.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from daemon.oneroster.validate import ValidateOptions, validate_package
 from daemon.snapshots import storage
+from daemon.snapshots.diff import DeltaWithoutSnapshot, dangling_references, diff_snapshots, merge_package
 from daemon.snapshots.holds import HoldThresholds, crossed
+from daemon.snapshots.storage import SnapshotMeta
 
 SAMPLES_PER_ACTION = 3
 
 
-def process_upload(path: str, options: dict) -> dict:
-    """`options`: the tenant's validation settings plus `staging` (folder to write), `base` (folder of the
-    snapshot to diff against, or None), `holds` (HoldThresholds fields). Returns {"validation": ...,
-    "snapshot": ... (only when accepted)}."""
-    from daemon.snapshots.diff import DeltaWithoutSnapshot, dangling_references, diff_snapshots, merge_package
-    from daemon.oneroster.validate import validate_package
+@dataclass(frozen=True, slots=True)
+class TenantRules:
+    """What every upload of one tenant is held to; built once from the settings by daemon/app.py."""
 
+    validate: ValidateOptions = ValidateOptions()
+    holds: HoldThresholds = HoldThresholds()
+
+
+@dataclass(frozen=True, slots=True)
+class UploadJob:
+    """One upload for a worker process: made by the Processor, taken by run_job."""
+
+    path: Path  # the upload's file
+    staging: Path  # the folder to write the snapshot into
+    base: Path | None = None  # the folder of the snapshot to diff against (None: first upload, or a rebaseline)
+    rules: TenantRules = TenantRules()
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What run_job found: the validation result as stored and shown in the receipt (the findings made against
+    the snapshot included) and, when the upload is accepted, its staged snapshot and the change set's samples."""
+
+    validation: dict
+    snapshot: SnapshotMeta | None = None
+    samples: dict | None = None  # the change set's example rows per entity and action
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "validation", and "diff" once diffed
+
+
+def run_job(job: UploadJob) -> JobResult:
     started = time.monotonic()
-    result = validate_package(Path(path), validation_options(options))
+    result = validate_package(job.path, job.rules.validate)
     validation = result.to_dict()
     timings = {"validation": time.monotonic() - started}
     if not result.accepted:
-        return {"validation": validation, "timings": timings}
-    base = Path(options["base"]) if options.get("base") else None
+        return JobResult(validation, timings=timings)
+    base = job.base
     # Scanned, not read: only what the merge and the diff need is read, so memory stays near one snapshot.
     previous, previous_files = storage.scan_frames(base) if base is not None else (None, {})
     try:
         frames = merge_package(previous, result.roster)
     except DeltaWithoutSnapshot as exc:
-        return {"validation": _with_findings(validation, [exc.finding().to_dict()], rejected=True)}
+        return JobResult(_with_findings(validation, [exc.finding().to_dict()], rejected=True))
     found = dangling_references(frames, result.roster.version, result.roster, mode=result.mode)
     if any(finding["severity"] == "error" for finding in found):
-        return {"validation": _with_findings(validation, found, rejected=True)}
+        return JobResult(_with_findings(validation, found, rejected=True))
     validation = _with_findings(validation, found, rejected=False)  # warnings: optional references
     diffed = time.monotonic()
     changes = diff_snapshots(previous, frames)
@@ -49,34 +76,29 @@ def process_upload(path: str, options: dict) -> dict:
     counts = changes.counts()
     previous_rows = {e: storage.row_count(f) for e, f in previous.items()} if previous is not None else None
     orgs = changes.entities.get("orgs")
-    holds = crossed(HoldThresholds(**options.get("holds", {})), previous_rows, counts,
-                    orgs.deleted if orgs is not None else None)  # fmt: skip
+    holds = crossed(job.rules.holds, previous_rows, counts, orgs.deleted if orgs is not None else None)
     carried = {e: previous_files[e] for e, frame in frames.items() if previous and frame is previous.get(e)}
     rows = {e: previous_rows[e] if e in carried and previous_rows else storage.row_count(f)
             for e, f in frames.items()}  # fmt: skip
-    staging = Path(options["staging"])
-    storage.clear(staging)
-    storage.write_frames(staging, frames, carried)
-    changes.write(staging / storage.CHANGES_FOLDER)
-    meta = {"version": result.roster.version, "rows": rows, "changes": counts, "holds": holds,
-            "base": base.name if base is not None else None}  # fmt: skip
-    storage.write_meta(staging, meta)
-    return {"validation": validation, "snapshot": {**meta, "samples": changes.samples(SAMPLES_PER_ACTION)},
-            "timings": timings}
+    storage.clear(job.staging)
+    storage.write_frames(job.staging, frames, carried)
+    changes.write(job.staging / storage.CHANGES_FOLDER)
+    meta = SnapshotMeta(version=result.roster.version, rows=rows, changes=counts, holds=holds,
+                        base_upload_id=base.name if base is not None else None)  # fmt: skip
+    storage.write_meta(job.staging, meta)
+    return JobResult(validation, meta, changes.samples(SAMPLES_PER_ACTION), timings)
 
 
-def validation_options(options: dict):
-    """A tenant's validation settings (plain data, as sent to a worker process) as ValidateOptions."""
-    from daemon.oneroster.findings import Mode
-    from daemon.oneroster.validate import ValidateOptions
-    from daemon.oneroster.zipread import ZipLimits
-
-    limits = {k: options[k] for k in ("max_entries", "max_total_bytes", "max_ratio") if k in options}
-    return ValidateOptions(
-        mode=Mode(options.get("mode", "lenient")),
-        limits=ZipLimits(**limits),
-        max_dropped_share=options.get("max_dropped_share", 0.01),
-    )
+def process_upload(path: str, options: dict) -> dict:
+    """Transitional, for a caller not yet moved to run_job (tests/cers/test_target.py, not this change's to
+    edit): the old plain-data call, with `staging`, `base` and `holds` (HoldThresholds keys), answering
+    {"validation": ...} and, when accepted, "snapshot". Remove with its last caller."""
+    base = options.get("base")
+    job = UploadJob(Path(path), Path(options["staging"]), Path(base) if base else None,
+              TenantRules(holds=HoldThresholds(**options.get("holds", {}))))  # fmt: skip
+    outcome = run_job(job)
+    accepted = {"snapshot": asdict(outcome.snapshot)} if outcome.snapshot is not None else {}
+    return {"validation": outcome.validation, **accepted}
 
 
 def _with_findings(validation: dict, findings: list[dict], rejected: bool) -> dict:
@@ -89,7 +111,3 @@ def _with_findings(validation: dict, findings: list[dict], rejected: bool) -> di
     verdict = "rejected" if rejected else validation["verdict"]
     return {**validation, "verdict": verdict, "findings": [*findings, *validation["findings"]],
             "counts_by_code": dict(sorted(counts.items()))}  # fmt: skip
-
-
-def thresholds_dict(thresholds: HoldThresholds) -> dict:
-    return asdict(thresholds)

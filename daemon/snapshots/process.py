@@ -12,13 +12,15 @@ memory than a worker may have, is `failed`, never `rejected`: the district did n
 
 Owns that sequence, its log events (upload.duplicate, upload.validating, upload.rediffed, upload.<final
 state>, upload.superseded, snapshot.accepted, snapshot.pruned through retention) and the wording of a failed
-upload's receipt detail. Given, by daemon/app.py: the store, the worker pool, each tenant's validation and
-hold settings (intake's TenantPaths), `ProcessOptions`, the log, `answer` (daemon/receipts/writer.py's
-Receipts.answer, the one writer of receipts) and intake's KeptFiles. Setting a rejected or failed upload's
-file aside is intake's (its quarantine folder, which intake also expires and repairs): the Processor asks
-KeptFiles for the place, records it, and has KeptFiles move the file. Hands on: the final state in the
-store, `on_final` (metrics) and `on_accepted` (the outbox: deliveries of the new current snapshot may go).
-`Processor` satisfies intake's `Process`.
+upload's receipt detail. Given, by daemon/app.py: each tenant's TenantRules (its validation options and hold
+thresholds, built once from the settings), the store, the worker pool, `ProcessOptions`, the log, `answer`
+(daemon/receipts/writer.py's Receipts.answer, the one writer of receipts) and intake's KeptFiles. Hands the
+worker pool an UploadJob and takes back a JobResult (daemon/snapshots/job.py); records the snapshot's
+SnapshotMeta as the store's SnapshotRecord (the same fields, with tenant, folder and samples). Setting a
+rejected or failed upload's file aside is intake's (its quarantine folder, which intake also expires and
+repairs): the Processor asks KeptFiles for the place, records it, and has KeptFiles move the file. Hands on:
+the final state in the store, `on_final` (metrics) and `on_accepted` (the outbox: deliveries of the new
+current snapshot may go). `Processor` satisfies intake's `Process`.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from daemon.intake.kept import KeptFiles
-from daemon.intake.seams import Answer, TenantPaths
+from daemon.intake.seams import Answer
 from daemon.intake.workers import PoolUnavailable, WorkerDied, WorkerPool
 from daemon.snapshots import retention, storage
-from daemon.snapshots.job import process_upload
+from daemon.snapshots.job import JobResult, TenantRules, UploadJob, run_job
 from daemon.store import SnapshotRecord, StaleBase, State, Store, Upload
 
 MAX_ATTEMPTS = 3  # diffs of one upload, should the tenant's current snapshot change under it
@@ -53,7 +55,7 @@ class ProcessOptions:
 class Processor:
     def __init__(
         self,
-        tenants: Mapping[str, TenantPaths],
+        tenants: Mapping[str, TenantRules],
         store: Store,
         pool: WorkerPool,
         options: ProcessOptions,
@@ -75,13 +77,13 @@ class Processor:
             folder = storage.tenant_folder(self.options.state_dir, name)
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
 
-    async def update_tenants(self, tenants: Mapping[str, TenantPaths]) -> None:
+    async def update_tenants(self, tenants: Mapping[str, TenantRules]) -> None:
         """A reload: the tenants' settings as configured now, from their next upload on."""
         self.tenants = dict(tenants)
         await self.prepare()
 
     async def __call__(self, upload: Upload) -> None:
-        tenant = self.tenants[upload.tenant]
+        rules = self.tenants[upload.tenant]
         upload = await _db(self.store.judge_duplicate, upload.id)
         if upload.state is State.DUPLICATE:
             self.log("upload.duplicate", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
@@ -92,22 +94,22 @@ class Processor:
         self.log("upload.validating", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256)
         started = time.monotonic()
         for _attempt in range(MAX_ATTEMPTS):
-            work = await self._work_options(upload, tenant)
+            job, rebaseline = await self._job(upload, rules)
+            about = {"tenant": upload.tenant, "upload_id": upload.id}
             try:
-                outcome = await self.pool.run(process_upload, upload.path, work,
-                                              about={"tenant": upload.tenant, "upload_id": upload.id})  # fmt: skip
+                outcome: JobResult = await self.pool.run(run_job, job, about=about)
             except PoolUnavailable:  # nothing to do with the upload: tried again later
                 raise
             except Exception as exc:  # its worker died twice, it ran out of memory, or the validator crashed
                 await self._fail(upload, failure_detail(exc, self.pool.memory_bytes), repr(exc))
                 return
-            result = retention.trim(outcome["validation"])
-            snapshot = outcome.get("snapshot")
+            result = retention.trim(outcome.validation)
+            snapshot = outcome.snapshot
             if snapshot is None:
                 upload = await self._set_aside(upload, State.REJECTED, result)
                 break
             try:
-                upload = await self._take_snapshot(upload, work, snapshot, result)
+                upload = await self._take_snapshot(upload, job, outcome, result, rebaseline)
                 break
             except StaleBase:  # an admin approved a held upload meanwhile: diff against the new current one
                 self.log("upload.rediffed", tenant=upload.tenant, upload_id=upload.id)
@@ -116,9 +118,9 @@ class Processor:
         elapsed_ms = int((time.monotonic() - started) * 1000)
         self.log(f"upload.{upload.state}", tenant=upload.tenant, upload_id=upload.id, sha256=upload.sha256,
                  elapsed_ms=elapsed_ms, counts_by_code=result["counts_by_code"],
-                 changes=snapshot["changes"] if snapshot else None)  # fmt: skip
+                 changes=snapshot.changes if snapshot else None)  # fmt: skip
         await self.answer(upload)
-        self._final(upload, outcome.get("timings") or {})
+        self._final(upload, outcome.timings)
         if upload.state is State.ACCEPTED and self.options.on_accepted is not None:
             self.options.on_accepted(upload.tenant, upload.id)  # after the receipt: deliveries rewrite it
 
@@ -127,37 +129,37 @@ class Processor:
         to the district than that it was an internal error."""
         await self._fail(upload, INTERNAL_ERROR, error)
 
-    async def _work_options(self, upload: Upload, tenant: TenantPaths) -> dict:
-        """What the worker needs: validation settings, where to stage, and the snapshot to diff against."""
-        state_dir = self.options.state_dir
+    async def _job(self, upload: Upload, rules: TenantRules) -> tuple[UploadJob, tuple[str, str] | None]:
+        """The worker's job: the tenant's rules, where to stage, and the snapshot to diff against (none when an
+        operator asked for a rebaseline); with that request, (when, by whom), or None."""
         base = None
-        rebaseline = await _db(self.store.rebaseline_requested, upload.tenant)  # (when, by whom) or None
+        rebaseline = await _db(self.store.rebaseline_requested, upload.tenant)
         if not rebaseline:
             current = await _db(self.store.current_snapshot, upload.tenant)
-            base = current.path if current is not None else None
-        return {**tenant.validation, "holds": tenant.holds, "base": base, "rebaseline": rebaseline,
-                "staging": str(storage.staging_folder(state_dir, upload.tenant, upload.id))}  # fmt: skip
+            base = Path(current.path) if current is not None else None
+        staging = storage.staging_folder(self.options.state_dir, upload.tenant, upload.id)
+        return UploadJob(Path(upload.path), staging, base, rules), rebaseline
 
-    async def _take_snapshot(self, upload: Upload, work: dict, snapshot: dict, result: dict) -> Upload:
+    async def _take_snapshot(
+        self, upload: Upload, job: UploadJob, outcome: JobResult, result: dict, rebaseline: tuple[str, str] | None
+    ) -> Upload:
         """Publish the staged snapshot, record it (accepted, or held when a threshold was crossed), prune."""
+        snapshot = outcome.snapshot
+        assert snapshot is not None
         final = storage.final_folder(self.options.state_dir, upload.tenant, upload.id)
-        await asyncio.to_thread(storage.publish, Path(work["staging"]), final)
-        record = SnapshotRecord(
-            tenant=upload.tenant, version=snapshot["version"], path=str(final),
-            base_upload_id=snapshot["base"], rows=snapshot["rows"], changes=snapshot["changes"],
-            holds=snapshot["holds"], samples=snapshot.get("samples"),
-        )  # fmt: skip
-        state = State.HELD if snapshot["holds"] else State.ACCEPTED
+        await asyncio.to_thread(storage.publish, job.staging, final)
+        record = SnapshotRecord(tenant=upload.tenant, path=str(final), samples=outcome.samples, **asdict(snapshot))
+        state = State.HELD if snapshot.holds else State.ACCEPTED
         try:
             upload = await _db(self.store.record_snapshot, upload.id, record, state, result,
-                               check_base=not work["rebaseline"])  # fmt: skip
+                               check_base=not rebaseline)  # fmt: skip
         except StaleBase:
             await asyncio.to_thread(storage.clear, final)
             raise
         if state is State.ACCEPTED:
-            fresh = {"rebaseline_by": work["rebaseline"][1]} if work["rebaseline"] else {}
-            self.log("snapshot.accepted", tenant=upload.tenant, upload_id=upload.id, rows=snapshot["rows"],
-                     base_upload_id=snapshot["base"], **fresh)  # fmt: skip
+            fresh = {"rebaseline_by": rebaseline[1]} if rebaseline else {}
+            self.log("snapshot.accepted", tenant=upload.tenant, upload_id=upload.id, rows=snapshot.rows,
+                     base_upload_id=snapshot.base_upload_id, **fresh)  # fmt: skip
             for superseded in await _db(self.store.unanswered, upload.tenant, State.SUPERSEDED):
                 self.log("upload.superseded", tenant=upload.tenant, upload_id=superseded.id, by=upload.id)
                 await self._answer_superseded(superseded)

@@ -2,7 +2,7 @@
 
     STATE/snapshots/<tenant>/<upload_id>/users.parquet, enrollments.parquet, ...   the roster after the upload
     STATE/snapshots/<tenant>/<upload_id>/changes/                                  the change set that led here
-    STATE/snapshots/<tenant>/<upload_id>/snapshot.json                             version and counts
+    STATE/snapshots/<tenant>/<upload_id>/snapshot.json                             version and counts (SnapshotMeta)
 
 A worker process writes a snapshot into a staging folder beside its final place; the daemon records it in
 the catalog (daemon/store) and renames the folder into place. A staging folder left by a crash is simply
@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import polars as pl
@@ -28,6 +29,22 @@ META_FILE = "snapshot.json"
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "statistics": False}
 CHANGES_FOLDER = "changes"
 STAGING_PREFIX = ".staging-"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot is, besides its rows: made by the worker's job, written to its folder's snapshot.json, and
+    recorded by the Processor as the store's SnapshotRecord (same field names)."""
+
+    version: str  # the OneRoster version of the upload
+    rows: dict[str, int]  # rows per entity
+    changes: dict[str, dict[str, int]]  # added/updated/deleted per entity
+    holds: list[dict]  # the hold thresholds crossed (empty: none)
+    base_upload_id: str | None  # the snapshot it was diffed against (None: a first snapshot or a rebaseline)
+
+
+# snapshot.json names the base upload `base`, as it always has: renamed here, and only here.
+_FILE_NAMES = {"base_upload_id": "base"}
 
 
 def tenant_folder(state_dir: Path, tenant: str) -> Path:
@@ -86,12 +103,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def write_meta(folder: Path, meta: dict) -> None:
-    write_whole(folder / META_FILE, json.dumps(meta, indent=1, sort_keys=True) + "\n", mode=None)
+def write_meta(folder: Path, meta: SnapshotMeta) -> None:
+    shown = {_FILE_NAMES.get(name, name): value for name, value in asdict(meta).items()}
+    write_whole(folder / META_FILE, json.dumps(shown, indent=1, sort_keys=True) + "\n", mode=None)
 
 
-def read_meta(folder: Path) -> dict:
-    return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+def read_meta(folder: Path) -> SnapshotMeta:
+    data = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    return SnapshotMeta(**{f.name: data[_FILE_NAMES.get(f.name, f.name)] for f in fields(SnapshotMeta)})
 
 
 def clear(folder: Path) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from daemon.snapshots.job import process_upload
+from daemon.oneroster.validate import ValidateOptions
+from daemon.snapshots.job import TenantRules, UploadJob, run_job
 from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.targets.cers.settings import CersTarget
 from daemon.targets.cers.target import build_files
@@ -24,9 +25,8 @@ RULES = {"schools": None, "school_years": set(range(2020, 2036)), "subjects": {"
 
 
 def snapshot_of(package: Path, folder: Path) -> Path:
-    outcome = process_upload(str(package), {"staging": str(folder), "base": None, "holds": {}, "mode": "lenient",
-                                            "max_dropped_share": 1.0})  # fmt: skip
-    assert "snapshot" in outcome, outcome["validation"]["counts_by_code"]
+    outcome = run_job(UploadJob(package, folder, rules=TenantRules(ValidateOptions(max_dropped_share=1.0))))
+    assert outcome.snapshot is not None, outcome.validation["counts_by_code"]
     return folder
 
 

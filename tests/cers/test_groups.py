@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.snapshots import storage
-from daemon.snapshots.job import process_upload
+from daemon.snapshots.job import UploadJob, run_job
 from daemon.generator.churn import Churn, churn
 from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.targets.cers.groups import (
@@ -36,10 +36,9 @@ Frames = dict[str, pl.DataFrame]
 
 
 def snapshot(zip_path: Path, folder: Path, base: Path | None = None) -> Path:
-    """The snapshot folder process_upload stages for `zip_path` (diffed against `base`)."""
-    outcome = process_upload(str(zip_path), {"staging": str(folder), "base": str(base) if base else None,
-                                             "holds": {}})  # fmt: skip
-    assert outcome["validation"]["verdict"] != "rejected", outcome["validation"]["findings"][:3]
+    """The snapshot folder the worker's job stages for `zip_path` (diffed against `base`)."""
+    outcome = run_job(UploadJob(zip_path, folder, base))
+    assert outcome.validation["verdict"] != "rejected", outcome.validation["findings"][:3]
     return folder
 
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.snapshots.diff import diff_snapshots
-from daemon.snapshots.job import process_upload
+from daemon.snapshots.job import UploadJob, run_job
 from daemon.oneroster import schema
 from daemon.generator.churn import Churn, churn
 from daemon.oneroster.export import ExportError, package_bytes, package_tables, write_package
@@ -44,14 +44,14 @@ class Snapshot:
 
 
 def ingest(package: Path | bytes, folder: Path, base: Path | None = None) -> Snapshot:
-    """process_upload of a zip (path or bytes) into `folder`, as the daemon does; fails unless accepted."""
+    """The worker's job on a zip (path or bytes) into `folder`, as the daemon does; fails unless accepted."""
     if isinstance(package, bytes):
         path = folder.parent / f"{folder.name}.zip"
         path.write_bytes(package)
         package = path
-    outcome = process_upload(str(package), {"staging": str(folder), "base": str(base) if base else None, "holds": {}})
-    assert "snapshot" in outcome, outcome["validation"]["findings"][:5]
-    return Snapshot(outcome["snapshot"]["version"], folder, read_frames(folder))
+    outcome = run_job(UploadJob(package, folder, base))
+    assert outcome.snapshot is not None, outcome.validation["findings"][:5]
+    return Snapshot(outcome.snapshot.version, folder, read_frames(folder))
 
 
 def strictly_valid(data: bytes, tmp: Path):
