@@ -11,7 +11,7 @@ set are written to a staging folder; the daemon (daemon/snapshots/process.py) pu
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.oneroster.validate import ValidateOptions, validate_package
@@ -87,18 +87,6 @@ def run_job(job: UploadJob) -> JobResult:
                         base_upload_id=base.name if base is not None else None)  # fmt: skip
     storage.write_meta(job.staging, meta)
     return JobResult(validation, meta, changes.samples(SAMPLES_PER_ACTION), timings)
-
-
-def process_upload(path: str, options: dict) -> dict:
-    """Transitional, for a caller not yet moved to run_job (tests/cers/test_target.py, not this change's to
-    edit): the old plain-data call, with `staging`, `base` and `holds` (HoldThresholds keys), answering
-    {"validation": ...} and, when accepted, "snapshot". Remove with its last caller."""
-    base = options.get("base")
-    job = UploadJob(Path(path), Path(options["staging"]), Path(base) if base else None,
-              TenantRules(holds=HoldThresholds(**options.get("holds", {}))))  # fmt: skip
-    outcome = run_job(job)
-    accepted = {"snapshot": asdict(outcome.snapshot)} if outcome.snapshot is not None else {}
-    return {"validation": outcome.validation, **accepted}
 
 
 def _with_findings(validation: dict, findings: list[dict], rejected: bool) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.snapshots.job import process_upload
+from daemon.snapshots.job import UploadJob, run_job
 from daemon.outbox import Job
 from daemon.store import Delivery, DeliveryState
 from daemon.receipts.writer import write_dry_run_files
@@ -31,8 +31,8 @@ from .moto_cognito import MotoCognito
 def snapshot(tables: sd.Tables, folder: Path) -> Path:
     """A real snapshot folder of `tables`, made the way the daemon makes one."""
     package = sd.write_package(tables, folder.with_suffix(".zip"))
-    outcome = process_upload(str(package), {"staging": str(folder), "base": None, "holds": {}})
-    assert "snapshot" in outcome, outcome["validation"]["counts_by_code"]
+    outcome = run_job(UploadJob(package, folder))
+    assert outcome.snapshot is not None, outcome.validation["counts_by_code"]
     return folder
 
 
