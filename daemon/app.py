@@ -28,6 +28,7 @@ from pathlib import Path
 import asyncssh
 
 from daemon.config import ServerConfig, Settings, TenantConfig
+from daemon.files import write_whole
 from daemon.health import HealthServer, Metrics
 from daemon.intake import Intake, IntakeOptions, KeptFiles, TenantPaths
 from daemon.intake.workers import WorkerPool
@@ -59,10 +60,8 @@ def demo_key(state_dir: Path, log) -> str:
     if not private.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
         key = asyncssh.generate_private_key("ssh-ed25519", comment="rosterd demo tenant")
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.export_private_key())
-        private.with_suffix(".pub").write_bytes(key.export_public_key())
+        write_whole(private, key.export_private_key(), mode=0o600, exclusive=True, sync_dir=True)
+        write_whole(private.with_suffix(".pub"), key.export_public_key(), mode=None, sync_dir=True)
         log.info("hostkey.generated", kind="demo tenant key", path=str(private))
     key = asyncssh.read_private_key(private)
     return key.export_public_key().decode().strip()
