@@ -234,7 +234,6 @@ class Daemon:
         self.outbox = Outbox(
             self.store,
             make_targets(settings, receipts),
-            self._results(settings),
             self.pool,
             retry_policy(settings),
             lambda level, event, **fields: getattr(log, level)(event, **fields),
@@ -399,7 +398,7 @@ class Daemon:
         await self.processor.update_tenants(self._tenant_rules(fresh))
         await self.intake.update_tenants(self._tenant_paths(fresh))
         targets = make_targets(fresh, self.receipts)
-        await self.outbox.update_targets(targets, self._results(fresh))
+        await self.outbox.update_targets(targets)
         log.info("config.reloaded", config=str(fresh.source), tenants=[t.name for t in fresh.tenants],
                  targets=sorted(f"{t}/{n}" for t, n in targets))  # fmt: skip
         self.notifier.ready(f"reloaded; {len(fresh.tenants)} tenant(s)")

@@ -48,7 +48,7 @@ def store(tmp_path: Path):
 
 
 def outbox_for(store: Store, target: ScriptedTarget, pool, tmp_path: Path, **fields) -> Outbox:
-    return Outbox(store, {("north", "cers"): target}, {"north": tmp_path}, pool, QUIET, lambda *a, **f: None, **fields)
+    return Outbox(store, {("north", "cers"): target}, pool, QUIET, lambda *a, **f: None, **fields)
 
 
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
@@ -104,7 +104,7 @@ async def test_poll_idle_stop_repeated_never_hangs(store: Store, tmp_path: Path)
             record(store, upload_id)
             under_way = round_ % 2 == 0
             target.hold = asyncio.Event() if under_way else None
-            outbox = Outbox(store, {("north", "cers"): target}, {"north": tmp_path}, pool, policy, lambda *a, **f: None)
+            outbox = Outbox(store, {("north", "cers"): target}, pool, policy, lambda *a, **f: None)
             await outbox.start()
             try:
                 async with asyncio.timeout(10):

@@ -217,7 +217,7 @@ async def deliver_until(store: Store, target: WebhookDelivery, tmp_path: Path, d
                         rng=random.Random(3))  # fmt: skip
     with ThreadPoolExecutor(2) as pool:
         targets = {("north", "vendor"): target, ("north", "witness"): Witness()}
-        outbox = Outbox(store, targets, {"north": tmp_path}, pool, rules, lambda *a, **f: None)
+        outbox = Outbox(store, targets, pool, rules, lambda *a, **f: None)
         await outbox.start()
         try:
             async with asyncio.timeout(50):  # a hang anywhere below fails here, with the outbox's state

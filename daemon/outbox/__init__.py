@@ -35,7 +35,6 @@ class Job:
     delivery: Delivery
     snapshot: Path  # the snapshot this delivery brings the target to
     base: Path | None  # the snapshot the target has already (None: nothing yet, send everything)
-    results: Path  # the tenant's results/ folder (dry runs write there)
     pool: Executor  # for CPU work (polars): never on the event loop
 
 
@@ -95,7 +94,6 @@ class Outbox:
         self,
         store: Store,
         targets: dict[tuple[str, str], Target],
-        results: dict[str, Path],
         pool: Executor,
         policy: RetryPolicy,
         log: Callable[..., None],
@@ -104,7 +102,6 @@ class Outbox:
     ) -> None:
         self.store = store
         self.targets = targets  # (tenant, target name) -> Target
-        self.results = results  # tenant -> its results/ folder
         self.pool = pool
         self.policy = policy
         self.log = log  # log(level, event, **fields)
@@ -142,9 +139,9 @@ class Outbox:
         for target in self.targets.values():
             await target.close()
 
-    async def update_targets(self, targets: dict[tuple[str, str], Target], results: dict[str, Path]) -> None:
+    async def update_targets(self, targets: dict[tuple[str, str], Target]) -> None:
         """A reload: the targets as configured now. A delivery under way finishes with the target it began with."""
-        old, self.targets, self.results = self.targets, dict(targets), dict(results)
+        old, self.targets = self.targets, dict(targets)
         for key, target in old.items():
             if key not in self._running:
                 await target.close()
@@ -250,7 +247,7 @@ class Outbox:
             record = await asyncio.to_thread(self.store.snapshot, delivery.base_upload_id)
             if record is not None and record.pruned_at is None:
                 base = Path(record.path)
-        job = Job(delivery, Path(snapshot.path), base, self.results[delivery.tenant], self.pool)
+        job = Job(delivery, Path(snapshot.path), base, self.pool)
         return await target.deliver(job)
 
     async def _record(self, delivery: Delivery, outcome: Outcome, fields: dict) -> DeliveryState:

@@ -78,11 +78,13 @@ def target_settings(cognito: MotoCognito, fake: FakeCers, **overrides) -> CersTa
     return CersTarget(type="cers", **fields)
 
 
-async def deliver(settings: CersTarget, job: Job):
-    """A delivery by a target that puts a dry run's files where the daemon's receipts writer would."""
+async def deliver(settings: CersTarget, job: Job, results: Path | None = None):
+    """A delivery by a target that puts a dry run's files where the daemon's receipts writer would: in
+    `results`, the tenant's results/ folder."""
 
     async def write_files(tenant: str, files: dict[str, bytes]) -> None:
-        await asyncio.to_thread(write_dry_run_files, job.results, files)
+        assert results is not None, "a dry run in a test that gave no results folder"
+        await asyncio.to_thread(write_dry_run_files, results, files)
 
     target = CersGroupsTarget("north", settings, write_files)
     try:
@@ -95,7 +97,7 @@ async def test_the_first_delivery_sends_every_group_and_the_next_only_the_change
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     settings = target_settings(cognito, cers)
-    first = await deliver(settings, Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    first = await deliver(settings, Job(delivery("u-1"), district["day1"], None, pool))
     assert first.state is DeliveryState.DELIVERED, first.error
     assert cers.groups() == sd.DAY1_CERS
     (sent,) = first.result["files"]
@@ -107,13 +109,13 @@ async def test_the_first_delivery_sends_every_group_and_the_next_only_the_change
     assert first.result["credential"] == cognito.username
     assert [(f["code"], f["sourcedId"]) for f in first.result["findings"]] == [("cers.school_without_id", "sch-new")]
 
-    second = await deliver(settings, Job(delivery("u-2", base="u-1"), district["day2"], district["day1"], tmp_path, pool))
+    second = await deliver(settings, Job(delivery("u-2", base="u-1"), district["day2"], district["day1"], pool))
     assert second.state is DeliveryState.DELIVERED, second.error
     assert cers.groups() == sd.DAY2_CERS
     assert sd.blocks(cers.imports[-1].rows) == sd.expected_blocks(sd.DAY2_SENT)  # the study hall did not change
     assert (second.result["counts"]["sent"], second.result["counts"]["groups"]) == (4, 4)
 
-    third = await deliver(settings, Job(delivery("u-3", base="u-2"), district["day3"], district["day2"], tmp_path, pool))
+    third = await deliver(settings, Job(delivery("u-3", base="u-2"), district["day3"], district["day2"], pool))
     assert third.state is DeliveryState.DELIVERED, third.error
     assert cers.groups() == sd.DAY3_CERS
     assert sd.blocks(cers.imports[-1].rows) == sd.expected_blocks(sd.DAY3_SENT)
@@ -123,9 +125,9 @@ async def test_a_repeated_attempt_sends_the_same_bytes_which_cers_reports_as_pro
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     settings = target_settings(cognito, cers)
-    job = Job(delivery("u-1"), district["day1"], None, tmp_path, pool)
+    job = Job(delivery("u-1"), district["day1"], None, pool)
     assert (await deliver(settings, job)).state is DeliveryState.DELIVERED
-    again = await deliver(settings, Job(delivery("u-1", attempts=2), district["day1"], None, tmp_path, pool))
+    again = await deliver(settings, Job(delivery("u-1", attempts=2), district["day1"], None, pool))
     assert again.state is DeliveryState.DELIVERED
     assert again.result["files"][0]["status"] == "PROCESSED"
     assert again.result["files"][0]["id"] == cers.imports[0].id and len(cers.imports) == 1
@@ -135,7 +137,7 @@ async def test_a_large_change_is_split_into_files_at_group_boundaries(
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     settings = target_settings(cognito, cers, max_rows_per_file=10)  # the day-1 file has 21 rows
-    outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, pool))
     assert outcome.state is DeliveryState.DELIVERED, outcome.error
     names = [f["name"] for f in outcome.result["files"]]
     assert len(names) > 1 and names == [f"rosterd-north-u-1-{n}.csv" for n in range(1, len(names) + 1)]
@@ -154,7 +156,7 @@ async def test_an_expired_token_gets_one_fresh_login(
     try:
         await target.client().auth.token()  # logged in and cached
         await asyncio.to_thread(cognito.verify.reject_issued_so_far)  # CERS now refuses that token: 401
-        outcome = await target.deliver(Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+        outcome = await target.deliver(Job(delivery("u-1"), district["day1"], None, pool))
     finally:
         await target.close()
     assert outcome.state is DeliveryState.DELIVERED, outcome.error
@@ -170,13 +172,13 @@ async def test_server_trouble_is_retried(
     cers.faults.append(fault)
     cers.hang_seconds = 10
     settings = target_settings(cognito, cers, timeout_seconds=1)
-    outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, pool))
     assert outcome.state is DeliveryState.FAILED
     expected = {"500": "HTTP 500", "503": "HTTP 503", "timeout": "no answer within 1 s", "reset": "ClientOSError"}
     assert expected[fault] in outcome.error
     if fault != "timeout":  # a timed-out POST may have been processed; the others were not
         assert cers.groups() == {}
-    again = await deliver(settings, Job(delivery("u-1", attempts=2), district["day1"], None, tmp_path, pool))
+    again = await deliver(settings, Job(delivery("u-1", attempts=2), district["day1"], None, pool))
     assert again.state is DeliveryState.DELIVERED
     assert again.result["files"][0]["status"] == ("PROCESSED" if fault == "timeout" else "ACCEPTED")
     assert cers.groups() == sd.DAY1_CERS
@@ -186,7 +188,7 @@ async def test_a_credential_without_group_write_is_refused_for_good(
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     cers.group_write = lambda user: False
-    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, pool))
     assert outcome.state is DeliveryState.DEAD
     assert "403" in outcome.error and "GROUP_WRITE" in outcome.error and cognito.username in outcome.error
 
@@ -195,7 +197,7 @@ async def test_bad_data_is_refused_for_good_with_cers_own_rows(
     cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     cers.schools = {sd.OAK}  # the credential covers one school only
-    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, pool))
     assert outcome.state is DeliveryState.DEAD
     assert "BAD_DATA" in outcome.error and f"Failure: School [{sd.RIVER}] can not be found" in outcome.error
     assert outcome.result["files"][0]["status"] == "BAD_DATA" and cers.groups() == {}
@@ -206,7 +208,7 @@ async def test_a_rate_limit_is_retried_no_sooner_than_cers_asks(
     retry_after: str | None, cognito: MotoCognito, cers: FakeCers, district: dict, pool, tmp_path: Path
 ) -> None:
     cers.faults.append("429" + (f":{retry_after}" if retry_after else ""))
-    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, pool))
     assert outcome.state is DeliveryState.FAILED and "HTTP 429" in outcome.error
     assert outcome.retry_after == (120.0 if retry_after else None) and cers.groups() == {}
 
@@ -214,14 +216,14 @@ async def test_a_rate_limit_is_retried_no_sooner_than_cers_asks(
 async def test_a_refused_cognito_credential_is_dead(cognito: MotoCognito, cers: FakeCers, district: dict, pool,
                                                     tmp_path: Path) -> None:  # fmt: skip
     cognito.secret_file.write_text("not-the-secret")
-    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(target_settings(cognito, cers), Job(delivery("u-1"), district["day1"], None, pool))
     assert outcome.state is DeliveryState.DEAD and "NotAuthorizedException" in outcome.error
     assert "not-the-secret" not in outcome.error and cers.requests == []
 
 
 async def test_dry_run_writes_the_exact_files_to_results(district: dict, pool, tmp_path: Path) -> None:
     settings = CersTarget(type="cers", dry_run=True, imports_url="http://127.0.0.1:9/never/")
-    outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, tmp_path, pool))
+    outcome = await deliver(settings, Job(delivery("u-1"), district["day1"], None, pool), tmp_path)
     assert outcome.state is DeliveryState.DELIVERED and outcome.result["dry_run"] is True
     written = sorted((tmp_path / "cers").iterdir())
     assert [p.name for p in written] == ["rosterd-north-u-1-1.csv"]
@@ -233,6 +235,6 @@ async def test_dry_run_writes_the_exact_files_to_results(district: dict, pool, t
 async def test_nothing_changed_sends_nothing(cognito: MotoCognito, cers: FakeCers, district: dict, pool,
                                              tmp_path: Path) -> None:  # fmt: skip
     outcome = await deliver(target_settings(cognito, cers),
-                            Job(delivery("u-2", base="u-1"), district["day1"], district["day1"], tmp_path, pool))
+                            Job(delivery("u-2", base="u-1"), district["day1"], district["day1"], pool))
     assert outcome.state is DeliveryState.DELIVERED
     assert outcome.result["files"] == [] and outcome.result["counts"]["sent"] == 0 and cers.requests == []
