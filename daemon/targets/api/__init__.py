@@ -1,0 +1,1 @@
+"""The OneRoster REST API target: vendors pull their scoped roster."""
