@@ -28,9 +28,9 @@ class TenantQueues:
         self.idle.set()
 
     def add(self, tenants: Iterable[str]) -> None:
-        """New, empty queues for these tenants (their loops start with `serve`)."""
+        """New, empty queues for these tenants (their loops start with `serve`); a queue that exists stays."""
         for name in tenants:
-            self._queues[name] = asyncio.Queue()
+            self._queues.setdefault(name, asyncio.Queue())
 
     def serve(self, tenants: Iterable[str]) -> None:
         """Start taking the queues of these tenants that are not being taken yet."""
@@ -42,14 +42,21 @@ class TenantQueues:
         return set(self._serving)
 
     def drop(self, tenant: str) -> None:
-        """A removed tenant: its loop stops; an upload being handled finishes (it runs in its own task)."""
+        """A removed tenant: its loop stops; an upload being handled finishes (it runs in its own task). The
+        uploads still waiting leave the queue and stop counting as busy, so that if the tenant comes back
+        (another reload) the supervisor re-drives them rather than taking them for queued forever."""
         self._serving.pop(tenant).cancel()
+        queue = self._queues.pop(tenant, None)
+        while queue is not None and not queue.empty():
+            self._finished(queue.get_nowait().id)
 
     def busy(self, upload_id: str) -> bool:
         return upload_id in self._queued
 
     def enqueue(self, upload: Upload) -> None:
-        if upload.id in self._queued:
+        """Queue an upload once; one of a tenant that has no queue (removed by a reload) is left for the
+        supervisor, which re-drives it should the tenant come back."""
+        if upload.id in self._queued or upload.tenant not in self._queues:
             return
         self._queued.add(upload.id)
         self._pending += 1
@@ -82,7 +89,10 @@ class TenantQueues:
             async with self._workers:
                 await self.handle(upload)
         finally:
-            self._queued.discard(upload.id)
-            self._pending -= 1
-            if self._pending == 0:
-                self.idle.set()
+            self._finished(upload.id)
+
+    def _finished(self, upload_id: str) -> None:
+        self._queued.discard(upload_id)
+        self._pending -= 1
+        if self._pending == 0:
+            self.idle.set()
