@@ -40,9 +40,9 @@ from daemon.health import HealthConfig
 from daemon.names import TENANT_NAME, check_tenant_name
 from daemon.snapshots.holds import HoldThresholds  # the [holds] section: defined once, where it is used
 from daemon.targets.cers.settings import CersTarget
-from daemon.targets.settings import SftpTarget, WebhookTarget
+from daemon.targets.settings import ApiTarget, SftpTarget, WebhookTarget
 
-Target = Annotated[CersTarget | WebhookTarget | SftpTarget, Field(discriminator="type")]
+Target = Annotated[CersTarget | WebhookTarget | SftpTarget | ApiTarget, Field(discriminator="type")]
 
 GiB = 1024**3
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "rosterd.toml"
@@ -252,8 +252,9 @@ class Settings(_Section):
         return next((t for t in self.tenants if t.name == name), None)
 
     def target_names(self) -> dict[str, list[str]]:
-        """Each tenant's target names: an accepted upload gets one delivery per target."""
-        return {t.name: [target.name for target in t.targets] for t in self.tenants}
+        """Each tenant's delivery targets: an accepted upload gets one delivery per target. An api target is
+        pulled by the vendor, never sent to, so it gets none."""
+        return {t.name: [target.name for target in t.targets if target.type != "api"] for t in self.tenants}
 
     def tenant_root(self, name: str) -> Path:
         """The folder holding a tenant's inbox and results."""

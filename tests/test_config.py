@@ -28,7 +28,7 @@ from daemon.config import (
 from daemon.health import HealthConfig
 from daemon.snapshots.holds import HoldThresholds
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
-from daemon.targets.settings import Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
+from daemon.targets.settings import ApiTarget, Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
 
 REPO = Path(__file__).resolve().parents[1]
 ROSTERD = Path(sys.executable).parent / "rosterd"
@@ -387,7 +387,7 @@ def test_a_typo_inside_a_target_is_named_by_its_toml_path_with_a_suggestion(tmp_
         f"{path}: tenants[0].targets[1].url: 'http://example.com/h': a webhook URL is https:// (plain http only "
         "to this machine)",
         f"{path}: tenants[0].targets[2]: Input tag 'ftp' found using 'type' does not match any of the expected "
-        "tags: 'cers', 'webhook', 'sftp'",
+        "tags: 'cers', 'webhook', 'sftp', 'api'",
     ])  # fmt: skip
 
 
@@ -402,3 +402,45 @@ def test_licence_targets_need_their_secrets_by_source_and_a_sane_window(tmp_path
     assert f"{path}: tenants[0].targets[0].window.daily: '2:00-3:00': write the window as HH:MM-HH:MM, e.g. " \
            '"00:00-02:00"' in found
     assert any("window.time_zone: 'Mars/Base' is not an IANA time zone" in p for p in found)
+
+
+# -- OneRoster API targets ----------------------------------------------------------------------------------
+
+API_TENANT = '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\ntype = "webhook"\nname = "hook"\n' \
+    'url = "https://vendor.example/hook"\nsigning.secret_env = "HOOK"\n'  # fmt: skip
+
+
+def test_an_api_target_loads_with_its_defaults_and_gets_no_deliveries(tmp_path: Path) -> None:
+    path = write(tmp_path, API_TENANT + '[[tenants.targets]]\ntype = "api"\nname = "mathco"\n'
+                 '[tenants.targets.scope]\nroles = ["student", "teacher"]\n')  # fmt: skip
+    target = load_settings(path).tenants[0].targets[1]
+    assert isinstance(target, ApiTarget) and target.scope == Scope(roles=["student", "teacher"])
+    assert (target.versions, target.token_seconds, target.tobedeleted_days) == (["1.1", "1.2"], 3600, 30)
+    assert (target.rate_limit.requests_per_second, target.rate_limit.burst) == (20.0, 40)
+    assert load_settings(path).target_names() == {"a": ["hook"]}  # pulled by the vendor: nothing is queued
+
+
+def test_an_api_target_takes_its_own_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\ntype = "api"\n'
+                 'name = "sds"\nversions = ["1.1"]\ntoken_seconds = 600\ntobedeleted_days = 0\n'
+                 '[tenants.targets.rate_limit]\nrequests_per_second = 5\nburst = 10\n')  # fmt: skip
+    target = load_settings(path).tenants[0].targets[0]
+    assert (target.versions, target.token_seconds, target.tobedeleted_days) == (["1.1"], 600, 0)
+    assert (target.rate_limit.requests_per_second, target.rate_limit.burst) == (5.0, 10)
+
+
+def test_an_api_target_refuses_what_does_not_apply_or_cannot_be(tmp_path: Path) -> None:
+    head = '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\ntype = "api"\n'
+    cases = {
+        'name = "x"\n[tenants.targets.window]\ndaily = "00:00-02:00"\n': "tenants[0].targets[0].window: unknown key",
+        'name = "x"\nversions = ["2.0"]\n': "tenants[0].targets[0].versions[0]: Input should be '1.1' or '1.2'",
+        'name = "x"\nversions = []\n': "tenants[0].targets[0].versions: name at least one version",
+        'name = "x"\nversions = ["1.2", "1.2"]\n': "tenants[0].targets[0].versions: a version is listed twice",
+        'name = "x"\ntoken_seconds = 5\n': "tenants[0].targets[0].token_seconds: Input should be greater than or "
+                                          "equal to 60",
+        'name = "X/.."\n': "tenants[0].targets[0].name: a target name is 1 to 63 of a-z",
+        '': "tenants[0].targets[0].name: Field required",
+    }  # fmt: skip
+    for body, expected in cases.items():
+        (problem,) = problems(write(tmp_path, head + body))
+        assert problem.startswith(f"{tmp_path / 'rosterd.toml'}: {expected}"), problem

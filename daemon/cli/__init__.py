@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from daemon.cli import admin
+from daemon.cli import admin, api_clients
 from daemon.cli import check_targets
 from daemon.cli.options import add_config_option
 from daemon.oneroster.codes import CODES
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tenant_parsers(sub)
     admin.add_parsers(sub)
     check_targets.add_parser(sub)
+    api_clients.add_parser(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ Modules (callers import only from `daemon.store`):
     deliveries.py   deliveries (the outbox), disabled_targets (receivers that said 410)
     decisions.py    decisions (what operators decided, when, who; whether the daemon logged it yet)
     heartbeat.py    heartbeat (one row rewritten by the readiness check)
+    api_clients.py  api_clients (vendors' client ids and secret hashes), api_tokens (bearer tokens as sha256)
     __init__.py     Store: the one object callers hold; each method is one read or one transaction composed
                     from the table modules, with the time of a write taken once (here, from `now`)
 
@@ -35,8 +36,10 @@ Transactions that span tables (each commits whole or not at all):
     replay_delivery         deliveries, decisions
     enable_target           disabled_targets, decisions
     queue_dated             reads the current snapshot, writes deliveries
+    record_token            api_tokens (expired ones deleted, the new one added), api_clients (last use)
 A read that joins tables (current snapshot: snapshots and uploads; decisions: decisions and deliveries;
-counts: uploads and deliveries; snapshots: snapshots and uploads) runs under one lock, so it sees one state.
+counts: uploads and deliveries; snapshots: snapshots and uploads; token_lookup: api_tokens and api_clients)
+runs under one lock, so it sees one state.
 
 A second implementation (PostgreSQL, issue 17) provides:
     - every method of StoreInterface with the same records, the same refusals (Refused, StaleBase, KeyError
@@ -57,11 +60,13 @@ import sqlite3
 from pathlib import Path
 from typing import TypeVar
 
+from daemon.store import api_clients as api_clients_table
 from daemon.store import decisions as decisions_table
 from daemon.store import deliveries as deliveries_table
 from daemon.store import heartbeat as heartbeat_table
 from daemon.store import snapshots as snapshots_table
 from daemon.store import uploads as uploads_table
+from daemon.store.api_clients import ApiClient, ApiCredentials, TokenGrant
 from daemon.store.connection import Database
 from daemon.store.interface import StoreInterface
 from daemon.store.records import (
@@ -80,8 +85,8 @@ from daemon.store.records import (
     stamp,
 )
 
-__all__ = ["Action", "Decision", "Delivery", "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State",
-           "Store", "StoreInterface", "Upload", "new_delivery_id", "new_upload_id", "now", "stamp"]  # fmt: skip
+__all__ = ["Action", "ApiClient", "ApiCredentials", "Decision", "Delivery", "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State",
+           "Store", "StoreInterface", "TokenGrant", "Upload", "new_delivery_id", "new_upload_id", "now", "stamp"]  # fmt: skip
 
 Found = TypeVar("Found")
 
@@ -382,6 +387,48 @@ class Store(StoreInterface):
         at = now()
         with self._database.transaction() as db:
             decisions_table.mark_logged(db, decision_ids, at)
+
+    # -- OneRoster API clients and their tokens ---------------------------------------------------------
+
+    def add_api_client(self, client_id: str, tenant: str, target: str, secret_hash: str) -> ApiClient:
+        at = now()
+        with self._database.transaction() as db:
+            if api_clients_table.get(db, client_id) is not None:
+                raise Refused(f"an api client {client_id} exists already")
+            api_clients_table.insert(db, client_id, tenant, target, secret_hash, at)
+            return _required(api_clients_table.get(db, client_id), client_id)
+
+    def revoke_api_client(self, client_id: str) -> ApiClient:
+        at = now()
+        with self._database.transaction() as db:
+            client = api_clients_table.get(db, client_id)
+            if client is None:
+                raise Refused(f"no api client {client_id}")
+            if client.revoked_at is not None:
+                raise Refused(f"api client {client_id} was revoked already, at {client.revoked_at}")
+            api_clients_table.revoke(db, client_id, at)
+            return _required(api_clients_table.get(db, client_id), client_id)
+
+    def api_clients(self, tenant: str | None = None) -> list[ApiClient]:
+        with self._database.read() as db:
+            return api_clients_table.listed(db, tenant)
+
+    def api_credentials(self, client_id: str) -> ApiCredentials | None:
+        with self._database.read() as db:
+            return api_clients_table.credentials(db, client_id)
+
+    def record_token(self, token_sha256: str, client_id: str, scopes: list[str], expires_at: str, at: str) -> None:
+        with self._database.transaction() as db:
+            api_clients_table.record_token(db, token_sha256, client_id, scopes, expires_at, at)
+            api_clients_table.touch(db, client_id, at, at)
+
+    def token_lookup(self, token_sha256: str, at: str) -> TokenGrant | None:
+        with self._database.read() as db:
+            return api_clients_table.token(db, token_sha256, at)
+
+    def touch_last_used(self, client_id: str, at: str, unless_since: str | None = None) -> None:
+        with self._database.transaction() as db:
+            api_clients_table.touch(db, client_id, at, unless_since or at)
 
     # -- the store itself -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from daemon.store.api_clients import ApiClient, ApiCredentials, TokenGrant
 from daemon.store.records import Decision, Delivery, DeliveryState, SnapshotRecord, State, Upload
 
 
@@ -237,6 +238,40 @@ class StoreInterface(Protocol):
 
     def mark_logged(self, decision_ids: list[int]) -> None:
         """The running daemon logged these decisions: each is logged once."""
+        ...
+
+    # -- OneRoster API clients and their tokens ---------------------------------------------------------
+    # Neither a client's secret nor a token is ever given to the store: only an argon2 hash of the secret and
+    # the sha256 of the token. Token times (`at`, `expires_at`) are the caller's clock, as `stamp` text.
+
+    def add_api_client(self, client_id: str, tenant: str, target: str, secret_hash: str) -> ApiClient:
+        """A new client of a tenant's api target; Refused when the id is taken."""
+        ...
+
+    def revoke_api_client(self, client_id: str) -> ApiClient:
+        """End a client: from this commit on, none of its tokens is good and it gets no new one. Refused when
+        there is no such client or it was revoked already."""
+        ...
+
+    def api_clients(self, tenant: str | None = None) -> list[ApiClient]:
+        """Clients of one tenant or all, by tenant, target and age (revoked ones included, marked)."""
+        ...
+
+    def api_credentials(self, client_id: str) -> ApiCredentials | None:
+        """The client and its secret's hash, for the token endpoint (None: no such client)."""
+        ...
+
+    def record_token(self, token_sha256: str, client_id: str, scopes: list[str], expires_at: str, at: str) -> None:
+        """Keep a token just issued at `at` (its client was used then); tokens expired by `at` are deleted."""
+        ...
+
+    def token_lookup(self, token_sha256: str, at: str) -> TokenGrant | None:
+        """What the token grants, when it is good at `at`: known, not expired, and its client not revoked."""
+        ...
+
+    def touch_last_used(self, client_id: str, at: str, unless_since: str | None = None) -> None:
+        """The client was used at `at`; with `unless_since`, nothing is written when a use at that time or
+        later is recorded already (so a crawl does not commit once per page)."""
         ...
 
     # -- the store itself -------------------------------------------------------------------------------

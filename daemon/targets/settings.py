@@ -1,8 +1,11 @@
 """Licence targets' settings: which part of the roster a vendor gets (scope), when it may be sent (window),
-and how (a signed webhook, or a OneRoster zip pushed to the vendor's SFTP server).
+and how (a signed webhook, a OneRoster zip pushed to the vendor's SFTP server, or a OneRoster REST API the
+vendor pulls from).
 
-Each is a `[[tenants.targets]]` table with `type = "webhook"` or `type = "sftp"`; config/rosterd.example.toml
-documents every key. Secrets (the webhook signing secret, the SFTP password or private key) are never in the
+Each is a `[[tenants.targets]]` table with `type = "webhook"`, `type = "sftp"` or `type = "api"`;
+config/rosterd.example.toml documents every key. An api target shares the scope rule but has no window: nothing
+is sent to it, so there is nothing to hold back; the vendor asks when it likes (the scope's class date window
+still applies, on the day of each request). Secrets (the webhook signing secret, the SFTP password or private key) are never in the
 TOML: each is read at the time of use from a systemd credential, an environment variable or a file.
 """
 
@@ -89,16 +92,23 @@ class Window(_Section):
         return opens
 
 
-class _LicenceTarget(_Section):
+class _ScopedTarget(_Section):
+    """What every licence target has: a name, and the part of the roster the vendor gets."""
+
     name: str
     scope: Scope = Scope()
-    window: Window = Window()
-    timeout_seconds: float = Field(30.0, gt=0)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_target_name(value)
+
+
+class _LicenceTarget(_ScopedTarget):
+    """A target rosterd sends to (through the outbox): when it may be sent, and how long a send may take."""
+
+    window: Window = Window()
+    timeout_seconds: float = Field(30.0, gt=0)
 
 
 class WebhookSecret(SecretSource):
@@ -150,3 +160,30 @@ class SftpTarget(_LicenceTarget):
             raise ValueError("an sftp target needs auth.key_file or a password (auth.secret_credential, "
                              "secret_env or secret_file)")  # fmt: skip
         return self
+
+
+class RateLimit(_Section):
+    """Requests each API client may make: a token bucket refilled at `requests_per_second`, holding `burst`."""
+
+    requests_per_second: float = Field(20.0, gt=0)  # the steady rate; more gets 429 with Retry-After
+    burst: int = Field(40, ge=1)  # requests a client may make at once after a quiet spell
+
+
+class ApiTarget(_ScopedTarget):
+    """A OneRoster REST API the vendor pulls its scoped roster from (issue 15), with clients made by
+    `rosterd api-client add`. Nothing is delivered to it: the outbox queues nothing for an api target."""
+
+    type: Literal["api"]
+    versions: list[Literal["1.1", "1.2"]] = ["1.1", "1.2"]  # served under /ims/oneroster/v1p1 and /rostering/v1p2
+    token_seconds: int = Field(3600, ge=60, le=86_400)  # how long an access token lasts (expires_in)
+    tobedeleted_days: int = Field(30, ge=0, le=3650)  # a record that left the roster (or scope) stays this long
+    rate_limit: RateLimit = RateLimit()  # per client
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('name at least one version: ["1.1"], ["1.2"] or ["1.1", "1.2"]')
+        if len(set(value)) != len(value):
+            raise ValueError(f"a version is listed twice: {value}")
+        return value
