@@ -134,8 +134,9 @@ def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[t
                 made[(tenant.name, target.name)] = CersGroupsTarget(tenant.name, target, write_files)
             elif target.type == "webhook":
                 made[(tenant.name, target.name)] = WebhookDelivery(tenant.name, target, state_dir)
-            else:
+            elif target.type == "sftp":
                 made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir)
+            # type "api": the vendor pulls its roster (daemon/targets/api/); the outbox sends it nothing
     return made
 
 

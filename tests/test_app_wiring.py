@@ -84,3 +84,28 @@ async def test_a_cers_dry_run_is_written_by_the_receipts_writer_into_the_folder_
         store.close()
     assert (tmp_path / "north" / "results" / "cers" / "rosterd-north-u-1-1.csv").read_bytes() == b"group_name\n"
     assert RESULT_FOLDERS == ("cers",)
+
+
+API_AND_CERS = """
+[[tenants]]
+name = "north"
+demo = true
+
+[[tenants.targets]]
+type = "cers"
+dry_run = true
+
+[[tenants.targets]]
+type = "api"
+name = "reader"
+"""
+
+
+def test_an_api_target_gets_no_outbox_target(tmp_path: Path) -> None:
+    """An api target is pulled by the vendor: the outbox has nothing to send it (only the CERS target here)."""
+    settings = parse_settings(API_AND_CERS, Path("/etc/rosterd/rosterd.toml"))
+    store = Store(tmp_path / "rosterd.db")
+    try:
+        assert list(make_targets(settings, Receipts(store, {"north": tmp_path / "results"}))) == [("north", "cers")]
+    finally:
+        store.close()

@@ -31,7 +31,8 @@ def _check_targets(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         known_tenant(settings, args.tenant)
         tenants = [settings.tenant(args.tenant)]
-    pairs = [(t.name, target) for t in tenants for target in t.targets]
+    # An api target is pulled by its vendor: there is nothing of ours to log in to.
+    pairs = [(t.name, target) for t in tenants for target in t.targets if target.type != "api"]
     if not pairs:
         print("no targets configured" + (f" for {args.tenant}" if args.tenant else ""))
         return 0
