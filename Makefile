@@ -64,7 +64,7 @@ $(VENV313)/bin/python:
 	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
 
 $(STAMP313): pyproject.toml | $(VENV313)/bin/python
-	$(VENV313)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV313)/bin/python -m pip install --quiet -e '.[test-core]'
 	touch $(STAMP313)
 
 bench: $(STAMP)
