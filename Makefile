@@ -46,10 +46,12 @@ systemd-tools:
 	fi
 
 # lint-imports checks the layers contract in pyproject.toml (each stage imports only those before it). The
-# 3.13 run goes first: about a minute (its venv takes a minute or two more the first time), then the main
-# suite (5-6 minutes on 2 cores).
+# 3.13 run goes first: about a minute (its venv, the test runner only, takes half a minute more the first
+# time), then the main suite (about 6 minutes on 2 cores; a clean clone's whole `make test`, both venvs
+# included, took 8.5 minutes on 2026-12-07).
 # Three workers on the two cores CI has: the end-to-end tests spend much of their time waiting on daemons and
-# clients, so a third worker keeps both cores busy (6.5 minutes instead of 8.5 on 2026-12-07).
+# clients, so a third worker keeps both cores busy (6.5 minutes instead of 8.5 with two; four were slower
+# again, 7.4 minutes against 6.5, on 2026-12-07).
 test: $(STAMP) openssh-client systemd-tools test-py313
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $$(( $$(nproc) + 1 )) -q
