@@ -86,15 +86,7 @@ async def test_a_cers_dry_run_is_written_by_the_receipts_writer_into_the_folder_
     assert RESULT_FOLDERS == ("cers",)
 
 
-API_AND_CERS = """
-[[tenants]]
-name = "north"
-demo = true
-
-[[tenants.targets]]
-type = "cers"
-dry_run = true
-
+API_AND_CERS = CERS_DRY_RUN + """
 [[tenants.targets]]
 type = "api"
 name = "reader"
