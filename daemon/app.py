@@ -46,12 +46,14 @@ from daemon.snapshots.holds import HoldThresholds
 from daemon.snapshots.job import TenantRules
 from daemon.snapshots.process import ProcessOptions, Processor
 from daemon.store import Store
+from daemon.targets.api.auth import api_targets
+from daemon.targets.api.server import ApiServer
 
 DEMO_KEY_NAME = "demo_id_ed25519"
 STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
 # The [server] keys the SFTP listener takes as they are: every ServerOptions field that ServerConfig also has.
 SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerOptions) if f.name in ServerConfig.model_fields)
-RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health")  # a reload leaves these as they were
+RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api")  # a reload leaves these as they were
 
 
 def demo_key(state_dir: Path, log) -> str:
@@ -121,6 +123,7 @@ def tenant_holds(settings: Settings, tenant: TenantConfig) -> HoldThresholds:
 def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[tuple[str, str], Target]:
     """Every configured target, keyed by (tenant, target name). A CERS target writes a dry run's files through
     `receipts` (the one writer of results/)."""
+    from daemon.targets.api.target import ApiPublication
     from daemon.targets.cers.target import CersGroupsTarget
     from daemon.targets.sftp_push import SftpPush
     from daemon.targets.webhook import WebhookDelivery
@@ -136,7 +139,8 @@ def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[t
                 made[(tenant.name, target.name)] = WebhookDelivery(tenant.name, target, state_dir)
             elif target.type == "sftp":
                 made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir)
-            # type "api": the vendor pulls its roster (daemon/targets/api/); the outbox sends it nothing
+            elif target.type == "api":  # its delivery makes the publication its API serves
+                made[(tenant.name, target.name)] = ApiPublication(tenant.name, target, state_dir)
     return made
 
 
@@ -177,6 +181,7 @@ class Daemon:
         self.metrics: Metrics | None = None
         self.health: HealthServer | None = None
         self.health_port: int | None = None
+        self.api: ApiServer | None = None
         self.notifier = Notifier()
         self._keep_alive: asyncio.Task | None = None
         self._checking: asyncio.Task | None = None
@@ -266,6 +271,7 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"cannot listen for health checks on {settings.health.host}:"
                                    f"{settings.health.port}: {exc.strerror or exc}") from None  # fmt: skip
+        await self._start_api(settings)
         await self.readiness.refresh()  # the first verdict before /readyz can say ready
         self.ready = True
         self.notifier.ready(f"listening on {server.host}:{self.port}; {len(settings.tenants)} tenant(s)")
@@ -273,6 +279,7 @@ class Daemon:
         self._checking = asyncio.create_task(self.readiness.run(), name="readiness")
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
                  tenants=[t.name for t in settings.tenants], health_port=self.health_port,
+                 api_port=self.api.port if self.api else None,
                  open_files_limit=self.open_files_limit)  # fmt: skip
         if demo_public:
             key = os.path.relpath(self.state_dir / DEMO_KEY_NAME)
@@ -280,6 +287,23 @@ class Daemon:
                   f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
                   "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+    async def _start_api(self, settings: Settings) -> None:
+        """The OneRoster API, once some tenant has an api target (at start, or a reload that adds the first)."""
+        if self.api is not None or not api_targets(settings.tenants):
+            return
+        assert self.store is not None and self.metrics is not None
+        api = ApiServer(settings.api, self.store, self.state_dir, lambda: api_targets(self.settings.tenants),
+                        lambda level, event, **fields: getattr(self.log, level)(event, **fields),
+                        self.metrics.observe_api)  # fmt: skip
+        try:
+            await api.start()
+        except OSError as exc:
+            await api.stop()
+            raise StartupError(f"cannot listen for the OneRoster API on {settings.api.host}:{settings.api.port}: "
+                               f"{exc.strerror or exc}") from None  # fmt: skip
+        self.api = api
+        self.log.info("api.started", host=settings.api.host, port=api.port, tls=settings.api.tls_cert is not None)
 
     def _pipeline_log(self, event: str, **fields) -> None:
         """How intake and the processing log: failures as errors, a file left in the inbox as a warning."""
@@ -400,6 +424,10 @@ class Daemon:
         await self.intake.update_tenants(self._tenant_paths(fresh))
         targets = make_targets(fresh, self.receipts)
         await self.outbox.update_targets(targets)
+        try:
+            await self._start_api(fresh)
+        except StartupError as err:
+            log.error("api.start_failed", reason=str(err))
         log.info("config.reloaded", config=str(fresh.source), tenants=[t.name for t in fresh.tenants],
                  targets=sorted(f"{t}/{n}" for t, n in targets))  # fmt: skip
         self.notifier.ready(f"reloaded; {len(fresh.tenants)} tenant(s)")
@@ -452,6 +480,8 @@ class Daemon:
         if self.sftp is not None:
             self.sftp.close()
             await self._stop_stage("sftp", self.sftp.wait_closed(), bound)
+        if self.api is not None:
+            await self._stop_stage("api", self.api.stop(), bound)
         waits = []
         if self.outbox is not None:
             waits.append(self._stop_stage("outbox", self.outbox.stop(grace), bound))

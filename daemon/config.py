@@ -40,6 +40,7 @@ from daemon.health import HealthConfig
 from daemon.names import TENANT_NAME, check_tenant_name
 from daemon.snapshots.holds import HoldThresholds  # the [holds] section: defined once, where it is used
 from daemon.targets.cers.settings import CersTarget
+from daemon.targets.api.server import ApiConfig
 from daemon.targets.settings import ApiTarget, SftpTarget, WebhookTarget
 
 Target = Annotated[CersTarget | WebhookTarget | SftpTarget | ApiTarget, Field(discriminator="type")]
@@ -233,6 +234,7 @@ class Settings(_Section):
     snapshots: SnapshotsConfig = SnapshotsConfig()
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()
+    api: ApiConfig = ApiConfig()  # the OneRoster REST API's port, served when a tenant has an api target
     tenants: list[TenantConfig] = []
     source: Path  # the file these settings came from; filled in by the loader, not a TOML key
 
@@ -252,9 +254,9 @@ class Settings(_Section):
         return next((t for t in self.tenants if t.name == name), None)
 
     def target_names(self) -> dict[str, list[str]]:
-        """Each tenant's delivery targets: an accepted upload gets one delivery per target. An api target is
-        pulled by the vendor, never sent to, so it gets none."""
-        return {t.name: [target.name for target in t.targets if target.type != "api"] for t in self.tenants}
+        """Each tenant's delivery targets: an accepted upload gets one delivery per target (for an api target,
+        the delivery makes what its API serves)."""
+        return {t.name: [target.name for target in t.targets] for t in self.tenants}
 
     def tenant_root(self, name: str) -> Path:
         """The folder holding a tenant's inbox and results."""

@@ -53,6 +53,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field
 
+from daemon.http import PlainServer
 from daemon.readiness import REASONS
 from daemon.store import DeliveryState, State, Store, now
 
@@ -81,6 +82,9 @@ class HealthConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(9222, ge=0, le=65535)  # 0: any free port
     check_seconds: float = Field(5.0, gt=0)  # how often the readiness checks run (readiness.py)
+
+
+API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -121,6 +125,20 @@ class Metrics:
             "rosterd_deliveries_total", "Delivery attempts finished, by outcome", ["tenant", "target", "outcome"],
             registry=self.registry,
         )  # fmt: skip
+
+        self.api_requests_total = Counter(
+            "rosterd_api_requests_total", "OneRoster API requests answered, by operation and HTTP status",
+            ["operation", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.api_request_seconds = Histogram(
+            "rosterd_api_request_seconds", "Time to answer one OneRoster API request, by operation", ["operation"],
+            buckets=API_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def observe_api(self, operation: str, status: int, seconds: float) -> None:
+        """One API request answered (operation: `v1p2 /classes/{id}/students`, `token`, or `unknown`)."""
+        self.api_requests_total.labels(operation, str(status)).inc()
+        self.api_request_seconds.labels(operation).observe(seconds)
 
     def read_live(self) -> dict[str, float]:
         return dict(self.live()) if self.live is not None else {}
@@ -214,7 +232,7 @@ class HealthServer:
 
     async def start(self) -> int:
         """Listen; returns the bound port (the free one picked when `port` is 0)."""
-        self._runner = web.ServerRunner(_Server(self._handle), shutdown_timeout=5.0)
+        self._runner = web.ServerRunner(PlainServer(self._handle), shutdown_timeout=5.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         return self._runner.addresses[0][1]
@@ -262,18 +280,3 @@ def _json(status: HTTPStatus, body: dict, **headers: str) -> web.Response:
         status=status, body=json.dumps(body).encode() + b"\n",
         headers={"Content-Type": "application/json", "Cache-Control": "no-store", **headers},
     )  # fmt: skip
-
-
-class _PlainErrors(web.RequestHandler):
-    """aiohttp answers a malformed request with its parser's message, which quotes the offending bytes; this
-    answers with the status phrase alone."""
-
-    __slots__ = ()
-
-    def handle_error(self, request, status=500, exc=None, message=None):  # aiohttp's signature
-        return super().handle_error(request, status, exc, f"{status} {HTTPStatus(status).phrase}\n")
-
-
-class _Server(web.Server):
-    def __call__(self) -> web.RequestHandler:
-        return _PlainErrors(self, loop=asyncio.get_running_loop(), access_log=None)

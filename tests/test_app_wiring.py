@@ -93,11 +93,15 @@ name = "reader"
 """
 
 
-def test_an_api_target_gets_no_outbox_target(tmp_path: Path) -> None:
-    """An api target is pulled by the vendor: the outbox has nothing to send it (only the CERS target here)."""
+def test_an_api_target_gets_a_publication_target(tmp_path: Path) -> None:
+    """An api target is pulled by the vendor; its delivery makes the publication its API serves."""
+    from daemon.targets.api.target import ApiPublication
+
     settings = parse_settings(API_AND_CERS, Path("/etc/rosterd/rosterd.toml"))
     store = Store(tmp_path / "rosterd.db")
     try:
-        assert list(make_targets(settings, Receipts(store, {"north": tmp_path / "results"}))) == [("north", "cers")]
+        made = make_targets(settings, Receipts(store, {"north": tmp_path / "results"}))
+        assert sorted(made) == [("north", "cers"), ("north", "reader")]
+        assert isinstance(made[("north", "reader")], ApiPublication)
     finally:
         store.close()

@@ -28,7 +28,8 @@ from daemon.config import (
 from daemon.health import HealthConfig
 from daemon.snapshots.holds import HoldThresholds
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
-from daemon.targets.settings import ApiTarget, Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
+from daemon.targets.api.server import ApiConfig
+from daemon.targets.settings import ApiTarget, RateLimit, Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
 
 REPO = Path(__file__).resolve().parents[1]
 ROSTERD = Path(sys.executable).parent / "rosterd"
@@ -105,7 +106,7 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     text = path.read_text()
     for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldThresholds, SnapshotsConfig,
                   OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters, WebhookTarget,
-                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig):
+                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig, ApiConfig, ApiTarget, RateLimit):
         for key in model.model_fields:
             shown = rf"^(#? *{key} *=|\[tenants\.targets\.{key}\])"  # a key, or a sub-table of a target
             assert re.search(shown, text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
@@ -410,14 +411,14 @@ API_TENANT = '[[tenants]]\nname = "a"\ndemo = true\n[[tenants.targets]]\ntype = 
     'url = "https://vendor.example/hook"\nsigning.secret_env = "HOOK"\n'  # fmt: skip
 
 
-def test_an_api_target_loads_with_its_defaults_and_gets_no_deliveries(tmp_path: Path) -> None:
+def test_an_api_target_loads_with_its_defaults_and_gets_its_publications_as_deliveries(tmp_path: Path) -> None:
     path = write(tmp_path, API_TENANT + '[[tenants.targets]]\ntype = "api"\nname = "mathco"\n'
                  '[tenants.targets.scope]\nroles = ["student", "teacher"]\n')  # fmt: skip
     target = load_settings(path).tenants[0].targets[1]
     assert isinstance(target, ApiTarget) and target.scope == Scope(roles=["student", "teacher"])
     assert (target.versions, target.token_seconds, target.tobedeleted_days) == (["1.1", "1.2"], 3600, 30)
     assert (target.rate_limit.requests_per_second, target.rate_limit.burst) == (20.0, 40)
-    assert load_settings(path).target_names() == {"a": ["hook"]}  # pulled by the vendor: nothing is queued
+    assert load_settings(path).target_names() == {"a": ["hook", "mathco"]}  # a delivery makes what the API serves
 
 
 def test_an_api_target_takes_its_own_keys(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def token_request(
     store: StoreInterface,
     authorization: str | None,
     form: Mapping[str, str],
-    version: str,
+    version: str | None,
     now: datetime,
     targets: Mapping[tuple[str, str], ApiTarget],
 ) -> TokenIssued | AuthError:
@@ -184,13 +184,13 @@ def issue_token(
     client_id: str,
     secret: str,
     requested_scopes: str | None,
-    version: str,
+    version: str | None,
     now: datetime,
     targets: Mapping[tuple[str, str], ApiTarget],
 ) -> TokenIssued | AuthError:
     """A bearer token for a client whose secret matches, not revoked, whose api target is still configured and
-    serves `version`; `requested_scopes` is the request's space-separated `scope` (None or blank: all of the
-    version's scopes). The token lasts the target's `token_seconds` from `now`."""
+    serves `version` (None: for every version the target serves); `requested_scopes` is the request's
+    space-separated `scope` (None or blank: all of those versions' scopes). The token lasts the target's `token_seconds` from `now`."""
     found = store.api_credentials(client_id)
     if not _secret_matches(found.secret_hash if found else _decoy_hash(), secret) or found is None:
         return AuthError("invalid_client", "unknown client or wrong secret")
@@ -198,13 +198,14 @@ def issue_token(
     target = targets.get((client.tenant, client.target))
     if client.revoked_at is not None or target is None:
         return AuthError("invalid_client", "this client is no longer allowed")  # revoked, or its target removed
-    if version not in target.versions:
+    if version is not None and version not in target.versions:
         return AuthError("invalid_scope", f"this client's API serves OneRoster {' and '.join(target.versions)} "
                          f"only, not {version}")  # fmt: skip
-    granted = grant_scopes(requested_scopes, version)
+    versions = list(target.versions) if version is None else [version]
+    granted = [scope for v in versions for scope in grant_scopes(requested_scopes, v)]
     if not granted:
-        return AuthError("invalid_scope", f"none of the requested scopes is served; OneRoster {version} scopes are "
-                         + " ".join(version_scopes(version)))  # fmt: skip
+        return AuthError("invalid_scope", "none of the requested scopes is served; the scopes served are "
+                         + " ".join(scope for v in versions for scope in version_scopes(v)))  # fmt: skip
     token = secrets.token_urlsafe(32)
     expires = now + timedelta(seconds=target.token_seconds)
     store.record_token(token_digest(token), client.client_id, granted, stamp(expires), stamp(now))

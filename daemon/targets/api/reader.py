@@ -1,0 +1,196 @@
+"""Pages of a publication (daemon/targets/api/publish.py): what one API request reads, and nothing more.
+
+    reader = Reader()
+    page = reader.collection(publication, "1.2", Endpoint for "/students", query, related_where=None)
+    page.total, page.texts  # X-Total-Count, and the records' JSON texts with PLACEHOLDER hrefs
+
+Every method blocks (Parquet reads): the server calls them in its own threads.
+
+A page in the default order (sourcedId ascending, no filter) is a slice of the `_json` column, so polars reads
+only the row groups that hold it. Any other query first finds the positions of its records, in order, from the
+typed columns it names alone (filter, sort, the endpoint's own condition), and keeps them in a small cache, so
+a crawl that pages through the same query finds them once; then it reads the `_json` of the page's positions,
+one slice when they lie close together, else row group by row group. Ties in a sort are broken by sourcedId,
+so pages never repeat or skip a record.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from daemon.targets.api.errors import bad_query, unknown_object
+from daemon.targets.api.publish import ROW_GROUP, entity_file
+from daemon.targets.api.query import Query, filter_expression
+
+CACHE_ENTRIES = 64
+CACHE_ROWS = 20_000_000  # positions kept in all (4 bytes each): about 80 MB at most
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    total: int  # records the query matches (X-Total-Count)
+    texts: pl.Series  # JSON text of this page's records, in order
+
+
+class Reader:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._positions: OrderedDict[tuple, pl.Series] = OrderedDict()
+        self._schemas: dict[Path, dict[str, pl.DataType]] = {}
+
+    # -- what requests call ---------------------------------------------------------------------------------
+
+    def collection(self, folder: Path, version: str, entity: str, query: Query, where: pl.Expr | None,
+                   where_key: str) -> Page:  # fmt: skip
+        """A page of `entity`'s records satisfying `where` (named `where_key` in the cache) and the query."""
+        path = entity_file(folder, version, entity)
+        if not path.is_file():
+            return Page(0, pl.Series("_json", [], pl.String))
+        columns = self.schema(path)
+        named = {p.field for p in query.filter.predicates} if query.filter is not None else set()
+        absent = frozenset((named | ({query.sort} if query.sort else set())) - columns.keys())
+        types = dict(columns) | dict.fromkeys(absent, pl.String)  # a field no record carries reads as absent
+        condition = where
+        if query.filter is not None:
+            expr = filter_expression(query.filter, types)
+            condition = expr if condition is None else condition & expr
+        if query.sort is not None and isinstance(types[query.sort], pl.List | pl.Struct):
+            raise bad_query("invalid_sort_field", f"sort cannot order by {query.sort}, which holds a list")
+        if condition is None and query.sort is None:
+            total = self.count(path)
+            return Page(total, self._default_order(path, total, query))
+        key = (str(path), where_key, _filter_key(query), query.sort, query.descending)
+        positions = self._cached(key, lambda: self._find(path, condition, query.sort, query.descending, absent))
+        chosen = positions.slice(query.offset, query.limit)
+        return Page(positions.len(), self._texts(path, chosen))
+
+    def record(self, folder: Path, version: str, entity: str, sourced_id: str, where: pl.Expr | None) -> str:
+        """The JSON text of one record; unknown (or not satisfying `where`): 404."""
+        path = entity_file(folder, version, entity)
+        if not path.is_file():
+            raise unknown_object(f"No {entity} record with sourcedId {sourced_id!r}")
+        condition = pl.col("sourcedId") == sourced_id
+        if where is not None:
+            condition = condition & where
+        found = pl.scan_parquet(path).filter(condition).select("_json").collect()
+        if not found.height:
+            raise unknown_object(f"No such record: {sourced_id!r}")
+        return found["_json"][0]
+
+    def exists(self, folder: Path, version: str, entity: str, sourced_id: str, where: pl.Expr | None = None) -> bool:
+        path = entity_file(folder, version, entity)
+        if not path.is_file():
+            return False
+        condition = pl.col("sourcedId") == sourced_id
+        if where is not None:
+            condition = condition & where
+        return pl.scan_parquet(path).filter(condition).select(pl.len()).collect().item() > 0
+
+    def values(self, folder: Path, version: str, entity: str, where: pl.Expr, column: str, key: str) -> pl.Series:
+        """The distinct values of `column` (a list column is flattened) among `entity`'s records satisfying
+        `where`: the ids a relationship endpoint selects its records by."""
+        path = entity_file(folder, version, entity)
+        if not path.is_file():
+            return pl.Series(column, [], pl.String)
+
+        def find() -> pl.Series:
+            picked = pl.scan_parquet(path).filter(where).select(pl.col(column)).collect().to_series()
+            if isinstance(picked.dtype, pl.List):
+                picked = picked.explode()
+            return picked.drop_nulls().unique().sort()
+
+        return self._cached((str(path), "values", key, column), find)
+
+    def schema(self, path: Path) -> dict[str, pl.DataType]:
+        with self._lock:
+            known = self._schemas.get(path)
+        if known is None:
+            known = dict(pl.read_parquet_schema(path))
+            with self._lock:
+                self._schemas[path] = known
+        return known
+
+    def count(self, path: Path) -> int:
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+    def forget(self, folder: Path) -> None:
+        """Drop what is cached of a publication that was replaced."""
+        prefix = str(folder)
+        with self._lock:
+            for key in [k for k in self._positions if k[0].startswith(prefix)]:
+                del self._positions[key]
+            for path in [p for p in self._schemas if str(p).startswith(prefix)]:
+                del self._schemas[path]
+
+    # -- how -------------------------------------------------------------------------------------------------
+
+    def _default_order(self, path: Path, total: int, query: Query) -> pl.Series:
+        if not query.descending:
+            return pl.scan_parquet(path).slice(query.offset, query.limit).select("_json").collect()["_json"]
+        last = total - 1 - query.offset  # descending: the page runs backwards from here
+        if last < 0:
+            return pl.Series("_json", [], pl.String)
+        first = max(0, last - query.limit + 1)
+        block = pl.scan_parquet(path).slice(first, last - first + 1).select("_json").collect()["_json"]
+        return block.reverse()
+
+    def _find(self, path: Path, condition: pl.Expr | None, sort: str | None, descending: bool,
+              absent: frozenset[str]) -> pl.Series:  # fmt: skip
+        frame = pl.scan_parquet(path).with_row_index("_pos")
+        if absent:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(name) for name in sorted(absent))
+        if condition is not None:
+            frame = frame.filter(condition)
+        if sort is not None:
+            frame = frame.sort([sort, "sourcedId"], descending=descending, nulls_last=True)
+        elif descending:
+            frame = frame.sort("_pos", descending=True)
+        return frame.select("_pos").collect()["_pos"]
+
+    def _texts(self, path: Path, positions: pl.Series) -> pl.Series:
+        if positions.is_empty():
+            return pl.Series("_json", [], pl.String)
+        low, high = positions.min(), positions.max()
+        if high - low < 2 * ROW_GROUP + 4 * positions.len():  # close together: one slice
+            block = pl.scan_parquet(path).slice(low, high - low + 1).select("_json").collect()["_json"]
+            return block.gather(positions - low)
+        pieces = []
+        groups = (positions // ROW_GROUP).unique().sort()
+        for group in groups:
+            start = group * ROW_GROUP
+            block = pl.scan_parquet(path).slice(start, ROW_GROUP).select("_json").collect()["_json"]
+            wanted = pl.DataFrame({"_pos": positions}).with_row_index("_order").filter(
+                (pl.col("_pos") // ROW_GROUP) == group)  # fmt: skip
+            pieces.append(wanted.with_columns(_json=block.gather(wanted["_pos"] - start)))
+        return pl.concat(pieces).sort("_order")["_json"]
+
+    def _cached(self, key: tuple, compute: Callable[[], pl.Series]) -> pl.Series:
+        with self._lock:
+            found = self._positions.get(key)
+            if found is not None:
+                self._positions.move_to_end(key)
+                return found
+        made = compute()
+        with self._lock:
+            self._positions[key] = made
+            while len(self._positions) > CACHE_ENTRIES or (
+                len(self._positions) > 1 and sum(s.len() for s in self._positions.values()) > CACHE_ROWS
+            ):  # fmt: skip
+                self._positions.popitem(last=False)
+        return made
+
+
+def _filter_key(query: Query) -> tuple | None:
+    if query.filter is None:
+        return None
+    return (query.filter.join, tuple((p.field, p.op, p.value) for p in query.filter.predicates))
+
+
+def restrict(ids: Sequence[str] | pl.Series, column: str = "sourcedId") -> pl.Expr:
+    return pl.col(column).is_in(pl.Series(ids, dtype=pl.String).implode())

@@ -1,0 +1,350 @@
+"""The OneRoster REST API on its own port (`[api]`): the token endpoint and the 41 read operations of 1.1
+(`/ims/oneroster/v1p1/...`) and 1.2 (`/ims/oneroster/rostering/v1p2/...`), each client seeing only its api
+target's publication (daemon/targets/api/publish.py).
+
+    POST /oauth2/token      grant_type=client_credentials, the client in HTTP Basic or the form; the token
+                            covers every version its target serves, or those of the scopes it asks for
+    GET  /ims/oneroster/v1p1/users?limit=5000&offset=0&filter=status%3D'active'
+                            Authorization: Bearer TOKEN
+
+How a request goes: the bearer token is looked up (401 when missing, unknown, expired or revoked; the client's
+target must still be configured), the version's scope for the operation checked (403), the client's token
+bucket charged (429 with Retry-After), the query parsed (400 with its minor code), and the page read from the
+publication in one of the server's own threads, so neither validation nor publishing (worker processes) nor
+one slow page holds up another request. The argon2 check of a client secret runs in a pool of two threads of its
+own. Every answer is logged once as `api.request` (client, tenant, target, method, path, status, rows,
+elapsed_ms; never the token or a secret) and counted per operation in /metrics. An unexpected failure is a 500
+with the status payload and nothing of the cause, which goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlencode
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from daemon.http import PlainServer
+from daemon.store import StoreInterface
+from daemon.targets.api import auth
+from daemon.targets.api.endpoints import COLLECTIONS, RELATIONSHIP_SCOPES, RELATIONSHIPS, Collection, Selection
+from daemon.targets.api.errors import ApiError, forbidden, status_payload, unauthorised, unknown_object
+from daemon.targets.api.publish import HREF_MARK, json_fields
+from daemon.targets.api.query import MAX_LIMIT, CollectionFields, Query, parse_collection_query, parse_record_query
+from daemon.targets.api.reader import Reader
+from daemon.targets.api.target import current_publication
+from daemon.targets.settings import ApiTarget, RateLimit
+
+TOKEN_PATH = "/oauth2/token"
+PREFIXES = {"1.1": "/ims/oneroster/v1p1", "1.2": "/ims/oneroster/rostering/v1p2"}
+JSON = "application/json"
+
+
+class ApiConfig(BaseModel):
+    """[api]: where the OneRoster API listens. It is served only when some tenant has an api target."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"  # loopback: production puts a TLS proxy in front, or sets tls_cert and tls_key
+    port: int = Field(9080, ge=0, le=65535)  # 0: any free port (tests)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the API speaks HTTPS itself
+    tls_key: Path | None = None
+    public_url: str | None = None  # the scheme://host[:port] hrefs start with; default: the request's own
+    max_limit: int = Field(MAX_LIMIT, ge=MAX_LIMIT)  # the largest page; a larger `limit` is clamped to it
+    threads: int = Field(4, ge=1, le=64)  # threads reading pages
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+
+Observe = Callable[[str, int, float], None]  # (operation, status, seconds)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RateLimiter:
+    """A token bucket per client."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket] = {}
+
+    def wait_for(self, client_id: str, limit: RateLimit, now: float) -> float:
+        """0 when the request may go (and is charged), else the seconds until it may."""
+        bucket = self._buckets.setdefault(client_id, _Bucket(float(limit.burst), now))
+        bucket.tokens = min(float(limit.burst), bucket.tokens + (now - bucket.at) * limit.requests_per_second)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / limit.requests_per_second
+
+
+@dataclass
+class _Seen:
+    """What one request learned, for its log line."""
+
+    operation: str = "unknown"
+    client: str | None = None
+    tenant: str | None = None
+    target: str | None = None
+    rows: int | None = None
+
+
+class ApiServer:
+    def __init__(
+        self,
+        config: ApiConfig,
+        store: StoreInterface,
+        state_dir: Path,
+        targets: Callable[[], Mapping[tuple[str, str], ApiTarget]],
+        log: Callable[..., None],
+        observe: Observe | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.state_dir = state_dir
+        self.targets = targets
+        self.log = log  # log(level, event, **fields)
+        self.observe = observe
+        self.reader = Reader()
+        self.limiter = RateLimiter()
+        self._reads = ThreadPoolExecutor(config.threads, thread_name_prefix="api-read")
+        self._auth = ThreadPoolExecutor(2, thread_name_prefix="api-auth")  # argon2 and token lookups
+        self._runner: web.ServerRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        ssl_context = None
+        if self.config.tls_cert is not None and self.config.tls_key is not None:
+            import ssl
+
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+            ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        self._runner = web.ServerRunner(PlainServer(self._handle), shutdown_timeout=5.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=ssl_context).start()
+        self.port = self._runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        self._auth.shutdown(wait=False, cancel_futures=True)
+
+    # -- every request ------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        seen = _Seen()
+        try:
+            response = await self._answer(request, seen)
+        except ApiError as error:
+            response = _error(error)
+        except Exception as exc:  # the cause goes to the log, never to the client
+            self.log("error", "api.failed", path=request.path, error=f"{type(exc).__name__}: {exc}")
+            response = _payload(500, status_payload("invaliddata", "The server could not answer this request"))
+        elapsed = time.perf_counter() - started
+        self.log("info", "api.request", client=seen.client, tenant=seen.tenant, target=seen.target,
+                 method=request.method, path=request.path, status=response.status, rows=seen.rows,
+                 elapsed_ms=round(elapsed * 1000, 1))  # fmt: skip
+        if self.observe is not None:
+            self.observe(seen.operation, response.status, elapsed)
+        return response
+
+    async def _answer(self, request: web.BaseRequest, seen: _Seen) -> web.StreamResponse:
+        if request.path == TOKEN_PATH:
+            seen.operation = "token"
+            return await self._token(request, seen)
+        version, segments = _route(request.raw_path)
+        if request.method not in ("GET", "HEAD"):
+            raise ApiError(405, "invaliddata", "The OneRoster rostering API is read only: use GET")
+        loop = asyncio.get_running_loop()
+        now = datetime.now(UTC)
+        grant = await loop.run_in_executor(self._auth, auth.check_bearer, self.store,
+                                           request.headers.get("Authorization"), now)  # fmt: skip
+        if grant is None:
+            raise unauthorised()
+        seen.client, seen.tenant, seen.target = grant.client_id, grant.tenant, grant.target
+        target = self.targets().get((grant.tenant, grant.target))
+        if target is None:
+            raise unauthorised("This client's API target is no longer configured")
+        origin = (self.config.public_url or f"{request.scheme}://{request.host}").rstrip("/")
+        operation, scopes, run = self._operation(version, segments, request, origin)
+        seen.operation = f"{auth.VERSION_PATHS[version]} {operation}"
+        if not any(auth.scope_uri(version, name) in grant.scopes for name in scopes):
+            raise forbidden(f"This request needs the scope {auth.scope_uri(version, scopes[0])}")
+        wait = self.limiter.wait_for(grant.client_id, target.rate_limit, time.monotonic())
+        if wait > 0:
+            raise _TooMany(wait)
+        return await loop.run_in_executor(self._reads, self._read, grant.tenant, grant.target, run,
+                                          origin + PREFIXES[version], seen)  # fmt: skip
+
+    # -- the token endpoint -----------------------------------------------------------------------------------
+
+    async def _token(self, request: web.BaseRequest, seen: _Seen) -> web.Response:
+        if request.method != "POST":
+            return _plain_json(405, {"error": "invalid_request", "error_description": "POST the token request"},
+                               Allow="POST")  # fmt: skip
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        answer = await asyncio.get_running_loop().run_in_executor(
+            self._auth, auth.token_request, self.store, request.headers.get("Authorization"), form, None,
+            datetime.now(UTC), self.targets(),
+        )  # fmt: skip
+        if isinstance(answer, auth.AuthError):
+            self.log("warning", "api.token_refused", error=answer.error, client=form.get("client_id"))
+            return _plain_json(answer.status, answer.body(), **answer.headers())
+        return _plain_json(200, answer.body(), Pragma="no-cache")
+
+    # -- the read operations ------------------------------------------------------------------------------------
+
+    def _operation(self, version: str, segments: list[str], request: web.BaseRequest, origin: str):
+        """(operation name, scopes that allow it, the read to run in a thread)."""
+        params = list(request.query.items())
+        here = (origin + request.path, params)
+        head = segments[0]
+        if head not in COLLECTIONS:
+            raise unknown_object(f"No such endpoint: {'/'.join(segments)}")
+        parent = COLLECTIONS[head]
+        if len(segments) == 1:
+            query = parse_collection_query(params, _fields(parent, version), max_limit=self.config.max_limit)
+            return f"/{head}", parent.scopes, lambda folder: self._page(
+                folder, version, Selection(parent, parent.where, head), query, here)
+        if len(segments) == 2:
+            query = parse_record_query(params, _fields(parent, version))
+            return f"/{head}/{{id}}", parent.scopes, lambda folder: self._one(folder, version, parent, segments[1], query)
+        if len(segments) == 3:
+            shape, ids = (head, segments[2]), (segments[1],)
+        elif len(segments) == 5 and segments[2] == "classes":
+            shape, ids = (head, "classes", segments[4]), (segments[1], segments[3])
+        else:
+            shape, ids = (), ()
+        resolve = RELATIONSHIPS.get(shape)
+        if resolve is None:
+            raise unknown_object(f"No such endpoint: {'/'.join(segments)}")
+        child = COLLECTIONS[shape[-1]]
+        query = parse_collection_query(params, _fields(child, version), max_limit=self.config.max_limit)
+        name = "/" + "/".join(part if i % 2 == 0 else "{id}" for i, part in enumerate(segments))
+
+        def run(folder: Path):
+            selection = resolve(self.reader, folder, version, ids)
+            return self._page(folder, version, selection, query, here)
+
+        return name, RELATIONSHIP_SCOPES, run
+
+    def _read(self, tenant: str, target: str, run, base: str, seen: _Seen) -> web.Response:
+        """In a read thread: the answer from the target's current publication. A publication replaced while it
+        was read (its files removed) is read again from the new one."""
+        for attempt in (1, 2):
+            folder = current_publication(self.state_dir, tenant, target)
+            if folder is None:
+                folder = self.state_dir / "no-publication-yet"  # every collection empty, every record 404
+            try:
+                body, headers, rows = run(folder)
+                break
+            except (FileNotFoundError, OSError) as exc:
+                if attempt == 2 or folder.exists():
+                    raise
+                self.reader.forget(folder)
+                del exc
+        seen.rows = rows
+        text = body.replace(HREF_MARK, '"href":"' + base)
+        return web.Response(status=200, text=text, content_type=JSON, headers=headers)
+
+    def _page(self, folder: Path, version: str, selection: Selection, query: Query, here: tuple):
+        page = self.reader.collection(folder, version, selection.child.entity, query, selection.where, selection.key)
+        texts = _selected(page.texts, query.fields)
+        body = '{"' + selection.child.plural + '":[' + ",".join(texts) + "]}"
+        return body, {"X-Total-Count": str(page.total), "Cache-Control": "no-store", "Link": _links(here, query, page.total)}, len(texts)
+
+    def _one(self, folder: Path, version: str, collection: Collection, sourced_id: str, query: Query):
+        text = self.reader.record(folder, version, collection.entity, sourced_id, collection.where)
+        (text,) = _selected([text], query.fields)
+        return '{"' + collection.singular + '":' + text + "}", {"Cache-Control": "no-store"}, 1
+
+
+class _TooMany(ApiError):
+    def __init__(self, wait: float) -> None:
+        super().__init__(429, "server_busy", "Too many requests from this client; retry after the time given")
+        self.retry_after = max(1, math.ceil(wait))
+
+
+def _route(raw_path: str) -> tuple[str, list[str]]:
+    """The version and the percent-decoded path segments after its prefix; unknown: 404."""
+    path = raw_path.partition("?")[0]
+    for version, prefix in PREFIXES.items():
+        if path.startswith(prefix + "/"):
+            segments = [unquote(s) for s in path[len(prefix) + 1 :].split("/")]
+            if segments and all(segments):
+                return version, segments
+    raise unknown_object("No such endpoint")
+
+
+def _fields(collection: Collection, version: str) -> CollectionFields:
+    names = frozenset(json_fields(collection.entity, version))
+    sub = frozenset({"role"}) if collection.entity == "users" and version == "1.2" else frozenset()
+    return CollectionFields(names, sub)
+
+
+def _selected(texts, fields: tuple[str, ...] | None) -> list[str]:
+    """The records' texts, cut to `fields` when the query names them."""
+    if fields is None:
+        return list(texts)
+    wanted = set(fields)
+    return [json.dumps({k: v for k, v in json.loads(t).items() if k in wanted}, separators=(",", ":"))
+            for t in texts]  # fmt: skip
+
+
+def _links(here: tuple[str, list[tuple[str, str]]], query: Query, total: int) -> str:
+    """The Link header: the first, previous, next and last pages of the same query, as paths with the same
+    parameters but offset (and limit, as clamped)."""
+    path, params = here
+    kept = [(k, v) for k, v in params if k not in ("offset", "limit")]
+
+    def url(offset: int) -> str:
+        return path + "?" + urlencode([*kept, ("limit", str(query.limit)), ("offset", str(offset))])
+
+    last = max(0, (total - 1) // query.limit * query.limit) if total else 0
+    links = [(url(0), "first")]
+    if query.offset > 0:
+        links.append((url(max(0, min(query.offset, total) - query.limit)), "prev"))
+    if query.offset + query.limit < total:
+        links.append((url(query.offset + query.limit), "next"))
+    links.append((url(last), "last"))
+    return ", ".join(f'<{u}>; rel="{rel}"' for u, rel in links)
+
+
+def _error(error: ApiError) -> web.Response:
+    headers = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="rosterd"'
+    if isinstance(error, _TooMany):
+        headers["Retry-After"] = str(error.retry_after)
+    return _payload(error.status, error.payload(), **headers)
+
+
+def _payload(status: int, body: dict, **headers: str) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type=JSON,
+                        headers={"Cache-Control": "no-store", **headers})  # fmt: skip
+
+
+def _plain_json(status: int, body: dict, **headers: str) -> web.Response:
+    return _payload(status, body, **headers)

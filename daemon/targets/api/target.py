@@ -1,0 +1,81 @@
+"""An api target in the outbox: its "delivery" of an accepted snapshot is making the publication the API
+serves (daemon/targets/api/publish.py), so publications follow the outbox's rules: one per accepted upload, in
+upload order per target, none for a held upload until it is approved, and a crash in the middle is made good by
+the next start. The publication is made in a worker process into a staging folder and renamed into place; the
+folder of the one it replaced is removed, as licence targets' kept views are (daemon/targets/views.py).
+
+A scope that moves classes by date (class_start_days, class_end_days) gets a publication every day, in UTC,
+as licence targets get a daily delivery in their window's zone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daemon.outbox import Job, Outcome, delivered
+from daemon.targets.api.publish import is_complete, publish_target
+from daemon.targets.settings import ApiTarget
+from daemon.snapshots import storage
+from daemon.targets.views import STAGING_PREFIX, staging, target_folder
+
+
+def current_publication(state_dir: Path, tenant: str, target: str) -> Path | None:
+    """The publication an api target serves now: its newest complete folder (None before the first)."""
+    folder = target_folder(state_dir, tenant, target)
+    try:
+        found = [p for p in folder.iterdir() if not p.name.startswith(STAGING_PREFIX) and is_complete(p)]
+    except FileNotFoundError:
+        return None
+    return max(found, key=lambda p: p.name.partition("@")[2], default=None)  # by publication time
+
+
+def _switch(folder: Path, upload_id: str, published_at: str) -> None:
+    """The staged publication goes into place under a name of its own (a daily one of the same upload gets a
+    new folder), so requests never find none; then the ones it replaced go (a request still reading one had
+    its files open, or reads again from the new one: see server.py)."""
+    source = staging(folder, upload_id)
+    if not source.is_dir():
+        return  # switched by an earlier attempt that a crash cut short before it was recorded
+    final = folder / f"{upload_id}@{published_at.replace(':', '')}"
+    storage.publish(source, final)
+    for other in folder.iterdir():
+        if other != final and not other.name.startswith(STAGING_PREFIX):
+            storage.clear(other)
+
+
+class ApiPublication:
+    """The outbox's Target for an api target."""
+
+    def __init__(self, tenant: str, settings: ApiTarget, state_dir: Path) -> None:
+        self.tenant = tenant
+        self.name = settings.name
+        self.settings = settings
+        self.state_dir = state_dir
+        self.folder = target_folder(state_dir, tenant, settings.name)
+
+    def next_open(self, now: datetime) -> datetime | None:
+        return None  # no window: a publication is made as soon as its snapshot is accepted
+
+    def dated_zone(self) -> str | None:
+        scope = self.settings.scope
+        return "UTC" if scope.class_start_days is not None or scope.class_end_days is not None else None
+
+    async def close(self) -> None:
+        pass
+
+    async def deliver(self, job: Job) -> Outcome:
+        d = job.delivery
+        previous = await asyncio.to_thread(current_publication, self.state_dir, self.tenant, self.name)
+        now = datetime.now(UTC)
+        summary = await asyncio.get_running_loop().run_in_executor(
+            job.pool, publish_target, str(job.snapshot), str(previous) if previous else None,
+            self.settings.scope.model_dump(mode="json"), list(self.settings.versions),
+            self.settings.tobedeleted_days, now.date().isoformat(), now.isoformat(),
+            str(staging(self.folder, d.upload_id)),
+        )  # fmt: skip
+        await asyncio.to_thread(_switch, self.folder, d.upload_id, summary["published_at"])
+        records = {v: sum(c["records"] for c in counts.values()) for v, counts in summary["versions"].items()}
+        changed = {v: sum(c["changed"] for c in counts.values()) for v, counts in summary["versions"].items()}
+        return delivered({"published_at": summary["published_at"], "records": records, "changed": changed})
