@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import json
 import os
 import resource
 import signal
@@ -50,6 +51,7 @@ from daemon.targets.api.auth import api_targets
 from daemon.targets.api.server import ApiServer
 
 DEMO_KEY_NAME = "demo_id_ed25519"
+DEMO_API_CLIENT_NAME = "demo_api_client.json"
 STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
 # The [server] keys the SFTP listener takes as they are: every ServerOptions field that ServerConfig also has.
 SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerOptions) if f.name in ServerConfig.model_fields)
@@ -67,6 +69,25 @@ def demo_key(state_dir: Path, log) -> str:
         log.info("hostkey.generated", kind="demo tenant key", path=str(private))
     key = asyncssh.read_private_key(private)
     return key.export_public_key().decode().strip()
+
+
+def demo_api_client(state_dir: Path, store: Store, tenant: str, target: str, log) -> tuple[str, str]:
+    """The demo tenant's API client: made once, its id and secret kept in the state directory (mode 600) so
+    `make run` can show them at every start. Only the demo does this; other clients' secrets are never kept."""
+    from daemon.targets.api.auth import hash_secret, new_client
+
+    path = state_dir / DEMO_API_CLIENT_NAME
+    if path.exists():
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        found = store.api_credentials(kept["client_id"])
+        if found is not None and found.client.revoked_at is None and found.client.target == target:
+            return kept["client_id"], kept["client_secret"]
+    client_id, secret = new_client()
+    store.add_api_client(client_id, tenant, target, hash_secret(secret))
+    write_whole(path, json.dumps({"client_id": client_id, "client_secret": secret}) + "\n", mode=0o600,
+                sync_dir=True)  # fmt: skip
+    log.warning("config.insecure_demo_api_client", path=str(path), client=client_id)
+    return client_id, secret
 
 
 def tenant_access(settings: Settings, tenant: TenantConfig, demo_public_key: str | None) -> TenantAccess:
@@ -281,12 +302,31 @@ class Daemon:
                  tenants=[t.name for t in settings.tenants], health_port=self.health_port,
                  api_port=self.api.port if self.api else None,
                  open_files_limit=self.open_files_limit)  # fmt: skip
+        demo_api = await self._demo_api(settings)
         if demo_public:
             key = os.path.relpath(self.state_dir / DEMO_KEY_NAME)
             print(f"\nrosterd is listening on {server.host}:{self.port}. Upload as the demo tenant with:\n"
                   f"    sftp -P {self.port} -i {key} -o StrictHostKeyChecking=accept-new demo@{server.host}\n"
                   "then `put samples/valid-1.1-bulk.zip inbox/` and `get results/latest.json`.\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+        if demo_api and self.api is not None:
+            client_id, secret = demo_api
+            url = f"http://{settings.api.host}:{self.api.port}"
+            print(f"The demo tenant's roster is served as a OneRoster API on {url} (client id {client_id}, secret "
+                  f"{secret}):\n    TOKEN=$(curl -s -u {client_id}:{secret} -d grant_type=client_credentials "
+                  f"{url}/oauth2/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+                  f"    curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/ims/oneroster/v1p1/users?limit=2'\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    async def _demo_api(self, settings: Settings) -> tuple[str, str] | None:
+        """The demo tenant's first api target gets a demo client (id, secret), shown at start."""
+        for tenant in settings.tenants:
+            target = next((t for t in tenant.targets if t.type == "api"), None) if tenant.demo else None
+            if target is not None:
+                assert self.store is not None
+                return await asyncio.to_thread(demo_api_client, self.state_dir, self.store, tenant.name, target.name,
+                                               self.log)  # fmt: skip
+        return None
 
     async def _start_api(self, settings: Settings) -> None:
         """The OneRoster API, once some tenant has an api target (at start, or a reload that adds the first)."""

@@ -88,3 +88,23 @@ def test_list_never_shows_a_secret_and_revoke_marks_the_client(
     assert listed["client_id"] == client_id and listed["revoked_at"] is not None
     assert set(listed) == {"client_id", "tenant", "target", "created_at", "last_used_at", "revoked_at"}
     assert main(["api-client", "revoke", "nobody", "--config", str(config)]) == 1
+
+
+def test_status_shows_each_api_targets_clients_and_their_last_use(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client_id, _secret = add(config, capsys)  # makes the database too (status needs one)
+    other_id, _ = add(config, capsys)
+    assert main(["api-client", "revoke", other_id, "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    assert f"api client {client_id}: last used never" in text
+    assert re.search(rf"api client {other_id}: revoked \d{{4}}-", text)
+    assert main(["status", "--format", "json", "--config", str(config)]) == 0
+    (tenant,) = json.loads(capsys.readouterr().out)
+    targets = {t["target"]: t for t in tenant["targets"]}
+    assert "clients" not in targets["hook"]  # a webhook target has none
+    shown = {c["client_id"]: c for c in targets["mathco"]["clients"]}
+    assert set(shown) == {client_id, other_id}
+    assert shown[client_id]["last_used_at"] is None and shown[other_id]["revoked_at"] is not None

@@ -301,6 +301,7 @@ def _status(args: argparse.Namespace) -> int:
     since = stamp(datetime.now(UTC) - timedelta(minutes=args.stuck_minutes))
     stuck = store.stuck(since)
     report = []
+    clients = store.api_clients(None)
     for name in names:
         last = store.recent(name, 1)
         held = [u for u in store.recent(name, 200) if u.state == "held"]
@@ -316,6 +317,12 @@ def _status(args: argparse.Namespace) -> int:
                 "last_success_upload_id": good.upload_id if good else None,
                 "last_error": bad.last_error if bad else None, "last_error_at": bad.updated_at if bad else None,
             })  # fmt: skip
+            if target.type == "api":  # its publication is its delivery; its clients pull it
+                targets[-1]["clients"] = [
+                    {"client_id": c.client_id, "created_at": c.created_at, "last_used_at": c.last_used_at,
+                     "revoked_at": c.revoked_at}
+                    for c in clients if c.tenant == name and c.target == target.name
+                ]  # fmt: skip
         report.append({
             "tenant": name,
             "last_upload": {"upload_id": last[0].id, "file": last[0].name, "state": str(last[0].state),
@@ -345,5 +352,10 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  target {t['label']:<20} {state}; last success "
                   f"{t['last_success'] or 'never'}" + (f"; last error {t['last_error_at']}: {t['last_error']}"
                                                          if t["last_error"] else ""))  # fmt: skip
+            for c in t.get("clients", ()):
+                use = f"revoked {c['revoked_at']}" if c["revoked_at"] else f"last used {c['last_used_at'] or 'never'}"
+                print(f"    api client {c['client_id']}: {use}")
+            if "clients" in t and not t["clients"]:
+                print(f"    no api client yet: rosterd api-client add {tenant['tenant']} {t['target']}")
         print()
     return 0

@@ -9,18 +9,17 @@ and from the version rules in daemon/oneroster/export.py's docstring; every fiel
 
 from __future__ import annotations
 
-import io
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from daemon.oneroster import schema
 from daemon.snapshots import storage
 from daemon.snapshots.job import UploadJob, run_job
 from daemon.targets.api import shapes
+
+from .packages import package
 
 BASE = "https://roster.example/ims/oneroster/v1p1"
 
@@ -94,14 +93,7 @@ def _package(version: str) -> bytes:
         files["users.csv"] = USERS_11
     else:
         files.update({"users.csv": USERS_12, "roles.csv": ROLES_12, "userProfiles.csv": PROFILES_12})
-    manifest = ["propertyName,value", "manifest.version,1.0", f"oneroster.version,{version}"]
-    manifest += [f"file.{e},{'bulk' if f'{e}.csv' in files else 'absent'}" for e in schema.VERSIONS[version].tables]
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("manifest.csv", "\n".join(manifest) + "\n")
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
+    return package(version, files)
 
 
 @pytest.fixture(scope="module")

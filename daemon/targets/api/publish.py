@@ -121,11 +121,13 @@ def _publication(
         if not comparable:
             content = pl.read_parquet(old, columns=["_json"])["_json"].str.replace(LIFECYCLE_PATTERN, ACTIVE)
             last = last.with_columns(_digest=content.hash())
-        joined = current.join(last, on="sourcedId", how="left", suffix="_last", maintain_order="left")
-        same = (pl.col("status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
+        earlier = last.select("sourcedId", _status_last="status", _date_last="dateLastModified",
+                              _digest_last="_digest")  # fmt: skip
+        joined = current.join(earlier, on="sourcedId", how="left", maintain_order="left")
+        same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
         current = joined.select(
             "sourcedId", "_content", "_digest", status=pl.lit("active"),
-            dateLastModified=pl.when(same).then(pl.col("dateLastModified")).otherwise(stamp),
+            dateLastModified=pl.when(same).then(pl.col("_date_last")).otherwise(stamp),
         )  # fmt: skip
         gone = _gone(old, last.join(current.select("sourcedId"), on="sourcedId", how="anti"), moment,
                      tobedeleted_days)  # fmt: skip
