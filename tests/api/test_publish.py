@@ -94,10 +94,10 @@ class Publisher:
     def __init__(self, root: Path, days: int = 30) -> None:
         self.root, self.days, self.last, self.count = root, days, None, 0
 
-    def __call__(self, snapshot: Path, at: datetime) -> Path:
+    def __call__(self, snapshot: Path, at: datetime, scope: dict | None = None) -> Path:
         self.count += 1
         folder = self.root / f"pub{self.count}"
-        publish_target(str(snapshot), str(self.last) if self.last else None, {}, ["1.1", "1.2"], self.days,
+        publish_target(str(snapshot), str(self.last) if self.last else None, scope or {}, ["1.1", "1.2"], self.days,
                        at.date().isoformat(), at.isoformat(), str(folder))  # fmt: skip
         self.last = folder
         return folder
@@ -189,3 +189,11 @@ def test_stored_hrefs_wait_for_the_servers_base(snapshots, tmp_path: Path) -> No
     folder = Publisher(tmp_path)(snapshots[1], T1)
     text = pl.read_parquet(publish.entity_file(folder, "1.1", "enrollments"))["_json"][0]
     assert json.loads(text)["user"]["href"] == f"{PLACEHOLDER}/users/t1"
+
+
+def test_a_scope_that_leaves_nothing_keeps_everything_as_tobedeleted(snapshots, tmp_path: Path) -> None:
+    pub = Publisher(tmp_path)
+    pub(snapshots[1], T1)
+    nothing = pub(snapshots[1], T2, {"orgs": ["no-such-school"]})
+    for entity, ids in (("users", {"t1", "u1", "u2"}), ("enrollments", {"e0", "e1", "e2"}), ("classes", {"k1"})):
+        assert lifecycle(served(nothing, entity, "1.2")) == dict.fromkeys(ids, ("tobedeleted", ms(T2)))

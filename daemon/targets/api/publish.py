@@ -188,11 +188,37 @@ def json_fields(entity: str, version: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+LISTS = (Kind.REF_LIST, Kind.LIST, Kind.ENUM_LIST, Kind.GRADES)
+
+
+def field_types(entity: str, version: str) -> dict[str, pl.DataType]:
+    """The typed column of each field a record may carry (so a field no record has is still a column a filter,
+    a sort or a relationship can read, all null)."""
+    table = schema.VERSIONS[version].tables[entity]
+    types: dict[str, pl.DataType] = {}
+    for col in table.columns:
+        if col.kind in (Kind.SECRET, Kind.USER_IDS, Kind.GUID, Kind.STATUS, Kind.MODIFIED):
+            continue
+        name = RENAMED.get(col.name, col.name)
+        if col.kind is Kind.REF and name.endswith("SourcedId"):
+            name = name.removesuffix("SourcedId")
+        types[name] = pl.List(pl.String) if col.kind in LISTS else pl.Date if col.kind is Kind.DATE else pl.String
+    if entity in ("orgs", "academicSessions"):
+        types["children"] = pl.List(pl.String)
+    if entity == "users":
+        types.update({"role": pl.String, "orgs": pl.List(pl.String)} if version == "1.1" else
+                     {"role": pl.List(pl.String), "primaryOrg": pl.String})  # fmt: skip
+    return types
+
+
 def _typed(texts: pl.Series, entity: str, version: str) -> pl.DataFrame:
     """The records' fields as typed columns: a ref as its sourcedId, a list of refs as a list of them, dates
     as dates; objects (metadata, userIds, userProfiles) are left to the JSON."""
     table = schema.VERSIONS[version].tables[entity]
     dates = {RENAMED.get(c.name, c.name) for c in table.columns if c.kind is Kind.DATE}
+    if texts.is_empty():  # no record: the columns alone
+        hidden = {"_roles": pl.List(pl.String), "_orgs": pl.List(pl.String)} if entity == "users" else {}
+        return pl.DataFrame(schema=field_types(entity, version) | hidden)
     decoded = texts.str.json_decode(infer_schema_length=None).struct.unnest()
     columns = []
     for name, dtype in decoded.schema.items():
@@ -214,6 +240,8 @@ def _typed(texts: pl.Series, entity: str, version: str) -> pl.DataFrame:
         elif dtype != pl.Null:
             columns.append(c.cast(pl.String))
     typed = decoded.select(columns) if columns else pl.DataFrame(height=decoded.height)
+    absent = {name: dtype for name, dtype in field_types(entity, version).items() if name not in typed.columns}
+    typed = typed.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in absent.items())
     if entity == "users":
         typed = typed.hstack(decoded.select(_membership(decoded, version)))
     return typed
