@@ -29,6 +29,7 @@ from daemon.targets.api.publish import ROW_GROUP, entity_file
 from daemon.targets.api.query import Query, filter_expression
 
 CACHE_ENTRIES = 64
+SCHEMA_ENTRIES = 1024
 CACHE_ROWS = 20_000_000  # positions kept in all (4 bytes each): about 80 MB at most
 
 
@@ -42,7 +43,7 @@ class Reader:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._positions: OrderedDict[tuple, pl.Series] = OrderedDict()
-        self._schemas: dict[Path, dict[str, pl.DataType]] = {}
+        self._schemas: OrderedDict[Path, dict[str, pl.DataType]] = OrderedDict()
 
     # -- what requests call ---------------------------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class Reader:
             known = dict(pl.read_parquet_schema(path))
             with self._lock:
                 self._schemas[path] = known
+                while len(self._schemas) > SCHEMA_ENTRIES:  # publications replaced long ago
+                    self._schemas.popitem(last=False)
         return known
 
     def count(self, path: Path) -> int:

@@ -12,7 +12,7 @@ target must still be configured), the version's scope for the operation checked 
 bucket charged (429 with Retry-After), the query parsed (400 with its minor code), and the page read from the
 publication in one of the server's own threads, so neither validation nor publishing (worker processes) nor
 one slow page holds up another request. The argon2 check of a client secret runs in a pool of two threads of its
-own. Every answer is logged once as `api.request` (client, tenant, target, method, path, status, rows,
+own, with at most TOKEN_QUEUE token requests waiting (more get 429), so a flood of guesses delays no page. Every answer is logged once as `api.request` (client, tenant, target, method, path, status, rows,
 elapsed_ms; never the token or a secret) and counted per operation in /metrics. An unexpected failure is a 500
 with the status payload and nothing of the cause, which goes to the log.
 """
@@ -47,6 +47,7 @@ from daemon.targets.settings import ApiTarget, RateLimit
 TOKEN_PATH = "/oauth2/token"
 PREFIXES = {"1.1": "/ims/oneroster/v1p1", "1.2": "/ims/oneroster/rostering/v1p2"}
 JSON = "application/json"
+TOKEN_QUEUE = 32  # token requests waiting at once; more get 429 at once
 
 
 class ApiConfig(BaseModel):
@@ -125,8 +126,10 @@ class ApiServer:
         self.reader = Reader()
         self.limiter = RateLimiter()
         self._reads = ThreadPoolExecutor(config.threads, thread_name_prefix="api-read")
-        self._auth = ThreadPoolExecutor(2, thread_name_prefix="api-auth")  # argon2 and token lookups
+        self._auth = ThreadPoolExecutor(2, thread_name_prefix="api-auth")  # bearer token lookups
+        self._argon = ThreadPoolExecutor(2, thread_name_prefix="api-token")  # client secrets: argon2, slow on purpose
         self._runner: web.ServerRunner | None = None
+        self._token_requests = 0  # token requests in the argon2 pool or waiting for it
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -149,6 +152,7 @@ class ApiServer:
             self._runner = None
         self._reads.shutdown(wait=False, cancel_futures=True)
         self._auth.shutdown(wait=False, cancel_futures=True)
+        self._argon.shutdown(wait=False, cancel_futures=True)
 
     # -- every request ------------------------------------------------------------------------------------
 
@@ -202,17 +206,24 @@ class ApiServer:
 
     async def _token(self, request: web.BaseRequest, seen: _Seen) -> web.Response:
         if request.method != "POST":
-            return _plain_json(405, {"error": "invalid_request", "error_description": "POST the token request"},
+            return _payload(405, {"error": "invalid_request", "error_description": "POST the token request"},
                                Allow="POST")  # fmt: skip
+        if self._token_requests >= TOKEN_QUEUE:  # a flood of guesses waits for nobody's argon2
+            return _payload(429, {"error": "temporarily_unavailable", "error_description": "too many token "
+                                     "requests at once; retry shortly"}, **{"Retry-After": "1"})  # fmt: skip
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        answer = await asyncio.get_running_loop().run_in_executor(
-            self._auth, auth.token_request, self.store, request.headers.get("Authorization"), form, None,
-            datetime.now(UTC), self.targets(),
-        )  # fmt: skip
+        self._token_requests += 1
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._argon, auth.token_request, self.store, request.headers.get("Authorization"), form, None,
+                datetime.now(UTC), self.targets(),
+            )  # fmt: skip
+        finally:
+            self._token_requests -= 1
         if isinstance(answer, auth.AuthError):
             self.log("warning", "api.token_refused", error=answer.error, client=form.get("client_id"))
-            return _plain_json(answer.status, answer.body(), **answer.headers())
-        return _plain_json(200, answer.body(), Pragma="no-cache")
+            return _payload(answer.status, answer.body(), **answer.headers())
+        return _payload(200, answer.body(), Pragma="no-cache")
 
     # -- the read operations ------------------------------------------------------------------------------------
 
@@ -346,5 +357,3 @@ def _payload(status: int, body: dict, **headers: str) -> web.Response:
                         headers={"Cache-Control": "no-store", **headers})  # fmt: skip
 
 
-def _plain_json(status: int, body: dict, **headers: str) -> web.Response:
-    return _payload(status, body, **headers)
