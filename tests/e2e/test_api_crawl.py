@@ -59,8 +59,8 @@ KNOWN_LEFT_OUT: dict[str, str] = {
     "/gradingPeriods, /terms/{id}/gradingPeriods, nor by id), though the target's scope is empty and README says "
     "the empty scope sends the roster unchanged; so no 1.1 district's grading periods are ever served",
 }
-#   the delta: a change dated earlier than the last moment the API still served the old content
-KNOWN_EARLY_DATES = (
+#   the delta: a change dated earlier than the last moment the API still served the old content (None once fixed)
+KNOWN_EARLY_DATES: str | None = (
     "a change is dated when its publication began (cut down to the whole second), not when it was first "
     "served: day 1 is served while day 2's publication is built, and a consumer that pulled in that time "
     "asks next for dateLastModified>T with T after those dates, so it never learns of the change"
