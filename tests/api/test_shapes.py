@@ -137,7 +137,7 @@ ORGS = {
     "dist-1": {"sourcedId": "dist-1", "status": "active", "metadata": {"region": "north"}, "name": "North District",
                "type": "district", "identifier": "NCES-0001", "children": [org("sch-1")]},
     "sch-1": {"sourcedId": "sch-1", "status": "active", "name": "Hill School", "type": "school",
-              "parent": org("dist-1")},
+              "identifier": "", "parent": org("dist-1")},  # blank in the CSV; the OpenAPI requires the field
 }  # fmt: skip
 SESSIONS = {
     "sy-2027": {"sourcedId": "sy-2027", "status": "active", "title": "2026-2027", "type": "schoolYear",

@@ -26,8 +26,8 @@ MINOR_CODES = frozenset({
     "server_busy",
 })
 
-# The HTTP statuses the rostering service documents a status payload for.
-STATUSES = frozenset({400, 401, 403, 404, 422, 429, 500})
+# The HTTP statuses the rostering service documents a status payload for, and 405 for a method it does not take.
+STATUSES = frozenset({400, 401, 403, 404, 405, 422, 429, 500})  # 405: a method other than GET
 
 
 class ApiError(Exception):

@@ -34,7 +34,9 @@ column by column, with no Python loop over rows.
 - Never served: users.password and userProfiles.password (a credential's password is left out too).
 - A field whose value is blank, or a list that is empty, is left out, not sent as null: the OpenAPI documents
   mark them optional, and strict clients reject a null where a string or array is typed. Required fields
-  are never blank in a valid snapshot, so they are always there.
+  are never blank in a valid snapshot, so they are always there; two fields the CSV may leave blank but the
+  OpenAPI documents require are sent empty instead (ALWAYS): an org's `identifier` as "" and a 1.1 user's
+  `orgs` as [].
 
 Versions: the rows go through daemon.oneroster.export.convert, the same conversion licence targets' CSV gets.
 A 1.1 snapshot served as 1.2: roles from role + orgSourcedIds (the first org primary, an administrator a
@@ -63,6 +65,9 @@ REF_TYPES = {"orgs": "org", "academicSessions": "academicSession", "courses": "c
 RENAMED = {"preferredGivenName": "preferredFirstName", "preferredFamilyName": "preferredLastName",
            "termSourcedIds": "terms", "orgSourcedIds": "orgs", "agentSourcedIds": "agents"}  # fmt: skip
 DATETIME_TEXT = "%Y-%m-%dT%H:%M:%S%.3fZ"
+# Fields the 1EdTech OpenAPI documents require although the CSV may leave them blank: sent empty (as JSON
+# text) rather than left out, since clients generated from those documents refuse a record without them.
+ALWAYS = {"orgs": {"identifier": '""'}, "users": {"orgs": "[]"}}
 HREF_ESCAPES = (["%", "/", "?", "#", " "], ["%25", "%2F", "%3F", "%23", "%20"])
 UTC_MS = pl.Datetime("ms", "UTC")
 _V = "v"  # the one field of the struct a value is JSON-encoded in
@@ -99,6 +104,8 @@ def record_texts(
         parts.insert(3, ("metadata", _object([(c.removeprefix("metadata."), _json(pl.col(c).cast(pl.String)))
                                               for c in metadata], omit_empty=True)))  # fmt: skip
     parts += [(name, pl.col(name)) for name in extra.columns if name != "sourcedId"]
+    always = ALWAYS.get(entity, {})
+    parts = [(name, value.fill_null(pl.lit(always[name])) if name in always else value) for name, value in parts]
     if fields is not None:
         wanted = set(fields)
         parts = [(name, value) for name, value in parts if name in wanted]
