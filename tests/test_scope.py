@@ -788,3 +788,13 @@ def test_random_scopes_give_consistent_subsets(version, tmp_path_factory):
         assert_counts_partition(view, frames, counts)
 
     check()
+
+
+def test_sessions_the_empty_scope_keeps_all_and_a_chosen_class_brings_its_terms_grading_periods(district):
+    version, frames = district
+    assert ids(view_of(frames)[0]["academicSessions"]) == ids(frames["academicSessions"])  # the roster unchanged
+    view, _ = view_of(frames, courses=["crs-0001-math"])
+    terms = set(view["classes"]["termSourcedIds"].explode().to_list())
+    assert "sem-2027-1" in terms and GRADING not in terms  # the fall term is used; its grading period is not
+    # the classes' terms, the school year above them, and the fall term's grading period below it
+    assert ids(view["academicSessions"]) == terms | {"ay-2027", GRADING}

@@ -58,10 +58,11 @@ agentSourcedIds; an emptied list becomes null); optional references to rows outs
 (orgs.parentSourcedId of a kept root, users.primaryOrgSourcedId, roles.userProfileSourcedId); a row whose
 required reference left the view goes too (a 1.1 user left with no org, an enrollment whose school is not
 in the view), except a course a class of the view uses: its org is kept as well, its parent nulled if need
-be. classes.termSourcedIds is never trimmed: academicSessions are those the view's classes and courses
-refer to, with their parents (so a session nothing refers to is left out, even by an empty scope).
-demographics and userProfiles follow their users; 1.2 roles rows need their user and org in the view and a
-role let in. Apart from such sessions, the empty scope gives the roster unchanged.
+be. classes.termSourcedIds is never trimmed: when the scope chooses classes (by orgs, courses, subjects or
+dates), academicSessions are those the view's classes and courses refer to, with their parents, and the
+sessions below the classes' terms (their grading periods); otherwise every session is kept. demographics and
+userProfiles follow their users; 1.2 roles rows need their user and org in the view and a role let in. The
+empty scope gives the roster unchanged.
 
 Counts of what was left out, by the first reason that applies, in this order (each row of the input is in
 the view or in exactly one count of its entity):
@@ -151,7 +152,7 @@ def scoped_view(
     }
     if "primaryOrgSourcedId" in users.columns:
         view["users"] = view["users"].with_columns(_unless_among("primaryOrgSourcedId", org_ids))
-    view["academicSessions"] = _sessions(t["academicSessions"], view["classes"], courses)
+    view["academicSessions"] = _sessions(t["academicSessions"], view["classes"], courses, scope)
     _followers(t, view, let_in)
     counts["orgs_out_of_scope"] = orgs.height - view["orgs"].height
     counts["courses_out_of_scope"] = t["courses"].height - courses.height
@@ -314,9 +315,13 @@ def _scoped_courses(
     return courses.filter(own | _among("sourcedId", used))
 
 
-def _sessions(sessions: pl.DataFrame, classes: pl.DataFrame, courses: pl.DataFrame) -> pl.DataFrame:
-    used = classes["termSourcedIds"].explode().append(courses["schoolYearSourcedId"]).drop_nulls()
-    ids = _walk(_links(sessions), used, upward=True)
+def _sessions(sessions: pl.DataFrame, classes: pl.DataFrame, courses: pl.DataFrame, scope: Scope) -> pl.DataFrame:
+    if not narrows_classes(scope) and scope.class_start_days is None and scope.class_end_days is None:
+        return sessions  # every class is in the view: so is every session
+    terms = classes["termSourcedIds"].explode().drop_nulls()
+    used = pl.concat([terms, courses["schoolYearSourcedId"]]).drop_nulls()  # (Series.append would change terms)
+    links = _links(sessions)
+    ids = pl.concat([_walk(links, used, upward=True), _walk(links, terms, upward=False)]).unique()
     return sessions.filter(_among("sourcedId", ids)).with_columns(_unless_among("parentSourcedId", ids))
 
 

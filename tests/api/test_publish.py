@@ -18,7 +18,7 @@ import pytest
 from daemon.oneroster import schema
 from daemon.snapshots.job import UploadJob, run_job
 from daemon.targets.api import publish
-from daemon.targets.api.publish import PLACEHOLDER, publish_target
+from daemon.targets.api.publish import PLACEHOLDER, make_visible, publish_target
 from daemon.targets.api.query import parse_collection_query, CollectionFields
 from daemon.targets.api.reader import Reader
 
@@ -99,6 +99,7 @@ class Publisher:
         folder = self.root / f"pub{self.count}"
         publish_target(str(snapshot), str(self.last) if self.last else None, scope or {}, ["1.1", "1.2"], self.days,
                        at.date().isoformat(), at.isoformat(), str(folder))  # fmt: skip
+        make_visible(folder, at)  # switched in at `at` (target.py does it a moment after the build)
         self.last = folder
         return folder
 
@@ -189,6 +190,7 @@ def test_stored_hrefs_wait_for_the_servers_base(snapshots, tmp_path: Path) -> No
     folder = Publisher(tmp_path)(snapshots[1], T1)
     text = pl.read_parquet(publish.entity_file(folder, "1.1", "enrollments"))["_json"][0]
     assert json.loads(text)["user"]["href"] == f"{PLACEHOLDER}/users/t1"
+    assert "sourcedId" not in json.loads(text)  # sourcedId, status and dates are columns, put in when served
 
 
 def test_a_scope_that_leaves_nothing_keeps_everything_as_tobedeleted(snapshots, tmp_path: Path) -> None:

@@ -8,17 +8,19 @@ Python from the same rows, by the rule in reader.py's docstring (ties broken by 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from daemon.targets.api.errors import ApiError
-from daemon.targets.api.publish import ROW_GROUP, entity_file
+from daemon.targets.api.publish import ROW_GROUP, entity_file, make_visible
 from daemon.targets.api.query import CollectionFields, parse_collection_query
 from daemon.targets.api.reader import Reader
 
 N = 5000
+MOMENT = datetime(2026, 12, 1, 2, 0, 0, 123000, tzinfo=UTC)
 NAMES = ["Lee", "Park", "Diaz", "Ng", "Ruiz", "Okafor", "Smith"]
 ROWS = [{"sourcedId": f"u{i:05d}", "familyName": NAMES[(i * 7919) % len(NAMES)], "grades": [f"{i % 12 + 1:02d}"],
          "rare": "yes" if i % 997 == 0 else "no"} for i in range(N)]  # fmt: skip
@@ -31,11 +33,13 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("reader")
     frame = pl.DataFrame(ROWS).with_columns(
         status=pl.lit("active"),
-        _json=pl.struct("sourcedId", "familyName").struct.json_encode(),
+        dateLastModified=pl.lit(None, pl.Datetime("ms", "UTC")),  # this publication's moment
+        _json=pl.struct("familyName").struct.json_encode(),
     )
     path = entity_file(root, "1.1", "users")
     path.parent.mkdir(parents=True)
     frame.write_parquet(path, row_group_size=ROW_GROUP)
+    make_visible(root, MOMENT)
     return root
 
 
@@ -92,3 +96,11 @@ def test_a_field_no_record_carries_reads_as_absent(folder: Path) -> None:
     assert page(folder, ("filter", "middleName=''"), ("limit", "1")) == (N, ids(ROWS[:1]))
     assert page(folder, ("filter", "middleName='Jo'")) == (0, [])
     assert page(folder, ("sort", "middleName"), ("limit", "2")) == (N, ids(ROWS[:2]))
+
+
+def test_records_are_assembled_with_their_lifecycle(folder: Path) -> None:
+    found = Reader().collection(folder, "1.1", "users", parse_collection_query([("limit", "1")], FIELDS), None, "x")
+    assert json.loads(found.texts[0]) == {"sourcedId": "u00000", "status": "active",
+                                          "dateLastModified": "2026-12-01T02:00:00.123Z", "familyName": "Lee"}
+    assert page(folder, ("filter", "dateLastModified>'2026-12-01T02:00:00.122Z'"), ("limit", "1"))[0] == N
+    assert page(folder, ("filter", "dateLastModified>'2026-12-01T02:00:00.123Z'")) == (0, [])

@@ -4,9 +4,6 @@ one of the 41 operations of 1.1 crawled with a published client nobody here wrot
 a field the document requires or holds a value outside its enumerations), and what it read compared with the
 CSV files uploaded; then day 2, and the `dateLastModified` delta compared with the change between the days.
 
-Mismatches rosterd is known to have are listed below (KNOWN_*): the checks that find them stay, the test ends
-as xfail naming them, and it fails on any other mismatch, or on a listed one that no longer shows.
-
 Every expected value is read off the uploaded tables with the 1.1 spec's meaning of each endpoint (the
 students of a class: the users with a student enrollment in it; the terms: sessions of type term; ...).
 """
@@ -43,60 +40,21 @@ API_TARGET = "\n".join([
 PAGE = 7  # small, so that every collection takes several pages
 DEADLINE = 45.0
 
-# What rosterd serves against the 1.1 contract or README's stated rules, known and awaiting a fix in the daemon.
-# Each entry names one mismatch; the check stays, and when it finds that mismatch (and nothing else) the test
-# ends as xfail naming it. Once rosterd is fixed, the entry must go: an entry that no check needed fails the test.
-#   client refusals: method of the client -> (what is wrong, a pattern of the client's ValueError)
-BLANK_IDENTIFIER = (
-    "an org whose CSV identifier is blank (optional in orgs.csv) is served without `identifier`, which the "
-    "1EdTech 1.1 OpenAPI document's OrgType lists as required: a strict client refuses the whole page",
-    r"`identifier`, must not be `None`",
-)
-KNOWN_REFUSALS: dict[str, tuple[str, str]] = {"get_orgs": BLANK_IDENTIFIER, "get_org": BLANK_IDENTIFIER}
-#   records of the upload that rosterd does not serve: sourcedId -> what is wrong
-KNOWN_LEFT_OUT: dict[str, str] = {
-    "gp-2027-q1a": "a grading period that no class or course names is not served (not in /academicSessions, "
-    "/gradingPeriods, /terms/{id}/gradingPeriods, nor by id), though the target's scope is empty and README says "
-    "the empty scope sends the roster unchanged; so no 1.1 district's grading periods are ever served",
-}
-#   the delta: a change dated earlier than the last moment the API still served the old content (None once fixed)
-KNOWN_EARLY_DATES: str | None = (
-    "a change is dated when its publication began (cut down to the whole second), not when it was first "
-    "served: day 1 is served while day 2's publication is built, and a consumer that pulled in that time "
-    "asks next for dateLastModified>T with T after those dates, so it never learns of the change"
-)
-
-
 class Ledger:
-    """Every difference the crawl finds, so that one run reports them all: the known ones (excused) and the
-    others (the test fails listing them)."""
+    """Every difference the crawl finds, so that one run reports them all (the test fails listing them)."""
 
     def __init__(self) -> None:
-        self.excused: dict[str, str] = {}
         self.unexpected: list[str] = []
-
-    def excuse(self, key: str, what: str) -> None:
-        self.excused.setdefault(key, what)
 
     def same(self, context: str, served: object, expected: object) -> None:
         if served != expected:
             self.unexpected.append(f"{context}: served {served!r}, the CSV says {expected!r}")
 
     def same_ids(self, context: str, served: set[str], expected: set[str]) -> None:
-        """Equal sets of sourcedIds, but for records KNOWN_LEFT_OUT missing from what is served."""
-        missing = expected - served
-        known = {i for i in missing if i in KNOWN_LEFT_OUT}
-        for sourced_id in known:
-            self.excuse(sourced_id, f"{sourced_id}: {KNOWN_LEFT_OUT[sourced_id]} (e.g. {context})")
-        self.same(context, sorted(served), sorted(expected - known))
+        self.same(context, sorted(served), sorted(expected))
 
     def finish(self) -> None:
         assert not self.unexpected, f"{len(self.unexpected)} mismatches:\n" + "\n".join(self.unexpected[:60])
-        unused = (set(KNOWN_REFUSALS) | set(KNOWN_LEFT_OUT)) - set(self.excused)
-        assert not unused, f"these mismatches are gone: remove them from KNOWN_REFUSALS / KNOWN_LEFT_OUT: {unused}"
-        # KNOWN_EARLY_DATES is not required to show: it needs a poll of day 1 after day 2's date
-        if self.excused:
-            pytest.xfail("; ".join(self.excused.values()))
 
 
 # -- the district as uploaded ----------------------------------------------------------------------------
@@ -276,11 +234,7 @@ class Crawler:
         try:
             parsed, _status, headers = operation(*args, **query)
         except ValueError as refusal:
-            known = KNOWN_REFUSALS.get(method)
-            if known is not None and re.search(known[1], str(refusal)):
-                self.ledger.excuse(method, f"{method}: {known[0]} (the client: {refusal})")
-            else:
-                self.ledger.unexpected.append(f"the client refused {method}{args}: {refusal}")
+            self.ledger.unexpected.append(f"the client refused {method}{args}: {refusal}")
             raw, _status, headers = operation(*args, _preload_content=False, **query)
             return raw.json(), headers
         return self.client.sanitize_for_serialization(parsed), headers
@@ -536,8 +490,5 @@ def test_a_published_client_crawls_every_endpoint_and_pulls_the_day_two_delta(
         early = sorted((r["dateLastModified"], r["sourcedId"]) for r in delta if r["dateLastModified"] <= still_day_one)
         if early:
             found = f"{collection} {early[0][1]} dated {early[0][0]}, day 1 still served at {still_day_one}"
-            if KNOWN_EARLY_DATES:
-                ledger.excuse("early dates", f"{KNOWN_EARLY_DATES} (e.g. {found})")
-            else:
-                ledger.unexpected.append(f"a change dated before it was served: {found}")
+            ledger.unexpected.append(f"a change dated before it was served: {found}")
     ledger.finish()

@@ -1,26 +1,32 @@
 """What an api target serves: a publication, made from each accepted snapshot in a worker process.
 
-A publication is one folder per api target (STATE/targets/<tenant>/<target>/<upload_id>/, next to the views
-licence targets keep) with, per served version, one Parquet file per stored collection (`1.2/users.parquet`):
+A publication is one folder per api target (STATE/targets/<tenant>/<target>/<upload_id>@<time>/, next to the
+views licence targets keep) with, per served version, one Parquet file per stored collection
+(`1.2/users.parquet`):
 - one row per record the vendor may see, in sourcedId order, in row groups of ROW_GROUP rows;
-- `_json`: the record's JSON text as served, its hrefs starting with PLACEHOLDER (the server puts its own
-  base URL there, so a publication does not depend on the host name a client used);
-- `status`, `dateLastModified` and the record's other fields as typed columns (refs as their sourcedId,
-  arrays as lists, dates as dates) for `filter` and `sort`, and `_roles`/`_orgs` on users for the
-  relationship endpoints; `_digest` for the next publication's comparison.
+- `_json`: the record's JSON text without sourcedId, status and dateLastModified, its hrefs starting with
+  PLACEHOLDER (the server puts its own base URL there, so a publication does not depend on the host name a
+  client used); `_digest`, its hash, for the next publication's comparison;
+- `sourcedId`, `status`, `dateLastModified` and the record's other fields as typed columns (references as
+  their sourcedId, arrays as lists, dates as dates) for `filter` and `sort`, and `_roles`/`_orgs` on users for
+  the relationship endpoints. The server assembles each record's text from sourcedId, status,
+  dateLastModified and `_json`, only for the records of the page it answers.
 
 Why this, and not a query engine over the snapshot at request time: a page in the default order is a slice of
-the `_json` column, and Parquet's row groups let polars read only the groups that hold it, so a page costs the
+a few columns, and Parquet's row groups let polars read only the groups that hold it, so a page costs the
 same at offset 0 and at offset 2,800,000 and never reads the rest of the file; a filter or a sort reads only the
 typed columns it names. The JSON is made once per snapshot, in bulk, off the event loop, rather than per page.
 
-dateLastModified is rosterd's, not the SIS's: when a publication is made, a record whose JSON (without status and
-dateLastModified) is the same as in the last publication keeps that publication's dateLastModified; any other
-record gets the time this publication started. A record in the last publication and not in this one (it left the
-roster or the vendor's scope) stays, with its last JSON, as `status: tobedeleted` and dateLastModified the
-time it left, for `tobedeleted_days`, then goes. So `filter=dateLastModified>'T'` returns what changed after T,
-deletions included. A held upload makes no publication (the outbox queues its deliveries only on approval), so
-the API keeps serving the last accepted roster meanwhile.
+dateLastModified is rosterd's, not the SIS's: the moment the record's current content was first served. A
+record whose JSON is the same as in the last publication keeps that publication's date; any other record
+(new, changed, or one that left) is dated by this publication, whose moment is set only when it is switched
+in (`make_visible`, called by target.py just before the folder is renamed into place: the stored date is
+null and the VISIBLE file holds the moment). So a consumer that read the last publication at any time before
+the switch and then asks `filter=dateLastModified>'T'` with T its last read gets everything that changed, and
+nothing changes date without being served. A record in the last publication and not in this one (it left the
+roster or the vendor's scope) stays, with its last content, as `status: tobedeleted` dated when it left, for
+`tobedeleted_days`, then goes. A held upload makes no publication (the outbox queues its deliveries only on
+approval), so the API keeps serving the last accepted roster meanwhile.
 """
 
 from __future__ import annotations
@@ -36,18 +42,16 @@ from daemon.oneroster import schema
 from daemon.oneroster.schema import Kind
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS
-from daemon.targets.api.shapes import COLLECTIONS, DATETIME_TEXT, RENAMED, UTC_MS, record_texts
+from daemon.targets.api.shapes import COLLECTIONS, RENAMED, UTC_MS, publication_rows
 from daemon.targets.scope import scoped_view
 from daemon.targets.settings import Scope
 
 PLACEHOLDER = "@base@"  # every href of a stored record starts with it: '"href":"@base@/orgs/x"'
 HREF_MARK = '"href":"' + PLACEHOLDER
 ROW_GROUP = 2000
-META = "published.json"  # written last: a publication folder with it is complete
-ACTIVE = ',"status":"active"'  # the second field of every record as record_texts writes it
+META = "published.json"  # written when the publication is built: a folder with it is complete
+VISIBLE = "visible.json"  # written when it is switched in: the moment that dates its changes
 CHUNK = 200_000  # rows turned into JSON at a time, to bound the worker's memory
-LIFECYCLE_PATTERN = r',"status":"[a-z]+","dateLastModified":"[^"]*"'  # what a stored record has in its place
-HIDDEN = ("_json", "_digest", "_roles", "_orgs")
 
 
 def entity_file(folder: Path, version: str, entity: str) -> Path:
@@ -55,7 +59,18 @@ def entity_file(folder: Path, version: str, entity: str) -> Path:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / META).is_file()
+    return (folder / META).is_file() and (folder / VISIBLE).is_file()
+
+
+def make_visible(folder: Path, at: datetime) -> None:
+    """Record the moment a built publication is switched in: it dates every record it changed."""
+    moment = at.astimezone(UTC)
+    write_whole(folder / VISIBLE, json.dumps({"at": moment.isoformat(timespec="milliseconds")}) + "\n", mode=None)
+
+
+def visible_at(folder: Path) -> datetime:
+    """The moment a publication was switched in (see make_visible)."""
+    return datetime.fromisoformat(json.loads((folder / VISIBLE).read_text(encoding="utf-8"))["at"])
 
 
 def publish_target(
@@ -63,16 +78,18 @@ def publish_target(
     now: str, staging: str,
 ) -> dict:  # fmt: skip
     """In a worker process: the publication of `snapshot` for a target with `scope`, written to a fresh
-    `staging` folder, following the `previous` publication (None: the first). Returns its summary: record
-    counts per version and collection, how many changed and how many are tobedeleted."""
-    moment = datetime.fromisoformat(now).astimezone(UTC).replace(microsecond=0)
+    `staging` folder, following the `previous` publication (None: the first). `now` decides which records
+    that left have been gone for `tobedeleted_days`. Returns its summary: per version and collection, how
+    many records it has, how many it changed (new, changed or newly tobedeleted) and how many are
+    tobedeleted."""
+    moment = datetime.fromisoformat(now).astimezone(UTC)
     frames, _files = storage.scan_frames(Path(snapshot))
     view, _left_out = scoped_view(frames, Scope.model_validate(scope), datetime.fromisoformat(today).date())
     view = {e: f.drop([c for c in SECRET_COLUMNS if c in f.columns]) for e, f in view.items()}
     out = Path(staging)
     storage.clear(out)
     before = Path(previous) if previous else None
-    summary: dict = {"published_at": moment.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "polars": pl.__version__, "versions": {}}
+    summary: dict = {"built_at": moment.isoformat(timespec="milliseconds"), "polars": pl.__version__, "versions": {}}
     for version in versions:
         (out / version).mkdir(parents=True)
         counts = summary["versions"][version] = {}
@@ -80,90 +97,76 @@ def publish_target(
             if entity not in view:
                 continue
             old = entity_file(before, version, entity) if before else None
-            frame = _publication(entity, view, version, old if old and old.is_file() else None, moment,
-                                 tobedeleted_days, _digests_comparable(before))  # fmt: skip
+            last = _last(old, before) if old is not None and old.is_file() else None
+            frame = _publication(entity, view, version, old, last, moment, tobedeleted_days)
             frame.write_parquet(entity_file(out, version, entity), row_group_size=ROW_GROUP, compression="zstd",
                                 statistics=True)  # fmt: skip
             counts[entity] = {
                 "records": frame.height,
-                "changed": frame.filter(pl.col("dateLastModified") == moment).height,
+                "changed": frame.filter(pl.col("dateLastModified").is_null()).height,
                 "tobedeleted": frame.filter(pl.col("status") == "tobedeleted").height,
             }
+            del frame
     write_whole(out / META, json.dumps(summary, sort_keys=True) + "\n", mode=None)
     return summary
 
 
-def _digests_comparable(previous: Path | None) -> bool:
-    """Whether the previous publication's digests were made by this polars (hash values are stable only
-    within one polars version); if not, they are made again from its JSON."""
-    if previous is None or not is_complete(previous):
-        return True
-    return json.loads((previous / META).read_text(encoding="utf-8")).get("polars") == pl.__version__
+def _last(old: Path, folder: Path) -> pl.DataFrame:
+    """What the comparison needs of the previous publication's records: sourcedId, status, dateLastModified
+    (its own changes dated by its switch) and digest (made again from its JSON when another polars made it:
+    hash values hold within one polars version only)."""
+    meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    last = pl.read_parquet(old, columns=["sourcedId", "status", "dateLastModified", "_digest"])
+    last = last.with_columns(pl.col("dateLastModified").fill_null(pl.lit(visible_at(folder), UTC_MS)))
+    if meta.get("polars") != pl.__version__:
+        last = last.with_columns(_digest=pl.read_parquet(old, columns=["_json"])["_json"].hash())
+    return last
 
 
 def _publication(
-    entity: str, view: dict[str, pl.DataFrame], version: str, old: Path | None, moment: datetime,
-    tobedeleted_days: int, comparable: bool,
+    entity: str, view: dict[str, pl.DataFrame], version: str, old: Path | None, last: pl.DataFrame | None,
+    moment: datetime, tobedeleted_days: int,
 ) -> pl.DataFrame:  # fmt: skip
-    rows = view[entity].with_columns(status=pl.lit(None, pl.String), dateLastModified=pl.lit(None, UTC_MS))
+    rows = view[entity]
     pieces = []
     for start in range(0, max(rows.height, 1), CHUNK):
-        chunk = rows.slice(start, CHUNK)
-        texts = record_texts(entity, chunk, version, PLACEHOLDER, related=view)
-        pieces.append(pl.DataFrame({"sourcedId": chunk["sourcedId"], "_content": texts}))
-    current = pl.concat(pieces).with_columns(_digest=pl.col("_content").hash())
-    stamp = pl.lit(moment, UTC_MS)
-    if old is None:
-        current = current.with_columns(status=pl.lit("active"), dateLastModified=stamp)
-        gone = None
-    else:
-        last = pl.read_parquet(old, columns=["sourcedId", "status", "dateLastModified", "_digest"])
-        if not comparable:
-            content = pl.read_parquet(old, columns=["_json"])["_json"].str.replace(LIFECYCLE_PATTERN, ACTIVE)
-            last = last.with_columns(_digest=content.hash())
-        earlier = last.select("sourcedId", _status_last="status", _date_last="dateLastModified",
-                              _digest_last="_digest")  # fmt: skip
-        joined = current.join(earlier, on="sourcedId", how="left", maintain_order="left")
-        same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
-        current = joined.select(
-            "sourcedId", "_content", "_digest", status=pl.lit("active"),
-            dateLastModified=pl.when(same).then(pl.col("_date_last")).otherwise(stamp),
-        )  # fmt: skip
-        gone = _gone(old, last.join(current.select("sourcedId"), on="sourcedId", how="anti"), moment,
-                     tobedeleted_days)  # fmt: skip
-    lifecycle = pl.lit(',"status":"') + pl.col("status") + pl.lit('","dateLastModified":"') + \
-        pl.col("dateLastModified").dt.strftime(DATETIME_TEXT) + pl.lit('"')  # fmt: skip
-    at = pl.col("_content").str.find(ACTIVE, literal=True)
+        texts, typed = publication_rows(entity, rows.slice(start, CHUNK), version, PLACEHOLDER, related=view)
+        pieces.append(typed.with_columns(_json=texts, _digest=texts.hash()))
+    current = pl.concat(pieces, how="vertical_relaxed")
+    del pieces
+    absent = {name: dtype for name, dtype in field_types(entity, version).items() if name not in current.columns}
+    current = current.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in absent.items())
+    unknown = pl.lit(None, UTC_MS)  # dated by this publication when it is switched in
+    if last is None:
+        return current.with_columns(status=pl.lit("active"), dateLastModified=unknown)
+    earlier = last.select("sourcedId", _status_last="status", _date_last="dateLastModified", _digest_last="_digest")
+    current = current.join(earlier, on="sourcedId", how="left", maintain_order="left")
+    same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
     current = current.with_columns(
-        _json=pl.col("_content").str.slice(0, at) + lifecycle + pl.col("_content").str.slice(at + len(ACTIVE))
-    ).drop("_content")
-    current = pl.concat([current, _typed(current["_json"], entity, version)], how="horizontal")
-    if gone is not None and gone.height:
-        current = pl.concat([current, gone], how="diagonal_relaxed")
-    return current.sort("sourcedId")
-
+        status=pl.lit("active"), dateLastModified=pl.when(same).then(pl.col("_date_last")).otherwise(unknown),
+    ).drop("_status_last", "_date_last", "_digest_last")  # fmt: skip
+    gone = _gone(old, last.join(current.select("sourcedId"), on="sourcedId", how="anti"), moment, tobedeleted_days)
+    if gone.height:
+        current = pl.concat([current, gone], how="diagonal_relaxed").sort("sourcedId")
+    return current
 
 
 def _gone(old: Path, left: pl.DataFrame, moment: datetime, days: int) -> pl.DataFrame:
-    """The records of the last publication that this one lacks: tobedeleted from `moment`, or already
-    tobedeleted and kept until `days` have passed since they left."""
-    cutoff = moment - timedelta(days=days)
-    left = left.with_columns(
-        dateLastModified=pl.when(pl.col("status") == "active").then(pl.lit(moment, UTC_MS))
-        .otherwise(pl.col("dateLastModified"))
-    ).filter(pl.col("dateLastModified") > pl.lit(cutoff, UTC_MS) if days else pl.lit(False))  # fmt: skip
-    if not left.height:
+    """The records of the last publication that this one lacks: tobedeleted from this publication on, or
+    already tobedeleted and kept until `days` have passed since they left."""
+    if not days:
         return left.clear()
-    kept = (
-        pl.scan_parquet(old).join(left.lazy().select("sourcedId", "dateLastModified"), on="sourcedId", how="semi")
-        .collect()
+    cutoff = pl.lit(moment - timedelta(days=days), UTC_MS)
+    keep = left.filter((pl.col("status") == "active") | (pl.col("dateLastModified") > cutoff))
+    if not keep.height:
+        return keep
+    lifecycle = keep.select(
+        "sourcedId", status=pl.lit("tobedeleted"),
+        dateLastModified=pl.when(pl.col("status") == "active").then(pl.lit(None, UTC_MS))
+        .otherwise(pl.col("dateLastModified")),
     )  # fmt: skip
-    kept = kept.drop("dateLastModified").join(left.select("sourcedId", "dateLastModified"), on="sourcedId")
-    lifecycle = pl.lit(',"status":"tobedeleted","dateLastModified":"') + \
-        pl.col("dateLastModified").dt.strftime(DATETIME_TEXT) + pl.lit('"')  # fmt: skip
-    return kept.with_columns(
-        status=pl.lit("tobedeleted"), _json=pl.col("_json").str.replace(LIFECYCLE_PATTERN, lifecycle)
-    )
+    kept = pl.scan_parquet(old).join(lifecycle.lazy().select("sourcedId"), on="sourcedId", how="semi").collect()
+    return kept.drop("status", "dateLastModified").join(lifecycle, on="sourcedId", maintain_order="left")
 
 
 # --- typed columns for filter, sort and the relationship endpoints ------------------------------------------
@@ -208,58 +211,5 @@ def field_types(entity: str, version: str) -> dict[str, pl.DataType]:
     if entity == "users":
         types.update({"role": pl.String, "orgs": pl.List(pl.String)} if version == "1.1" else
                      {"role": pl.List(pl.String), "primaryOrg": pl.String})  # fmt: skip
+        types.update({"_roles": pl.List(pl.String), "_orgs": pl.List(pl.String)})
     return types
-
-
-def _typed(texts: pl.Series, entity: str, version: str) -> pl.DataFrame:
-    """The records' fields as typed columns: a ref as its sourcedId, a list of refs as a list of them, dates
-    as dates; objects (metadata, userIds, userProfiles) are left to the JSON."""
-    table = schema.VERSIONS[version].tables[entity]
-    dates = {RENAMED.get(c.name, c.name) for c in table.columns if c.kind is Kind.DATE}
-    if texts.is_empty():  # no record: the columns alone
-        hidden = {"_roles": pl.List(pl.String), "_orgs": pl.List(pl.String)} if entity == "users" else {}
-        return pl.DataFrame(schema=field_types(entity, version) | hidden)
-    decoded = texts.str.json_decode(infer_schema_length=None).struct.unnest()
-    columns = []
-    for name, dtype in decoded.schema.items():
-        if name in ("sourcedId", "status", "dateLastModified", "metadata", "userIds", "userProfiles"):
-            continue
-        c = pl.col(name)
-        if isinstance(dtype, pl.Struct) and "sourcedId" in {f.name for f in dtype.fields}:
-            columns.append(c.struct.field("sourcedId").alias(name))
-        elif isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
-            inner = {f.name for f in dtype.inner.fields}
-            if "sourcedId" in inner:
-                columns.append(c.list.eval(pl.element().struct.field("sourcedId")).alias(name))
-            elif name == "roles":
-                columns.append(c.list.eval(pl.element().struct.field("role")).alias("role"))
-        elif name in dates:
-            columns.append(c.str.to_date("%Y-%m-%d", strict=False))
-        elif isinstance(dtype, pl.List):
-            columns.append(c.cast(pl.List(pl.String)))
-        elif dtype != pl.Null:
-            columns.append(c.cast(pl.String))
-    typed = decoded.select(columns) if columns else pl.DataFrame(height=decoded.height)
-    absent = {name: dtype for name, dtype in field_types(entity, version).items() if name not in typed.columns}
-    typed = typed.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in absent.items())
-    if entity == "users":
-        typed = typed.hstack(decoded.select(_membership(decoded, version)))
-    return typed
-
-
-def _membership(decoded: pl.DataFrame, version: str) -> list[pl.Expr]:
-    """users: `_roles` (every role the user holds) and `_orgs` (every org they hold one at, or belong to)."""
-    names = decoded.columns
-    if version == "1.1":
-        roles = pl.concat_list(pl.col("role").cast(pl.String)) if "role" in names else pl.lit([], pl.List(pl.String))
-        orgs = (pl.col("orgs").list.eval(pl.element().struct.field("sourcedId")) if "orgs" in names
-                else pl.lit([], pl.List(pl.String)))  # fmt: skip
-        return [roles.alias("_roles"), orgs.alias("_orgs")]
-    if "roles" in names:
-        roles = pl.col("roles").list.eval(pl.element().struct.field("role"))
-        orgs = pl.col("roles").list.eval(pl.element().struct.field("org").struct.field("sourcedId"))
-    else:
-        roles = orgs = pl.lit([], pl.List(pl.String))
-    if "primaryOrg" in names:
-        orgs = pl.concat_list(orgs, pl.col("primaryOrg").struct.field("sourcedId")).list.drop_nulls()
-    return [roles.fill_null([]).alias("_roles"), orgs.fill_null([]).list.unique(maintain_order=True).alias("_orgs")]

@@ -25,7 +25,8 @@ from pathlib import Path
 import polars as pl
 
 from daemon.targets.api.errors import bad_query, unknown_object
-from daemon.targets.api.publish import ROW_GROUP, entity_file
+from daemon.targets.api.publish import ROW_GROUP, entity_file, visible_at
+from daemon.targets.api.shapes import DATETIME_TEXT, UTC_MS
 from daemon.targets.api.query import Query, filter_expression
 
 CACHE_ENTRIES = 64
@@ -36,7 +37,7 @@ CACHE_ROWS = 20_000_000  # positions kept in all (4 bytes each): about 80 MB at 
 @dataclass(frozen=True, slots=True)
 class Page:
     total: int  # records the query matches (X-Total-Count)
-    texts: pl.Series  # JSON text of this page's records, in order
+    texts: pl.Series  # JSON text of this page's records, in order (hrefs still start with the placeholder)
 
 
 class Reader:
@@ -44,6 +45,7 @@ class Reader:
         self._lock = threading.Lock()
         self._positions: OrderedDict[tuple, pl.Series] = OrderedDict()
         self._schemas: OrderedDict[Path, dict[str, pl.DataType]] = OrderedDict()
+        self._moments: OrderedDict[Path, object] = OrderedDict()
 
     # -- what requests call ---------------------------------------------------------------------------------
 
@@ -79,10 +81,10 @@ class Reader:
         condition = pl.col("sourcedId") == sourced_id
         if where is not None:
             condition = condition & where
-        found = pl.scan_parquet(path).filter(condition).select("_json").collect()
+        found = self._scan(path).filter(condition).select(SERVED).collect()
         if not found.height:
             raise unknown_object(f"No such record: {sourced_id!r}")
-        return found["_json"][0]
+        return _assembled(found)[0]
 
     def exists(self, folder: Path, version: str, entity: str, sourced_id: str, where: pl.Expr | None = None) -> bool:
         path = entity_file(folder, version, entity)
@@ -91,7 +93,7 @@ class Reader:
         condition = pl.col("sourcedId") == sourced_id
         if where is not None:
             condition = condition & where
-        return pl.scan_parquet(path).filter(condition).select(pl.len()).collect().item() > 0
+        return self._scan(path).filter(condition).select(pl.len()).collect().item() > 0
 
     def values(self, folder: Path, version: str, entity: str, where: pl.Expr, column: str, key: str) -> pl.Series:
         """The distinct values of `column` (a list column is flattened) among `entity`'s records satisfying
@@ -101,7 +103,7 @@ class Reader:
             return pl.Series(column, [], pl.String)
 
         def find() -> pl.Series:
-            picked = pl.scan_parquet(path).filter(where).select(pl.col(column)).collect().to_series()
+            picked = self._scan(path).filter(where).select(pl.col(column)).collect().to_series()
             if isinstance(picked.dtype, pl.List):
                 picked = picked.explode()
             return picked.drop_nulls().unique().sort()
@@ -135,17 +137,16 @@ class Reader:
 
     def _default_order(self, path: Path, total: int, query: Query) -> pl.Series:
         if not query.descending:
-            return pl.scan_parquet(path).slice(query.offset, query.limit).select("_json").collect()["_json"]
+            return _assembled(self._scan(path).slice(query.offset, query.limit).select(SERVED).collect())
         last = total - 1 - query.offset  # descending: the page runs backwards from here
         if last < 0:
             return pl.Series("_json", [], pl.String)
         first = max(0, last - query.limit + 1)
-        block = pl.scan_parquet(path).slice(first, last - first + 1).select("_json").collect()["_json"]
-        return block.reverse()
+        return _assembled(self._scan(path).slice(first, last - first + 1).select(SERVED).collect()).reverse()
 
     def _find(self, path: Path, condition: pl.Expr | None, sort: str | None, descending: bool,
               absent: frozenset[str]) -> pl.Series:  # fmt: skip
-        frame = pl.scan_parquet(path).with_row_index("_pos")
+        frame = self._scan(path).with_row_index("_pos")
         if absent:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(name) for name in sorted(absent))
         if condition is not None:
@@ -161,17 +162,29 @@ class Reader:
             return pl.Series("_json", [], pl.String)
         low, high = positions.min(), positions.max()
         if high - low < 2 * ROW_GROUP + 4 * positions.len():  # close together: one slice
-            block = pl.scan_parquet(path).slice(low, high - low + 1).select("_json").collect()["_json"]
-            return block.gather(positions - low)
+            block = self._scan(path).slice(low, high - low + 1).select(SERVED).collect()
+            return _assembled(block[positions - low])
         pieces = []
-        groups = (positions // ROW_GROUP).unique().sort()
-        for group in groups:
+        wanted = pl.DataFrame({"_pos": positions}).with_row_index("_order")
+        for group in (positions // ROW_GROUP).unique().sort():
             start = group * ROW_GROUP
-            block = pl.scan_parquet(path).slice(start, ROW_GROUP).select("_json").collect()["_json"]
-            wanted = pl.DataFrame({"_pos": positions}).with_row_index("_order").filter(
-                (pl.col("_pos") // ROW_GROUP) == group)  # fmt: skip
-            pieces.append(wanted.with_columns(_json=block.gather(wanted["_pos"] - start)))
-        return pl.concat(pieces).sort("_order")["_json"]
+            block = self._scan(path).slice(start, ROW_GROUP).select(SERVED).collect()
+            here = wanted.filter((pl.col("_pos") // ROW_GROUP) == group)
+            pieces.append(pl.concat([here, block[here["_pos"] - start]], how="horizontal"))
+        return _assembled(pl.concat(pieces).sort("_order"))
+
+    def _scan(self, path: Path) -> pl.LazyFrame:
+        """The file, with the dates its publication left to its moment filled in (see publish.py)."""
+        folder = path.parent.parent
+        with self._lock:
+            moment = self._moments.get(folder)
+        if moment is None:
+            moment = visible_at(folder)
+            with self._lock:
+                self._moments[folder] = moment
+                while len(self._moments) > SCHEMA_ENTRIES:
+                    self._moments.popitem(last=False)
+        return pl.scan_parquet(path).with_columns(pl.col("dateLastModified").fill_null(pl.lit(moment, UTC_MS)))
 
     def _cached(self, key: tuple, compute: Callable[[], pl.Series]) -> pl.Series:
         with self._lock:
@@ -187,6 +200,18 @@ class Reader:
             ):  # fmt: skip
                 self._positions.popitem(last=False)
         return made
+
+
+SERVED = ("sourcedId", "status", "dateLastModified", "_json")  # what a record's text is assembled from
+
+
+def _assembled(rows: pl.DataFrame) -> pl.Series:
+    """Each row's record text: sourcedId, status and dateLastModified, then the stored fields."""
+    head = pl.struct(pl.col("sourcedId")).struct.json_encode().str.strip_suffix("}")
+    lifecycle = pl.concat_str(pl.lit(',"status":"'), pl.col("status"), pl.lit('","dateLastModified":"'),
+                              pl.col("dateLastModified").dt.strftime(DATETIME_TEXT), pl.lit('"'))  # fmt: skip
+    rest = pl.when(pl.col("_json") == "{}").then(pl.lit("}")).otherwise(pl.lit(",") + pl.col("_json").str.slice(1))
+    return rows.select((head + lifecycle + rest).alias("_json"))["_json"]
 
 
 def _filter_key(query: Query) -> tuple | None:

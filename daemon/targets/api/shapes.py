@@ -86,6 +86,66 @@ def record_texts(
     modified_at: datetime | None = None, fields: Sequence[str] | None = None,
 ) -> pl.Series:  # fmt: skip
     """One JSON object (text) per row of `page`, in its order. `fields`: only these top-level fields."""
+    joined, parts, _membership = _render(entity, page, version, base_url, related, modified_at)
+    if fields is not None:
+        wanted = set(fields)
+        parts = [(name, value) for name, value in parts if name in wanted]
+    return joined.select(_object(parts).alias("json")).to_series()
+
+
+def publication_rows(
+    entity: str, page: pl.DataFrame, version: str, base_url: str, *, related: Related | None = None
+) -> tuple[pl.Series, pl.DataFrame]:  # fmt: skip
+    """What a publication keeps of each row of `page` (daemon/targets/api/publish.py): the record's JSON text
+    without sourcedId, status and dateLastModified (which change without the content changing), and its
+    fields as typed columns for filters and sorts: sourcedId, each field under its JSON name (a reference
+    as its sourcedId, a list of them as a list, booleans as "true"/"false", dates as dates), and for users
+    `_roles` and `_orgs` (every role held, every org held at or belonged to), and in 1.2 `role` (the roles'
+    role values, the sub-field a filter may name)."""
+    joined, parts, membership = _render(entity, page, version, base_url, related, None)
+    content = [(name, value) for name, value in parts if name not in LIFECYCLE]
+    texts = joined.select(_object(content).alias("_json")).to_series()
+    table = schema.VERSIONS[version].tables[entity]
+    columns = [pl.col("sourcedId")]
+    for col in table.columns:
+        if col.name in joined.columns and col.kind not in UNTYPED:
+            columns.append(_typed(col, joined.schema[col.name]))
+    typed = joined.select(columns)
+    if membership is not None:
+        typed = typed.join(membership, on="sourcedId", how="left", maintain_order="left").with_columns(
+            pl.col("_roles", "_orgs").fill_null([]))  # fmt: skip
+        if version == "1.2":
+            typed = typed.with_columns(role=pl.col("_roles"))
+    return texts, typed
+
+
+LIFECYCLE = ("sourcedId", "status", "dateLastModified")
+UNTYPED = (Kind.GUID, Kind.SECRET, Kind.USER_IDS, Kind.STATUS, Kind.MODIFIED)
+
+
+def _typed(col: Column, dtype: pl.DataType) -> pl.Expr:
+    """A stored column as the typed column of its JSON field (see publication_rows)."""
+    c = pl.col(col.name)
+    name = RENAMED.get(col.name, col.name)
+    if col.kind is Kind.REF and name.endswith("SourcedId"):
+        name = name.removesuffix("SourcedId")
+    if isinstance(dtype, pl.List):
+        return c.cast(pl.List(pl.String)).alias(name)
+    if dtype == pl.Boolean:
+        return pl.when(c).then(pl.lit("true")).when(c.not_()).then(pl.lit("false")).alias(name)
+    if dtype == pl.Date:
+        return c.alias(name)
+    if col.kind is Kind.YEAR and dtype.is_integer():
+        return c.cast(pl.String).str.zfill(4).alias(name)
+    return c.cast(pl.String).alias(name)
+
+
+def _render(
+    entity: str, page: pl.DataFrame, version: str, base_url: str, related: Related | None,
+    modified_at: datetime | None,
+) -> tuple[pl.DataFrame, list[tuple[str, pl.Expr]], pl.DataFrame | None]:  # fmt: skip
+    """The page converted to `version` with the fields drawn from other rows, each JSON field as (name, JSON
+    text expression) over it, and for users their roles and orgs (sourcedId, _roles, _orgs)."""
     if entity not in COLLECTIONS:
         raise ValueError(f"{entity!r} is not a rostering collection ({', '.join(COLLECTIONS)})")
     if version not in VERSIONS:
@@ -95,7 +155,7 @@ def record_texts(
     page = page.drop("_row", strict=False).rechunk()  # a page glued from many pieces is slow to work on
     lifecycle = {"status": pl.String, "dateLastModified": UTC_MS}  # every record has both, blank or not
     page = page.with_columns(pl.lit(None, dtype).alias(n) for n, dtype in lifecycle.items() if n not in page.columns)
-    frame, extra = _in_version(entity, page, version, related, base)
+    frame, extra, membership = _in_version(entity, page, version, related, base)
     table = schema.VERSIONS[version].tables[entity]
     parts = [_field(col, frame.schema[col.name], base, modified_at) for col in table.columns
              if col.name in frame.columns and col.kind is not Kind.SECRET]  # fmt: skip
@@ -106,11 +166,8 @@ def record_texts(
     parts += [(name, pl.col(name)) for name in extra.columns if name != "sourcedId"]
     always = ALWAYS.get(entity, {})
     parts = [(name, value.fill_null(pl.lit(always[name])) if name in always else value) for name, value in parts]
-    if fields is not None:
-        wanted = set(fields)
-        parts = [(name, value) for name, value in parts if name in wanted]
     joined = frame.join(extra, on="sourcedId", how="left", maintain_order="left") if extra.width > 1 else frame
-    return joined.select(_object(parts).alias("json")).to_series()
+    return joined, parts, membership
 
 
 # --- JSON text from expressions ---------------------------------------------------------------------------
@@ -178,8 +235,9 @@ def _field(col: Column, dtype: pl.DataType, base: str, modified_at: datetime | N
 
 def _in_version(
     entity: str, page: pl.DataFrame, version: str, related: Related, base: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The page converted to `version`, and a frame of sourcedId and JSON fields drawn from other rows."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """The page converted to `version`, a frame of sourcedId and JSON fields drawn from other rows, and for
+    users their membership (see _membership)."""
     ids = page.select("sourcedId")
     if entity == "users":
         users, roles, profiles = _users(page, version, related)
@@ -188,11 +246,31 @@ def _in_version(
             extra = extra.join(_role_arrays(roles, base), on="sourcedId", how="left")
         if profiles is not None and profiles.height:
             extra = extra.join(_profile_arrays(profiles), on="sourcedId", how="left")
-        return users, extra
+        return users, extra, _membership(users, roles, version)
     frame = export.convert({entity: page}, version, complete=False)[entity]
     if entity in ("orgs", "academicSessions"):
-        return frame, _children(ids, related.get(entity, page), entity, base)
-    return frame, ids
+        return frame, _children(ids, related.get(entity, page), entity, base), None
+    return frame, ids, None
+
+
+def _membership(users: pl.DataFrame, roles: pl.DataFrame | None, version: str) -> pl.DataFrame:
+    """sourcedId, `_roles` (every role the user holds) and `_orgs` (every org they hold one at or belong to)."""
+    if version == "1.1":
+        return users.select("sourcedId", _roles=pl.concat_list(pl.col("role")).list.drop_nulls(),
+                            _orgs=pl.col("orgSourcedIds").cast(pl.List(pl.String)))  # fmt: skip
+    held = pl.DataFrame(schema={"sourcedId": pl.String, "_roles": pl.List(pl.String), "_orgs": pl.List(pl.String)})
+    if roles is not None and roles.height:
+        held = roles.group_by("userSourcedId", maintain_order=True).agg(
+            _roles=pl.col("role").unique(maintain_order=True), _orgs=pl.col("orgSourcedId"),
+        ).rename({"userSourcedId": "sourcedId"})  # fmt: skip
+    primary = users.select("sourcedId", _primary=pl.col("primaryOrgSourcedId")) if "primaryOrgSourcedId" in \
+        users.columns else users.select("sourcedId", _primary=pl.lit(None, pl.String))  # fmt: skip
+    joined = primary.join(held, on="sourcedId", how="left", maintain_order="left")
+    return joined.select(
+        "sourcedId", _roles=pl.col("_roles").fill_null([]),
+        _orgs=pl.concat_list(pl.col("_orgs").fill_null([]), pl.col("_primary")).list.drop_nulls()
+        .list.unique(maintain_order=True),
+    )  # fmt: skip
 
 
 def _rows_of(frame: Frame, column: str, values: pl.Series) -> pl.DataFrame:

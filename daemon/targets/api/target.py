@@ -11,38 +11,53 @@ as licence targets get a daily delivery in their window's zone.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.outbox import Job, Outcome, delivered
-from daemon.targets.api.publish import is_complete, publish_target
+from daemon.targets.api.publish import is_complete, make_visible, publish_target, visible_at
 from daemon.targets.settings import ApiTarget
 from daemon.snapshots import storage
 from daemon.targets.views import STAGING_PREFIX, staging, target_folder
 
 
+LEAD_SECONDS = 1.0  # how far ahead of its switch a publication is dated; far more than a rename takes
+
+
 def current_publication(state_dir: Path, tenant: str, target: str) -> Path | None:
-    """The publication an api target serves now: its newest complete folder (None before the first)."""
+    """The publication an api target serves now: its newest complete folder whose moment has come (None
+    before the first)."""
     folder = target_folder(state_dir, tenant, target)
+    now = datetime.now(UTC)
     try:
-        found = [p for p in folder.iterdir() if not p.name.startswith(STAGING_PREFIX) and is_complete(p)]
+        found = [(visible_at(p), p) for p in folder.iterdir()
+                 if not p.name.startswith(STAGING_PREFIX) and is_complete(p)]  # fmt: skip
     except FileNotFoundError:
         return None
-    return max(found, key=lambda p: p.name.partition("@")[2], default=None)  # by publication time
+    return max(((at, p) for at, p in found if at <= now), default=(None, None))[1]
 
 
-def _switch(folder: Path, upload_id: str, published_at: str) -> None:
-    """The staged publication goes into place under a name of its own (a daily one of the same upload gets a
-    new folder), so requests never find none; then the ones it replaced go (a request still reading one had
-    its files open, or reads again from the new one: see server.py)."""
+def _switch(folder: Path, upload_id: str) -> datetime | None:
+    """The staged publication is dated LEAD_SECONDS ahead (to the millisecond) and goes into place under a
+    name of its own (a daily one of the same upload gets a new folder); it is served from its moment on, so
+    a record's new date is never earlier than the first answer that shows it (see publish.py on
+    dateLastModified). Once the moment has come, the publications it replaced go (a request still reading one
+    had its files open, or reads again from the new one: see server.py). Returns the moment, or None when an
+    earlier attempt switched it already."""
     source = staging(folder, upload_id)
     if not source.is_dir():
-        return  # switched by an earlier attempt that a crash cut short before it was recorded
-    final = folder / f"{upload_id}@{published_at.replace(':', '')}"
+        return None  # switched by an earlier attempt that a crash cut short before it was recorded
+    moment = datetime.fromtimestamp(math.ceil((time.time() + LEAD_SECONDS) * 1000) / 1000, UTC)
+    make_visible(source, moment)
+    final = folder / f"{upload_id}@{moment.strftime('%Y%m%dT%H%M%S.%fZ')}"
     storage.publish(source, final)
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))  # the old one serves until then
     for other in folder.iterdir():
         if other != final and not other.name.startswith(STAGING_PREFIX):
             storage.clear(other)
+    return moment
 
 
 class ApiPublication:
@@ -75,7 +90,8 @@ class ApiPublication:
             self.settings.tobedeleted_days, now.date().isoformat(), now.isoformat(),
             str(staging(self.folder, d.upload_id)),
         )  # fmt: skip
-        await asyncio.to_thread(_switch, self.folder, d.upload_id, summary["published_at"])
+        moment = await asyncio.to_thread(_switch, self.folder, d.upload_id)
         records = {v: sum(c["records"] for c in counts.values()) for v, counts in summary["versions"].items()}
         changed = {v: sum(c["changed"] for c in counts.values()) for v, counts in summary["versions"].items()}
-        return delivered({"published_at": summary["published_at"], "records": records, "changed": changed})
+        published = moment.isoformat(timespec="milliseconds") if moment else None
+        return delivered({"published_at": published, "records": records, "changed": changed})
