@@ -161,7 +161,7 @@ def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[t
             elif target.type == "sftp":
                 made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir)
             elif target.type == "api":  # its delivery makes the publication its API serves
-                made[(tenant.name, target.name)] = ApiPublication(tenant.name, target, state_dir)
+                made[(tenant.name, target.name)] = ApiPublication(tenant.name, target, state_dir, settings.api.origin())
     return made
 
 

@@ -18,7 +18,7 @@ import pytest
 from daemon.oneroster import schema
 from daemon.snapshots.job import UploadJob, run_job
 from daemon.targets.api import publish
-from daemon.targets.api.publish import PLACEHOLDER, make_visible, publish_target
+from daemon.targets.api.publish import NOW_MARK, PLACEHOLDER, make_visible, publish_target
 from daemon.targets.api.query import parse_collection_query, CollectionFields
 from daemon.targets.api.reader import Reader
 
@@ -108,8 +108,10 @@ def served(folder: Path, entity: str, version: str = "1.1", filter_text: str | N
     """Every record a client gets from a collection (one page of up to 5000), by sourcedId."""
     fields = CollectionFields(frozenset(publish.json_fields(entity, version)))
     params = [("limit", "5000")] + ([("filter", filter_text)] if filter_text else [])
-    page = Reader().collection(folder, version, entity, parse_collection_query(params, fields), None, "all")
-    records = [json.loads(t) for t in page.texts]
+    reader = Reader()
+    page = reader.collection(folder, version, entity, parse_collection_query(params, fields), None, "all")
+    moment = reader.publication(folder).moment_text  # what the server fills in for this publication's changes
+    records = [json.loads(t.replace(NOW_MARK, f'"dateLastModified":"{moment}"')) for t in page.texts]
     assert page.total == len(records)
     return {r["sourcedId"]: r for r in records}
 
@@ -189,8 +191,8 @@ def test_another_polars_version_recomputes_the_comparison_instead_of_changing_ev
 def test_stored_hrefs_wait_for_the_servers_base(snapshots, tmp_path: Path) -> None:
     folder = Publisher(tmp_path)(snapshots[1], T1)
     text = pl.read_parquet(publish.entity_file(folder, "1.1", "enrollments"))["_json"][0]
-    assert json.loads(text)["user"]["href"] == f"{PLACEHOLDER}/users/t1"
-    assert "sourcedId" not in json.loads(text)  # sourcedId, status and dates are columns, put in when served
+    assert json.loads(text)["user"]["href"] == f"{PLACEHOLDER}/ims/oneroster/v1p1/users/t1"
+    assert NOW_MARK in text  # the moment is known only when the publication is switched in
 
 
 def test_a_scope_that_leaves_nothing_keeps_everything_as_tobedeleted(snapshots, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Pages of a publication (daemon/targets/api/reader.py) on a file of several row groups: the default order,
+"""Pages of a publication (daemon/targets/api/reader.py) on a file of several row groups (made small here): the default order,
 descending, sorts with ties, filters whose matches lie scattered across row groups, fields no record carries.
 
 The publication file is built here by hand: 5,000 records in sourcedId order (so three row groups of 2,000),
@@ -15,11 +15,13 @@ import polars as pl
 import pytest
 
 from daemon.targets.api.errors import ApiError
-from daemon.targets.api.publish import ROW_GROUP, entity_file, make_visible
+from daemon.targets.api import reader
+from daemon.targets.api.publish import META, NOW_MARK, entity_file, make_visible
 from daemon.targets.api.query import CollectionFields, parse_collection_query
 from daemon.targets.api.reader import Reader
 
 N = 5000
+ROW_GROUP = 2000  # the file's groups, and the reader's reads, small enough that a page spans several
 MOMENT = datetime(2026, 12, 1, 2, 0, 0, 123000, tzinfo=UTC)
 NAMES = ["Lee", "Park", "Diaz", "Ng", "Ruiz", "Okafor", "Smith"]
 ROWS = [{"sourcedId": f"u{i:05d}", "familyName": NAMES[(i * 7919) % len(NAMES)], "grades": [f"{i % 12 + 1:02d}"],
@@ -34,13 +36,20 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frame = pl.DataFrame(ROWS).with_columns(
         status=pl.lit("active"),
         dateLastModified=pl.lit(None, pl.Datetime("ms", "UTC")),  # this publication's moment
-        _json=pl.struct("familyName").struct.json_encode(),
+        _json=pl.concat_str(pl.lit('{"sourcedId":"'), "sourcedId", pl.lit(f'","status":"active",{NOW_MARK},'),
+                            pl.lit('"familyName":"'), "familyName", pl.lit('"}')),  # fmt: skip
     )
     path = entity_file(root, "1.1", "users")
     path.parent.mkdir(parents=True)
     frame.write_parquet(path, row_group_size=ROW_GROUP)
     make_visible(root, MOMENT)
+    (root / META).write_text(json.dumps({"base_url": "https://roster.example"}))
     return root
+
+
+@pytest.fixture(autouse=True)
+def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader, "ROW_GROUP", ROW_GROUP)
 
 
 def page(folder: Path, *params: tuple[str, str]) -> tuple[int, list[str]]:
@@ -98,9 +107,9 @@ def test_a_field_no_record_carries_reads_as_absent(folder: Path) -> None:
     assert page(folder, ("sort", "middleName"), ("limit", "2")) == (N, ids(ROWS[:2]))
 
 
-def test_records_are_assembled_with_their_lifecycle(folder: Path) -> None:
-    found = Reader().collection(folder, "1.1", "users", parse_collection_query([("limit", "1")], FIELDS), None, "x")
-    assert json.loads(found.texts[0]) == {"sourcedId": "u00000", "status": "active",
-                                          "dateLastModified": "2026-12-01T02:00:00.123Z", "familyName": "Lee"}
+def test_dates_set_by_the_publication_are_its_moment(folder: Path) -> None:
+    reader = Reader()
+    assert reader.publication(folder).moment_text == "2026-12-01T02:00:00.123Z"
+    assert reader.publication(folder).base_url == "https://roster.example"
     assert page(folder, ("filter", "dateLastModified>'2026-12-01T02:00:00.122Z'"), ("limit", "1"))[0] == N
     assert page(folder, ("filter", "dateLastModified>'2026-12-01T02:00:00.123Z'")) == (0, [])

@@ -42,13 +42,16 @@ from daemon.oneroster import schema
 from daemon.oneroster.schema import Kind
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS
-from daemon.targets.api.shapes import COLLECTIONS, RENAMED, UTC_MS, publication_rows
+from daemon.targets.api.shapes import COLLECTIONS, DATETIME_TEXT, RENAMED, UTC_MS, publication_rows
 from daemon.targets.scope import scoped_view
 from daemon.targets.settings import Scope
 
-PLACEHOLDER = "@base@"  # every href of a stored record starts with it: '"href":"@base@/orgs/x"'
-HREF_MARK = '"href":"' + PLACEHOLDER
-ROW_GROUP = 2000
+PLACEHOLDER = "@base@"  # the base of hrefs when none is given (tests)
+PREFIXES = {"1.1": "/ims/oneroster/v1p1", "1.2": "/ims/oneroster/rostering/v1p2"}
+NOW_MARK = '"dateLastModified":"@now@"'  # a date this publication sets: its moment, put in when served
+HEAD_PATTERN = r'^\{"sourcedId":"(?:[^"\\]|\\.)*","status":"[a-z]+","dateLastModified":"[^"]*",?'
+
+ROW_GROUP = 20_000  # each read parses the file's metadata: fewer, larger groups cost less per page
 META = "published.json"  # written when the publication is built: a folder with it is complete
 VISIBLE = "visible.json"  # written when it is switched in: the moment that dates its changes
 CHUNK = 200_000  # rows turned into JSON at a time, to bound the worker's memory
@@ -75,11 +78,12 @@ def visible_at(folder: Path) -> datetime:
 
 def publish_target(
     snapshot: str, previous: str | None, scope: dict, versions: list[str], tobedeleted_days: int, today: str,
-    now: str, staging: str,
+    now: str, staging: str, base_url: str = PLACEHOLDER,
 ) -> dict:  # fmt: skip
     """In a worker process: the publication of `snapshot` for a target with `scope`, written to a fresh
     `staging` folder, following the `previous` publication (None: the first). `now` decides which records
-    that left have been gone for `tobedeleted_days`. Returns its summary: per version and collection, how
+    that left have been gone for `tobedeleted_days`. Hrefs start with `base_url` (scheme://host[:port]) and
+    the version's path. Returns its summary: per version and collection, how
     many records it has, how many it changed (new, changed or newly tobedeleted) and how many are
     tobedeleted."""
     moment = datetime.fromisoformat(now).astimezone(UTC)
@@ -89,7 +93,8 @@ def publish_target(
     out = Path(staging)
     storage.clear(out)
     before = Path(previous) if previous else None
-    summary: dict = {"built_at": moment.isoformat(timespec="milliseconds"), "polars": pl.__version__, "versions": {}}
+    summary: dict = {"built_at": moment.isoformat(timespec="milliseconds"), "polars": pl.__version__,
+                     "base_url": base_url, "versions": {}}  # fmt: skip
     for version in versions:
         (out / version).mkdir(parents=True)
         counts = summary["versions"][version] = {}
@@ -98,7 +103,8 @@ def publish_target(
                 continue
             old = entity_file(before, version, entity) if before else None
             last = _last(old, before) if old is not None and old.is_file() else None
-            frame = _publication(entity, view, version, old, last, moment, tobedeleted_days)
+            frame = _publication(entity, view, version, base_url + PREFIXES[version], old, last, moment,
+                                 tobedeleted_days)  # fmt: skip
             frame.write_parquet(entity_file(out, version, entity), row_group_size=ROW_GROUP, compression="zstd",
                                 statistics=True)  # fmt: skip
             counts[entity] = {
@@ -119,41 +125,66 @@ def _last(old: Path, folder: Path) -> pl.DataFrame:
     last = pl.read_parquet(old, columns=["sourcedId", "status", "dateLastModified", "_digest"])
     last = last.with_columns(pl.col("dateLastModified").fill_null(pl.lit(visible_at(folder), UTC_MS)))
     if meta.get("polars") != pl.__version__:
-        last = last.with_columns(_digest=pl.read_parquet(old, columns=["_json"])["_json"].hash())
+        texts = pl.read_parquet(old, columns=["_json"])
+        last = last.with_columns(_digest=texts.select(_content_of(pl.col("_json")))["_json"].hash())
     return last
 
 
 def _publication(
-    entity: str, view: dict[str, pl.DataFrame], version: str, old: Path | None, last: pl.DataFrame | None,
-    moment: datetime, tobedeleted_days: int,
+    entity: str, view: dict[str, pl.DataFrame], version: str, base_url: str, old: Path | None,
+    last: pl.DataFrame | None, moment: datetime, tobedeleted_days: int,
 ) -> pl.DataFrame:  # fmt: skip
     rows = view[entity]
     pieces = []
     for start in range(0, max(rows.height, 1), CHUNK):
-        texts, typed = publication_rows(entity, rows.slice(start, CHUNK), version, PLACEHOLDER, related=view)
-        pieces.append(typed.with_columns(_json=texts, _digest=texts.hash()))
+        texts, typed = publication_rows(entity, rows.slice(start, CHUNK), version, base_url, related=view)
+        pieces.append(typed.with_columns(_content=texts, _digest=texts.hash()))
     current = pl.concat(pieces, how="vertical_relaxed")
     del pieces
     absent = {name: dtype for name, dtype in field_types(entity, version).items() if name not in current.columns}
     current = current.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in absent.items())
     unknown = pl.lit(None, UTC_MS)  # dated by this publication when it is switched in
+    gone = None
     if last is None:
-        return current.with_columns(status=pl.lit("active"), dateLastModified=unknown)
-    earlier = last.select("sourcedId", _status_last="status", _date_last="dateLastModified", _digest_last="_digest")
-    current = current.join(earlier, on="sourcedId", how="left", maintain_order="left")
-    same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
-    current = current.with_columns(
-        status=pl.lit("active"), dateLastModified=pl.when(same).then(pl.col("_date_last")).otherwise(unknown),
-    ).drop("_status_last", "_date_last", "_digest_last")  # fmt: skip
-    gone = _gone(old, last.join(current.select("sourcedId"), on="sourcedId", how="anti"), moment, tobedeleted_days)
-    if gone.height:
+        current = current.with_columns(status=pl.lit("active"), dateLastModified=unknown)
+    else:
+        earlier = last.select("sourcedId", _status_last="status", _date_last="dateLastModified",
+                              _digest_last="_digest")  # fmt: skip
+        current = current.join(earlier, on="sourcedId", how="left", maintain_order="left")
+        same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
+        current = current.with_columns(
+            status=pl.lit("active"), dateLastModified=pl.when(same).then(pl.col("_date_last")).otherwise(unknown),
+        ).drop("_status_last", "_date_last", "_digest_last")  # fmt: skip
+        gone = _gone(old, last.join(current.select("sourcedId"), on="sourcedId", how="anti"), moment,
+                     tobedeleted_days)  # fmt: skip
+    current = current.with_columns(_json=_text(pl.col("_content"))).drop("_content")
+    if gone is not None and gone.height:
         current = pl.concat([current, gone], how="diagonal_relaxed").sort("sourcedId")
     return current
 
 
+def _lifecycle() -> pl.Expr:
+    """`,"status":"…","dateLastModified":"…"` of a row, NOW_MARK for a date this publication sets."""
+    date = pl.col("dateLastModified").dt.strftime(DATETIME_TEXT).fill_null(pl.lit("@now@"))
+    return pl.concat_str(pl.lit(',"status":"'), pl.col("status"), pl.lit('","dateLastModified":"'), date, pl.lit('"'))
+
+
+def _text(content: pl.Expr) -> pl.Expr:
+    """The record's stored text: sourcedId, its lifecycle, then the fields of `content` (a JSON object)."""
+    head = pl.struct(pl.col("sourcedId")).struct.json_encode().str.strip_suffix("}")
+    rest = pl.when(content == "{}").then(pl.lit("}")).otherwise(pl.lit(",") + content.str.slice(1))
+    return head + _lifecycle() + rest
+
+
+def _content_of(text: pl.Expr) -> pl.Expr:
+    """A stored text without sourcedId, status and dateLastModified: the JSON its digest is made of."""
+    return text.str.replace(HEAD_PATTERN, "{")
+
+
 def _gone(old: Path, left: pl.DataFrame, moment: datetime, days: int) -> pl.DataFrame:
     """The records of the last publication that this one lacks: tobedeleted from this publication on, or
-    already tobedeleted and kept until `days` have passed since they left."""
+    already tobedeleted and kept until `days` have passed since they left. `left` has their dates as the last
+    publication served them (its own changes dated by its switch)."""
     if not days:
         return left.clear()
     cutoff = pl.lit(moment - timedelta(days=days), UTC_MS)
@@ -166,7 +197,8 @@ def _gone(old: Path, left: pl.DataFrame, moment: datetime, days: int) -> pl.Data
         .otherwise(pl.col("dateLastModified")),
     )  # fmt: skip
     kept = pl.scan_parquet(old).join(lifecycle.lazy().select("sourcedId"), on="sourcedId", how="semi").collect()
-    return kept.drop("status", "dateLastModified").join(lifecycle, on="sourcedId", maintain_order="left")
+    kept = kept.drop("status", "dateLastModified").join(lifecycle, on="sourcedId", maintain_order="left")
+    return kept.with_columns(_json=_text(_content_of(pl.col("_json"))))
 
 
 # --- typed columns for filter, sort and the relationship endpoints ------------------------------------------

@@ -16,17 +16,19 @@ so pages never repeat or skip a record.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
 from daemon.targets.api.errors import bad_query, unknown_object
-from daemon.targets.api.publish import ROW_GROUP, entity_file, visible_at
-from daemon.targets.api.shapes import DATETIME_TEXT, UTC_MS
+from daemon.targets.api.publish import META, PLACEHOLDER, ROW_GROUP, entity_file, visible_at
+from daemon.targets.api.shapes import UTC_MS
 from daemon.targets.api.query import Query, filter_expression
 
 CACHE_ENTRIES = 64
@@ -35,17 +37,24 @@ CACHE_ROWS = 20_000_000  # positions kept in all (4 bytes each): about 80 MB at 
 
 
 @dataclass(frozen=True, slots=True)
+class Publication:
+    moment: datetime  # when it was switched in: the date of every record it changed
+    moment_text: str  # the same as dateLastModified shows it
+    base_url: str  # what its hrefs start with (before the version's path)
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     total: int  # records the query matches (X-Total-Count)
-    texts: pl.Series  # JSON text of this page's records, in order (hrefs still start with the placeholder)
+    texts: pl.Series  # stored text of this page's records, in order (the server fills in NOW_MARK and hrefs)
 
 
 class Reader:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._positions: OrderedDict[tuple, pl.Series] = OrderedDict()
-        self._schemas: OrderedDict[Path, dict[str, pl.DataType]] = OrderedDict()
-        self._moments: OrderedDict[Path, object] = OrderedDict()
+        self._schemas: OrderedDict[Path, tuple[dict[str, pl.DataType], int]] = OrderedDict()
+        self._moments: OrderedDict[Path, Publication] = OrderedDict()
 
     # -- what requests call ---------------------------------------------------------------------------------
 
@@ -84,7 +93,7 @@ class Reader:
         found = self._scan(path).filter(condition).select(SERVED).collect()
         if not found.height:
             raise unknown_object(f"No such record: {sourced_id!r}")
-        return _assembled(found)[0]
+        return _texts_of(found)[0]
 
     def exists(self, folder: Path, version: str, entity: str, sourced_id: str, where: pl.Expr | None = None) -> bool:
         path = entity_file(folder, version, entity)
@@ -111,18 +120,22 @@ class Reader:
         return self._cached((str(path), "values", key, column), find)
 
     def schema(self, path: Path) -> dict[str, pl.DataType]:
+        return self._file(path)[0]
+
+    def count(self, path: Path) -> int:
+        return self._file(path)[1]
+
+    def _file(self, path: Path) -> tuple[dict[str, pl.DataType], int]:
+        """A file's columns and records, read once (a publication never changes once written)."""
         with self._lock:
             known = self._schemas.get(path)
         if known is None:
-            known = dict(pl.read_parquet_schema(path))
+            known = dict(pl.read_parquet_schema(path)), pl.scan_parquet(path).select(pl.len()).collect().item()
             with self._lock:
                 self._schemas[path] = known
                 while len(self._schemas) > SCHEMA_ENTRIES:  # publications replaced long ago
                     self._schemas.popitem(last=False)
         return known
-
-    def count(self, path: Path) -> int:
-        return pl.scan_parquet(path).select(pl.len()).collect().item()
 
     def forget(self, folder: Path) -> None:
         """Drop what is cached of a publication that was replaced."""
@@ -136,13 +149,13 @@ class Reader:
     # -- how -------------------------------------------------------------------------------------------------
 
     def _default_order(self, path: Path, total: int, query: Query) -> pl.Series:
-        if not query.descending:
-            return _assembled(self._scan(path).slice(query.offset, query.limit).select(SERVED).collect())
+        if not query.descending:  # no filter: the stored dates are not needed, nor their filling in
+            return _texts_of(pl.scan_parquet(path).slice(query.offset, query.limit).select(SERVED).collect())
         last = total - 1 - query.offset  # descending: the page runs backwards from here
         if last < 0:
             return pl.Series("_json", [], pl.String)
         first = max(0, last - query.limit + 1)
-        return _assembled(self._scan(path).slice(first, last - first + 1).select(SERVED).collect()).reverse()
+        return _texts_of(pl.scan_parquet(path).slice(first, last - first + 1).select(SERVED).collect()).reverse()
 
     def _find(self, path: Path, condition: pl.Expr | None, sort: str | None, descending: bool,
               absent: frozenset[str]) -> pl.Series:  # fmt: skip
@@ -163,7 +176,7 @@ class Reader:
         low, high = positions.min(), positions.max()
         if high - low < 2 * ROW_GROUP + 4 * positions.len():  # close together: one slice
             block = self._scan(path).slice(low, high - low + 1).select(SERVED).collect()
-            return _assembled(block[positions - low])
+            return _texts_of(block[positions - low])
         pieces = []
         wanted = pl.DataFrame({"_pos": positions}).with_row_index("_order")
         for group in (positions // ROW_GROUP).unique().sort():
@@ -171,19 +184,26 @@ class Reader:
             block = self._scan(path).slice(start, ROW_GROUP).select(SERVED).collect()
             here = wanted.filter((pl.col("_pos") // ROW_GROUP) == group)
             pieces.append(pl.concat([here, block[here["_pos"] - start]], how="horizontal"))
-        return _assembled(pl.concat(pieces).sort("_order"))
+        return _texts_of(pl.concat(pieces).sort("_order"))
+
+    def publication(self, folder: Path) -> Publication:
+        """What the server fills into a publication's stored texts (see publish.py), read once."""
+        with self._lock:
+            known = self._moments.get(folder)
+        if known is None:
+            meta = json.loads((folder / META).read_text(encoding="utf-8"))
+            moment = visible_at(folder)
+            known = Publication(moment, moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+                                meta.get("base_url", PLACEHOLDER))  # fmt: skip
+            with self._lock:
+                self._moments[folder] = known
+                while len(self._moments) > SCHEMA_ENTRIES:
+                    self._moments.popitem(last=False)
+        return known
 
     def _scan(self, path: Path) -> pl.LazyFrame:
         """The file, with the dates its publication left to its moment filled in (see publish.py)."""
-        folder = path.parent.parent
-        with self._lock:
-            moment = self._moments.get(folder)
-        if moment is None:
-            moment = visible_at(folder)
-            with self._lock:
-                self._moments[folder] = moment
-                while len(self._moments) > SCHEMA_ENTRIES:
-                    self._moments.popitem(last=False)
+        moment = self.publication(path.parent.parent).moment
         return pl.scan_parquet(path).with_columns(pl.col("dateLastModified").fill_null(pl.lit(moment, UTC_MS)))
 
     def _cached(self, key: tuple, compute: Callable[[], pl.Series]) -> pl.Series:
@@ -202,16 +222,11 @@ class Reader:
         return made
 
 
-SERVED = ("sourcedId", "status", "dateLastModified", "_json")  # what a record's text is assembled from
+SERVED = ("_json",)  # a record's stored text (see publish.py)
 
 
-def _assembled(rows: pl.DataFrame) -> pl.Series:
-    """Each row's record text: sourcedId, status and dateLastModified, then the stored fields."""
-    head = pl.struct(pl.col("sourcedId")).struct.json_encode().str.strip_suffix("}")
-    lifecycle = pl.concat_str(pl.lit(',"status":"'), pl.col("status"), pl.lit('","dateLastModified":"'),
-                              pl.col("dateLastModified").dt.strftime(DATETIME_TEXT), pl.lit('"'))  # fmt: skip
-    rest = pl.when(pl.col("_json") == "{}").then(pl.lit("}")).otherwise(pl.lit(",") + pl.col("_json").str.slice(1))
-    return rows.select((head + lifecycle + rest).alias("_json"))["_json"]
+def _texts_of(rows: pl.DataFrame) -> pl.Series:
+    return rows["_json"]  # as stored: the server fills in the publication's moment and its own hrefs
 
 
 def _filter_key(query: Query) -> tuple | None:

@@ -63,8 +63,9 @@ def _switch(folder: Path, upload_id: str) -> datetime | None:
 class ApiPublication:
     """The outbox's Target for an api target."""
 
-    def __init__(self, tenant: str, settings: ApiTarget, state_dir: Path) -> None:
+    def __init__(self, tenant: str, settings: ApiTarget, state_dir: Path, base_url: str) -> None:
         self.tenant = tenant
+        self.base_url = base_url  # what hrefs start with: the [api] section's origin
         self.name = settings.name
         self.settings = settings
         self.state_dir = state_dir
@@ -88,7 +89,7 @@ class ApiPublication:
             job.pool, publish_target, str(job.snapshot), str(previous) if previous else None,
             self.settings.scope.model_dump(mode="json"), list(self.settings.versions),
             self.settings.tobedeleted_days, now.date().isoformat(), now.isoformat(),
-            str(staging(self.folder, d.upload_id)),
+            str(staging(self.folder, d.upload_id)), self.base_url,
         )  # fmt: skip
         moment = await asyncio.to_thread(_switch, self.folder, d.upload_id)
         records = {v: sum(c["records"] for c in counts.values()) for v, counts in summary["versions"].items()}
