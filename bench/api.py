@@ -63,6 +63,7 @@ from validate import (
 )  # fmt: skip
 
 from daemon.generator.generate import DistrictSpec
+from daemon.targets.api.publish import visible_at
 from daemon.targets.api.target import current_publication
 
 TARGET = "vendor"
@@ -411,7 +412,7 @@ def measure(args: argparse.Namespace, day1: Package, day2: DayTwo, say: Callable
         figures.pages_ms = asyncio.run(random_pages(port, clients[0], users, args.pages))
         say(f"3. {args.pages} pages of {PAGE_LIMIT} users: median {statistics.median(figures.pages_ms):.1f} ms")
 
-        figures.delta_since = p.summary["published_at"]
+        figures.delta_since = visible_at(p.folder).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         say(f"4. uploading day 2 (changes since {figures.delta_since}) ...")
         figures.republish = upload_and_publish(server, key, day2.path, "day2.zip", work, sampler)
         say(f"   republished in {figures.republish.seconds:.1f} s, worker peak {figures.republish.worker_mib:,.0f} MiB")

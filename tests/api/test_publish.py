@@ -113,6 +113,7 @@ def served(folder: Path, entity: str, version: str = "1.1", filter_text: str | N
     moment = reader.publication(folder).moment_text  # what the server fills in for this publication's changes
     records = [json.loads(t.replace(NOW_MARK, f'"dateLastModified":"{moment}"')) for t in page.texts]
     assert page.total == len(records)
+    assert [r["sourcedId"] for r in records] == sorted(r["sourcedId"] for r in records)  # tobedeleted in place
     return {r["sourcedId"]: r for r in records}
 
 

@@ -134,33 +134,57 @@ def _publication(
     entity: str, view: dict[str, pl.DataFrame], version: str, base_url: str, old: Path | None,
     last: pl.DataFrame | None, moment: datetime, tobedeleted_days: int,
 ) -> pl.DataFrame:  # fmt: skip
+    """A collection's publication, in sourcedId order. Rows are turned into text CHUNK at a time, and each
+    chunk is made whole (its dates, the records that left in its range) before the next, so the worker never
+    holds the collection's text twice, nor copies it to sort it."""
     rows = view[entity]
-    pieces = []
-    for start in range(0, max(rows.height, 1), CHUNK):
-        texts, typed = publication_rows(entity, rows.slice(start, CHUNK), version, base_url, related=view)
-        pieces.append(typed.with_columns(_content=texts, _digest=texts.hash()))
-    current = pl.concat(pieces, how="vertical_relaxed")
-    del pieces
-    absent = {name: dtype for name, dtype in field_types(entity, version).items() if name not in current.columns}
-    current = current.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in absent.items())
-    unknown = pl.lit(None, UTC_MS)  # dated by this publication when it is switched in
-    gone = None
-    if last is None:
-        current = current.with_columns(status=pl.lit("active"), dateLastModified=unknown)
-    else:
+    earlier = gone = None
+    if last is not None:
         earlier = last.select("sourcedId", _status_last="status", _date_last="dateLastModified",
                               _digest_last="_digest")  # fmt: skip
-        current = current.join(earlier, on="sourcedId", how="left", maintain_order="left")
-        same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
-        current = current.with_columns(
-            status=pl.lit("active"), dateLastModified=pl.when(same).then(pl.col("_date_last")).otherwise(unknown),
-        ).drop("_status_last", "_date_last", "_digest_last")  # fmt: skip
-        gone = _gone(old, last.join(current.select("sourcedId"), on="sourcedId", how="anti"), moment,
-                     tobedeleted_days)  # fmt: skip
-    current = current.with_columns(_json=_text(pl.col("_content"))).drop("_content")
-    if gone is not None and gone.height:
-        current = pl.concat([current, gone], how="diagonal_relaxed").sort("sourcedId")
-    return current
+        gone = _gone(old, last.join(rows.select("sourcedId"), on="sourcedId", how="anti"), moment, tobedeleted_days)
+    starts = list(range(0, max(rows.height, 1), CHUNK))
+    pieces = []
+    for number, start in enumerate(starts):
+        content, typed = publication_rows(entity, rows.slice(start, CHUNK), version, base_url, related=view)
+        piece = typed.with_columns(_digest=content.hash(), status=pl.lit("active"))
+        if earlier is None or not piece.height:
+            piece = piece.with_columns(dateLastModified=pl.lit(None, UTC_MS))  # dated by this publication
+        else:
+            kept = piece.select("sourcedId", "_digest").join(_within(earlier, piece["sourcedId"]), on="sourcedId",
+                                                             how="left", maintain_order="left")  # fmt: skip
+            same = (pl.col("_status_last") == "active") & (pl.col("_digest") == pl.col("_digest_last"))
+            piece = piece.with_columns(kept.select(dateLastModified=pl.when(same).then(pl.col("_date_last"))
+                                                   .otherwise(pl.lit(None, UTC_MS))).to_series())  # fmt: skip
+        piece = piece.with_columns(_json=_text(pl.lit(content)))
+        del content
+        if gone is not None and gone.height:  # the records that left between this chunk's start and the next's
+            low = None if number == 0 else rows["sourcedId"][start]
+            high = None if number == len(starts) - 1 else rows["sourcedId"][starts[number + 1]]
+            between = gone.filter(_from_to(low, high))
+            if between.height:
+                piece = pl.concat([piece, between], how="diagonal_relaxed").sort("sourcedId")
+        pieces.append(piece)
+    current = pl.concat(pieces, how="diagonal_relaxed", rechunk=False)
+    absent = {name: dtype for name, dtype in field_types(entity, version).items() if name not in current.columns}
+    return current.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in absent.items())
+
+
+def _within(frame: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:
+    """The rows of `frame` (in sourcedId order) from the first to the last of `ids` (also in order)."""
+    low = frame["sourcedId"].search_sorted(ids[0], side="left")
+    high = frame["sourcedId"].search_sorted(ids[-1], side="right")
+    return frame.slice(low, high - low)
+
+
+def _from_to(low: str | None, high: str | None) -> pl.Expr:
+    """sourcedId in [low, high); None: no bound."""
+    expr = pl.lit(True)
+    if low is not None:
+        expr = expr & (pl.col("sourcedId") >= low)
+    if high is not None:
+        expr = expr & (pl.col("sourcedId") < high)
+    return expr
 
 
 def _lifecycle() -> pl.Expr:
@@ -196,7 +220,8 @@ def _gone(old: Path, left: pl.DataFrame, moment: datetime, days: int) -> pl.Data
         dateLastModified=pl.when(pl.col("status") == "active").then(pl.lit(None, UTC_MS))
         .otherwise(pl.col("dateLastModified")),
     )  # fmt: skip
-    kept = pl.scan_parquet(old).join(lifecycle.lazy().select("sourcedId"), on="sourcedId", how="semi").collect()
+    wanted = pl.col("sourcedId").is_in(lifecycle["sourcedId"].implode())  # read by row group, not whole
+    kept = pl.scan_parquet(old).filter(wanted).collect()
     kept = kept.drop("status", "dateLastModified").join(lifecycle, on="sourcedId", maintain_order="left")
     return kept.with_columns(_json=_text(_content_of(pl.col("_json"))))
 

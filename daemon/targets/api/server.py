@@ -243,11 +243,11 @@ class ApiServer:
         parent = COLLECTIONS[head]
         if len(segments) == 1:
             query = parse_collection_query(params, _fields(parent, version), max_limit=self.config.max_limit)
-            return f"/{head}", parent.scopes, lambda folder: self._page(
-                folder, version, Selection(parent, parent.where, head), query, here)
+            return f"/{head}", parent.scopes, lambda folder, fills: self._page(
+                folder, version, Selection(parent, parent.where, head), query, here, fills)
         if len(segments) == 2:
             query = parse_record_query(params, _fields(parent, version))
-            return f"/{head}/{{id}}", parent.scopes, lambda folder: self._one(folder, version, parent, segments[1], query)
+            return f"/{head}/{{id}}", parent.scopes, lambda folder, fills: self._one(folder, version, parent, segments[1], query, fills)
         if len(segments) == 3:
             shape, ids = (head, segments[2]), (segments[1],)
         elif len(segments) == 5 and segments[2] == "classes":
@@ -261,9 +261,9 @@ class ApiServer:
         query = parse_collection_query(params, _fields(child, version), max_limit=self.config.max_limit)
         name = "/" + "/".join(part if i % 2 == 0 else "{id}" for i, part in enumerate(segments))
 
-        def run(folder: Path):
+        def run(folder: Path, fills):
             selection = resolve(self.reader, folder, version, ids)
-            return self._page(folder, version, selection, query, here)
+            return self._page(folder, version, selection, query, here, fills)
 
         return name, RELATIONSHIP_SCOPES, run
 
@@ -275,32 +275,38 @@ class ApiServer:
             folder = current_publication(self.state_dir, tenant, target)
             try:
                 if folder is None:  # nothing published yet: every collection empty, every record 404
-                    body, headers, rows = run(self.state_dir / "no-publication-yet")
+                    body, headers, rows = run(self.state_dir / "no-publication-yet", ())
                     break
-                body, headers, rows = run(folder)
                 published = self.reader.publication(folder)
+                fills = [(NOW_MARK, f'"dateLastModified":"{published.moment_text}"')]
+                if published.base_url != origin:  # asked by another name than the publication was made for
+                    fills.append((f'"href":"{published.base_url}/', f'"href":"{origin}/'))
+                body, headers, rows = run(folder, fills)
                 break
             except OSError:
                 if attempt == 2 or folder is None or folder.exists():
                     raise
                 self.reader.forget(folder)
         seen.rows = rows
-        if folder is not None:  # bytes all the way: a page of 5000 records is megabytes
-            body = body.replace(NOW_MARK.encode(), f'"dateLastModified":"{published.moment_text}"'.encode())
-            if published.base_url != origin:  # asked by another name than the publication was made for
-                body = body.replace(f'"href":"{published.base_url}/'.encode(), f'"href":"{origin}/'.encode())
         return web.Response(status=200, body=body, content_type=JSON, charset="utf-8", headers=headers)
 
-    def _page(self, folder: Path, version: str, selection: Selection, query: Query, here: tuple):
+    def _page(self, folder: Path, version: str, selection: Selection, query: Query, here: tuple, fills) -> tuple:
+        """A collection page as bytes. The texts are filled in, joined and wrapped by polars: a page of 5000
+        records is megabytes, and each Python copy of it costs more than all of polars' work."""
         page = self.reader.collection(folder, version, selection.child.entity, query, selection.where, selection.key)
         texts = page.texts if query.fields is None else pl.Series(_selected(page.texts, query.fields), dtype=pl.String)
-        joined = texts.str.join(",").cast(pl.Binary).item()  # joined by polars, and never a Python str: fast
-        body = b'{"' + selection.child.plural.encode() + b'":[' + joined + b"]}"
+        filled = pl.lit(texts)
+        for mark, value in fills:
+            filled = filled.str.replace_all(mark, value, literal=True)
+        wrapped = pl.concat_str(pl.lit('{"' + selection.child.plural + '":['), filled.str.join(","), pl.lit("]}"))
+        body = pl.select(wrapped).to_series().cast(pl.Binary).item()
         headers = {"X-Total-Count": str(page.total), "Cache-Control": "no-store", "Link": _links(here, query, page.total)}
         return body, headers, texts.len()
 
-    def _one(self, folder: Path, version: str, collection: Collection, sourced_id: str, query: Query):
+    def _one(self, folder: Path, version: str, collection: Collection, sourced_id: str, query: Query, fills) -> tuple:
         text = self.reader.record(folder, version, collection.entity, sourced_id, collection.where)
+        for mark, value in fills:
+            text = text.replace(mark, value)
         (text,) = _selected([text], query.fields)
         return ('{"' + collection.singular + '":' + text + "}").encode(), {"Cache-Control": "no-store"}, 1
 
