@@ -140,3 +140,42 @@ async def test_token_requests_beyond_the_queue_are_refused_at_once(running, monk
             assert (await answer.json())["error"] == "temporarily_unavailable"
         release.set()
         assert await asyncio.gather(*waiting) == [401] * TOKEN_QUEUE  # unknown client, each answered
+
+
+async def test_a_page_read_ahead_is_not_served_from_a_publication_replaced_since(running, tmp_path: Path) -> None:
+    """The server reads each client's next page ahead; when a new publication is switched in between two
+    pages, the next page comes from the new one (day 2 has a fourth user: u2 left as tobedeleted, u3 came)."""
+    from daemon.snapshots.job import UploadJob, run_job
+    from daemon.targets.api.publish import make_visible, publish_target
+
+    from .test_publish import _zip
+
+    api, base, _logged = running
+    client_id, secret = client_of(api)
+    folder = api.state_dir / "targets" / "north" / "vendor"
+    published = []
+    for day in (1, 2):
+        (tmp_path / f"day{day}.zip").write_bytes(_zip(day))
+        assert run_job(UploadJob(tmp_path / f"day{day}.zip", tmp_path / f"snap{day}")).snapshot is not None
+        out = folder / f"u-{day}@2026120{day}T000000.000000Z"
+        publish_target(str(tmp_path / f"snap{day}"), str(published[-1]) if published else None, {}, ["1.1"], 30,
+                       "2026-12-07", dt.datetime.now(dt.UTC).isoformat(), str(out), base)  # fmt: skip
+        if day == 1:
+            make_visible(out, dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+        published.append(out)
+    hidden = published[1].rename(tmp_path / "day2-publication")  # day 2 is switched in only between the pages
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/oauth2/token", data={"grant_type": "client_credentials"},
+                             auth=aiohttp.BasicAuth(client_id, secret)) as answer:  # fmt: skip
+            bearer = {"Authorization": f"Bearer {(await answer.json())['access_token']}"}
+
+        async def page(offset: int) -> tuple[str, list[str]]:
+            async with http.get(f"{base}/ims/oneroster/v1p1/users?limit=1&offset={offset}", headers=bearer) as got:
+                return got.headers["X-Total-Count"], [u["sourcedId"] for u in (await got.json())["users"]]
+
+        assert await page(0) == ("3", ["t1"])
+        await asyncio.sleep(0.2)  # the next page is read ahead meanwhile, from day 1
+        hidden.rename(published[1])
+        make_visible(published[1], dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+        assert await page(1) == ("4", ["u1"])  # day 2's count: not the page read ahead from day 1
+        assert await page(2) == ("4", ["u2"])

@@ -11,7 +11,9 @@ How a request goes: the bearer token is looked up (401 when missing, unknown, ex
 target must still be configured), the version's scope for the operation checked (403), the client's token
 bucket charged (429 with Retry-After), the query parsed (400 with its minor code), and the page read from the
 publication in one of the server's own threads, so neither validation nor publishing (worker processes) nor
-one slow page holds up another request. The argon2 check of a client secret runs in a pool of two threads of its
+one slow page holds up another request. While a client receives a page, its next page (same query, next
+offset) is read ahead in those threads, and served if the client asks for it next and the publication is still
+the same (ReadAhead): a crawl then costs little more than sending the pages. The argon2 check of a client secret runs in a pool of two threads of its
 own, with at most TOKEN_QUEUE token requests waiting (more get 429), so a flood of guesses delays no page. Every answer is logged once as `api.request` (client, tenant, target, method, path, status, rows,
 elapsed_ms; never the token or a secret) and counted per operation in /metrics. An unexpected failure is a 500
 with the status payload and nothing of the cause, which goes to the log.
@@ -20,11 +22,13 @@ with the status payload and nothing of the cause, which goes to the log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +141,7 @@ class ApiServer:
         self._argon = ThreadPoolExecutor(2, thread_name_prefix="api-token")  # client secrets: argon2, slow on purpose
         self._runner: web.ServerRunner | None = None
         self._token_requests = 0  # token requests in the argon2 pool or waiting for it
+        self._ahead = ReadAhead()
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -199,14 +204,29 @@ class ApiServer:
         if target is None:
             raise unauthorised("This client's API target is no longer configured")
         origin = (self.config.public_url or f"{request.scheme}://{request.host}").rstrip("/")
-        operation, scopes, run = self._operation(version, segments, request, origin)
+        operation, scopes, query, make_run = self._operation(version, segments, request, origin)
         seen.operation = f"{auth.VERSION_PATHS[version]} {operation}"
         if not any(auth.scope_uri(version, name) in grant.scopes for name in scopes):
             raise forbidden(f"This request needs the scope {auth.scope_uri(version, scopes[0])}")
         wait = self.limiter.wait_for(grant.client_id, target.rate_limit, time.monotonic())
         if wait > 0:
             raise _TooMany(wait)
-        return await loop.run_in_executor(self._reads, self._read, grant.tenant, grant.target, run, origin, seen)
+        pages = (grant.client_id, request.path, tuple(p for p in request.query.items() if p[0] != "offset"))
+        answer = self._ahead.take(pages, query.offset) if query is not None else None
+        if answer is not None:
+            answer = await asyncio.wrap_future(answer)
+            if answer.folder != await loop.run_in_executor(self._reads, current_publication, self.state_dir,
+                                                           grant.tenant, grant.target):  # fmt: skip
+                answer = None  # read ahead from a publication replaced since
+        if answer is None:
+            answer = await loop.run_in_executor(self._reads, self._read, grant.tenant, grant.target,
+                                                make_run(query), origin)  # fmt: skip
+        seen.rows = answer.rows
+        if query is not None and query.offset + query.limit < answer.total:  # the client's next page, read ahead
+            following = dataclasses.replace(query, offset=query.offset + query.limit)
+            self._ahead.put(pages, following.offset, self._reads.submit(
+                self._read, grant.tenant, grant.target, make_run(following), origin))  # fmt: skip
+        return web.Response(status=200, body=answer.body, content_type=JSON, charset="utf-8", headers=answer.headers)
 
     # -- the token endpoint -----------------------------------------------------------------------------------
 
@@ -234,7 +254,8 @@ class ApiServer:
     # -- the read operations ------------------------------------------------------------------------------------
 
     def _operation(self, version: str, segments: list[str], request: web.BaseRequest, origin: str):
-        """(operation name, scopes that allow it, the read to run in a thread)."""
+        """(operation name, scopes that allow it, the collection query (None: a single record), and what makes
+        the read to run in a thread for a query)."""
         params = list(request.query.items())
         here = (origin + request.path, params)
         head = segments[0]
@@ -243,11 +264,16 @@ class ApiServer:
         parent = COLLECTIONS[head]
         if len(segments) == 1:
             query = parse_collection_query(params, _fields(parent, version), max_limit=self.config.max_limit)
-            return f"/{head}", parent.scopes, lambda folder, fills: self._page(
-                folder, version, Selection(parent, parent.where, head), query, here, fills)
+
+            def collection(query: Query):
+                return lambda folder, fills: self._page(folder, version, Selection(parent, parent.where, head), query,
+                                                        here, fills)  # fmt: skip
+
+            return f"/{head}", parent.scopes, query, collection
         if len(segments) == 2:
             query = parse_record_query(params, _fields(parent, version))
-            return f"/{head}/{{id}}", parent.scopes, lambda folder, fills: self._one(folder, version, parent, segments[1], query, fills)
+            return f"/{head}/{{id}}", parent.scopes, None, lambda _query: lambda folder, fills: self._one(
+                folder, version, parent, segments[1], query, fills)
         if len(segments) == 3:
             shape, ids = (head, segments[2]), (segments[1],)
         elif len(segments) == 5 and segments[2] == "classes":
@@ -261,13 +287,16 @@ class ApiServer:
         query = parse_collection_query(params, _fields(child, version), max_limit=self.config.max_limit)
         name = "/" + "/".join(part if i % 2 == 0 else "{id}" for i, part in enumerate(segments))
 
-        def run(folder: Path, fills):
-            selection = resolve(self.reader, folder, version, ids)
-            return self._page(folder, version, selection, query, here, fills)
+        def related(query: Query):
+            def run(folder: Path, fills):
+                selection = resolve(self.reader, folder, version, ids)
+                return self._page(folder, version, selection, query, here, fills)
 
-        return name, RELATIONSHIP_SCOPES, run
+            return run
 
-    def _read(self, tenant: str, target: str, run, origin: str, seen: _Seen) -> web.Response:
+        return name, RELATIONSHIP_SCOPES, query, related
+
+    def _read(self, tenant: str, target: str, run, origin: str) -> Answer:
         """In a read thread: the answer from the target's current publication, its moment and this server's
         origin filled into the stored texts (see publish.py). A publication replaced while it was read (its
         files removed) is read again from the new one."""
@@ -275,20 +304,17 @@ class ApiServer:
             folder = current_publication(self.state_dir, tenant, target)
             try:
                 if folder is None:  # nothing published yet: every collection empty, every record 404
-                    body, headers, rows = run(self.state_dir / "no-publication-yet", ())
-                    break
+                    return Answer(None, *run(self.state_dir / "no-publication-yet", ()))
                 published = self.reader.publication(folder)
                 fills = [(NOW_MARK, f'"dateLastModified":"{published.moment_text}"')]
                 if published.base_url != origin:  # asked by another name than the publication was made for
                     fills.append((f'"href":"{published.base_url}/', f'"href":"{origin}/'))
-                body, headers, rows = run(folder, fills)
-                break
+                return Answer(folder, *run(folder, fills))
             except OSError:
                 if attempt == 2 or folder is None or folder.exists():
                     raise
                 self.reader.forget(folder)
-        seen.rows = rows
-        return web.Response(status=200, body=body, content_type=JSON, charset="utf-8", headers=headers)
+        raise AssertionError("unreachable")
 
     def _page(self, folder: Path, version: str, selection: Selection, query: Query, here: tuple, fills) -> tuple:
         """A collection page as bytes. The texts are filled in, joined and wrapped by polars: a page of 5000
@@ -301,14 +327,49 @@ class ApiServer:
         wrapped = pl.concat_str(pl.lit('{"' + selection.child.plural + '":['), filled.str.join(","), pl.lit("]}"))
         body = pl.select(wrapped).to_series().cast(pl.Binary).item()
         headers = {"X-Total-Count": str(page.total), "Cache-Control": "no-store", "Link": _links(here, query, page.total)}
-        return body, headers, texts.len()
+        return body, headers, texts.len(), page.total
 
     def _one(self, folder: Path, version: str, collection: Collection, sourced_id: str, query: Query, fills) -> tuple:
         text = self.reader.record(folder, version, collection.entity, sourced_id, collection.where)
         for mark, value in fills:
             text = text.replace(mark, value)
         (text,) = _selected([text], query.fields)
-        return ('{"' + collection.singular + '":' + text + "}").encode(), {"Cache-Control": "no-store"}, 1
+        return ('{"' + collection.singular + '":' + text + "}").encode(), {"Cache-Control": "no-store"}, 1, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    folder: Path | None  # the publication it was read from
+    body: bytes
+    headers: dict[str, str]
+    rows: int
+    total: int  # X-Total-Count (1 for a single record)
+
+
+class ReadAhead:
+    """Each client's next page, read while the client still receives this one: a crawl asks for pages one
+    after another, so on a machine with a core to spare the next one is ready when it is asked for. One page
+    per client (the most recent clients' only), dropped unless asked for next, with the same query."""
+
+    def __init__(self, clients: int = 64) -> None:
+        self.clients = clients
+        self._pages: OrderedDict[str, tuple[tuple, int, Future]] = OrderedDict()
+
+    def take(self, pages: tuple, offset: int) -> Future | None:
+        found = self._pages.pop(pages[0], None)
+        if found is not None and found[:2] == (pages, offset):
+            return found[2]
+        if found is not None:
+            found[2].cancel()
+        return None
+
+    def put(self, pages: tuple, offset: int, future: Future) -> None:
+        earlier = self._pages.pop(pages[0], None)
+        if earlier is not None:
+            earlier[2].cancel()
+        self._pages[pages[0]] = (pages, offset, future)
+        while len(self._pages) > self.clients:
+            self._pages.popitem(last=False)[1][2].cancel()
 
 
 class _TooMany(ApiError):
