@@ -85,7 +85,10 @@ def test_a_sort_with_ties_pages_through_every_record_once(folder: Path, directio
     assert crawled == ids(expected)
 
 
-def test_a_filter_whose_matches_lie_in_every_row_group(folder: Path) -> None:
+@pytest.mark.parametrize("gather", [True, False], ids=["gathered-at-once", "read-by-row-group"])
+def test_a_filter_whose_matches_lie_in_every_row_group(folder: Path, gather: bool, monkeypatch) -> None:
+    if not gather:  # as a filter matching more than GATHER_ROWS records is read
+        monkeypatch.setattr(reader, "GATHER_ROWS", 0)
     expected = [row for row in ROWS if row["rare"] == "yes"]
     assert len({int(r["sourcedId"][1:]) // ROW_GROUP for r in expected}) == 3
     assert page(folder, ("filter", "rare='yes'")) == (len(expected), ids(expected))

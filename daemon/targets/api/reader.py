@@ -33,7 +33,8 @@ from daemon.targets.api.query import Query, filter_expression
 
 CACHE_ENTRIES = 64
 SCHEMA_ENTRIES = 1024
-CACHE_ROWS = 20_000_000  # positions kept in all (4 bytes each): about 80 MB at most
+CACHE_BYTES = 256 * 2**20  # positions (4 bytes a record) and gathered texts kept in all
+GATHER_ROWS = 100_000  # a filter matching at most this many records has their texts read at once, and cached  # positions kept in all (4 bytes each): about 80 MB at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,9 @@ class Reader:
             return Page(total, self._default_order(path, total, query))
         key = (str(path), where_key, _filter_key(query), query.sort, query.descending)
         positions = self._cached(key, lambda: self._find(path, condition, query.sort, query.descending, absent))
+        if condition is not None and 0 < positions.len() <= GATHER_ROWS:  # a delta, a class's students, ...
+            texts = self._cached((*key, "texts"), lambda: self._gather(path, condition, absent, positions))
+            return Page(positions.len(), texts.slice(query.offset, query.limit))
         chosen = positions.slice(query.offset, query.limit)
         return Page(positions.len(), self._texts(path, chosen))
 
@@ -159,7 +163,7 @@ class Reader:
 
     def _find(self, path: Path, condition: pl.Expr | None, sort: str | None, descending: bool,
               absent: frozenset[str]) -> pl.Series:  # fmt: skip
-        frame = self._scan(path).with_row_index("_pos")
+        frame = self._scan(path, positions=True)
         if absent:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(name) for name in sorted(absent))
         if condition is not None:
@@ -169,6 +173,17 @@ class Reader:
         elif descending:
             frame = frame.sort("_pos", descending=True)
         return frame.select("_pos").collect()["_pos"]
+
+    def _gather(self, path: Path, condition: pl.Expr, absent: frozenset[str], positions: pl.Series) -> pl.Series:
+        """The texts of every record a filter matched, in the query's order, read in one pass: the matches of
+        a delta or a relationship lie all over the file, and reading them page by page would read most row
+        groups once for every page."""
+        frame = self._scan(path, positions=True)
+        if absent:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(name) for name in sorted(absent))
+        found = frame.filter(condition).select("_pos", "_json").collect()
+        ordered = positions.to_frame("_pos").join(found, on="_pos", how="left", maintain_order="left")
+        return ordered["_json"]
 
     def _texts(self, path: Path, positions: pl.Series) -> pl.Series:
         if positions.is_empty():
@@ -201,10 +216,12 @@ class Reader:
                     self._moments.popitem(last=False)
         return known
 
-    def _scan(self, path: Path) -> pl.LazyFrame:
-        """The file, with the dates its publication left to its moment filled in (see publish.py)."""
+    def _scan(self, path: Path, positions: bool = False) -> pl.LazyFrame:
+        """The file, with the dates its publication left to its moment filled in (see publish.py), and with
+        `positions`, each row's position in it as `_pos`."""
         moment = self.publication(path.parent.parent).moment
-        return pl.scan_parquet(path).with_columns(pl.col("dateLastModified").fill_null(pl.lit(moment, UTC_MS)))
+        frame = pl.scan_parquet(path, row_index_name="_pos") if positions else pl.scan_parquet(path)
+        return frame.with_columns(pl.col("dateLastModified").fill_null(pl.lit(moment, UTC_MS)))
 
     def _cached(self, key: tuple, compute: Callable[[], pl.Series]) -> pl.Series:
         with self._lock:
@@ -216,7 +233,7 @@ class Reader:
         with self._lock:
             self._positions[key] = made
             while len(self._positions) > CACHE_ENTRIES or (
-                len(self._positions) > 1 and sum(s.len() for s in self._positions.values()) > CACHE_ROWS
+                len(self._positions) > 1 and sum(s.estimated_size() for s in self._positions.values()) > CACHE_BYTES
             ):  # fmt: skip
                 self._positions.popitem(last=False)
         return made
