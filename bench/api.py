@@ -191,6 +191,7 @@ class Publication:
     folder: Path
     summary: dict
     snapshot: Path
+    parquet_mib: float = 0.0  # the publication's files, measured when it is made (a later one removes them)
 
 
 def upload_and_publish(server: Server, key: Path, package: Path, name: str, work: Path,
@@ -215,7 +216,8 @@ def upload_and_publish(server: Server, key: Path, package: Path, name: str, work
     if not snapshot.is_dir():
         raise BenchError(f"no stored snapshot at {snapshot}")
     return Publication(upload_id, at(delivered) - at(started), at(delivered) - at(accepted[0]), tree, serve,
-                       worker, folder, json.loads((folder / "published.json").read_text()), snapshot)  # fmt: skip
+                       worker, folder, json.loads((folder / "published.json").read_text()), snapshot,
+                       sum(path.stat().st_size for path in folder.rglob("*.parquet")) / MiB)  # fmt: skip
 
 
 def wait_for_receipt(server: Server, name: str) -> dict:
@@ -541,7 +543,7 @@ def context_lines(args: argparse.Namespace, spec: DistrictSpec, day1: Package, d
     assert f.publish is not None
     versions = ", ".join(f"{v}: {sum(c['records'] for c in counts.values()):,} records"
                          for v, counts in f.publish.summary["versions"].items())  # fmt: skip
-    size = sum(path.stat().st_size for path in f.publish.folder.rglob("*.parquet")) / MiB
+    size = f.publish.parquet_mib
     return [
         f"parameters: OneRoster {spec.version}, {spec.schools} schools x {spec.students_per_school} students, "
         f"{spec.teachers_per_school} teachers, {spec.enrollments_per_student} enrollments per student, seed "

@@ -97,9 +97,10 @@ class Credentials:
 
 
 def new_client() -> tuple[str, str]:
-    """A fresh (client id, secret): the id is 128 random bits, the secret 256, both URL-safe (so no ':' that
-    HTTP Basic would split on, and nothing form encoding changes)."""
-    return secrets.token_urlsafe(16), secrets.token_urlsafe(32)
+    """A fresh (client id, secret): the id is 128 random bits in hex (so it never starts with '-', which a
+    command line would take for an option), the secret 256 bits, URL-safe (so no ':' that HTTP Basic would
+    split on, and nothing form encoding changes)."""
+    return secrets.token_hex(16), secrets.token_urlsafe(32)
 
 
 def hash_secret(secret: str) -> str:
