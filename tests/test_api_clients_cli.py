@@ -40,7 +40,6 @@ def add(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
     assert main(["api-client", "add", "north", "mathco", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     found = re.fullmatch(r"client_id: ([0-9a-f]{32})\nclient_secret: (\S+)\n", out)  # an id never starts with '-'
-
     assert found, out
     return found[1], found[2]
 
