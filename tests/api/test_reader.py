@@ -116,3 +116,5 @@ def test_dates_set_by_the_publication_are_its_moment(folder: Path) -> None:
     assert reader.publication(folder).base_url == "https://roster.example"
     assert page(folder, ("filter", "dateLastModified>'2026-12-01T02:00:00.122Z'"), ("limit", "1"))[0] == N
     assert page(folder, ("filter", "dateLastModified>'2026-12-01T02:00:00.123Z'")) == (0, [])
+    # a sort by date reads the filled-in dates too: all the same here, so the order is by sourcedId
+    assert page(folder, ("sort", "dateLastModified"), ("orderBy", "desc"), ("limit", "2")) == (N, ids(ROWS)[::-1][:2])

@@ -272,25 +272,30 @@ def _shown(name: str) -> str:
     return repr(name if len(name) <= 64 else name[:64] + "...")
 
 
-def filter_expression(query_filter: Filter | None, column_types: Mapping[str, pl.DataType]) -> pl.Expr:
-    """The filter as one boolean expression over columns named as the filter's fields (all rows if None).
+def filter_expression(
+    query_filter: Filter | None, column_types: Mapping[str, pl.DataType], columns: Mapping[str, pl.Expr] | None = None
+) -> pl.Expr:
+    """The filter as one boolean expression over columns named as the filter's fields (all rows if None);
+    `columns` may give a field's value as an expression of its own instead (a column with defaults filled in).
 
     A value that cannot be read as its column's type (a date that is not one, a number that is not one) is a
     400 invalid_filter_field; a field the caller has no column for is the caller's mistake (ValueError).
     """
     if query_filter is None:
         return pl.lit(True)
-    parts = [_predicate_expr(predicate, column_types) for predicate in query_filter.predicates]
+    parts = [_predicate_expr(predicate, column_types, columns or {}) for predicate in query_filter.predicates]
     if len(parts) == 1:
         return parts[0]
     return parts[0] & parts[1] if query_filter.join == "AND" else parts[0] | parts[1]
 
 
-def _predicate_expr(predicate: Predicate, column_types: Mapping[str, pl.DataType]) -> pl.Expr:
+def _predicate_expr(
+    predicate: Predicate, column_types: Mapping[str, pl.DataType], columns: Mapping[str, pl.Expr]
+) -> pl.Expr:
     if predicate.field not in column_types:
         raise ValueError(f"no column for filter field {predicate.field!r}")
     dtype = column_types[predicate.field]
-    column = pl.col(predicate.field)
+    column = columns.get(predicate.field, pl.col(predicate.field))
     if isinstance(dtype, pl.List):
         inner = dtype.inner
         if predicate.op == "!=":

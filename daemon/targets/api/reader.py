@@ -56,6 +56,7 @@ class Reader:
         self._positions: OrderedDict[tuple, pl.Series] = OrderedDict()
         self._schemas: OrderedDict[Path, tuple[dict[str, pl.DataType], int]] = OrderedDict()
         self._moments: OrderedDict[Path, Publication] = OrderedDict()
+        self._computing: dict[tuple, threading.Event] = {}
 
     # -- what requests call ---------------------------------------------------------------------------------
 
@@ -71,7 +72,7 @@ class Reader:
         types = dict(columns) | dict.fromkeys(absent, pl.String)  # a field no record carries reads as absent
         condition = where
         if query.filter is not None:
-            expr = filter_expression(query.filter, types)
+            expr = filter_expression(query.filter, types, {"dateLastModified": self._dated(path)})
             condition = expr if condition is None else condition & expr
         if query.sort is not None and isinstance(types[query.sort], pl.List | pl.Struct):
             raise bad_query("invalid_sort_field", f"sort cannot order by {query.sort}, which holds a list")
@@ -169,21 +170,22 @@ class Reader:
         if condition is not None:
             frame = frame.filter(condition)
         if sort is not None:
-            frame = frame.sort([sort, "sourcedId"], descending=descending, nulls_last=True)
+            by = self._dated(path) if sort == "dateLastModified" else pl.col(sort)
+            frame = frame.sort([by, pl.col("sourcedId")], descending=descending, nulls_last=True)
         elif descending:
             frame = frame.sort("_pos", descending=True)
         return frame.select("_pos").collect()["_pos"]
 
     def _gather(self, path: Path, condition: pl.Expr, absent: frozenset[str], positions: pl.Series) -> pl.Series:
-        """The texts of every record a filter matched, in the query's order, read in one pass: the matches of
+        """The texts of a filter's matches, in the query's order (`positions`), read in one pass with the
+        filter handed to the Parquet reader (which then reads the texts of the matches alone): the matches of
         a delta or a relationship lie all over the file, and reading them page by page would read most row
         groups once for every page."""
         frame = self._scan(path, positions=True)
         if absent:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(name) for name in sorted(absent))
         found = frame.filter(condition).select("_pos", "_json").collect()
-        ordered = positions.to_frame("_pos").join(found, on="_pos", how="left", maintain_order="left")
-        return ordered["_json"]
+        return positions.to_frame("_pos").join(found, on="_pos", how="left", maintain_order="left")["_json"]
 
     def _texts(self, path: Path, positions: pl.Series) -> pl.Series:
         if positions.is_empty():
@@ -217,25 +219,47 @@ class Reader:
         return known
 
     def _scan(self, path: Path, positions: bool = False) -> pl.LazyFrame:
-        """The file, with the dates its publication left to its moment filled in (see publish.py), and with
-        `positions`, each row's position in it as `_pos`."""
+        """The file, with `positions`, each row's position in it as `_pos`."""
+        return pl.scan_parquet(path, row_index_name="_pos") if positions else pl.scan_parquet(path)
+
+    def _dated(self, path: Path) -> pl.Expr:
+        """dateLastModified with the dates its publication left to its moment filled in (see publish.py): in
+        filters and sorts, as an expression, not a column replaced, so that the Parquet reader still gets the
+        filter and reads the texts of the matches alone."""
         moment = self.publication(path.parent.parent).moment
-        frame = pl.scan_parquet(path, row_index_name="_pos") if positions else pl.scan_parquet(path)
-        return frame.with_columns(pl.col("dateLastModified").fill_null(pl.lit(moment, UTC_MS)))
+        return pl.col("dateLastModified").fill_null(pl.lit(moment, UTC_MS))
 
     def _cached(self, key: tuple, compute: Callable[[], pl.Series]) -> pl.Series:
+        """`compute()`, kept under `key`; threads asking for the same key meanwhile wait for the one computing
+        it (a page and the next one read ahead start together), rather than compute it again."""
         with self._lock:
             found = self._positions.get(key)
             if found is not None:
                 self._positions.move_to_end(key)
                 return found
-        made = compute()
-        with self._lock:
-            self._positions[key] = made
-            while len(self._positions) > CACHE_ENTRIES or (
-                len(self._positions) > 1 and sum(s.estimated_size() for s in self._positions.values()) > CACHE_BYTES
-            ):  # fmt: skip
-                self._positions.popitem(last=False)
+            busy = self._computing.get(key)
+            if busy is None:
+                busy = self._computing[key] = threading.Event()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            busy.wait()
+            with self._lock:
+                found = self._positions.get(key)
+            return found if found is not None else self._cached(key, compute)  # it failed there: try here
+        made = None
+        try:
+            made = compute()
+        finally:
+            with self._lock:
+                if made is not None:
+                    self._positions[key] = made
+                    while len(self._positions) > CACHE_ENTRIES or (len(self._positions) > 1 and sum(
+                            s.estimated_size() for s in self._positions.values()) > CACHE_BYTES):  # fmt: skip
+                        self._positions.popitem(last=False)
+                del self._computing[key]
+            busy.set()
         return made
 
 
