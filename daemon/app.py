@@ -55,7 +55,8 @@ DEMO_API_CLIENT_NAME = "demo_api_client.json"
 STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this much more, then it is left behind
 # The [server] keys the SFTP listener takes as they are: every ServerOptions field that ServerConfig also has.
 SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerOptions) if f.name in ServerConfig.model_fields)
-RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api")  # a reload leaves these as they were
+# a reload leaves these as they were
+RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api")
 
 
 def demo_key(state_dir: Path, log) -> str:

@@ -39,7 +39,8 @@ def csv(entity: str, *rows: dict[str, str]) -> str:
 ORGS = csv("orgs", {"sourcedId": "d1", "name": "North", "type": "district"},
            {"sourcedId": "s1", "name": "Hill", "type": "school", "parentSourcedId": "d1"})  # fmt: skip
 SESSIONS = csv("academicSessions", {"sourcedId": "y1", "title": "2026-2027", "type": "schoolYear",
-                                    "startDate": "2026-08-20", "endDate": "2027-06-15", "schoolYear": "2027"})  # fmt: skip
+                                    "startDate": "2026-08-20", "endDate": "2027-06-15",
+                                    "schoolYear": "2027"})  # fmt: skip
 COURSES = csv("courses", {"sourcedId": "c1", "schoolYearSourcedId": "y1", "title": "Algebra", "orgSourcedId": "d1"})
 CLASSES = csv("classes", {"sourcedId": "k1", "title": "Algebra 1", "courseSourcedId": "c1", "classType": "scheduled",
                           "schoolSourcedId": "s1", "termSourcedIds": "y1"})  # fmt: skip

@@ -1,5 +1,6 @@
-"""Pages of a publication (daemon/targets/api/reader.py) on a file of several row groups (made small here): the default order,
-descending, sorts with ties, filters whose matches lie scattered across row groups, fields no record carries.
+"""Pages of a publication (daemon/targets/api/reader.py) on a file of several row groups (made small here):
+the default order, descending, sorts with ties, filters whose matches lie scattered across row groups, fields
+no record carries.
 
 The publication file is built here by hand: 5,000 records in sourcedId order (so three row groups of 2,000),
 with family names from a small list so that sorts have many ties. Each expected page is computed in plain

@@ -191,7 +191,8 @@ def issue_token(
 ) -> TokenIssued | AuthError:
     """A bearer token for a client whose secret matches, not revoked, whose api target is still configured and
     serves `version` (None: for every version the target serves); `requested_scopes` is the request's
-    space-separated `scope` (None or blank: all of those versions' scopes). The token lasts the target's `token_seconds` from `now`."""
+    space-separated `scope` (None or blank: all of those versions' scopes). The token lasts the target's
+    `token_seconds` from `now`."""
     found = store.api_credentials(client_id)
     if not _secret_matches(found.secret_hash if found else _decoy_hash(), secret) or found is None:
         return AuthError("invalid_client", "unknown client or wrong secret")

@@ -34,7 +34,7 @@ from daemon.targets.api.query import Query, filter_expression
 CACHE_ENTRIES = 64
 SCHEMA_ENTRIES = 1024
 CACHE_BYTES = 256 * 2**20  # positions (4 bytes a record) and gathered texts kept in all
-GATHER_ROWS = 100_000  # a filter matching at most this many records has their texts read at once, and cached  # positions kept in all (4 bytes each): about 80 MB at most
+GATHER_ROWS = 100_000  # a filter matching at most this many records has their texts read at once, and cached
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,12 @@ target must still be configured), the version's scope for the operation checked 
 bucket charged (429 with Retry-After), the query parsed (400 with its minor code), and the page read from the
 publication in one of the server's own threads, so neither validation nor publishing (worker processes) nor
 one slow page holds up another request. While a client receives a page, its next page (same query, next
-offset) is read ahead in those threads, and served if the client asks for it next and the publication is still
-the same (ReadAhead): a crawl then costs little more than sending the pages. The argon2 check of a client secret runs in a pool of two threads of its
-own, with at most TOKEN_QUEUE token requests waiting (more get 429), so a flood of guesses delays no page. Every answer is logged once as `api.request` (client, tenant, target, method, path, status, rows,
-elapsed_ms; never the token or a secret) and counted per operation in /metrics. An unexpected failure is a 500
+offset) is read ahead in those threads, and served if the client asks for it next and the publication is
+still the same (ReadAhead): a crawl then costs little more than sending the pages. The argon2 check of a
+client secret runs in a pool of two threads of its own, with at most TOKEN_QUEUE token requests waiting (more
+get 429), so a flood of guesses delays no page. Every answer is logged once as `api.request` (client, tenant,
+target, method, path, status, rows, elapsed_ms; never the token or a secret) and counted per operation in
+/metrics. An unexpected failure is a 500
 with the status payload and nothing of the cause, which goes to the log.
 """
 
@@ -26,8 +28,8 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -212,11 +214,16 @@ class ApiServer:
         if wait > 0:
             raise _TooMany(wait)
         pages = (grant.client_id, request.path, tuple(p for p in request.query.items() if p[0] != "offset"))
-        answer = self._ahead.take(pages, query.offset) if query is not None else None
-        if answer is not None:
-            answer = await asyncio.wrap_future(answer)
-            if answer.folder != await loop.run_in_executor(self._reads, current_publication, self.state_dir,
-                                                           grant.tenant, grant.target):  # fmt: skip
+        ahead = self._ahead.take(pages, query.offset) if query is not None else None
+        answer = None
+        if ahead is not None:
+            try:
+                answer = await asyncio.wrap_future(ahead)
+            except Exception:  # noqa: BLE001 - whatever went wrong ahead, the read below meets it (or not) again
+                answer = None
+            current = await loop.run_in_executor(self._reads, current_publication, self.state_dir, grant.tenant,
+                                                 grant.target)  # fmt: skip
+            if answer is not None and answer.folder != current:
                 answer = None  # read ahead from a publication replaced since
         if answer is None:
             answer = await loop.run_in_executor(self._reads, self._read, grant.tenant, grant.target,
@@ -233,10 +240,10 @@ class ApiServer:
     async def _token(self, request: web.BaseRequest, seen: _Seen) -> web.Response:
         if request.method != "POST":
             return _payload(405, {"error": "invalid_request", "error_description": "POST the token request"},
-                               Allow="POST")  # fmt: skip
+                            Allow="POST")  # fmt: skip
         if self._token_requests >= TOKEN_QUEUE:  # a flood of guesses waits for nobody's argon2
             return _payload(429, {"error": "temporarily_unavailable", "error_description": "too many token "
-                                     "requests at once; retry shortly"}, **{"Retry-After": "1"})  # fmt: skip
+                                  "requests at once; retry shortly"}, **{"Retry-After": "1"})  # fmt: skip
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         self._token_requests += 1
         try:
@@ -326,7 +333,8 @@ class ApiServer:
             filled = filled.str.replace_all(mark, value, literal=True)
         wrapped = pl.concat_str(pl.lit('{"' + selection.child.plural + '":['), filled.str.join(","), pl.lit("]}"))
         body = pl.select(wrapped).to_series().cast(pl.Binary).item()
-        headers = {"X-Total-Count": str(page.total), "Cache-Control": "no-store", "Link": _links(here, query, page.total)}
+        headers = {"X-Total-Count": str(page.total), "Cache-Control": "no-store",
+                   "Link": _links(here, query, page.total)}  # fmt: skip
         return body, headers, texts.len(), page.total
 
     def _one(self, folder: Path, version: str, collection: Collection, sourced_id: str, query: Query, fills) -> tuple:

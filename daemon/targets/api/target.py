@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.outbox import Job, Outcome, delivered
+from daemon.snapshots import storage
 from daemon.targets.api.publish import is_complete, make_visible, publish_target, visible_at
 from daemon.targets.settings import ApiTarget
-from daemon.snapshots import storage
 from daemon.targets.views import STAGING_PREFIX, staging, target_folder
-
 
 LEAD_SECONDS = 1.0  # how far ahead of its switch a publication is dated; far more than a rename takes
 
