@@ -55,7 +55,8 @@ async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     store = Store(tmp_path / "rosterd.db", {"north": ["vendor"]})
     logged: list[tuple[str, str, dict]] = []
     api = ApiServer(ApiConfig(port=0, tls_cert=cert, tls_key=key), store, tmp_path / "state", lambda: TARGETS,
-                    lambda level, event, **fields: logged.append((level, event, fields)))  # fmt: skip
+                    lambda level, event, **fields: logged.append((level, event, fields)),
+                    lambda operation, status, seconds: logged.append(("metric", operation, {"status": status})))
     port = await api.start()
     try:
         yield api, f"{'https' if tls else 'http'}://127.0.0.1:{port}", logged
@@ -121,6 +122,9 @@ async def test_before_the_first_publication_collections_are_empty_and_records_un
             assert answer.status == 405 and answer.headers["Allow"] == "POST"
     lines = [fields for _level, event, fields in logged if event == "api.request"]
     assert [line["status"] for line in lines] == [200, 404, 404, 405, 405]
+    counted = [(operation, fields["status"]) for level, operation, fields in logged if level == "metric"]
+    assert counted == [("token", 200), ("v1p2 /users/{id}", 404), ("v1p2 /schools/{id}/classes", 404),
+                       ("unknown", 405), ("token", 405)]  # each request counted under its operation (a POST: none)
     assert all(token not in repr(line) and secret not in repr(line) for line in lines)
 
 
