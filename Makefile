@@ -5,14 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # test-py313 runs the outbox, intake and stop tests again on Python 3.13, in .venv313: asyncio's wait_for and
-# gather behave differently from 3.12 on. Its Python: python3.13 on PATH if it runs and can make a venv (a
-# pyenv shim of a version not selected cannot), else pyenv's 3.13; looked for only when test-py313 runs.
+# gather behave differently from 3.12 on. It runs the OneRoster 1.2 crawl too (its client needs 3.12 or later).
+# Its Python: python3.13 on PATH if it runs and can make a venv (a pyenv shim of a version not selected cannot),
+# else pyenv's 3.13; looked for only when test-py313 runs.
 PYTHON313 ?= $(shell for p in "$$(command -v python3.13)" \
 	"$$(pyenv prefix 3.13 2>/dev/null | head -n 1)/bin/python3.13"; \
 	do "$$p" -c "import ensurepip" 2>/dev/null && { echo "$$p"; break; }; done)
 VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed-stamp
-PY313_TESTS := tests/test_outbox.py tests/test_intake.py tests/test_webhook_target.py tests/test_stop.py
+PY313_TESTS := tests/test_outbox.py tests/test_intake.py tests/test_webhook_target.py tests/test_stop.py \
+	tests/e2e/test_api_crawl_v1p2.py
 
 .PHONY: run test test-py313 openssh-client systemd-tools bench samples clean
 
@@ -66,7 +68,7 @@ $(VENV313)/bin/python:
 	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
 
 $(STAMP313): pyproject.toml | $(VENV313)/bin/python
-	$(VENV313)/bin/python -m pip install --quiet -e '.[test-core]'
+	$(VENV313)/bin/python -m pip install --quiet -e '.[test-core,test-v1p2]'
 	touch $(STAMP313)
 
 bench: $(STAMP)

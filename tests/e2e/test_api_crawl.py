@@ -298,6 +298,18 @@ def add_client(daemon: RunningDaemon) -> tuple[str, str]:
     return found["client_id"], found["client_secret"]
 
 
+def day_one_published(
+    rosterd: Callable[..., RunningDaemon], tenants: dict[str, Tenant]
+) -> tuple[RunningDaemon, str, dict[str, pl.DataFrame]]:
+    """A daemon serving the API, with day 1 uploaded and published: the daemon, the API's URL, day 1's tables."""
+    daemon = rosterd(dataclasses.replace(tenants["north"], extra=API_TARGET), extra_config="[api]\nport = 0\n")
+    base_url = f"http://127.0.0.1:{daemon.wait_for_event('api.started')['port']}"
+    day1 = day_one(generate(SPEC))
+    send(daemon, day1, "day1.zip")
+    published(daemon, accepted(daemon, "day1.zip"))
+    return daemon, base_url, day1
+
+
 def fetch_token(base_url: str, client_id: str, secret: str) -> str:
     """OAuth 2.0 client credentials as SDS sends them: HTTP Basic and grant_type in the form."""
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
@@ -454,11 +466,7 @@ def past_its_second(moment: datetime) -> None:
 def test_a_published_client_crawls_every_endpoint_and_pulls_the_day_two_delta(
     rosterd, tenants: dict[str, Tenant]
 ) -> None:
-    daemon = rosterd(dataclasses.replace(tenants["north"], extra=API_TARGET), extra_config="[api]\nport = 0\n")
-    base_url = f"http://127.0.0.1:{daemon.wait_for_event('api.started')['port']}"
-    day1 = day_one(generate(SPEC))
-    send(daemon, day1, "day1.zip")
-    published(daemon, accepted(daemon, "day1.zip"))
+    daemon, base_url, day1 = day_one_published(rosterd, tenants)
     token = fetch_token(base_url, *add_client(daemon))
 
     ledger = Ledger()
