@@ -14,6 +14,8 @@ import re
 # alike take only whole names.
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+# An admin console account's login: never a path component, but shown in logs and receipts as `operator`.
+ACCOUNT_NAME = re.compile(r"^[a-z0-9._-]{1,64}\Z")
 
 
 def check_tenant_name(value: str) -> str:
@@ -29,4 +31,11 @@ def check_target_name(value: str) -> str:
     """`value` when it is a target name; ValueError says the rule otherwise."""
     if not TARGET_NAME.fullmatch(value):
         raise ValueError(f"a target name is 1 to 63 of a-z, 0-9, '_' and '-' (got {value!r})")
+    return value
+
+
+def check_account_name(value: str) -> str:
+    """`value` when it is an admin console account name; ValueError says the rule otherwise."""
+    if not ACCOUNT_NAME.fullmatch(value):
+        raise ValueError(f"an account name is 1 to 64 of a-z, 0-9, '.', '_' and '-' (got {value!r})")
     return value

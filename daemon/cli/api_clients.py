@@ -13,15 +13,13 @@ import json
 import sys
 
 from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, settings_of
-from daemon.cli.options import add_config_option
+from daemon.cli.options import action_parsers, add_config_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    client = sub.add_parser("api-client", help="add, revoke or list the clients of OneRoster API targets",
-                            description="Manage the client ids and secrets vendors use to pull a tenant's "
-                            "`type = \"api\"` target over the OneRoster REST API.")  # fmt: skip
-    actions = client.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
+    actions = action_parsers(sub, "api-client", "add, revoke or list the clients of OneRoster API targets",
+                             "Manage the client ids and secrets vendors use to pull a tenant's `type = \"api\"` "
+                             "target over the OneRoster REST API.")  # fmt: skip
 
     add = actions.add_parser("add", help="make a client and print its id and secret (once)",
                              description="Make a client of TENANT's api target TARGET and print its client id and "

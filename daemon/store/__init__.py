@@ -20,6 +20,7 @@ Modules (callers import only from `daemon.store`):
     decisions.py    decisions (what operators decided, when, who; whether the daemon logged it yet)
     heartbeat.py    heartbeat (one row rewritten by the readiness check)
     api_clients.py  api_clients (vendors' client ids and secret hashes), api_tokens (bearer tokens as sha256)
+    admin_users.py  admin_users (admin console accounts: role, tenant, password hash, TOTP secret)
     __init__.py     Store: the one object callers hold; each method is one read or one transaction composed
                     from the table modules, with the time of a write taken once (here, from `now`)
 
@@ -60,12 +61,14 @@ import sqlite3
 from pathlib import Path
 from typing import TypeVar
 
+from daemon.store import admin_users as admin_users_table
 from daemon.store import api_clients as api_clients_table
 from daemon.store import decisions as decisions_table
 from daemon.store import deliveries as deliveries_table
 from daemon.store import heartbeat as heartbeat_table
 from daemon.store import snapshots as snapshots_table
 from daemon.store import uploads as uploads_table
+from daemon.store.admin_users import AdminCredentials, AdminUser
 from daemon.store.api_clients import ApiClient, ApiCredentials, TokenGrant
 from daemon.store.connection import Database
 from daemon.store.interface import StoreInterface
@@ -85,8 +88,9 @@ from daemon.store.records import (
     stamp,
 )
 
-__all__ = ["Action", "ApiClient", "ApiCredentials", "Decision", "Delivery", "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State",
-           "Store", "StoreInterface", "TokenGrant", "Upload", "new_delivery_id", "new_upload_id", "now", "stamp"]  # fmt: skip
+__all__ = ["Action", "AdminCredentials", "AdminUser", "ApiClient", "ApiCredentials", "Decision", "Delivery",
+           "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State", "Store", "StoreInterface", "TokenGrant",
+           "Upload", "new_delivery_id", "new_upload_id", "now", "stamp"]  # fmt: skip
 
 Found = TypeVar("Found")
 
@@ -430,6 +434,52 @@ class Store(StoreInterface):
         with self._database.transaction() as db:
             api_clients_table.touch(db, client_id, at, unless_since or at)
 
+    # -- admin console accounts -------------------------------------------------------------------------
+
+    def add_admin_user(self, name: str, role: str, tenant: str | None, password_hash: str,
+                       totp_secret: str | None = None) -> AdminUser:  # fmt: skip
+        if role not in admin_users_table.ROLES or (role == "district") != (tenant is not None):
+            raise ValueError(f"role {role!r} with tenant {tenant!r}: a district account has a tenant, no other does")
+        at = now()
+        with self._database.transaction() as db:
+            if admin_users_table.get(db, name) is not None:
+                raise Refused(f"an admin user {name} exists already")
+            admin_users_table.insert(db, name, role, tenant, password_hash, totp_secret, at)
+            return _required(admin_users_table.get(db, name), name)
+
+    def admin_user(self, name: str) -> AdminUser | None:
+        with self._database.read() as db:
+            return admin_users_table.get(db, name)
+
+    def admin_credentials(self, name: str) -> AdminCredentials | None:
+        with self._database.read() as db:
+            return admin_users_table.credentials(db, name)
+
+    def admin_users(self) -> list[AdminUser]:
+        with self._database.read() as db:
+            return admin_users_table.listed(db)
+
+    def set_admin_password(self, name: str, password_hash: str) -> AdminUser:
+        with self._database.transaction() as db:
+            _existing_admin_user(db, name)
+            admin_users_table.set_password(db, name, password_hash)
+            return _required(admin_users_table.get(db, name), name)
+
+    def set_admin_totp(self, name: str, totp_secret: str | None) -> AdminUser:
+        with self._database.transaction() as db:
+            _existing_admin_user(db, name)
+            admin_users_table.set_totp(db, name, totp_secret)
+            return _required(admin_users_table.get(db, name), name)
+
+    def disable_admin_user(self, name: str) -> AdminUser:
+        at = now()
+        with self._database.transaction() as db:
+            user = _existing_admin_user(db, name)
+            if user.disabled_at is not None:
+                raise Refused(f"admin user {name} was disabled already, at {user.disabled_at}")
+            admin_users_table.disable(db, name, at)
+            return _required(admin_users_table.get(db, name), name)
+
     # -- the store itself -------------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
@@ -439,6 +489,13 @@ class Store(StoreInterface):
 
     def close(self) -> None:
         self._database.close()
+
+
+def _existing_admin_user(db: sqlite3.Connection, name: str) -> AdminUser:
+    user = admin_users_table.get(db, name)
+    if user is None:
+        raise Refused(f"no admin user {name}")
+    return user
 
 
 def _required(found: Found | None, key: str) -> Found:

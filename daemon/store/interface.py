@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from daemon.store.admin_users import AdminCredentials, AdminUser
 from daemon.store.api_clients import ApiClient, ApiCredentials, TokenGrant
 from daemon.store.records import Decision, Delivery, DeliveryState, SnapshotRecord, State, Upload
 
@@ -272,6 +273,41 @@ class StoreInterface(Protocol):
     def touch_last_used(self, client_id: str, at: str, unless_since: str | None = None) -> None:
         """The client was used at `at`; with `unless_since`, nothing is written when a use at that time or
         later is recorded already (so a crawl does not commit once per page)."""
+        ...
+
+    # -- admin console accounts -------------------------------------------------------------------------
+    # No password is ever given to the store: only its argon2id hash. The TOTP secret is kept as given (base32):
+    # the login check needs it in clear.
+
+    def add_admin_user(self, name: str, role: str, tenant: str | None, password_hash: str,
+                       totp_secret: str | None = None) -> AdminUser:  # fmt: skip
+        """A new account: role admin or viewer with no tenant, or district with one (ValueError otherwise);
+        Refused when the name is taken, by a disabled account too."""
+        ...
+
+    def admin_user(self, name: str) -> AdminUser | None:
+        """The account of that name, disabled or not (None: no such account)."""
+        ...
+
+    def admin_credentials(self, name: str) -> AdminCredentials | None:
+        """The account with its password hash and TOTP secret, for the login check (None: no such account)."""
+        ...
+
+    def admin_users(self) -> list[AdminUser]:
+        """Every account by name, disabled ones included (marked)."""
+        ...
+
+    def set_admin_password(self, name: str, password_hash: str) -> AdminUser:
+        """Replace the account's password hash; Refused when there is no such account."""
+        ...
+
+    def set_admin_totp(self, name: str, totp_secret: str | None) -> AdminUser:
+        """Turn TOTP on with this secret, or off with None; Refused when there is no such account."""
+        ...
+
+    def disable_admin_user(self, name: str) -> AdminUser:
+        """From this commit on the account cannot log in; Refused when there is no such account or it was
+        disabled already."""
         ...
 
     # -- the store itself -------------------------------------------------------------------------------

@@ -26,12 +26,9 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 from urllib.parse import unquote_plus
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
+from daemon.passwords import hash_secret, matches  # hash_secret: what `api-client add` stores
 from daemon.store import StoreInterface, TokenGrant, stamp
 from daemon.targets.settings import ApiTarget
 
@@ -103,29 +100,6 @@ def new_client() -> tuple[str, str]:
     return secrets.token_hex(16), secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str) -> str:
-    """The argon2id hash kept in place of the secret."""
-    return _hasher().hash(secret)
-
-
-@cache
-def _hasher() -> PasswordHasher:
-    return PasswordHasher()
-
-
-@cache
-def _decoy_hash() -> str:
-    """Checked against when the client id is unknown, so an unknown id costs as long as a wrong secret."""
-    return _hasher().hash(secrets.token_urlsafe(32))
-
-
-def _secret_matches(secret_hash: str, secret: str) -> bool:
-    try:
-        return _hasher().verify(secret_hash, secret)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
 # -- the token endpoint ----------------------------------------------------------------------------------------
 
 
@@ -194,7 +168,7 @@ def issue_token(
     space-separated `scope` (None or blank: all of those versions' scopes). The token lasts the target's
     `token_seconds` from `now`."""
     found = store.api_credentials(client_id)
-    if not _secret_matches(found.secret_hash if found else _decoy_hash(), secret) or found is None:
+    if not matches(found.secret_hash if found else None, secret) or found is None:
         return AuthError("invalid_client", "unknown client or wrong secret")
     client = found.client
     target = targets.get((client.tenant, client.target))
