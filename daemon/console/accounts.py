@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pyotp
 
-from daemon.passwords import hash_secret, matches
+from daemon.passwords import hash_secret, verify
 from daemon.store import AdminUser, StoreInterface
 
 ISSUER = "rosterd"
@@ -33,7 +33,7 @@ def check_login(store: StoreInterface, name: str, password: str, totp_code: str 
     """The account when the password is its own, it is not disabled and, when it has TOTP, `totp_code` is the
     code of `now`'s 30 s step or the one before; None otherwise (which of them failed is not said)."""
     found = store.admin_credentials(name)
-    if not matches(found.password_hash if found else None, password) or found is None:
+    if not verify(found.password_hash if found else None, password) or found is None:
         return None
     if found.user.disabled_at is not None:
         return None

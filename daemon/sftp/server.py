@@ -25,8 +25,8 @@ from pathlib import Path
 
 import asyncssh
 
-from daemon import ssh_algorithms
-from daemon.sftp import accept, events, fs, hostkeys, passwords
+from daemon import passwords, ssh_algorithms
+from daemon.sftp import accept, events, fs, hostkeys
 from daemon.sftp.defender import Defender, read_state, write_state
 from daemon.sftp.events import OnEvent, OnUpload, Reporter, shown_username
 from daemon.sftp.limits import Ledger, Pools, SessionAccount

@@ -51,10 +51,10 @@ def test_a_wrong_password_an_unknown_name_and_a_disabled_account_fail(store: Sto
 
 def test_an_unknown_name_is_checked_against_a_decoy_hash(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     checked: list[str | None] = []
-    real = accounts.matches
-    monkeypatch.setattr(accounts, "matches", lambda h, p: checked.append(h) or real(h, p))
+    real = accounts.verify
+    monkeypatch.setattr(accounts, "verify", lambda h, p: checked.append(h) or real(h, p))
     assert check_login(store, "bob", "x", None, NOW) is None
-    assert checked == [None]  # daemon.passwords.matches checks None against its decoy hash
+    assert checked == [None]  # daemon.passwords.verify checks None against its decoy hash
 
 
 def test_totp_takes_the_current_and_previous_step_only(store: Store) -> None:

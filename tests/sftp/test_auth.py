@@ -10,7 +10,7 @@ import time
 import asyncssh
 import pytest
 
-from daemon.sftp import passwords
+from daemon import passwords
 
 from .conftest import ACME_PASSWORD, Harness, needs_openssh
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
-from daemon.passwords import hash_secret, matches  # hash_secret: what `api-client add` stores
+from daemon.passwords import hash_secret, verify  # hash_secret: what `api-client add` stores
 from daemon.store import StoreInterface, TokenGrant, stamp
 from daemon.targets.settings import ApiTarget
 
@@ -168,7 +168,7 @@ def issue_token(
     space-separated `scope` (None or blank: all of those versions' scopes). The token lasts the target's
     `token_seconds` from `now`."""
     found = store.api_credentials(client_id)
-    if not matches(found.secret_hash if found else None, secret) or found is None:
+    if not verify(found.secret_hash if found else None, secret) or found is None:
         return AuthError("invalid_client", "unknown client or wrong secret")
     client = found.client
     target = targets.get((client.tenant, client.target))
