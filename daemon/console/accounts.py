@@ -1,8 +1,8 @@
 """Admin console accounts: password hashing and the login check, with an optional TOTP second factor (RFC 6238:
 SHA-1, 6 digits, 30 s steps, what every authenticator app uses).
 
-`check_login` does the same argon2 work whether or not the name exists (an unknown name is checked against a
-decoy hash, as daemon/targets/api/auth.py does for client ids), so timing does not tell which names exist. A
+`check_login` does the same argon2 work whether or not the name exists (daemon/passwords.py checks an unknown
+name against a decoy hash), so timing does not tell which names exist. A
 code is good in the current 30 s step and the one before (a code typed as the step turns). Every function
 blocks (argon2 takes tens of milliseconds on purpose): the console calls them in a worker thread.
 """
