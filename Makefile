@@ -56,7 +56,7 @@ systemd-tools:
 # again, 7.4 minutes against 6.5, on 2026-12-07).
 test: $(STAMP) openssh-client systemd-tools test-py313
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $$(( $$(nproc) + 1 )) -q
+	$(BIN)/python -m pytest -n $$(( $$(nproc) + 1 )) --dist loadgroup -q
 
 test-py313:
 	@py="$(PYTHON313)"; \

@@ -323,6 +323,11 @@ def rosterd_cli(daemon: RunningDaemon, *args: str) -> str:
     return done.stdout
 
 
+# One daemon for the whole module: its tests go to one xdist worker (`make test` runs --dist loadgroup),
+# instead of each worker starting its own two-tenant daemon.
+pytestmark = pytest.mark.xdist_group("api_isolation")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, host_keys: Path, tenants: dict[str, Tenant]) -> Iterator[World]:
     require_openssh()
