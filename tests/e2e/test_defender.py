@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Callable
 
 import asyncssh
@@ -12,6 +13,20 @@ import asyncssh
 from .conftest import ROSTERD, RunningDaemon, Tenant
 
 FEW_GUESSES = "[defender]\nthreshold = 3\n"
+
+
+def saved_bans(daemon: RunningDaemon, deadline: float = 20.0) -> list[str]:
+    """The bans in the defender's file, once it holds one: the daemon saves it in the background after the
+    ban is logged (a clean-clone run under load read it before it was written)."""
+    path = daemon.state / "defender.json"
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        if path.exists():
+            bans = list(json.loads(path.read_text())["bans"])
+            if bans:
+                return bans
+        time.sleep(0.05)
+    raise AssertionError(f"no ban saved in {path} within {deadline}s")
 
 
 async def test_repeated_bad_passwords_ban_the_address_across_a_restart(
@@ -28,8 +43,7 @@ async def test_repeated_bad_passwords_ban_the_address_across_a_restart(
     with_key = await asyncio.to_thread(daemon.sftp_batch, "north", ["ls /"])
     assert with_key.returncode != 0  # the right key does not help either
     assert daemon.events("sftp.connection_refused", reason="banned")
-    state = json.loads((daemon.state / "defender.json").read_text())
-    assert list(state["bans"]) == ["127.0.0.1"]
+    assert await asyncio.to_thread(saved_bans, daemon) == ["127.0.0.1"]
 
     await asyncio.to_thread(daemon.restart)
     (started,) = daemon.events("sftp.server_started", run=-1)
