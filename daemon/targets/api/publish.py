@@ -83,9 +83,9 @@ def publish_target(
     """In a worker process: the publication of `snapshot` for a target with `scope`, written to a fresh
     `staging` folder, following the `previous` publication (None: the first). `now` decides which records
     that left have been gone for `tobedeleted_days`. Hrefs start with `base_url` (scheme://host[:port]) and
-    the version's path. Returns its summary: per version and collection, how
-    many records it has, how many it changed (new, changed or newly tobedeleted) and how many are
-    tobedeleted."""
+    the version's path; a change of base changes every record, so the next publication dates them all. Returns
+    its summary: per version and collection, how many records it has, how many it changed (new, changed or
+    newly tobedeleted) and how many are tobedeleted."""
     moment = datetime.fromisoformat(now).astimezone(UTC)
     frames, _files = storage.scan_frames(Path(snapshot))
     view, _left_out = scoped_view(frames, Scope.model_validate(scope), datetime.fromisoformat(today).date())
