@@ -75,7 +75,8 @@ def demo_key(state_dir: Path, log) -> str:
 def demo_api_client(state_dir: Path, store: Store, tenant: str, target: str, log) -> tuple[str, str]:
     """The demo tenant's API client: made once, its id and secret kept in the state directory (mode 600) so
     `make run` can show them at every start. Only the demo does this; other clients' secrets are never kept."""
-    from daemon.targets.api.auth import hash_secret, new_client
+    from daemon.passwords import hash_secret
+    from daemon.targets.api.auth import new_client
 
     path = state_dir / DEMO_API_CLIENT_NAME
     if path.exists():

@@ -15,7 +15,7 @@ import json
 import sys
 
 from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, settings_of
-from daemon.cli.options import action_parsers, add_config_option
+from daemon.cli.options import action_parser, action_parsers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,11 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _action(actions: argparse._SubParsersAction, name: str, func, help: str, description: str,
             named: bool = True) -> argparse.ArgumentParser:  # fmt: skip
     """An ACTION of `admin-user`, taking NAME (unless `named` is False) and --config."""
-    parser = actions.add_parser(name, help=help, description=description)
+    parser = action_parser(actions, name, func, help, description)
     if named:
         parser.add_argument("name", metavar="NAME")
-    add_config_option(parser)
-    parser.set_defaults(func=func)
     return parser
 
 

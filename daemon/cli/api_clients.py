@@ -13,7 +13,7 @@ import json
 import sys
 
 from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, settings_of
-from daemon.cli.options import action_parsers, add_config_option
+from daemon.cli.options import action_parser, action_parsers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,29 +21,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "Manage the client ids and secrets vendors use to pull a tenant's `type = \"api\"` "
                              "target over the OneRoster REST API.")  # fmt: skip
 
-    add = actions.add_parser("add", help="make a client and print its id and secret (once)",
-                             description="Make a client of TENANT's api target TARGET and print its client id and "
-                             "secret. The secret is shown this once: only its argon2id hash is stored. Exit status: "
-                             "0 made, 2 unknown tenant, or a target that is not an api target.")  # fmt: skip
+    add = action_parser(actions, "add", _add, "make a client and print its id and secret (once)",
+                        "Make a client of TENANT's api target TARGET and print its client id and secret. The secret "
+                        "is shown this once: only its argon2id hash is stored. Exit status: 0 made, 2 unknown tenant, "
+                        "or a target that is not an api target.")  # fmt: skip
     add.add_argument("tenant", metavar="TENANT")
     add.add_argument("target", metavar="TARGET", help="the name of one of the tenant's type = \"api\" targets")
-    add_config_option(add)
-    add.set_defaults(func=_add)
 
-    revoke = actions.add_parser("revoke", help="end a client and every token it holds, at once",
-                                description="Revoke a client: it gets no new token, and the tokens it holds stop "
-                                "working at once. Exit status: 0 revoked, 1 unknown or revoked already.")  # fmt: skip
+    revoke = action_parser(actions, "revoke", _revoke, "end a client and every token it holds, at once",
+                           "Revoke a client: it gets no new token, and the tokens it holds stop working at once. "
+                           "Exit status: 0 revoked, 1 unknown or revoked already.")  # fmt: skip
     revoke.add_argument("client_id", metavar="CLIENT_ID")
-    add_config_option(revoke)
-    revoke.set_defaults(func=_revoke)
 
-    listing = actions.add_parser("list", help="list clients (never their secrets)",
-                                 description="List API clients, of one tenant or all: id, target, when made, "
-                                 "last used and revoked. Secrets are never shown (they are not kept).")  # fmt: skip
+    listing = action_parser(actions, "list", _list, "list clients (never their secrets)",
+                            "List API clients, of one tenant or all: id, target, when made, last used and revoked. "
+                            "Secrets are never shown (they are not kept).")  # fmt: skip
     listing.add_argument("tenant", metavar="TENANT", nargs="?")
     listing.add_argument("--format", choices=("text", "json"), default="text")
-    add_config_option(listing)
-    listing.set_defaults(func=_list)
 
 
 def _store(settings):
@@ -55,7 +49,8 @@ def _store(settings):
 
 def _add(args: argparse.Namespace) -> int:
     from daemon.store import Refused
-    from daemon.targets.api.auth import hash_secret, new_client
+    from daemon.passwords import hash_secret
+    from daemon.targets.api.auth import new_client
 
     settings = settings_of(args)
     known_tenant(settings, args.tenant)

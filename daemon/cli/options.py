@@ -20,3 +20,12 @@ def action_parsers(sub: argparse._SubParsersAction, name: str, help: str, descri
     actions = command.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     return actions
+
+
+def action_parser(actions: argparse._SubParsersAction, name: str, func, help: str, description: str
+                  ) -> argparse.ArgumentParser:  # fmt: skip
+    """One ACTION of such a command, with --config, run by `func`; the caller adds its arguments."""
+    parser = actions.add_parser(name, help=help, description=description)
+    add_config_option(parser)
+    parser.set_defaults(func=func)
+    return parser

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.passwords import hash_secret
 from daemon.store import Store
 from daemon.targets.api.auth import (
     AuthError,
@@ -19,7 +20,6 @@ from daemon.targets.api.auth import (
     TokenIssued,
     check_bearer,
     credentials_from,
-    hash_secret,
     issue_token,
     token_request,
 )

@@ -23,7 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from daemon.store import Store
 from daemon.targets.api import auth, server
-from daemon.targets.api.auth import hash_secret, new_client
+from daemon.passwords import hash_secret
+from daemon.targets.api.auth import new_client
 from daemon.targets.api.server import TOKEN_QUEUE, ApiConfig, ApiServer
 from daemon.targets.settings import ApiTarget
 

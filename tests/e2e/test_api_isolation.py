@@ -28,7 +28,8 @@ import pytest
 
 from daemon.generator.generate import DistrictSpec, generate, write_zip
 from daemon.store import Store
-from daemon.targets.api.auth import check_bearer, hash_secret
+from daemon.passwords import hash_secret
+from daemon.targets.api.auth import check_bearer
 
 from .conftest import ROSTERD, RunningDaemon, Tenant, require_openssh
 from .test_sftp_push import delivery

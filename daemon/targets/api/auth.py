@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
-from daemon.passwords import hash_secret, verify  # hash_secret: what `api-client add` stores
+from daemon.passwords import verify
 from daemon.store import StoreInterface, TokenGrant, stamp
 from daemon.targets.settings import ApiTarget
 

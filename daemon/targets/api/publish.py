@@ -42,7 +42,7 @@ from daemon.oneroster import schema
 from daemon.oneroster.schema import Kind
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS
-from daemon.targets.api.shapes import COLLECTIONS, DATETIME_TEXT, RENAMED, UTC_MS, publication_rows
+from daemon.targets.api.shapes import COLLECTIONS, DATETIME_TEXT, UTC_MS, json_name, publication_rows
 from daemon.targets.scope import scoped_view
 from daemon.targets.settings import Scope
 
@@ -236,10 +236,7 @@ def json_fields(entity: str, version: str) -> list[str]:
     for col in table.columns:
         if col.kind is Kind.SECRET:
             continue
-        name = RENAMED.get(col.name, col.name)
-        if col.kind is Kind.REF and name.endswith("SourcedId"):
-            name = name.removesuffix("SourcedId")
-        names.append(name)
+        names.append(json_name(col))
     if entity in ("orgs", "academicSessions"):
         names.append("children")
     if entity == "users":
@@ -259,10 +256,7 @@ def field_types(entity: str, version: str) -> dict[str, pl.DataType]:
     for col in table.columns:
         if col.kind in (Kind.SECRET, Kind.USER_IDS, Kind.GUID, Kind.STATUS, Kind.MODIFIED):
             continue
-        name = RENAMED.get(col.name, col.name)
-        if col.kind is Kind.REF and name.endswith("SourcedId"):
-            name = name.removesuffix("SourcedId")
-        types[name] = pl.List(pl.String) if col.kind in LISTS else pl.Date if col.kind is Kind.DATE else pl.String
+        types[json_name(col)] = pl.List(pl.String) if col.kind in LISTS else pl.Date if col.kind is Kind.DATE else pl.String
     if entity in ("orgs", "academicSessions"):
         types["children"] = pl.List(pl.String)
     if entity == "users":

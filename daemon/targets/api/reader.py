@@ -92,22 +92,16 @@ class Reader:
         path = entity_file(folder, version, entity)
         if not path.is_file():
             raise unknown_object(f"No {entity} record with sourcedId {sourced_id!r}")
-        condition = pl.col("sourcedId") == sourced_id
-        if where is not None:
-            condition = condition & where
-        found = self._scan(path).filter(condition).select(SERVED).collect()
+        found = self._scan(path).filter(_the_record(sourced_id, where)).select(SERVED).collect()
         if not found.height:
             raise unknown_object(f"No such record: {sourced_id!r}")
-        return _texts_of(found)[0]
+        return found["_json"][0]
 
     def exists(self, folder: Path, version: str, entity: str, sourced_id: str, where: pl.Expr | None = None) -> bool:
         path = entity_file(folder, version, entity)
         if not path.is_file():
             return False
-        condition = pl.col("sourcedId") == sourced_id
-        if where is not None:
-            condition = condition & where
-        return self._scan(path).filter(condition).select(pl.len()).collect().item() > 0
+        return self._scan(path).filter(_the_record(sourced_id, where)).select(pl.len()).collect().item() > 0
 
     def values(self, folder: Path, version: str, entity: str, where: pl.Expr, column: str, key: str) -> pl.Series:
         """The distinct values of `column` (a list column is flattened) among `entity`'s records satisfying
@@ -154,13 +148,13 @@ class Reader:
     # -- how -------------------------------------------------------------------------------------------------
 
     def _default_order(self, path: Path, total: int, query: Query) -> pl.Series:
-        if not query.descending:  # no filter: the stored dates are not needed, nor their filling in
-            return _texts_of(pl.scan_parquet(path).slice(query.offset, query.limit).select(SERVED).collect())
+        if not query.descending:  # no filter and no sort: a slice of the texts alone
+            return pl.scan_parquet(path).slice(query.offset, query.limit).select(SERVED).collect()["_json"]
         last = total - 1 - query.offset  # descending: the page runs backwards from here
         if last < 0:
             return pl.Series("_json", [], pl.String)
         first = max(0, last - query.limit + 1)
-        return _texts_of(pl.scan_parquet(path).slice(first, last - first + 1).select(SERVED).collect()).reverse()
+        return pl.scan_parquet(path).slice(first, last - first + 1).select(SERVED).collect()["_json"].reverse()
 
     def _find(self, path: Path, condition: pl.Expr | None, sort: str | None, descending: bool,
               absent: frozenset[str]) -> pl.Series:  # fmt: skip
@@ -193,7 +187,7 @@ class Reader:
         low, high = positions.min(), positions.max()
         if high - low < 2 * ROW_GROUP + 4 * positions.len():  # close together: one slice
             block = self._scan(path).slice(low, high - low + 1).select(SERVED).collect()
-            return _texts_of(block[positions - low])
+            return block[positions - low]["_json"]
         pieces = []
         wanted = pl.DataFrame({"_pos": positions}).with_row_index("_order")
         for group in (positions // ROW_GROUP).unique().sort():
@@ -201,7 +195,7 @@ class Reader:
             block = self._scan(path).slice(start, ROW_GROUP).select(SERVED).collect()
             here = wanted.filter((pl.col("_pos") // ROW_GROUP) == group)
             pieces.append(pl.concat([here, block[here["_pos"] - start]], how="horizontal"))
-        return _texts_of(pl.concat(pieces).sort("_order"))
+        return pl.concat(pieces).sort("_order")["_json"]
 
     def publication(self, folder: Path) -> Publication:
         """What the server fills into a publication's stored texts (see publish.py), read once."""
@@ -266,8 +260,10 @@ class Reader:
 SERVED = ("_json",)  # a record's stored text (see publish.py)
 
 
-def _texts_of(rows: pl.DataFrame) -> pl.Series:
-    return rows["_json"]  # as stored: the server fills in the publication's moment and its own hrefs
+def _the_record(sourced_id: str, where: pl.Expr | None) -> pl.Expr:
+    """The record `sourced_id`, if it satisfies `where` too."""
+    by_id = pl.col("sourcedId") == sourced_id
+    return by_id if where is None else by_id & where
 
 
 def _filter_key(query: Query) -> tuple | None:

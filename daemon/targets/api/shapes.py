@@ -123,12 +123,16 @@ LIFECYCLE = ("sourcedId", "status", "dateLastModified")
 UNTYPED = (Kind.GUID, Kind.SECRET, Kind.USER_IDS, Kind.STATUS, Kind.MODIFIED)
 
 
+def json_name(col: Column) -> str:
+    """The JSON field a CSV column becomes: its RENAMED name, and a reference without its `SourcedId`."""
+    name = RENAMED.get(col.name, col.name)
+    return name.removesuffix("SourcedId") if col.kind is Kind.REF and name.endswith("SourcedId") else name
+
+
 def _typed(col: Column, dtype: pl.DataType) -> pl.Expr:
     """A stored column as the typed column of its JSON field (see publication_rows)."""
     c = pl.col(col.name)
-    name = RENAMED.get(col.name, col.name)
-    if col.kind is Kind.REF and name.endswith("SourcedId"):
-        name = name.removesuffix("SourcedId")
+    name = json_name(col)
     if isinstance(dtype, pl.List):
         return c.cast(pl.List(pl.String)).alias(name)
     if dtype == pl.Boolean:
@@ -212,7 +216,7 @@ def _field(col: Column, dtype: pl.DataType, base: str, modified_at: datetime | N
         return name, _json(c.dt.strftime(DATETIME_TEXT))
     if kind is Kind.REF and col.ref is not None and col.ref.entity in REF_TYPES and col.name.endswith("SourcedId"):
         one = pl.when(c.is_not_null()).then(_ref_struct(c, col.ref.entity, base))
-        return col.name.removesuffix("SourcedId"), _json(one)
+        return json_name(col), _json(one)
     if kind is Kind.REF_LIST and col.ref is not None:
         return name, _json(_nonempty(c.list.eval(_ref_struct(pl.element(), col.ref.entity, base))))
     if kind is Kind.USER_IDS:  # {type:id}: the type holds no colon, the id may
