@@ -29,6 +29,7 @@ from pathlib import Path
 import asyncssh
 
 from daemon.config import ServerConfig, Settings, TenantConfig
+from daemon.console.server import ConsoleServer, Gate
 from daemon.files import write_whole
 from daemon.health import HealthServer, Metrics
 from daemon.intake import Intake, IntakeOptions, KeptFiles, TenantPaths
@@ -56,7 +57,9 @@ STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this muc
 # The [server] keys the SFTP listener takes as they are: every ServerOptions field that ServerConfig also has.
 SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerOptions) if f.name in ServerConfig.model_fields)
 # a reload leaves these as they were
-RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api")
+RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api", "admin")
+DEMO_ADMIN_FILE = "demo_admin.json"
+DEMO_ADMIN = "admin"
 
 
 def demo_key(state_dir: Path, log) -> str:
@@ -90,6 +93,26 @@ def demo_api_client(state_dir: Path, store: Store, tenant: str, target: str, log
                 sync_dir=True)  # fmt: skip
     log.warning("config.insecure_demo_api_client", path=str(path), client=client_id)
     return client_id, secret
+
+
+def demo_admin(state_dir: Path, store: Store, log) -> tuple[str, str] | None:
+    """The demo's console account `admin`: made once, its password kept in the state directory (mode 600) so
+    `make run` can show it at every start. None when an account of that name was made some other way."""
+    import secrets
+
+    from daemon.passwords import hash_secret
+
+    path = state_dir / DEMO_ADMIN_FILE
+    found = store.admin_user(DEMO_ADMIN)
+    if path.exists() and found is not None and found.disabled_at is None:
+        return DEMO_ADMIN, json.loads(path.read_text(encoding="utf-8"))["password"]
+    if found is not None:
+        return None
+    password = secrets.token_urlsafe(12)
+    store.add_admin_user(DEMO_ADMIN, "admin", None, hash_secret(password))
+    write_whole(path, json.dumps({"name": DEMO_ADMIN, "password": password}) + "\n", mode=0o600, sync_dir=True)
+    log.warning("config.insecure_demo_admin", path=str(path), account=DEMO_ADMIN)
+    return DEMO_ADMIN, password
 
 
 def tenant_access(settings: Settings, tenant: TenantConfig, demo_public_key: str | None) -> TenantAccess:
@@ -205,6 +228,7 @@ class Daemon:
         self.health: HealthServer | None = None
         self.health_port: int | None = None
         self.api: ApiServer | None = None
+        self.console: ConsoleServer | None = None
         self.notifier = Notifier()
         self._keep_alive: asyncio.Task | None = None
         self._checking: asyncio.Task | None = None
@@ -266,7 +290,7 @@ class Daemon:
             self.pool,
             retry_policy(settings),
             lambda level, event, **fields: getattr(log, level)(event, **fields),
-            on_change=lambda delivery: receipts.refresh(delivery.upload_id),
+            on_change=self._delivery_changed,
             on_attempt=self._observe_delivery,
         )
         await self.intake.start()
@@ -295,6 +319,7 @@ class Daemon:
                 raise StartupError(f"cannot listen for health checks on {settings.health.host}:"
                                    f"{settings.health.port}: {exc.strerror or exc}") from None  # fmt: skip
         await self._start_api(settings)
+        await self._start_console(settings)
         await self.readiness.refresh()  # the first verdict before /readyz can say ready
         self.ready = True
         self.notifier.ready(f"listening on {server.host}:{self.port}; {len(settings.tenants)} tenant(s)")
@@ -303,8 +328,10 @@ class Daemon:
         log.info("daemon.started", host=server.host, port=self.port, config=str(settings.source),
                  tenants=[t.name for t in settings.tenants], health_port=self.health_port,
                  api_port=self.api.port if self.api else None,
+                 admin_port=self.console.port if self.console else None,
                  open_files_limit=self.open_files_limit)  # fmt: skip
         demo_api = await self._demo_api(settings)
+        demo_admin_login = await self._demo_admin(settings)
         if demo_public:
             key = os.path.relpath(self.state_dir / DEMO_KEY_NAME)
             print(f"\nrosterd is listening on {server.host}:{self.port}. Upload as the demo tenant with:\n"
@@ -319,6 +346,41 @@ class Daemon:
                   f"{url}/oauth2/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
                   f"    curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/ims/oneroster/v1p1/users?limit=2'\n",
                   file=sys.stderr, flush=True)  # fmt: skip
+        if demo_admin_login and self.console is not None:
+            scheme = "https" if settings.admin.tls_cert else "http"
+            print(f"The admin console is on {scheme}://{settings.admin.host}:{self.console.port}/ (log in as "
+                  f"{demo_admin_login[0]}, password {demo_admin_login[1]}).\n", file=sys.stderr, flush=True)
+
+    async def _demo_admin(self, settings: Settings) -> tuple[str, str] | None:
+        """With a demo tenant, the console gets a demo admin (name, password), shown at start."""
+        if not any(t.demo for t in settings.tenants):
+            return None
+        assert self.store is not None
+        return await asyncio.to_thread(demo_admin, self.state_dir, self.store, self.log)
+
+    async def _start_console(self, settings: Settings) -> None:
+        """The admin console on its own port ([admin]), unless it is turned off."""
+        if not settings.admin.enabled:
+            return
+        assert self.store is not None and self.sftp is not None
+        gate = Gate(self.sftp.banned_until, lambda ip, unknown: self.sftp.penalise_login(ip, unknown, "console"))
+        console = ConsoleServer(settings.admin, self.store, lambda: self.settings, self.log, gate, self.receipts)
+        try:
+            await console.start()
+        except OSError as exc:
+            await console.stop()
+            raise StartupError(f"cannot listen for the admin console on {settings.admin.host}:{settings.admin.port}: "
+                               f"{exc.strerror or exc}") from None  # fmt: skip
+        self.console = console
+        self.log.info("console.started", host=settings.admin.host, port=console.port,
+                      tls=settings.admin.tls_cert is not None)  # fmt: skip
+
+    async def _delivery_changed(self, delivery) -> None:
+        """A delivery moved on: its upload's receipt says so, and the console's open pages are told."""
+        assert self.receipts is not None
+        if self.console is not None:
+            self.console.notify(delivery.tenant)
+        await self.receipts.refresh(delivery.upload_id)
 
     async def _demo_api(self, settings: Settings) -> tuple[str, str] | None:
         """The demo tenant's first api target gets a demo client (id, secret), shown at start."""
@@ -351,6 +413,8 @@ class Daemon:
         """How intake and the processing log: failures as errors, a file left in the inbox as a warning."""
         level = {"upload.failed": self.log.error, "upload.not_taken": self.log.warning}.get(event, self.log.info)
         level(event, **fields)
+        if self.console is not None and isinstance(fields.get("tenant"), str):
+            self.console.notify(fields["tenant"])
 
     def _accepted(self, _tenant: str, _upload_id: str) -> None:
         """A new current snapshot (accepted, or approved by an operator): its deliveries may go."""
@@ -524,6 +588,8 @@ class Daemon:
             await self._stop_stage("sftp", self.sftp.wait_closed(), bound)
         if self.api is not None:
             await self._stop_stage("api", self.api.stop(), bound)
+        if self.console is not None:
+            await self._stop_stage("console", self.console.stop(), bound)
         waits = []
         if self.outbox is not None:
             waits.append(self._stop_stage("outbox", self.outbox.stop(grace), bound))

@@ -177,6 +177,7 @@ class TenantConfig(_Section):
     validation_mode: ValidationMode | None = None  # None: the [validation] mode
     holds: HoldThresholds | None = None  # None: the [holds] thresholds; keys set here replace theirs
     demo: bool = False  # key pair generated at first start; insecure, for `make run` only
+    district_decides_holds: bool = False  # its district accounts may approve or discard its held uploads
     targets: list[Target] = []  # where accepted change sets are delivered
 
     @field_validator("targets")
@@ -225,6 +226,25 @@ class TenantConfig(_Section):
         return kinds
 
 
+class AdminConfig(_Section):
+    """[admin]: the admin console's port (daemon/console). Served when enabled; loopback by default."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback: reach it through an SSH tunnel or a TLS proxy, or set tls_cert/tls_key
+    port: int = Field(9180, ge=0, le=65535)  # 0: any free port (tests)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key the console speaks HTTPS (Secure cookies)
+    tls_key: Path | None = None
+    idle_minutes: float = Field(30.0, gt=0, le=24 * 60)  # a session ends after this long without a request
+    session_hours: float = Field(12.0, gt=0, le=7 * 24)  # and after this long in all
+    threads: int = Field(4, ge=1, le=64)  # threads reading the store and files for pages
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> AdminConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+
 class Settings(_Section):
     server: ServerConfig = ServerConfig()
     defender: DefenderConfig = DefenderConfig()
@@ -235,6 +255,7 @@ class Settings(_Section):
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()
     api: ApiConfig = ApiConfig()  # the OneRoster REST API's port, served when a tenant has an api target
+    admin: AdminConfig = AdminConfig()  # the admin console's port
     tenants: list[TenantConfig] = []
     source: Path  # the file these settings came from; filled in by the loader, not a TOML key
 

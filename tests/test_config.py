@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 
 from daemon import config
 from daemon.config import (
+    AdminConfig,
     ConfigError,
     DefenderConfig,
     IntakeConfig,
@@ -106,7 +107,8 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     text = path.read_text()
     for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldThresholds, SnapshotsConfig,
                   OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters, WebhookTarget,
-                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig, ApiConfig, ApiTarget, RateLimit):
+                  SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig, ApiConfig, ApiTarget, RateLimit,
+                  AdminConfig):
         for key in model.model_fields:
             shown = rf"^(#? *{key} *=|\[tenants\.targets\.{key}\])"  # a key, or a sub-table of a target
             assert re.search(shown, text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"

@@ -94,7 +94,8 @@ def _print_totp(name: str, secret: str) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from daemon.console.accounts import hash_password, new_totp_secret
+    from daemon.console.accounts import new_totp_secret
+    from daemon.passwords import hash_secret
     from daemon.names import check_account_name
 
     try:
@@ -113,7 +114,7 @@ def _add(args: argparse.Namespace) -> int:
     if password is None:
         return EXIT_REFUSED
     secret = new_totp_secret() if args.totp else None
-    user = _change(args, lambda store: store.add_admin_user(args.name, role, args.tenant, hash_password(password),
+    user = _change(args, lambda store: store.add_admin_user(args.name, role, args.tenant, hash_secret(password),
                                                             secret))  # fmt: skip
     if user is None:
         return EXIT_REFUSED
@@ -149,7 +150,7 @@ def _disable(args: argparse.Namespace) -> int:
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    from daemon.console.accounts import hash_password
+    from daemon.passwords import hash_secret
 
     if _change(args, lambda store: store.admin_user(args.name)) is None:  # asked before the password is typed
         print(f"rosterd admin-user passwd: no admin user {args.name}", file=sys.stderr)
@@ -157,7 +158,7 @@ def _passwd(args: argparse.Namespace) -> int:
     password = _password(args)
     if password is None:
         return EXIT_REFUSED
-    if _change(args, lambda store: store.set_admin_password(args.name, hash_password(password))) is None:
+    if _change(args, lambda store: store.set_admin_password(args.name, hash_secret(password))) is None:
         return EXIT_REFUSED
     print(f"{args.name}'s password changed")
     return 0

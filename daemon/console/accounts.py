@@ -14,22 +14,14 @@ from datetime import datetime, timedelta
 
 import pyotp
 
-from daemon.passwords import hash_secret, verify
+from daemon.passwords import verify
 from daemon.store import AdminUser, StoreInterface
 
 ISSUER = "rosterd"
 TOTP_STEP = timedelta(seconds=30)
 
-Account = AdminUser
-
-
-def hash_password(password: str) -> str:
-    """The argon2id hash kept in place of the password."""
-    return hash_secret(password)
-
-
 def check_login(store: StoreInterface, name: str, password: str, totp_code: str | None, now: datetime
-                ) -> Account | None:  # fmt: skip
+                ) -> AdminUser | None:  # fmt: skip
     """The account when the password is its own, it is not disabled and, when it has TOTP, `totp_code` is the
     code of `now`'s 30 s step or the one before; None otherwise (which of them failed is not said)."""
     found = store.admin_credentials(name)

@@ -19,6 +19,7 @@ DECISION_EVENTS = {  # how the daemon logs an operator's decision once it sees i
     Action.REBASELINE: "tenant.rebaseline_requested",
     Action.REPLAYED: "delivery.replayed",
     Action.TARGET_ENABLED: "target.enabled",
+    Action.TARGET_PAUSED: "target.paused",
 }
 
 

@@ -16,6 +16,7 @@ DECIDED = {  # how a receipt's text tells each decision; filled in with the deci
     Action.REBASELINE: "rebaseline requested by {operator}: this upload was taken as a fresh baseline",
     Action.REPLAYED: "delivery {delivery_id} to {target} replayed by {operator}",
     Action.TARGET_ENABLED: "target {target} enabled again by {operator}",
+    Action.TARGET_PAUSED: "target {target} paused by {operator}",
 }
 
 

@@ -27,7 +27,7 @@ import asyncssh
 
 from daemon import passwords, ssh_algorithms
 from daemon.sftp import accept, events, fs, hostkeys
-from daemon.sftp.defender import Defender, read_state, write_state
+from daemon.sftp.defender import Ban, Defender, read_state, write_state
 from daemon.sftp.events import OnEvent, OnUpload, Reporter, shown_username
 from daemon.sftp.limits import Ledger, Pools, SessionAccount
 from daemon.sftp.options import ServerOptions, TenantAccess
@@ -343,6 +343,27 @@ class SftpServer:
                 "sftp_open_files": shared.ledger.handles(),
                 "sftp_buffered_bytes": shared.ledger.buffered,
                 "defender_bans": shared.defender.bans_in_force() if shared.defender else 0}  # fmt: skip
+
+    def banned_until(self, ip: str) -> float | None:
+        """Until when (unix time) the defender bans the address; None: it does not (or there is no defender)."""
+        defender = self._shared.defender
+        return defender.banned_until(ip) if defender is not None else None
+
+    def penalise_login(self, ip: str, unknown_user: bool, listener: str) -> Ban | None:
+        """Score a failed login on another of the daemon's listeners (the admin console) as an SFTP one is
+        scored, against the same address's SFTP failures: a ban that starts here is logged (with `listener`),
+        saved, and refuses the address's SFTP connections as well."""
+        shared = self._shared
+        if shared.defender is None:
+            return None
+        options = shared.defender.options
+        ban = shared.defender.score(ip, options.score_unknown_user if unknown_user else options.score_bad_password)
+        if ban is not None:
+            until = datetime.fromtimestamp(ban.until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            shared.reporter.event(events.IP_BANNED, remote_ip=ip, listener=listener, until=until,
+                                  ban_seconds=int(ban.seconds), ban_count=ban.count)  # fmt: skip
+            shared._save_defender()
+        return ban
 
     async def update_tenants(self, tenants: Mapping[str, TenantAccess]) -> None:
         """From the next login on, these tenants (added, changed or removed) are the ones that exist. Sessions

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.oneroster.validate import ValidateOptions, validate_package
-from daemon.snapshots import storage
+from daemon.snapshots import findings_file, storage
 from daemon.snapshots.diff import DeltaWithoutSnapshot, dangling_references, diff_snapshots, merge_package
 from daemon.snapshots.holds import HoldThresholds, crossed
 from daemon.snapshots.storage import SnapshotMeta
@@ -39,6 +39,7 @@ class UploadJob:
     staging: Path  # the folder to write the snapshot into
     base: Path | None = None  # the folder of the snapshot to diff against (None: first upload, or a rebaseline)
     rules: TenantRules = TenantRules()
+    findings: Path | None = None  # where to write every finding kept (daemon/snapshots/findings_file.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,13 @@ class JobResult:
 
 
 def run_job(job: UploadJob) -> JobResult:
+    outcome = _run(job)
+    if job.findings is not None:
+        findings_file.write(job.findings, outcome.validation["findings"])
+    return outcome
+
+
+def _run(job: UploadJob) -> JobResult:
     started = time.monotonic()
     result = validate_package(job.path, job.rules.validate)
     validation = result.to_dict()

@@ -34,7 +34,7 @@ from pathlib import Path
 from daemon.intake.kept import KeptFiles
 from daemon.intake.seams import Answer
 from daemon.intake.workers import PoolUnavailable, WorkerDied, WorkerPool
-from daemon.snapshots import retention, storage
+from daemon.snapshots import findings_file, retention, storage
 from daemon.snapshots.job import JobResult, TenantRules, UploadJob, run_job
 from daemon.store import SnapshotRecord, StaleBase, State, Store, Upload
 
@@ -138,7 +138,8 @@ class Processor:
             current = await _db(self.store.current_snapshot, upload.tenant)
             base = Path(current.path) if current is not None else None
         staging = storage.staging_folder(self.options.state_dir, upload.tenant, upload.id)
-        return UploadJob(Path(upload.path), staging, base, rules), rebaseline
+        findings = findings_file.path_of(self.options.state_dir, upload.tenant, upload.id)
+        return UploadJob(Path(upload.path), staging, base, rules, findings), rebaseline
 
     async def _take_snapshot(
         self, upload: Upload, job: UploadJob, outcome: JobResult, result: dict, rebaseline: tuple[str, str] | None

@@ -353,6 +353,15 @@ class Store(StoreInterface):
         with self._database.transaction() as db:
             deliveries_table.disable_target(db, tenant, target, reason, at)
 
+    def pause_target(self, tenant: str, target: str, operator: str) -> str | None:
+        at = now()
+        with self._database.transaction() as db:
+            if (tenant, target) in deliveries_table.disabled_targets(db):
+                return None
+            deliveries_table.disable_target(db, tenant, target, f"paused by {operator}", at)
+            decisions_table.record(db, Action.TARGET_PAUSED, tenant, operator, at, target=target)
+        return at
+
     def enable_target(self, tenant: str, target: str, operator: str = "unknown") -> str | None:
         at = now()
         with self._database.transaction() as db:

@@ -48,13 +48,13 @@ def attach_rebaseline(db: sqlite3.Connection, tenant: str, upload_id: str) -> No
 
 
 def bearing_on(db: sqlite3.Connection, upload_id: str) -> list[Decision]:
-    """The upload's own decisions, and each target enabled while a delivery of it waited for that target
-    (queued by then, and delivered only after it or not yet), oldest first."""
+    """The upload's own decisions, and each target enabled or paused while a delivery of it waited for that
+    target (queued by then, and delivered only after it or not yet), oldest first."""
     rows = db.execute(
-        "SELECT * FROM decisions d WHERE d.upload_id = ? OR (d.action = ? AND EXISTS (SELECT 1 FROM "
+        "SELECT * FROM decisions d WHERE d.upload_id = ? OR (d.action IN (?, ?) AND EXISTS (SELECT 1 FROM "
         "deliveries x WHERE x.upload_id = ? AND x.tenant = d.tenant AND x.target = d.target AND "
         "x.created_at <= d.at AND (x.delivered_at IS NULL OR x.delivered_at > d.at))) ORDER BY d.id",
-        (upload_id, Action.TARGET_ENABLED, upload_id),
+        (upload_id, Action.TARGET_ENABLED, Action.TARGET_PAUSED, upload_id),
     ).fetchall()  # fmt: skip
     return [as_decision(r) for r in rows]
 

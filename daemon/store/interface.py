@@ -204,8 +204,13 @@ class StoreInterface(Protocol):
         """A receiver said it wants nothing more (HTTP 410): its deliveries wait until `rosterd enable-target`."""
         ...
 
+    def pause_target(self, tenant: str, target: str, operator: str) -> str | None:
+        """An operator holds a target's deliveries (as a 410 does) until `enable_target`; recorded as a decision.
+        Returns when, or None when the target was disabled or paused already."""
+        ...
+
     def enable_target(self, tenant: str, target: str, operator: str = "unknown") -> str | None:
-        """Take a target off the disabled list; returns when, or None when it was not on it."""
+        """Take a target off the disabled list (a 410's or a pause); returns when, or None when it was not on it."""
         ...
 
     def disabled_targets(self) -> dict[tuple[str, str], tuple[str, str]]:

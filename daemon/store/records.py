@@ -97,6 +97,7 @@ class Action(StrEnum):
     REBASELINE = "rebaseline"  # the tenant's next upload is a fresh baseline (`rosterd rebaseline`)
     REPLAYED = "replayed"  # a delivery was queued again (`rosterd replay`)
     TARGET_ENABLED = "target_enabled"  # a disabled target may be sent to again (`rosterd enable-target`)
+    TARGET_PAUSED = "target_paused"  # an operator paused a target (admin console): its deliveries wait
 
 
 @dataclass(frozen=True, slots=True)

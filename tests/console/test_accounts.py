@@ -14,7 +14,8 @@ import pytest
 from argon2 import PasswordHasher
 
 from daemon.console import accounts
-from daemon.console.accounts import check_login, hash_password, new_totp_secret, provisioning_uri
+from daemon.console.accounts import check_login, new_totp_secret, provisioning_uri
+from daemon.passwords import hash_secret as hash_password
 from daemon.store import Store
 
 NOW = datetime(2026, 12, 7, 12, 0, 15, tzinfo=UTC)  # 15 s into a 30 s step
