@@ -27,9 +27,6 @@ from aiohttp import web
 from daemon.console import queries
 from daemon.store import Refused, State
 
-PREVIEW_HOOK = "preview"  # daemon/console/preview.py adds its routes when present
-
-
 def add_routes(server) -> None:
     pages = Pages(server)
     router = server.app.router

@@ -97,7 +97,7 @@ class ConsoleServer:
         self.app = web.Application(middlewares=[self._headers, self._session])
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
-        from daemon.console import pages  # the pages need this module's helpers
+        from daemon.console import pages, preview  # the pages need this module's helpers
 
         self.app.router.add_get("/login", self._login_page)
         self.app.router.add_post("/login", self._login)
@@ -105,6 +105,7 @@ class ConsoleServer:
         self.app.router.add_get("/events", self._events)
         self.app.router.add_static("/static", HERE / "static", follow_symlinks=False)
         pages.add_routes(self)
+        preview.add_routes(self)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
