@@ -80,3 +80,16 @@ def test_a_delta_that_closes_a_parent_loop_with_the_snapshot_is_rejected(tmp_pat
     cycle = [f for f in outcome.validation["findings"] if f["code"] == "reference.parent_cycle"]
     assert {f["value"] for f in cycle} >= {school} and all(f["file"] == "orgs.csv" for f in cycle)
     assert any(f["row"] == 2 for f in cycle)  # the delta's own row, where the loop was closed
+
+
+def test_every_finding_kept_is_written_to_the_upload_s_findings_file(tmp_path: Path) -> None:
+    from daemon.snapshots import findings_file
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "broken-invalid-enum.zip"
+    kept = tmp_path / "findings" / "north" / "u-1.parquet"
+    outcome = run_job(UploadJob(sample, tmp_path / ".staging-1", None, TenantRules(), findings=kept))
+    written = findings_file.scan(kept).collect()
+    # samples/README.md: the class cls-0001-t001-p1 has classType `lab`: row.invalid_enum on classes.csv
+    enum = written.filter(written["code"] == "row.invalid_enum").to_dicts()
+    assert [(f["file"], f["column"], f["value"]) for f in enum] == [("classes.csv", "classType", "lab")]
+    assert written.height == len(outcome.validation["findings"]) and list(written["n"]) == list(range(written.height))
