@@ -293,7 +293,10 @@ def _scope(target) -> dict:
 def _held(store, tenants: list[str]) -> list[tuple]:
     """(upload, snapshot record) of each held upload, and the superseded ones shown as such, newest first."""
     found = []
+    counts = store.counts()["uploads"]
     for tenant in tenants:
+        if not counts.get((tenant, State.HELD)) and not counts.get((tenant, State.SUPERSEDED)):
+            continue  # most tenants hold nothing: no need to read their uploads
         made = {record.upload_id: record for record, _ in store.snapshots(tenant)}
         for upload in store.recent(tenant, 200):
             if upload.state in (State.HELD, State.SUPERSEDED):
