@@ -93,3 +93,12 @@ def test_every_finding_kept_is_written_to_the_upload_s_findings_file(tmp_path: P
     enum = written.filter(written["code"] == "row.invalid_enum").to_dicts()
     assert [(f["file"], f["column"], f["value"]) for f in enum] == [("classes.csv", "classType", "lab")]
     assert written.height == len(outcome.validation["findings"]) and list(written["n"]) == list(range(written.height))
+
+
+def test_only_the_newest_findings_files_of_a_tenant_are_kept(tmp_path: Path) -> None:
+    from daemon.snapshots import findings_file
+
+    folder = tmp_path / "findings" / "north"
+    for n in range(5):
+        findings_file.write(folder / f"u-2026120{n}T000000Z-aaaaaa.parquet", [], keep=3)
+    assert sorted(p.name[:11] for p in folder.iterdir()) == ["u-20261202T", "u-20261203T", "u-20261204T"]
