@@ -116,6 +116,16 @@ def scoped_view(
     frames: Mapping[str, Frame], scope: Scope, today: date
 ) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
     """The roster `scope` lets a target see on `today`, and counts of what it leaves out (see above)."""
+    view, counts, _rows = explained_view(frames, scope, today)
+    return view, counts
+
+
+def explained_view(
+    frames: Mapping[str, Frame], scope: Scope, today: date
+) -> tuple[dict[str, pl.DataFrame], dict[str, int], pl.DataFrame]:
+    """scoped_view, with the rows it leaves out: (entity, sourcedId, reason), the reason being the count the
+    row is in (one row per row counted; scope_orgs_unmatched and scope_courses_unmatched count entries of the
+    scope, not rows). The admin console's preview shows them."""
     t = _collect(frames)
     counts = dict.fromkeys(COUNTS, 0)
     v11 = "orgSourcedIds" in t["users"].columns
@@ -125,6 +135,7 @@ def scoped_view(
     selected = _selected_orgs(orgs, scope.orgs, counts)  # None: every org
     classes = _judge_classes(t, scope, selected, today)
     _tally(classes[REASON], counts)
+    left_out = [_left_out("classes", classes)]
     kept_classes = classes.filter(pl.col(REASON).is_null())
 
     courses = _scoped_courses(t["courses"], scope, selected, kept_classes["courseSourcedId"], counts)
@@ -137,12 +148,14 @@ def scoped_view(
     enrollments = t["enrollments"].with_columns(_enrollment_reason(kept_classes["sourcedId"], org_ids, let_in))
     users = _judge_users(t, scope, selected, enrollments, org_ids, v11)
     _tally(users[REASON], counts)
+    left_out.append(_left_out("users", users))
     users = users.filter(pl.col(REASON).is_null()).drop(REASON)
     user_ids = users["sourcedId"]
 
     user_gone = pl.when(~_among("userSourcedId", user_ids)).then(pl.lit("enrollments_of_users_left_out"))
     enrollments = enrollments.with_columns(pl.col(REASON).fill_null(user_gone))
     _tally(enrollments[REASON], counts)
+    left_out.append(_left_out("enrollments", enrollments))
     view = {
         "orgs": orgs.filter(_among("sourcedId", org_ids)).with_columns(_unless_among("parentSourcedId", org_ids)),
         "courses": courses,
@@ -156,13 +169,16 @@ def scoped_view(
     _followers(t, view, let_in)
     counts["orgs_out_of_scope"] = orgs.height - view["orgs"].height
     counts["courses_out_of_scope"] = t["courses"].height - courses.height
+    for entity, reason in (("orgs", "orgs_out_of_scope"), ("courses", "courses_out_of_scope")):
+        gone = t[entity].join(view[entity], on="sourcedId", how="anti").with_columns(pl.lit(reason).alias(REASON))
+        left_out.append(_left_out(entity, gone))
 
     if scope.licences:
         licences = _licences(kept_classes, scope.licences)
         view["classes"] = _with_licence(view["classes"], licences, "sourcedId")
         view["enrollments"] = _with_licence(view["enrollments"], licences, "classSourcedId")
     ordered = {entity: view[entity].sort("sourcedId") for entity in ROSTERING if entity in view}
-    return ordered, counts
+    return ordered, counts, pl.concat(left_out)
 
 
 def narrows_classes(scope: Scope) -> bool:
@@ -198,6 +214,13 @@ def _among(column: str, ids: pl.Series) -> pl.Expr:
 def _unless_among(column: str, ids: pl.Series) -> pl.Expr:
     """An optional reference, nulled where it points outside `ids`."""
     return pl.when(_among(column, ids)).then(pl.col(column)).otherwise(None).alias(column)
+
+
+def _left_out(entity: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """(entity, sourcedId, reason) of the frame's rows with a REASON."""
+    return frame.filter(pl.col(REASON).is_not_null()).select(
+        entity=pl.lit(entity, dtype=pl.String), sourcedId=pl.col("sourcedId").cast(pl.String),
+        reason=pl.col(REASON).cast(pl.String))  # fmt: skip
 
 
 def _tally(reasons: pl.Series, counts: dict[str, int]) -> None:

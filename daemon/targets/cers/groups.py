@@ -380,10 +380,21 @@ def _split(big: pl.DataFrame) -> pl.DataFrame:
 
 def changed_groups(old: pl.DataFrame | None, new: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     """The groups to send (COLUMNS): new ones, changed ones, and vanished ones emptied; with counts."""
+    compared = compared_groups(old, new)
+    sent = compared.filter(pl.col("kind") != "unchanged").drop("kind")
+    kinds = compared["kind"].value_counts()
+    count = dict(zip(kinds["kind"].to_list(), kinds["count"].to_list(), strict=True))
+    counts = {"groups": new.height, "sent": sent.height}
+    counts.update({kind: count.get(kind, 0) for kind in ("added", "changed", "emptied", "unchanged")})
+    return sent, counts
+
+
+def compared_groups(old: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
+    """Every group of `new` and every vanished one of `old`, as it would be sent (COLUMNS: a vanished one
+    emptied), sorted by KEY, with `kind`: added, changed, emptied or unchanged (the admin console shows it)."""
     new = _typed(new).sort(KEY)
     if old is None:
-        return new, {"groups": new.height, "sent": new.height, "added": new.height, "changed": 0, "emptied": 0,
-                     "unchanged": 0}  # fmt: skip
+        return new.with_columns(kind=pl.lit("added"))
     match = ["school_natural_id", "school_year", "lower"]
     lower = pl.col("group_name").str.to_lowercase().alias("lower")
     paired = new.with_columns(lower).join(_typed(old).with_columns(lower), on=match, how="full", suffix="_old",
@@ -400,7 +411,7 @@ def changed_groups(old: pl.DataFrame | None, new: pl.DataFrame) -> tuple[pl.Data
         .when(same).then(pl.lit("unchanged")).otherwise(pl.lit("changed"))
     )  # fmt: skip
     emptied = pl.col("kind") == "emptied"
-    sent = paired.filter(pl.col("kind") != "unchanged").select(
+    return paired.select(
         "school_natural_id",
         group_name=pl.when(emptied).then("group_name_old").otherwise("group_name"),
         school_year="school_year",
@@ -408,12 +419,8 @@ def changed_groups(old: pl.DataFrame | None, new: pl.DataFrame) -> tuple[pl.Data
         teachers=pl.when(emptied).then(_EMPTY).otherwise("teachers"),
         students=pl.when(emptied).then(_EMPTY).otherwise("students"),
         class_sourced_id=pl.when(emptied).then("class_sourced_id_old").otherwise("class_sourced_id"),
+        kind="kind",
     ).sort(KEY)
-    kinds = paired["kind"].value_counts()
-    count = dict(zip(kinds["kind"].to_list(), kinds["count"].to_list(), strict=True))
-    counts = {"groups": new.height, "sent": sent.height}
-    counts.update({kind: count.get(kind, 0) for kind in ("added", "changed", "emptied", "unchanged")})
-    return sent, counts
 
 
 def _typed(groups: pl.DataFrame) -> pl.DataFrame:
