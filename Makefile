@@ -16,7 +16,7 @@ STAMP313 := $(VENV313)/.installed-stamp
 PY313_TESTS := tests/test_outbox.py tests/test_intake.py tests/test_webhook_target.py tests/test_stop.py \
 	tests/e2e/test_api_crawl_v1p2.py
 
-.PHONY: run test test-py313 openssh-client systemd-tools bench samples clean
+.PHONY: run test test-py313 openssh-client systemd-tools chromium bench samples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ systemd-tools:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; \
 	fi
 
+# tests/e2e/test_console_browser.py drives the admin console in Debian's headless Chromium (through Playwright,
+# which is told where it is: Playwright's own browser download is not used).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium for the console's browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
 # lint-imports checks the layers contract in pyproject.toml (each stage imports only those before it). The
 # 3.13 run goes first: about a minute (its venv, the test runner only, takes half a minute more the first
 # time), then the main suite (about 6 minutes on 2 cores; a clean clone's whole `make test`, both venvs
@@ -54,7 +63,7 @@ systemd-tools:
 # Three workers on the two cores CI has: the end-to-end tests spend much of their time waiting on daemons and
 # clients, so a third worker keeps both cores busy (6.5 minutes instead of 8.5 with two; four were slower
 # again, 7.4 minutes against 6.5, on 2026-12-07).
-test: $(STAMP) openssh-client systemd-tools test-py313
+test: $(STAMP) openssh-client systemd-tools chromium test-py313
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $$(( $$(nproc) + 1 )) --dist loadgroup -q
 
