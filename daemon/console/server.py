@@ -327,6 +327,10 @@ class ConsoleServer:
 
     # -- live updates -----------------------------------------------------------------------------------
 
+    async def _still_enabled(self, access: Access) -> bool:
+        account = await self.read(self.store.admin_user, access.name)
+        return account is not None and account.disabled_at is None
+
     async def _events(self, request: web.Request) -> web.StreamResponse:
         access = self.access(request)
         session = request["session"]
@@ -342,8 +346,8 @@ class ConsoleServer:
                 try:
                     tenant = await asyncio.wait_for(queue.get(), KEEP_ALIVE_SECONDS)
                 except TimeoutError:
-                    if self.sessions.get(session.id, touch=False) is None:
-                        break  # the session ended: the stream does too
+                    if self.sessions.get(session.id, touch=False) is None or not await self._still_enabled(access):
+                        break  # the session ended, or its account was disabled: the stream does too
                     await response.write(b": keep-alive\n\n")
                     continue
                 if tenant is None:
