@@ -63,13 +63,19 @@ def overview(store: StoreInterface, settings: Settings, tenants: list[str], now:
     """Each tenant's health, worst first (then by name)."""
     counts = store.counts()
     disabled = store.disabled_targets()
+    uploads_of: dict[str, dict[str, int]] = {}  # the counts by tenant, sorted out once, not once per tenant
+    for (t, state), n in counts["uploads"].items():
+        uploads_of.setdefault(t, {})[state] = n
+    deliveries_of: dict[str, dict[tuple[str, str], int]] = {}
+    for (t, target, state), n in counts["deliveries"].items():
+        deliveries_of.setdefault(t, {})[(target, state)] = n
     rows = []
     for name in tenants:
         config = settings.tenant(name)
         last = store.recent(name, 1)
         current = store.current_snapshot(name)
-        by_state = {state: n for (t, state), n in counts["uploads"].items() if t == name}
-        deliveries = {(target, state): n for (t, target, state), n in counts["deliveries"].items() if t == name}
+        by_state = uploads_of.get(name, {})
+        deliveries = deliveries_of.get(name, {})
         paused = [target.name for target in (config.targets if config else [])
                   if (name, target.name) in disabled or getattr(getattr(target, "window", None), "paused", False)]
         health = TenantHealth(
