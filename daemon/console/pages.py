@@ -48,6 +48,9 @@ def add_routes(server) -> None:
     router.add_get("/settings", pages.settings_page)
 
 
+SUPERSEDED_SHOWN = 50  # the newest superseded uploads the holds page lists
+
+
 def _int(value: str | None, default: int = 1) -> int:
     try:
         return max(1, min(int(value or default), 1_000_000))
@@ -112,8 +115,8 @@ class Pages:
     async def holds(self, request: web.Request) -> web.StreamResponse:
         access = self.server.access(request)
         settings = self.server.settings()
-        held = await self.server.read(_held, self.server.store, access.tenants(settings))
-        return self.server.render(request, "holds.html", held=held, decides={
+        held, superseded = await self.server.read(_held, self.server.store, access.tenants(settings))
+        return self.server.render(request, "holds.html", held=held, superseded=superseded, decides={
             t: access.decides_holds(settings, t) for t in access.tenants(settings)})  # fmt: skip
 
     # -- a tenant and its uploads ------------------------------------------------------------------------
@@ -290,15 +293,19 @@ def _scope(target) -> dict:
     return scope.model_dump(exclude_defaults=True) if scope is not None else {}
 
 
-def _held(store, tenants: list[str]) -> list[tuple]:
-    """(upload, snapshot record) of each held upload, and the superseded ones shown as such, newest first."""
-    found = []
+def _held(store, tenants: list[str]) -> tuple[list[tuple], list[tuple]]:
+    """Each held upload with its snapshot record (the limits it crossed, what it would delete), newest first;
+    and the newest SUPERSEDED_SHOWN superseded ones with what superseded them, listed briefly."""
+    held, superseded = [], []
     counts = store.counts()["uploads"]
     for tenant in tenants:
         if not counts.get((tenant, State.HELD)) and not counts.get((tenant, State.SUPERSEDED)):
             continue  # most tenants hold nothing: no need to read their uploads
-        made = {record.upload_id: record for record, _ in store.snapshots(tenant)}
         for upload in store.recent(tenant, 200):
-            if upload.state in (State.HELD, State.SUPERSEDED):
-                found.append((upload, made.get(upload.id)))
-    return sorted(found, key=lambda pair: pair[0].received_at, reverse=True)
+            if upload.state is State.HELD:
+                held.append((upload, store.snapshot(upload.id)))
+            elif upload.state is State.SUPERSEDED:
+                superseded.append(upload)
+    superseded.sort(key=lambda upload: upload.received_at, reverse=True)
+    shown = [(upload, store.last_detail(upload.id)) for upload in superseded[:SUPERSEDED_SHOWN]]
+    return sorted(held, key=lambda pair: pair[0].received_at, reverse=True), shown

@@ -7,8 +7,6 @@ a page may show already decided (daemon/console/access.py); nothing here checks 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,12 +221,7 @@ def findings_csv(state_dir: Path, store: StoreInterface, upload: Upload, code: s
                  text: str = "") -> bytes:  # fmt: skip
     """The findings the filter picks, every one kept, as CSV (UTF-8, a header row)."""
     chosen = _filtered(_findings_frame(state_dir, store, upload), code, file, text)
-    frame = chosen.select(FINDING_COLUMNS).collect()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(FINDING_COLUMNS)
-    writer.writerows(frame.iter_rows())
-    return buffer.getvalue().encode("utf-8")
+    return chosen.select(FINDING_COLUMNS).collect().write_csv().encode("utf-8")
 
 
 def _findings_frame(state_dir: Path, store: StoreInterface, upload: Upload) -> pl.LazyFrame:

@@ -113,20 +113,21 @@ def store_client(daemon: RunningDaemon, tenant: str) -> str:
     return client_id
 
 
-def state(daemon: RunningDaemon) -> dict:
+def state(daemon: RunningDaemon, tenants: tuple[str, ...] = ("north", "south")) -> dict:
     """What an action would change, read from the daemon's store as `rosterd outbox` and `rosterd api-client
     list` read it (in this process: each command costs seconds of start-up): every upload's state, delivery,
-    paused or disabled target and API client; and every receipt file."""
+    paused or disabled target and API client; and every receipt file; of `tenants` (by default not east, whose
+    approval in one test sends deliveries and rewrites receipts while later tests run)."""
     store = Store(daemon.state / "rosterd.db")
     try:
         return {
-            "uploads": [(u.id, str(u.state), u.updated_at) for t in TENANT_OPTIONS for u in store.recent(t, 100)],
-            "deliveries": store.deliveries(None, limit=1000),
-            "held targets": store.disabled_targets(),
-            "clients": store.api_clients(None),
+            "uploads": [(u.id, str(u.state), u.updated_at) for t in tenants for u in store.recent(t, 100)],
+            "deliveries": [d for d in store.deliveries(None, limit=1000) if d.tenant in tenants],
+            "held targets": {k: v for k, v in store.disabled_targets().items() if k[0] in tenants},
+            "clients": [c for c in store.api_clients(None) if c.tenant in tenants],
             "receipts": {str(p.relative_to(daemon.state)): json.loads(p.read_bytes())
-                         for p in sorted(daemon.state.glob("tenants/*/results/*.json"))},  # fmt: skip
-        }
+                         for t in tenants for p in sorted(daemon.state.glob(f"tenants/{t}/results/*.json"))},
+        }  # fmt: skip
     finally:
         store.close()
 
