@@ -296,16 +296,6 @@ def _scope(target) -> dict:
 def _held(store, tenants: list[str]) -> tuple[list[tuple], list[tuple]]:
     """Each held upload with its snapshot record (the limits it crossed, what it would delete), newest first;
     and the newest SUPERSEDED_SHOWN superseded ones with what superseded them, listed briefly."""
-    held, superseded = [], []
-    counts = store.counts()["uploads"]
-    for tenant in tenants:
-        if not counts.get((tenant, State.HELD)) and not counts.get((tenant, State.SUPERSEDED)):
-            continue  # most tenants hold nothing: no need to read their uploads
-        for upload in store.recent(tenant, 200):
-            if upload.state is State.HELD:
-                held.append((upload, store.snapshot(upload.id)))
-            elif upload.state is State.SUPERSEDED:
-                superseded.append(upload)
-    superseded.sort(key=lambda upload: upload.received_at, reverse=True)
-    shown = [(upload, store.last_detail(upload.id)) for upload in superseded[:SUPERSEDED_SHOWN]]
-    return sorted(held, key=lambda pair: pair[0].received_at, reverse=True), shown
+    held = [(upload, store.snapshot(upload.id)) for upload in store.uploads_in([State.HELD], tenants, 1000)]
+    superseded = store.uploads_in([State.SUPERSEDED], tenants, SUPERSEDED_SHOWN)
+    return held, [(upload, store.last_detail(upload.id)) for upload in superseded]

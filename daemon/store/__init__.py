@@ -183,6 +183,10 @@ class Store(StoreInterface):
         with self._database.read() as db:
             return uploads_table.recent(db, tenant, limit)
 
+    def uploads_in(self, states: list[State], tenants: list[str] | None = None, limit: int = 100) -> list[Upload]:
+        with self._database.read() as db:
+            return uploads_table.in_states(db, states, tenants, limit)
+
     def last_detail(self, upload_id: str) -> str | None:
         history = self.history(upload_id)
         return history[-1][2] if history else None

@@ -93,6 +93,10 @@ class StoreInterface(Protocol):
         """The tenant's newest uploads, newest first."""
         ...
 
+    def uploads_in(self, states: list[State], tenants: list[str] | None = None, limit: int = 100) -> list[Upload]:
+        """The newest `limit` uploads in one of `states` (held ones, say), of `tenants` or all, newest first."""
+        ...
+
     def last_detail(self, upload_id: str) -> str | None:
         """What the latest transition of an upload says about it (same content as ..., approved by ...)."""
         ...

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 CREATE INDEX IF NOT EXISTS uploads_by_tenant ON uploads (tenant, received_at);
 CREATE INDEX IF NOT EXISTS uploads_by_hash ON uploads (tenant, sha256);
+CREATE INDEX IF NOT EXISTS uploads_by_state ON uploads (state, received_at);
 """
 TRANSITIONS = """
 CREATE TABLE IF NOT EXISTS transitions (
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS transitions (
     at TEXT NOT NULL,
     detail TEXT
 );
+CREATE INDEX IF NOT EXISTS transitions_by_upload ON transitions (upload_id);
 """
 VALIDATIONS = """
 CREATE TABLE IF NOT EXISTS validations (
@@ -136,6 +138,18 @@ def recent(db: sqlite3.Connection, tenant: str, limit: int) -> list[Upload]:
     rows = db.execute(
         "SELECT * FROM uploads WHERE tenant = ? ORDER BY received_at DESC, id DESC LIMIT ?", (tenant, limit)
     ).fetchall()
+    return [as_upload(r) for r in rows]
+
+
+def in_states(db: sqlite3.Connection, states: list[State], tenants: list[str] | None, limit: int) -> list[Upload]:
+    """The newest uploads in one of `states`, of `tenants` (None: all), newest first."""
+    where = f"state IN ({','.join('?' * len(states))})"
+    params: list = [str(s) for s in states]
+    if tenants is not None:
+        where += f" AND tenant IN ({','.join('?' * len(tenants))})"
+        params += tenants
+    rows = db.execute(f"SELECT * FROM uploads WHERE {where} ORDER BY received_at DESC, id DESC LIMIT ?",
+                      (*params, limit)).fetchall()  # fmt: skip
     return [as_upload(r) for r in rows]
 
 
