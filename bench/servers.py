@@ -211,7 +211,8 @@ def _running(argv: Sequence[str], port: int, what: str, log: Path,
 
 
 Keys = Mapping[str, str | bool | float]
-# The health port on any free port: the default (9222) would make two benchmarks at once collide.
+# The health port (and the admin console's) on any free port: the defaults (9222, 9180) would make two
+# benchmarks at once collide.
 HEALTH = {"host": LOOPBACK, "port": 0}
 
 
@@ -221,7 +222,7 @@ def rosterd_config(port: int, state_dir: Path, public_key: str, intake: Keys, *,
     """A config with `tenants` (all logging in with `public_key`); `server` adds keys to [server], `sections`
     adds tables such as [defender] (and may replace [health]), `tenant_toml` is TOML added to each tenant
     (its targets, say)."""
-    tables = {"health": HEALTH, **(sections or {})}
+    tables = {"health": HEALTH, "admin": HEALTH, **(sections or {})}
     return (
         "[server]\n"
         + _toml_keys({"host": LOOPBACK, "port": port, "state_dir": str(state_dir), "min_free_bytes": 0,

@@ -455,6 +455,7 @@ async def test_daemon_serves_an_upload_inside_the_units_sandbox(sandbox_home: Pa
     config = sandbox_home / "rosterd.toml"
     public_key = client_key.export_public_key().decode().strip()
     health = "[health]\nport = 0\n\n" if "health" in Settings.model_fields else ""  # never a fixed port here
+    health += "[admin]\nport = 0\n\n" if "admin" in Settings.model_fields else ""
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nstate_dir = "{state}"\nmin_free_bytes = 0\n\n'
         f"[intake]\nsettle_seconds = 0.5\n\n{health}"

@@ -137,7 +137,7 @@ class RunningDaemon:
     ) -> None:
         self.home = home
         self.extra_config = extra_config  # more TOML sections (e.g. [defender]), written before the tenants
-        self.settings = settings or {}  # keys for [server], [intake] and [health] over the test defaults
+        self.settings = settings or {}  # keys for [server], [intake], [health], [admin] over the test defaults
         self.tenants = {t.name: t for t in tenants}
         self.state = home / "state"
         self.config = home / "rosterd.toml"
@@ -171,6 +171,7 @@ class RunningDaemon:
             "server": {"host": "127.0.0.1", "port": self.port, "state_dir": str(self.state), "min_free_bytes": 0},
             "intake": {"settle_seconds": 0.5, "rescan_seconds": 2},
             "health": {"port": 0},
+            "admin": {"port": 0},  # the admin console on a free port too (its default, 9180, is one for all)
         }
         text = ""
         for section, keys in sections.items():

@@ -2,8 +2,7 @@
 `rosterd admin-user add` command), the console's address from the daemon's own log, and a plain HTTP client
 that logs in through the form the way a browser does (cookie jar, CSRF token read from the page).
 
-A daemon for these tests is started with CONSOLE_CONFIG in its extra config (`[admin] port = 0`), so each
-gets a free port of its own.
+Every daemon the tests start has its console on a free port of its own (RunningDaemon writes `[admin] port = 0`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import aiohttp
 
 from tests.e2e.conftest import ROSTERD, RunningDaemon
 
-CONSOLE_CONFIG = "[admin]\nport = 0\n"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 TOTP_SECRET = re.compile(r"^totp_secret: (\S+)$", re.MULTILINE)
 

@@ -39,7 +39,7 @@ from tests.fakes.threaded import served_in_thread
 from tests.fakes.webhooks import WebhookReceiver
 
 from .conftest import FINAL_STATES, SAMPLES, RunningDaemon, Tenant, make_tenant
-from .console import CONSOLE_CONFIG, Account, add_account, console_url
+from .console import Account, add_account, console_url
 
 pytestmark = pytest.mark.xdist_group("console_browser")
 
@@ -126,7 +126,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, tenants: dict[str, Tenant]
             dataclasses.replace(tenants["south"], extra="holds = { users_deleted_share = 0.01 }"),
             make_tenant(home, "east", key=False),
         ]
-        daemon = RunningDaemon(home / "daemon", chosen, host_keys, CONSOLE_CONFIG + OUTBOX)
+        daemon = RunningDaemon(home / "daemon", chosen, host_keys, OUTBOX)
         closing.callback(daemon.close)
         pool = closing.enter_context(ThreadPoolExecutor(2))
         started = pool.submit(daemon.start)

@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.cers import small_district as sd
 
 from .conftest import RunningDaemon, Tenant
-from .console import CONSOLE_CONFIG, Browserless, add_account, console_url
+from .console import Browserless, add_account, console_url
 
 DEADLINE = 45.0
 VENDOR = """[[tenants.targets]]
@@ -52,7 +52,7 @@ async def test_preview_and_a_dry_runs_files(rosterd, tenants: dict[str, Tenant],
     secret = tmp_path / "webhook.secret"
     secret.write_text("preview-signing-secret-0123456789abcdef")
     north = dataclasses.replace(tenants["north"], extra=VENDOR.format(secret=json.dumps(str(secret))))
-    daemon = rosterd(north, tenants["south"], extra_config=CONSOLE_CONFIG)
+    daemon = rosterd(north, tenants["south"])
     sd.write_package(sd.day1(), daemon.client_dir / "day1.zip")
     assert daemon.sftp_batch("north", ["put day1.zip inbox/day1.zip"]).returncode == 0
 

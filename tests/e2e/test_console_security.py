@@ -36,7 +36,7 @@ from daemon.passwords import hash_secret
 from daemon.store import Store
 
 from .conftest import ROSTERD, RunningDaemon, Tenant, make_tenant, require_openssh
-from .console import CONSOLE_CONFIG, Account, Browserless, add_account, console_url
+from .console import Account, Browserless, add_account, console_url
 from .test_holds import with_new_email
 
 pytestmark = pytest.mark.xdist_group("console_security")
@@ -52,7 +52,7 @@ TENANT_OPTIONS = {
 TARGETS = ('[[tenants.targets]]\ntype = "cers"\ndry_run = true\n'
            '[[tenants.targets]]\ntype = "api"\nname = "feed"\nscope = {}')
 # the module's daemon: a high threshold, so the few failed logins here never ban 127.0.0.1
-SHARED_CONFIG = CONSOLE_CONFIG + "[api]\nport = 0\n[defender]\nthreshold = 1000\n"
+SHARED_CONFIG = "[api]\nport = 0\n[defender]\nthreshold = 1000\n"
 ERROR = re.compile(r'<p class="error" role="alert">([^<]*)</p>')
 
 
@@ -561,7 +561,7 @@ async def test_login_never_sends_the_browser_off_site(world: World) -> None:
 async def test_failed_logins_ban_the_address_from_the_console_and_sftp(
     rosterd: Callable[..., RunningDaemon], tenants: dict[str, Tenant]
 ) -> None:
-    daemon = rosterd(tenants["north"], extra_config=CONSOLE_CONFIG + "[defender]\nthreshold = 4\n", start=False)
+    daemon = rosterd(tenants["north"], extra_config="[defender]\nthreshold = 4\n", start=False)
     me = await asyncio.to_thread(add_account, daemon, "gatekeeper", role="admin")
     await asyncio.to_thread(daemon.start)
     log = Log(daemon)
