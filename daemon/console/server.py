@@ -51,6 +51,9 @@ LOGIN_QUEUE = 16  # login checks waiting at once; more get 429 at once
 KEEP_ALIVE_SECONDS = 15.0  # a comment on each event stream this often, so proxies keep it open
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
+SESSION = web.RequestKey("session", Session)  # the request's session (anonymous until a login)
+ACCESS = web.RequestKey("access", Access)  # set for a logged-in session's request only
+NEW_SESSION = web.RequestKey("new_session", bool)  # a login or logout made a new session: its cookie is sent
 PUBLIC = frozenset({"/login", "/static/console.css", "/static/console.js", "/favicon.ico"})
 
 class Gate:
@@ -137,15 +140,15 @@ class ConsoleServer:
         return await asyncio.get_running_loop().run_in_executor(self.threads, functools.partial(fn, *args, **kwargs))
 
     def render(self, request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
-        session: Session = request["session"]
-        access = request.get("access")
+        session: Session = request[SESSION]
+        access = request.get(ACCESS)
         text = self.templates.get_template(template).render(
             csrf=session.csrf, me=access, flash=self._take_flash(session), path=request.path,
             settings=self.settings(), **values)  # fmt: skip
         return web.Response(text=text, content_type="text/html", status=status)
 
     def flash(self, request: web.Request, message: str) -> None:
-        request["session"].flash.append(message)
+        request[SESSION].flash.append(message)
 
     @staticmethod
     def _take_flash(session: Session) -> list[str]:
@@ -153,7 +156,7 @@ class ConsoleServer:
         return messages
 
     def access(self, request: web.Request) -> Access:
-        return request["access"]
+        return request[ACCESS]
 
     def ip(self, request: web.Request) -> str:
         return request.remote or "unknown"
@@ -161,12 +164,12 @@ class ConsoleServer:
     def refuse(self, request: web.Request, status: int, why: str, **fields: Any) -> web.HTTPException:
         """Log a refused request and give the answer to raise: 404 for what the account may not see (as for
         what does not exist), 403 for what it may not do."""
-        access = request.get("access")
+        access = request.get(ACCESS)
         self.log.warning("console.refused", status=status, reason=why, method=request.method, path=request.path,
                          account=access.name if access else None, remote_ip=self.ip(request), **fields)  # fmt: skip
         text = self.templates.get_template("error.html").render(
             status=status, message="Not found" if status == 404 else "Not allowed", me=access,
-            csrf=request["session"].csrf if "session" in request else "", flash=[], path=request.path,
+            csrf=request[SESSION].csrf if SESSION in request else "", flash=[], path=request.path,
             settings=self.settings())  # fmt: skip
         return _http_error(status, text)
 
@@ -218,7 +221,7 @@ class ConsoleServer:
             fresh = True
         else:
             fresh = False
-        request["session"] = session
+        request[SESSION] = session
         if session.logged_in:
             account = await self.read(self.store.admin_user, session.name)
             if account is None or account.disabled_at is not None:
@@ -226,10 +229,10 @@ class ConsoleServer:
                 self.log.info("console.session_ended", account=session.name, reason="account disabled",
                               remote_ip=self.ip(request))  # fmt: skip
                 session = self.sessions.new(self.ip(request))
-                request["session"] = session
+                request[SESSION] = session
                 fresh = True
             else:
-                request["access"] = Access(account.name, account.role, account.tenant)
+                request[ACCESS] = Access(account.name, account.role, account.tenant)
         if request.method not in ("GET", "HEAD"):
             self._check_csrf(request, session, await request.post() if request.content_type in (
                 "application/x-www-form-urlencoded", "multipart/form-data") else {})  # fmt: skip
@@ -244,9 +247,9 @@ class ConsoleServer:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            self._set_cookie(exc, request["session"], fresh or request.get("new_session", False))
+            self._set_cookie(exc, request[SESSION], fresh or request.get(NEW_SESSION, False))
             raise
-        self._set_cookie(response, request["session"], fresh or request.get("new_session", False))
+        self._set_cookie(response, request[SESSION], fresh or request.get(NEW_SESSION, False))
         return response
 
     def _check_csrf(self, request: web.Request, session: Session, form) -> None:
@@ -266,7 +269,7 @@ class ConsoleServer:
     # -- login and logout -------------------------------------------------------------------------------
 
     async def _login_page(self, request: web.Request) -> web.StreamResponse:
-        if request["session"].logged_in:
+        if request[SESSION].logged_in:
             raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
         return self.render(request, "login.html", next=_safe_next(request.query.get("next")), error=None)
 
@@ -298,9 +301,9 @@ class ConsoleServer:
                 self.gate.penalise(ip, not known)
             return self.render(request, "login.html", status=401, next=next_url,
                                error="Wrong name, password or code.")  # fmt: skip
-        session = self.sessions.log_in(request["session"], account.name, account.role, account.tenant, ip)
-        request["session"] = session
-        request["new_session"] = True
+        session = self.sessions.log_in(request[SESSION], account.name, account.role, account.tenant, ip)
+        request[SESSION] = session
+        request[NEW_SESSION] = True
         self.log.info("console.login", account=account.name, role=account.role, remote_ip=ip)
         raise web.HTTPSeeOther(next_url)
 
@@ -316,13 +319,13 @@ class ConsoleServer:
         return True
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
-        session = request["session"]
+        session = request[SESSION]
         if session.logged_in:
             self.log.info("console.logout", account=session.name, remote_ip=self.ip(request))
         self.sessions.end(session)
         fresh = self.sessions.new(self.ip(request))
-        request["session"] = fresh
-        request["new_session"] = True
+        request[SESSION] = fresh
+        request[NEW_SESSION] = True
         raise web.HTTPSeeOther("/login")
 
     # -- live updates -----------------------------------------------------------------------------------
@@ -333,7 +336,7 @@ class ConsoleServer:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         access = self.access(request)
-        session = request["session"]
+        session = request[SESSION]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})  # fmt: skip
         await response.prepare(request)
