@@ -34,6 +34,15 @@ EVENTS: dict[str, str] = {
     "hostkey.loaded": "an existing host key was read from the state directory; its fingerprint is logged",
     "config.insecure_demo_tenant": "the demo tenant is configured: anyone with its generated key can log in",
     "config.insecure_demo_api_client": "the demo tenant's API client was made (`client`); its secret is kept in `path` for make run",
+    "config.insecure_demo_admin": "the demo's console account was made (`account`); its password is kept in `path` for make run",
+    "console.started": "the admin console listens (`host`, `port`, `tls`)",
+    "console.login": "an account logged in to the console (`account`, `role`, `remote_ip`)",
+    "console.login_failed": "a console login failed (`remote_ip`; `account` only when the name exists); the defender scored it",
+    "console.login_refused": "a console login was not even checked (`reason`: the address is banned, or too many at once)",
+    "console.logout": "an account logged out of the console (`account`, `remote_ip`)",
+    "console.session_ended": "a console session ended before its time (`account`, `reason`: the account was disabled)",
+    "console.refused": "a console request was refused (`status` 403 or 404, `reason`, `method`, `path`, `account`, `remote_ip`)",
+    "console.action": "an action taken in the console (`action`, `account`, `role`, `remote_ip`, what it acted on, `outcome`)",
     "api.started": "the OneRoster API listens (`host`, `port`, `tls`)",
     "api.start_failed": "a reload added the first api target but the API could not listen (`reason`)",
     "api.request": "one API request answered (`client`, `tenant`, `target`, `method`, `path`, `status`, `rows`, `elapsed_ms`; never a token)",
@@ -85,6 +94,7 @@ EVENTS: dict[str, str] = {
     "delivery.replayed": "an administrator re-queued a delivery (`operator`, `at`)",
     "target.disabled": "a receiver answered 410 Gone: its deliveries wait until `rosterd enable-target`",
     "target.enabled": "an administrator enabled a disabled target again (`operator`, `at`)",
+    "target.paused": "an administrator paused a target in the console: its deliveries wait (`operator`, `at`)",
 }
 
 KEYS: dict[str, str] = {

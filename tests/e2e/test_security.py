@@ -35,7 +35,8 @@ def test_a_tenant_cannot_list_read_or_write_another_tenants_files(daemon: Runnin
     south_stem = f"south.zip.{south_receipt['upload_id']}"
 
     state = daemon.state
-    north_areas = tuple(state / area / "north" for area in ("tenants", "uploads", "quarantine", "snapshots"))
+    north_areas = tuple(state / area / "north" for area in ("tenants", "uploads", "quarantine", "snapshots",
+                                                            "findings"))  # fmt: skip
     untouchable = (*north_areas, *state.glob("rosterd.db*"))
     before = snapshot(state, untouchable)
 
