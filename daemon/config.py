@@ -36,12 +36,10 @@ from pydantic import (
 )
 
 from daemon.files import replace_text
-from daemon.health import HealthConfig
 from daemon.names import TENANT_NAME, check_tenant_name
 from daemon.snapshots.holds import HoldThresholds  # the [holds] section: defined once, where it is used
 from daemon.targets.cers.settings import CersTarget
-from daemon.targets.api.server import ApiConfig
-from daemon.targets.settings import ApiTarget, SftpTarget, WebhookTarget
+from daemon.targets.settings import ApiConfig, ApiTarget, SftpTarget, WebhookTarget
 
 Target = Annotated[CersTarget | WebhookTarget | SftpTarget | ApiTarget, Field(discriminator="type")]
 
@@ -224,6 +222,15 @@ class TenantConfig(_Section):
         if self.demo:
             kinds.append("demo key (insecure)")
         return kinds
+
+
+class HealthConfig(_Section):
+    """[health]: the health and metrics port (daemon/health.py)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9222, ge=0, le=65535)  # 0: any free port
+    check_seconds: float = Field(5.0, gt=0)  # how often the readiness checks run (readiness.py)
 
 
 class AdminConfig(_Section):

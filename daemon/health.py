@@ -12,7 +12,7 @@ Anything else is 404, a method other than GET or HEAD on these paths 405. No ans
 held, not even the text of a malformed request line, and no request is logged (a scrape every few seconds
 would drown the journal).
 
-Configured as `[health]` (`HealthConfig`):
+Configured as `[health]` (`HealthConfig`, in daemon/config.py):
 
     [health]
     enabled = true        # false: no health port at all
@@ -51,7 +51,6 @@ from http import HTTPStatus
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.http import PlainServer
 from daemon.readiness import REASONS
@@ -73,15 +72,6 @@ LIVE_HELP = {
     "worker_deaths": "Worker processes that died (killed, out of memory, crashed) since the start",
 }
 LIVE_COUNTERS = frozenset({"worker_deaths"})  # live figures that only grow
-
-
-class HealthConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(9222, ge=0, le=65535)  # 0: any free port
-    check_seconds: float = Field(5.0, gt=0)  # how often the readiness checks run (readiness.py)
 
 
 API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

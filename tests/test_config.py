@@ -15,6 +15,7 @@ from daemon import config
 from daemon.config import (
     AdminConfig,
     ConfigError,
+    HealthConfig,
     DefenderConfig,
     IntakeConfig,
     OutboxConfig,
@@ -26,11 +27,9 @@ from daemon.config import (
     add_tenant,
     load_settings,
 )
-from daemon.health import HealthConfig
 from daemon.snapshots.holds import HoldThresholds
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
-from daemon.targets.api.server import ApiConfig
-from daemon.targets.settings import ApiTarget, RateLimit, Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
+from daemon.targets.settings import ApiConfig, ApiTarget, RateLimit, Scope, SftpAuth, SftpTarget, WebhookSecret, WebhookTarget, Window
 
 REPO = Path(__file__).resolve().parents[1]
 ROSTERD = Path(sys.executable).parent / "rosterd"

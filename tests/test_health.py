@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from daemon.health import HealthConfig, HealthServer, Metrics
+from daemon.config import HealthConfig
+from daemon.health import HealthServer, Metrics
 from daemon.store import DeliveryState, State, Store
 from tests.test_snapshot_store import record, upload
 

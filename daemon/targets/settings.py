@@ -187,3 +187,33 @@ class ApiTarget(_ScopedTarget):
         if len(set(value)) != len(value):
             raise ValueError(f"a version is listed twice: {value}")
         return value
+
+
+MAX_LIMIT = 5000  # the least maximum a provider may have: SDS asks for pages of 5000
+
+
+class ApiConfig(BaseModel):
+    """[api]: where the OneRoster API listens. It is served only when some tenant has an api target."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"  # loopback: production puts a TLS proxy in front, or sets tls_cert and tls_key
+    port: int = Field(9080, ge=0, le=65535)  # 0: any free port (tests)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the API speaks HTTPS itself
+    tls_key: Path | None = None
+    public_url: str | None = None  # the scheme://host[:port] hrefs start with; default: the request's own
+    max_limit: int = Field(MAX_LIMIT, ge=MAX_LIMIT)  # the largest page; a larger `limit` is clamped to it
+    threads: int = Field(4, ge=1, le=64)  # threads reading pages
+
+    def origin(self) -> str:
+        """What hrefs start with when the request's own name does not say otherwise (publications are made
+        with it, and a request by another name gets its own)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self

@@ -25,7 +25,8 @@ from daemon.store import Store
 from daemon.targets.api import auth, server
 from daemon.passwords import hash_secret
 from daemon.targets.api.auth import new_client
-from daemon.targets.api.server import TOKEN_QUEUE, ApiConfig, ApiServer
+from daemon.targets.api.server import TOKEN_QUEUE, ApiServer
+from daemon.targets.settings import ApiConfig
 from daemon.targets.settings import ApiTarget
 
 TARGETS = {("north", "vendor"): ApiTarget(type="api", name="vendor")}

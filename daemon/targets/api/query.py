@@ -50,9 +50,9 @@ from typing import Literal
 import polars as pl
 
 from daemon.targets.api.errors import ApiError, bad_query
+from daemon.targets.settings import MAX_LIMIT
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 5000  # the least maximum a provider may have: SDS asks for pages of 5000
 MAX_DIGITS = 15  # past any roster; keeps a megabyte of digits from reaching int()
 
 OPS = ("!=", ">=", "<=", "=", ">", "<", "~")  # two-character ops first, so `>=` is not read as `>`

@@ -38,7 +38,6 @@ from urllib.parse import unquote, urlencode
 
 import polars as pl
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from daemon.http import PlainServer
 from daemon.store import StoreInterface
@@ -46,41 +45,14 @@ from daemon.targets.api import auth
 from daemon.targets.api.endpoints import COLLECTIONS, RELATIONSHIP_SCOPES, RELATIONSHIPS, Collection, Selection
 from daemon.targets.api.errors import ApiError, forbidden, status_payload, unauthorised, unknown_object
 from daemon.targets.api.publish import NOW_MARK, PREFIXES, json_fields
-from daemon.targets.api.query import MAX_LIMIT, CollectionFields, Query, parse_collection_query, parse_record_query
+from daemon.targets.api.query import CollectionFields, Query, parse_collection_query, parse_record_query
 from daemon.targets.api.reader import Reader
 from daemon.targets.api.target import current_publication
-from daemon.targets.settings import ApiTarget, RateLimit
+from daemon.targets.settings import ApiConfig, ApiTarget, RateLimit
 
 TOKEN_PATH = "/oauth2/token"
 JSON = "application/json"
 TOKEN_QUEUE = 32  # token requests waiting at once; more get 429 at once
-
-
-class ApiConfig(BaseModel):
-    """[api]: where the OneRoster API listens. It is served only when some tenant has an api target."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"  # loopback: production puts a TLS proxy in front, or sets tls_cert and tls_key
-    port: int = Field(9080, ge=0, le=65535)  # 0: any free port (tests)
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key, the API speaks HTTPS itself
-    tls_key: Path | None = None
-    public_url: str | None = None  # the scheme://host[:port] hrefs start with; default: the request's own
-    max_limit: int = Field(MAX_LIMIT, ge=MAX_LIMIT)  # the largest page; a larger `limit` is clamped to it
-    threads: int = Field(4, ge=1, le=64)  # threads reading pages
-
-    def origin(self) -> str:
-        """What hrefs start with when the request's own name does not say otherwise (publications are made
-        with it, and a request by another name gets its own)."""
-        if self.public_url:
-            return self.public_url.rstrip("/")
-        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.port}"
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> ApiConfig:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("set both tls_cert and tls_key, or neither")
-        return self
 
 
 Observe = Callable[[str, int, float], None]  # (operation, status, seconds)
