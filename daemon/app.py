@@ -57,7 +57,8 @@ STOP_MARGIN_SECONDS = 5.0  # a stopping stage gets the grace period and this muc
 # The [server] keys the SFTP listener takes as they are: every ServerOptions field that ServerConfig also has.
 SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerOptions) if f.name in ServerConfig.model_fields)
 # a reload leaves these as they were
-RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api", "admin")
+RESTART_SECTIONS = ("server", "defender", "intake", "snapshots", "outbox", "health", "api", "admin", "store",
+                    "storage")
 DEMO_ADMIN_FILE = "demo_admin.json"
 DEMO_ADMIN = "admin"
 

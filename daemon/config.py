@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -39,6 +40,7 @@ from daemon.files import replace_text
 from daemon.names import TENANT_NAME, check_tenant_name
 from daemon.snapshots.holds import HoldThresholds  # the [holds] section: defined once, where it is used
 from daemon.targets.cers.settings import CersTarget
+from daemon.targets.secrets import SecretSource
 from daemon.targets.settings import ApiConfig, ApiTarget, SftpTarget, WebhookTarget
 
 Target = Annotated[CersTarget | WebhookTarget | SftpTarget | ApiTarget, Field(discriminator="type")]
@@ -145,6 +147,55 @@ class ValidationConfig(_Section):
 
 class SnapshotsConfig(_Section):
     keep: int = Field(30, ge=1)  # newest snapshots kept per tenant (the current one always)
+
+
+class StoreConfig(SecretSource):
+    """[store]: where the state is recorded. Without a url, SQLite in the state directory (STATE/rosterd.db);
+    with `postgresql://USER@HOST:PORT/DATABASE` (issue 17), PostgreSQL shared by every replica. The password
+    is never in the url: it comes from secret_credential, secret_env or secret_file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("url: only postgresql://USER@HOST:PORT/DATABASE (leave it out for SQLite)")
+        if parts.password is not None:
+            raise ValueError("url: no password in the url (it would be in the file and in logs): name "
+                             "secret_credential, secret_env or secret_file instead")  # fmt: skip
+        return value
+
+    @property
+    def postgresql(self) -> bool:
+        return self.url is not None
+
+
+class StorageConfig(SecretSource):
+    """[storage]: where uploads, snapshots and change sets are kept. `local` (the default): the state directory.
+    `s3` (issue 17): an S3-compatible bucket (AWS S3, MinIO, SeaweedFS, Ceph) shared by every replica; the
+    secret access key comes from secret_credential, secret_env or secret_file, never the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local", "s3"] = "local"
+    endpoint: str | None = None  # https://s3.example.org (None: AWS's own for the region)
+    bucket: str | None = None
+    prefix: str = ""  # keys start with it (one bucket for several deployments)
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs(self) -> StorageConfig:
+        if self.kind == "s3" and (not self.bucket or not self.access_key_id or self.secret_source is None):
+            raise ValueError("an s3 storage needs bucket, access_key_id and a secret_credential, secret_env or "
+                             "secret_file for the secret access key")  # fmt: skip
+        return self
 
 
 class OutboxConfig(_Section):
@@ -263,6 +314,8 @@ class Settings(_Section):
     health: HealthConfig = HealthConfig()
     api: ApiConfig = ApiConfig()  # the OneRoster REST API's port, served when a tenant has an api target
     admin: AdminConfig = AdminConfig()  # the admin console's port
+    store: StoreConfig = StoreConfig()  # SQLite in the state directory, or PostgreSQL (several replicas)
+    storage: StorageConfig = StorageConfig()  # the state directory, or an S3-compatible bucket
     tenants: list[TenantConfig] = []
     source: Path  # the file these settings came from; filled in by the loader, not a TOML key
 

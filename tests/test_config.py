@@ -15,17 +15,20 @@ from daemon import config
 from daemon.config import (
     AdminConfig,
     ConfigError,
-    HealthConfig,
     DefenderConfig,
+    HealthConfig,
     IntakeConfig,
     OutboxConfig,
     ServerConfig,
     Settings,
     SnapshotsConfig,
+    StorageConfig,
+    StoreConfig,
     TenantConfig,
     ValidationConfig,
     add_tenant,
     load_settings,
+    parse_settings,
 )
 from daemon.snapshots.holds import HoldThresholds
 from daemon.targets.cers.settings import CersFilters, CersMapping, CersTarget, CognitoSettings
@@ -107,7 +110,7 @@ def test_the_example_is_valid_has_no_demo_and_shows_every_key() -> None:
     for model in (ServerConfig, DefenderConfig, ValidationConfig, IntakeConfig, HoldThresholds, SnapshotsConfig,
                   OutboxConfig, TenantConfig, CersTarget, CognitoSettings, CersMapping, CersFilters, WebhookTarget,
                   SftpTarget, Scope, Window, SftpAuth, WebhookSecret, HealthConfig, ApiConfig, ApiTarget, RateLimit,
-                  AdminConfig):
+                  AdminConfig, StoreConfig, StorageConfig):
         for key in model.model_fields:
             shown = rf"^(#? *{key} *=|\[tenants\.targets\.{key}\])"  # a key, or a sub-table of a target
             assert re.search(shown, text, re.MULTILINE), f"{model.__name__}.{key} is not in the example"
@@ -446,3 +449,24 @@ def test_an_api_target_refuses_what_does_not_apply_or_cannot_be(tmp_path: Path) 
     for body, expected in cases.items():
         (problem,) = problems(write(tmp_path, head + body))
         assert problem.startswith(f"{tmp_path / 'rosterd.toml'}: {expected}"), problem
+
+
+@pytest.mark.parametrize(("toml", "problem"), [
+    ('[store]\nurl = "postgresql://rosterd:hunter2@db/rosterd"\n', "no password in the url"),
+    ('[store]\nurl = "mysql://rosterd@db/rosterd"\n', "only postgresql://"),
+    ('[storage]\nkind = "s3"\nbucket = "rosterd"\n', "an s3 storage needs bucket, access_key_id"),
+    ('[storage]\nkind = "ftp"\n', "storage.kind"),
+])  # fmt: skip
+def test_store_and_storage_settings_refuse_what_cannot_work(tmp_path: Path, toml: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(toml, tmp_path / "rosterd.toml")
+    assert problem in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_a_postgresql_store_and_an_s3_storage_are_taken_with_their_secret_sources(tmp_path: Path) -> None:
+    settings = parse_settings('[store]\nurl = "postgresql://rosterd@db:5432/rosterd"\nsecret_env = "PGPASS"\n'
+                              '[storage]\nkind = "s3"\nendpoint = "http://127.0.0.1:8333"\nbucket = "b"\n'
+                              'access_key_id = "AK"\nsecret_file = "s3.secret"\n', tmp_path / "rosterd.toml")
+    assert settings.store.postgresql and settings.store.secret_source == "environment variable PGPASS"
+    assert (settings.storage.kind, settings.storage.bucket, settings.storage.prefix) == ("s3", "b", "")
+    assert not parse_settings("", tmp_path / "rosterd.toml").store.postgresql  # SQLite by default
