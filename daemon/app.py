@@ -243,6 +243,9 @@ class Daemon:
 
     async def start(self) -> None:
         settings, log = self.settings, self.log
+        if settings.store.postgresql or settings.storage.kind != "local":  # issue 17: settings read, not served yet
+            raise StartupError("[store] url and [storage] kind = \"s3\" are not served yet by this rosterd: "
+                               "leave them out (SQLite and the state directory)")  # fmt: skip
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.open_files_limit = raise_open_file_limit()

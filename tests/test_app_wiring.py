@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from daemon.app import make_targets, tenant_rules
 from daemon.config import parse_settings
 from daemon.oneroster.findings import Mode
@@ -105,3 +107,14 @@ def test_an_api_target_gets_a_publication_target(tmp_path: Path) -> None:
         assert isinstance(made[("north", "reader")], ApiPublication)
     finally:
         store.close()
+
+
+async def test_a_postgresql_store_or_s3_storage_is_refused_at_start_not_ignored(tmp_path) -> None:
+    """Until several replicas are served (issue 17), a config asking for them must not start on SQLite."""
+    from daemon.app import Daemon, StartupError
+
+    for extra in ('[store]\nurl = "postgresql://rosterd@db/rosterd"\nsecret_env = "PGPASS"\n',
+                  '[storage]\nkind = "s3"\nbucket = "b"\naccess_key_id = "AK"\nsecret_env = "S3"\n'):  # fmt: skip
+        settings = parse_settings(f'[server]\nstate_dir = "{tmp_path}"\n{extra}', tmp_path / "rosterd.toml")
+        with pytest.raises(StartupError, match="not served yet"):
+            await Daemon(settings).start()

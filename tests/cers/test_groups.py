@@ -581,7 +581,7 @@ def group_frames(draw) -> pl.DataFrame:
                                       "students": pl.List(pl.String), "class_sourced_id": pl.String})  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)  # 150 took 17 s of the suite; 60 still cross the cap often
 @given(groups=group_frames(), max_rows=st.integers(20, 70), seed=st.integers(0, 9))
 def test_files_keep_schools_and_groups_contiguous_under_the_row_cap(groups, max_rows, seed):
     files = group_files(groups, max_rows)

@@ -38,7 +38,7 @@ def apply(files: dict[str, bytes], change: tuple) -> None:
         files[name] = data[:at] + piece + data[at + len(piece) :]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(edit, min_size=1, max_size=6), strict=st.booleans())
 def test_random_damage_yields_findings_not_crashes(tmp_path: Path, changes: list, strict: bool) -> None:
     files = dict(ORIGINAL)
