@@ -207,24 +207,23 @@ class Pages:
                                   scope=_scope(target))  # fmt: skip
 
     async def pause(self, request: web.Request) -> web.StreamResponse:
-        tenant, target = self._target(request)
-        self._admin(request, "pause")
-        at = await self.server.read(self.server.store.pause_target, tenant, target.name, self.server.operator(request))
-        self.server.action_log(request, "pause", tenant=tenant, target=target.name,
-                               outcome="paused" if at else "already held")  # fmt: skip
-        self.server.flash(request, f"{target.name} is paused: its deliveries wait." if at else
-                          f"{target.name} was paused or disabled already.")  # fmt: skip
-        self.server.notify(tenant)
-        raise web.HTTPSeeOther(f"/tenants/{tenant}/targets/{target.name}")
+        return await self._switch_target(request, "pause", ("paused", "already held"),
+                                         ("is paused: its deliveries wait.", "was paused or disabled already."))
 
     async def enable(self, request: web.Request) -> web.StreamResponse:
+        return await self._switch_target(request, "enable", ("enabled", "not disabled"),
+                                         ("is enabled: its deliveries go out in order.", "was not paused or disabled."))
+
+    async def _switch_target(self, request: web.Request, action: str, outcomes: tuple[str, str],
+                             said: tuple[str, str]) -> web.StreamResponse:  # fmt: skip
+        """Pause or enable a target (the store records it as a decision); `outcomes` and `said` are what the
+        log and the page say when it was done and when there was nothing to do."""
         tenant, target = self._target(request)
-        self._admin(request, "enable")
-        at = await self.server.read(self.server.store.enable_target, tenant, target.name, self.server.operator(request))
-        self.server.action_log(request, "enable", tenant=tenant, target=target.name,
-                               outcome="enabled" if at else "not disabled")  # fmt: skip
-        self.server.flash(request, f"{target.name} is enabled: its deliveries go out in order." if at else
-                          f"{target.name} was not paused or disabled.")  # fmt: skip
+        self._admin(request, action)
+        switch = self.server.store.pause_target if action == "pause" else self.server.store.enable_target
+        done = await self.server.read(switch, tenant, target.name, self.server.operator(request)) is not None
+        self.server.action_log(request, action, tenant=tenant, target=target.name, outcome=outcomes[not done])
+        self.server.flash(request, f"{target.name} {said[not done]}")
         self.server.notify(tenant)
         raise web.HTTPSeeOther(f"/tenants/{tenant}/targets/{target.name}")
 
