@@ -108,7 +108,7 @@ def _judge(health: TenantHealth, now: datetime) -> None:
     if health.late:
         warn.append(f"{health.late} late deliver{'y' if health.late == 1 else 'ies'}")
     if health.paused:
-        warn.append("paused: " + ", ".join(health.paused))
+        warn.append("paused or disabled: " + ", ".join(health.paused))
     since = seconds_since(health.last_accepted_at, now)
     if since is None:
         warn.append("no accepted upload yet")

@@ -75,7 +75,7 @@ def test_the_overview_judges_each_tenant_and_puts_the_worst_first(store: Store, 
         ("bad", 1, ["1 dead delivery"])  # fmt: skip
     assert (by_name["fresh"].level_name, by_name["fresh"].problems) == ("warn", ["no accepted upload yet"])
     assert (by_name["paused"].level_name, by_name["paused"].paused) == ("warn", ["lms"])
-    assert by_name["paused"].problems == ["paused: lms"]
+    assert by_name["paused"].problems == ["paused or disabled: lms"]
 
 
 def test_a_tenant_without_an_accepted_upload_for_two_days_needs_a_look(store: Store, settings) -> None:
