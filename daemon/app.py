@@ -7,7 +7,10 @@ receipts writer answers the uploader at each step. The SFTP layer and intake mee
 an UploadReceived record. Each stage imports only the stages before it, so what a stage needs of a later
 one is handed to it here: intake gets the Processor and the receipts writer's `answer`, the Processor gets
 `answer` too, the outbox gets `refresh` (on_change), the CERS target gets `write_files`, and the SFTP layer
-gets the names of the folders of results/.
+gets the names of the folders of results/. The admin console (daemon/console) is handed the store, the
+settings as they are after each reload, the receipts writer (an action rewrites the receipts it changes) and
+the SFTP listener's defender (a Gate: failed console logins are scored with SFTP's), and is told of every
+upload and delivery that moves on, for its live pages.
 """
 
 from __future__ import annotations
