@@ -9,6 +9,7 @@ written out from the rule in publish.py's docstring, and read back through the R
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -203,3 +204,28 @@ def test_a_scope_that_leaves_nothing_keeps_everything_as_tobedeleted(snapshots, 
     nothing = pub(snapshots[1], T2, {"orgs": ["no-such-school"]})
     for entity, ids in (("users", {"t1", "u1", "u2"}), ("enrollments", {"e0", "e1", "e2"}), ("classes", {"k1"})):
         assert lifecycle(served(nothing, entity, "1.2")) == dict.fromkeys(ids, ("tobedeleted", ms(T2)))
+
+
+def test_a_publication_cleared_while_the_current_one_is_looked_for_is_passed_over(tmp_path: Path, monkeypatch) -> None:
+    """A switch clears the publications it replaced while a request looks for the current one: the request
+    must get the newer publication, not "nothing published yet" (and not an error)."""
+    from daemon.targets.api import target as api_target
+    from daemon.targets.api.publish import META, make_visible
+    from daemon.targets.views import target_folder
+
+    folder = target_folder(tmp_path, "north", "vendor")
+    old, new = folder / "u-1@old", folder / "u-2@new"
+    for publication, at in ((old, "2026-01-01T00:00:00+00:00"), (new, "2026-01-02T00:00:00+00:00")):
+        publication.mkdir(parents=True)
+        (publication / META).write_text("{}")
+        make_visible(publication, datetime.fromisoformat(at))
+    really_complete = api_target.is_complete
+
+    def cleared_after_the_check(publication: Path) -> bool:
+        complete = really_complete(publication)
+        if publication == old:
+            shutil.rmtree(old)  # the switch clears it between the check and the read of its moment
+        return complete
+
+    monkeypatch.setattr(api_target, "is_complete", cleared_after_the_check)
+    assert api_target.current_publication(tmp_path, "north", "vendor") == new

@@ -289,7 +289,7 @@ class ApiServer:
                 if published.base_url != origin:  # asked by another name than the publication was made for
                     fills.append((f'"href":"{published.base_url}/', f'"href":"{origin}/'))
                 return Answer(folder, *run(folder, fills))
-            except OSError:
+            except (OSError, pl.exceptions.PolarsError):  # polars wraps a file gone mid-read in its own error
                 if attempt == 2 or folder is None or folder.exists():
                     raise
                 self.reader.forget(folder)

@@ -31,11 +31,23 @@ def current_publication(state_dir: Path, tenant: str, target: str) -> Path | Non
     folder = target_folder(state_dir, tenant, target)
     now = datetime.now(UTC)
     try:
-        found = [(visible_at(p), p) for p in folder.iterdir()
-                 if not p.name.startswith(STAGING_PREFIX) and is_complete(p)]  # fmt: skip
+        found = list(_complete(folder))
     except FileNotFoundError:
         return None
     return max(((at, p) for at, p in found if at <= now), default=(None, None))[1]
+
+
+def _complete(folder: Path):
+    """(moment, folder) of each complete publication; one that a switch clears meanwhile is passed over (it
+    was being replaced by a newer one, which is among them)."""
+    for p in folder.iterdir():
+        if p.name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            if is_complete(p):
+                yield visible_at(p), p
+        except FileNotFoundError:
+            continue
 
 
 def _switch(folder: Path, upload_id: str) -> datetime | None:
