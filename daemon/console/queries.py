@@ -29,10 +29,15 @@ SECRET_SETTINGS = frozenset({"password_hash"})  # the only secret values a confi
 FINDING_COLUMNS = ("code", "severity", "file", "row", "column", "value", "sourcedId", "message")
 
 
+def parse_stamp(at: str) -> datetime:
+    """A time as the store writes it (`stamp`: UTC, milliseconds, `Z`)."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
+
+
 def seconds_since(at: str | None, now: datetime) -> float | None:
     if not at:
         return None
-    return (now - datetime.fromisoformat(at.replace("Z", "+00:00"))).total_seconds()
+    return (now - parse_stamp(at)).total_seconds()
 
 
 # -- the overview --------------------------------------------------------------------------------------
@@ -135,13 +140,9 @@ def uploads(store: StoreInterface, tenant: str, limit: int = UPLOADS_SHOWN) -> l
         record = made.get(upload.id)
         took = None
         if upload.state.final:
-            took = (_parse(upload.updated_at) - _parse(upload.received_at)).total_seconds()
+            took = (parse_stamp(upload.updated_at) - parse_stamp(upload.received_at)).total_seconds()
         lines.append(UploadLine(upload, sum(record.rows.values()) if record else None, took))
     return lines
-
-
-def _parse(at: str) -> datetime:
-    return datetime.fromisoformat(at.replace("Z", "+00:00"))
 
 
 @dataclass

@@ -43,6 +43,7 @@ from aiohttp import web
 from daemon.config import AdminConfig, Settings
 from daemon.console import accounts
 from daemon.console.access import Access
+from daemon.console.queries import seconds_since
 from daemon.console.sessions import Session, Sessions
 from daemon.store import StoreInterface
 
@@ -378,9 +379,9 @@ def _safe_next(value: str | None) -> str:
 
 def ago(at: str | None) -> str:
     """A stored time as a person reads it on a dashboard: '3 min ago', '2 d ago'."""
-    if not at:
+    seconds = seconds_since(at, datetime.now(UTC))
+    if seconds is None:
         return "never"
-    seconds = (datetime.now(UTC) - datetime.fromisoformat(at.replace("Z", "+00:00"))).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{int(seconds // size)} {unit} ago"
