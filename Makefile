@@ -16,7 +16,7 @@ STAMP313 := $(VENV313)/.installed-stamp
 PY313_TESTS := tests/test_outbox.py tests/test_intake.py tests/test_webhook_target.py tests/test_stop.py \
 	tests/e2e/test_api_crawl_v1p2.py
 
-.PHONY: run test test-py313 venv313 openssh-client systemd-tools chromium bench samples clean
+.PHONY: run test test-py313 venv313 openssh-client systemd-tools chromium postgresql bench samples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,18 @@ chromium:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
+# The PostgreSQL store's tests start their own throwaway cluster (tests/postgres.py: initdb in a temporary folder,
+# a free port) with Debian's server programs; the package's own cluster is not made, so no system-wide service
+# runs (create_main_cluster = false, set before the install when nothing else set it).
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing PostgreSQL's server programs for the store's tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		[ -e /etc/postgresql-common/createcluster.conf ] || { $$SUDO mkdir -p /etc/postgresql-common && \
+			echo "create_main_cluster = false" | $$SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null; }; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	fi
+
 # lint-imports checks the layers contract in pyproject.toml (each stage imports only those before it). The
 # 3.13 run goes first: about a minute (its venv, the test runner only, takes half a minute more the first
 # time), then the main suite (about 6 minutes on 2 cores; a clean clone's whole `make test`, both venvs
@@ -64,7 +76,7 @@ chromium:
 # clients, so a third worker keeps both cores busy (6.5 minutes instead of 8.5 with two; four were slower
 # again, 7.4 minutes against 6.5, on 2026-12-07).
 # The two venvs are installed at once (each install keeps about one core busy), then the 3.13 run, then the rest.
-test: openssh-client systemd-tools chromium
+test: openssh-client systemd-tools chromium postgresql
 	@$(MAKE) --no-print-directory -j2 $(STAMP) venv313
 	@$(MAKE) --no-print-directory test-py313
 	$(BIN)/lint-imports

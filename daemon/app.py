@@ -50,9 +50,10 @@ from daemon.sftp.defender import DefenderOptions
 from daemon.snapshots.holds import HoldThresholds
 from daemon.snapshots.job import TenantRules
 from daemon.snapshots.process import ProcessOptions, Processor
-from daemon.store import Store
+from daemon.store import StoreInterface, StoreUnavailable
 from daemon.targets.api.auth import api_targets
 from daemon.targets.api.server import ApiServer
+from daemon.targets.secrets import SecretMissing
 
 DEMO_KEY_NAME = "demo_id_ed25519"
 DEMO_API_CLIENT_NAME = "demo_api_client.json"
@@ -79,7 +80,7 @@ def demo_key(state_dir: Path, log) -> str:
     return key.export_public_key().decode().strip()
 
 
-def demo_api_client(state_dir: Path, store: Store, tenant: str, target: str, log) -> tuple[str, str]:
+def demo_api_client(state_dir: Path, store: StoreInterface, tenant: str, target: str, log) -> tuple[str, str]:
     """The demo tenant's API client: made once, its id and secret kept in the state directory (mode 600) so
     `make run` can show them at every start. Only the demo does this; other clients' secrets are never kept."""
     from daemon.passwords import hash_secret
@@ -99,7 +100,7 @@ def demo_api_client(state_dir: Path, store: Store, tenant: str, target: str, log
     return client_id, secret
 
 
-def demo_admin(state_dir: Path, store: Store, log) -> tuple[str, str] | None:
+def demo_admin(state_dir: Path, store: StoreInterface, log) -> tuple[str, str] | None:
     """The demo's console account `admin`: made once, its password kept in the state directory (mode 600) so
     `make run` can show it at every start. None when an account of that name was made some other way."""
     import secrets
@@ -221,7 +222,7 @@ class Daemon:
         self.settings = settings
         self.log = get_logger()
         self.state_dir = settings.server.state_dir
-        self.store: Store | None = None
+        self.store: StoreInterface | None = None
         self.pool: WorkerPool | None = None
         self.receipts: Receipts | None = None
         self.processor: Processor | None = None
@@ -246,14 +247,14 @@ class Daemon:
 
     async def start(self) -> None:
         settings, log = self.settings, self.log
-        if settings.store.postgresql or settings.storage.kind != "local":  # issue 17: settings read, not served yet
-            raise StartupError("[store] url and [storage] kind = \"s3\" are not served yet by this rosterd: "
-                               "leave them out (SQLite and the state directory)")  # fmt: skip
+        if settings.storage.kind != "local":  # issue 17: read, not served yet
+            raise StartupError("[storage] kind = \"s3\" is not served yet by this rosterd: leave it out (the state "
+                               "directory keeps uploads and snapshots)")  # fmt: skip
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.open_files_limit = raise_open_file_limit()
         demo_public = self._demo_public = await self._demo_key(settings)
-        self.store = Store(self.state_dir / "rosterd.db", settings.target_names())
+        self.store = await self._open_store(settings)
         self.readiness = self._readiness(settings)
         self.metrics = Metrics(self.store, live=self._live_figures, blockers=lambda: self.readiness.blockers)
         self.notifier.status("recovering: finishing what the last run left")
@@ -434,6 +435,20 @@ class Daemon:
         if self.pool is not None:
             figures["worker_deaths"] = self.pool.deaths
         return figures
+
+    async def _open_store(self, settings: Settings) -> StoreInterface:
+        """The store `[store]` names, opened off the loop (PostgreSQL may take seconds to answer). While uploads and
+        snapshots stay in this machine's state directory, this daemon must be the only one on the store: a
+        second replica on the same PostgreSQL database refuses to start rather than work beside it."""
+        try:
+            store = await asyncio.to_thread(settings.open_store)
+        except (StoreUnavailable, SecretMissing) as err:
+            raise StartupError(f"[store]: {err}") from None
+        if not await asyncio.to_thread(store.hold_alone):
+            store.close()
+            raise StartupError("[store]: another rosterd already runs on this PostgreSQL database, and with "
+                               "[storage] kind = \"local\" only one may: stop it first")  # fmt: skip
+        return store
 
     def _readiness(self, settings: Settings) -> Readiness:
         """The checks behind /readyz beyond "started": whether intake can make progress now."""

@@ -175,6 +175,11 @@ class StoreConfig(SecretSource):
     def postgresql(self) -> bool:
         return self.url is not None
 
+    def password(self) -> str | None:
+        """The database password, read now from its secret source (None: none named, as with SQLite or a
+        PostgreSQL that trusts the replica's host); SecretMissing when the source cannot be read."""
+        return self.read_secret() if self.postgresql and self.secret_source else None
+
 
 class StorageConfig(SecretSource):
     """[storage]: where uploads, snapshots and change sets are kept. `local` (the default): the state directory.
@@ -333,6 +338,14 @@ class Settings(_Section):
 
     def tenant(self, name: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+    def open_store(self):
+        """The store `[store]` names, opened (blocking): SQLite in the state directory, or PostgreSQL with the
+        password read now from its secret source. Raises daemon.store.postgres.StoreUnavailable or
+        daemon.targets.secrets.SecretMissing with what is wrong."""
+        from daemon.store import open_store
+
+        return open_store(self.server.state_dir, self.target_names(), self.store.url, self.store.password())
 
     def target_names(self) -> dict[str, list[str]]:
         """Each tenant's delivery targets: an accepted upload gets one delivery per target (for an api target,

@@ -109,12 +109,20 @@ def test_an_api_target_gets_a_publication_target(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_a_postgresql_store_or_s3_storage_is_refused_at_start_not_ignored(tmp_path) -> None:
-    """Until several replicas are served (issue 17), a config asking for them must not start on SQLite."""
+async def test_s3_storage_is_refused_at_start_and_an_unusable_store_says_why(tmp_path, monkeypatch) -> None:
+    """Until replicas share object storage (issue 17), a config asking for it must not start on the state
+    directory as if it were not there; a PostgreSQL store whose password cannot be read stops the start with
+    the source named."""
     from daemon.app import Daemon, StartupError
 
-    for extra in ('[store]\nurl = "postgresql://rosterd@db/rosterd"\nsecret_env = "PGPASS"\n',
-                  '[storage]\nkind = "s3"\nbucket = "b"\naccess_key_id = "AK"\nsecret_env = "S3"\n'):  # fmt: skip
+    monkeypatch.delenv("ROSTERD_TEST_PGPASS", raising=False)
+    for extra, reason in (
+        ('[storage]\nkind = "s3"\nbucket = "b"\naccess_key_id = "AK"\nsecret_env = "S3"\n', "not served yet"),
+        ('[store]\nurl = "postgresql://rosterd@db/rosterd"\nsecret_env = "ROSTERD_TEST_PGPASS"\n',
+         r"\[store\]: environment variable ROSTERD_TEST_PGPASS is not set"),
+    ):  # fmt: skip
         settings = parse_settings(f'[server]\nstate_dir = "{tmp_path}"\n{extra}', tmp_path / "rosterd.toml")
-        with pytest.raises(StartupError, match="not served yet"):
-            await Daemon(settings).start()
+        daemon = Daemon(settings)
+        with pytest.raises(StartupError, match=reason):
+            await daemon.start()
+        await daemon.stop()

@@ -9,14 +9,15 @@ import pytest
 
 from daemon.snapshots import storage
 from daemon.store import Refused, SnapshotRecord, State, Store
+from tests.store.implementations import IMPLEMENTATIONS, open_implementation
 
 RESULT = {"verdict": "accepted", "version": "1.1", "mode": "lenient", "files": {}, "findings": [],
           "counts_by_code": {}, "findings_truncated": False}  # fmt: skip
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    opened = Store(tmp_path / "rosterd.db")
+@pytest.fixture(params=IMPLEMENTATIONS)
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    opened = open_implementation(request, request.param, tmp_path)
     yield opened
     opened.close()
 

@@ -8,8 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from daemon.cli import admin, admin_users, api_clients
-from daemon.cli import check_targets
+from daemon.cli import admin, admin_users, api_clients, check_targets, migrate
 from daemon.cli.options import add_config_option
 from daemon.oneroster.codes import CODES
 
@@ -84,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     check_targets.add_parser(sub)
     api_clients.add_parser(sub)
     admin_users.add_parser(sub)
+    migrate.add_parser(sub)
     return parser
 
 

@@ -115,14 +115,24 @@ def settings_of(args: argparse.Namespace):
 
 def _open(args: argparse.Namespace):
     """(settings, store) for the config given; raises SystemExit with a message when unusable."""
-    from daemon.store import Store
-
     settings = settings_of(args)
     database = settings.server.state_dir / "rosterd.db"
-    if not database.exists():
+    if not settings.store.postgresql and not database.exists():
         print(f"rosterd: no database at {database}: has the daemon run with this config?", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
-    return settings, Store(database, settings.target_names())
+    return settings, open_store(settings)
+
+
+def open_store(settings):
+    """The configured store (SQLite is made when missing); SystemExit with the reason when it cannot be used."""
+    from daemon.store import StoreUnavailable
+    from daemon.targets.secrets import SecretMissing
+
+    try:
+        return settings.open_store()
+    except (StoreUnavailable, SecretMissing) as err:
+        print(f"rosterd: the store ([store] in {settings.source}): {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def known_tenant(settings, name: str) -> None:

@@ -14,7 +14,7 @@ import getpass
 import json
 import sys
 
-from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, settings_of
+from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, open_store, settings_of
 from daemon.cli.options import action_parser, action_parsers
 
 
@@ -61,13 +61,6 @@ def _action(actions: argparse._SubParsersAction, name: str, func, help: str, des
 def _add_password_stdin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-stdin", action="store_true",
                         help="read the password from standard input (one line) instead of asking twice")  # fmt: skip
-
-
-def _store(settings):
-    """The state directory's store; made when missing, so an account can be added before the first start."""
-    from daemon.store import Store
-
-    return Store(settings.server.state_dir / "rosterd.db", settings.target_names())
 
 
 def _password(args: argparse.Namespace) -> str | None:
@@ -183,7 +176,7 @@ def _change(args: argparse.Namespace, change):
     standard error)."""
     from daemon.store import Refused
 
-    store = _store(settings_of(args))
+    store = open_store(settings_of(args))
     try:
         return change(store)
     except Refused as refused:

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, settings_of
+from daemon.cli.admin import EXIT_REFUSED, EXIT_USAGE, known_tenant, open_store, settings_of
 from daemon.cli.options import action_parser, action_parsers
 
 
@@ -40,13 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def _store(settings):
-    """The state directory's store; made when missing, so a client can be added before the first start."""
-    from daemon.store import Store
-
-    return Store(settings.server.state_dir / "rosterd.db", settings.target_names())
-
-
 def _add(args: argparse.Namespace) -> int:
     from daemon.store import Refused
     from daemon.passwords import hash_secret
@@ -63,7 +56,7 @@ def _add(args: argparse.Namespace) -> int:
               "are for type = \"api\" targets", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     client_id, secret = new_client()
-    store = _store(settings)
+    store = open_store(settings)
     try:
         client = store.add_api_client(client_id, args.tenant, args.target, hash_secret(secret))
     except Refused as refused:  # a random id taken already: never in practice
@@ -81,7 +74,7 @@ def _add(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     from daemon.store import Refused
 
-    store = _store(settings_of(args))
+    store = open_store(settings_of(args))
     try:
         client = store.revoke_api_client(args.client_id)
     except Refused as refused:
@@ -98,7 +91,7 @@ def _list(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     if args.tenant is not None:
         known_tenant(settings, args.tenant)
-    store = _store(settings)
+    store = open_store(settings)
     try:
         clients = store.api_clients(args.tenant)
     finally:

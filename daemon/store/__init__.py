@@ -1,5 +1,6 @@
 """The store: every upload, its state and the time of each transition, the snapshot catalogue, the outbox's
-deliveries and operators' decisions, in one SQLite database file under the state directory.
+deliveries and operators' decisions, in one SQLite database file under the state directory, or in PostgreSQL
+(`[store] url`; daemon/store/postgres.py), through the same methods and table modules.
 
 WAL mode lets readers (`rosterd status`) never block the daemon. Each state change is one transaction that
 updates the upload and appends to its history, so after a crash the last committed state is exactly where
@@ -10,9 +11,14 @@ Every method blocks (SQLite commits fsync); the daemon calls them from a worker 
 
 Modules (callers import only from `daemon.store`):
     records.py      the records, states and refusals every store hands out, the clock (`now`, `stamp`), ids
-    interface.py    StoreInterface: the methods and rules any store provides (SQLite here, PostgreSQL next)
+    interface.py    StoreInterface: the methods and rules any store provides (SQLite here, PostgreSQL below)
+    sql.py          what a table module needs of a connection (`execute`, rows by column name), and the SQL
+                    both databases read alike
     connection.py   the one SQLite connection: pragmas, the schema (from the table modules), added columns,
                     the lock, and the transaction every write runs in
+    postgres.py     PostgresStore: Store's methods over a pool of PostgreSQL connections, the advisory locks
+                    that order writes across processes, `migrate`
+    postgres_schema.py  the PostgreSQL schema as numbered migrations
     uploads.py      uploads, transitions (each upload's state history), validations (the result its state
                     was decided on)
     snapshots.py    snapshots (the catalogue of published snapshot folders), rebaselines (pending requests)
@@ -42,24 +48,19 @@ A read that joins tables (current snapshot: snapshots and uploads; decisions: de
 counts: uploads and deliveries; snapshots: snapshots and uploads; token_lookup: api_tokens and api_clients)
 runs under one lock, so it sees one state.
 
-A second implementation (PostgreSQL, issue 17) provides:
-    - every method of StoreInterface with the same records, the same refusals (Refused, StaleBase, KeyError
-      from `get` and `delivery`) and the transactions above, each all or nothing, safe from several threads
-      and (there) several processes;
-    - the order SQLite's rowid gives here, as a sequence of its own: uploads by arrival (superseding, newer
-      held, same bytes), transitions by time of writing, deliveries per target by queuing (the head, the
-      base a delivery goes out against, replays refused behind a newer one), snapshots within a millisecond;
-    - the times of `daemon.store.now`, taken once per write, as text that sorts as time;
-    - the rules the schema keeps: one idempotency key per delivery (queuing it again queues nothing), one
-      snapshot and one validation result per upload, one pending rebaseline per tenant, one disabled entry
-      per target; and the columns, so `rosterd status` and receipts read the same facts.
+The PostgreSQL store (postgres.py) is this class over another connection, so it has every method, record,
+refusal and transaction above by construction. What it adds is what one process got from SQLite for free:
+    - writes one at a time across processes (an advisory lock taken first in every write transaction);
+    - the order SQLite's rowid gives, as a generated `rowid` column: uploads by arrival, transitions by
+      writing, deliveries per target by queuing, snapshots within a millisecond;
+    - text that sorts as bytes (COLLATE "C"), so the times of `daemon.store.now` sort as time;
+    - the schema from numbered migrations only, checked at open.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from daemon.store import admin_users as admin_users_table
 from daemon.store import api_clients as api_clients_table
@@ -81,23 +82,29 @@ from daemon.store.records import (
     SnapshotRecord,
     StaleBase,
     State,
+    StoreUnavailable,
     Upload,
     new_delivery_id,
     new_upload_id,
     now,
     stamp,
 )
+from daemon.store.sql import Db
 
 __all__ = ["Action", "AdminCredentials", "AdminUser", "ApiClient", "ApiCredentials", "Decision", "Delivery",
-           "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State", "Store", "StoreInterface", "TokenGrant",
-           "Upload", "new_delivery_id", "new_upload_id", "now", "stamp"]  # fmt: skip
+           "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State", "Store", "StoreInterface",
+           "StoreUnavailable", "TokenGrant", "Upload", "new_delivery_id", "new_upload_id", "now", "open_store",
+           "stamp"]  # fmt: skip
+
+if TYPE_CHECKING:
+    from daemon.store.postgres import PostgresDatabase
 
 Found = TypeVar("Found")
 
 
 class Store(StoreInterface):
     """The SQLite store (the method docstrings are StoreInterface's). Safe to share between threads: one
-    connection, one lock.
+    connection, one lock. PostgresStore (postgres.py) keeps these methods and replaces the connection.
 
     The time of a write is read here, from this module's `now`, once per transaction, and the table modules
     write that one time everywhere (a test moves the store's clock by patching `daemon.store.now`).
@@ -105,7 +112,7 @@ class Store(StoreInterface):
 
     def __init__(self, path: Path, targets: dict[str, list[str]] | None = None) -> None:
         self.targets = dict(targets or {})
-        self._database = Database(path)
+        self._database: Database | PostgresDatabase = Database(path)
         self._db = self._database.connection  # the raw connection, for a test that tunes it (busy_timeout)
 
     # -- uploads and their states -------------------------------------------------------------------
@@ -214,7 +221,7 @@ class Store(StoreInterface):
                 self._make_current(db, upload_id, snapshot.tenant, at)
         return self.get(upload_id)
 
-    def _make_current(self, db: sqlite3.Connection, upload_id: str, tenant: str, at: str) -> None:
+    def _make_current(self, db: Db, upload_id: str, tenant: str, at: str) -> None:
         """Within the transaction that accepts an upload: it is the tenant's current snapshot now, so the
         older held uploads can never be approved (superseded), a pending rebaseline is used up (its decision
         now bears on this upload when this is the fresh baseline it asked for), and each of the tenant's
@@ -263,7 +270,7 @@ class Store(StoreInterface):
                 uploads_table.move(db, upload_id, State.DISCARDED, at, f"{action} by {operator}")
         return self.get(upload_id)
 
-    def _approve(self, db: sqlite3.Connection, upload: Upload, detail: str, at: str) -> None:
+    def _approve(self, db: Db, upload: Upload, detail: str, at: str) -> None:
         """Within `decide`'s transaction: accept a held upload, unless a newer one of its tenant is held too
         (its change set builds on the same base, so this one would leave it stale)."""
         newer = uploads_table.held_after(db, upload.tenant, upload.id)
@@ -500,11 +507,25 @@ class Store(StoreInterface):
         with self._database.transaction() as db:
             heartbeat_table.beat(db, at)
 
+    def hold_alone(self) -> bool:
+        return self._database.hold_alone()
+
     def close(self) -> None:
         self._database.close()
 
 
-def _existing_admin_user(db: sqlite3.Connection, name: str) -> AdminUser:
+def open_store(state_dir: Path, targets: dict[str, list[str]], url: str | None = None,
+               password: str | None = None) -> StoreInterface:  # fmt: skip
+    """The store a configuration names: SQLite in the state directory (no url), or PostgreSQL at `url`
+    (StoreUnavailable when it cannot be used)."""
+    if url is None:
+        return Store(state_dir / "rosterd.db", targets)
+    from daemon.store.postgres import PostgresStore  # psycopg is loaded only where it is used
+
+    return PostgresStore(url, password, targets)
+
+
+def _existing_admin_user(db: Db, name: str) -> AdminUser:
     user = admin_users_table.get(db, name)
     if user is None:
         raise Refused(f"no admin user {name}")

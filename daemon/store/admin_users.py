@@ -8,8 +8,9 @@ caller's connection and time (see daemon/store/uploads.py).
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+
+from daemon.store.sql import Db, Row
 
 ROLES = ("admin", "viewer", "district")
 
@@ -48,39 +49,39 @@ class AdminCredentials:
     totp_secret: str | None
 
 
-def insert(db: sqlite3.Connection, name: str, role: str, tenant: str | None, password_hash: str,
+def insert(db: Db, name: str, role: str, tenant: str | None, password_hash: str,
            totp_secret: str | None, at: str) -> None:  # fmt: skip
     db.execute("INSERT INTO admin_users (name, role, tenant, password_hash, totp_secret, created_at) VALUES "
                "(?, ?, ?, ?, ?, ?)", (name, role, tenant, password_hash, totp_secret, at))  # fmt: skip
 
 
-def get(db: sqlite3.Connection, name: str) -> AdminUser | None:
+def get(db: Db, name: str) -> AdminUser | None:
     row = db.execute("SELECT * FROM admin_users WHERE name = ?", (name,)).fetchone()
     return None if row is None else as_user(row)
 
 
-def credentials(db: sqlite3.Connection, name: str) -> AdminCredentials | None:
+def credentials(db: Db, name: str) -> AdminCredentials | None:
     row = db.execute("SELECT * FROM admin_users WHERE name = ?", (name,)).fetchone()
     return None if row is None else AdminCredentials(as_user(row), row["password_hash"], row["totp_secret"])
 
 
-def listed(db: sqlite3.Connection) -> list[AdminUser]:
+def listed(db: Db) -> list[AdminUser]:
     """Accounts by name."""
     return [as_user(r) for r in db.execute("SELECT * FROM admin_users ORDER BY name").fetchall()]
 
 
-def set_password(db: sqlite3.Connection, name: str, password_hash: str) -> None:
+def set_password(db: Db, name: str, password_hash: str) -> None:
     db.execute("UPDATE admin_users SET password_hash = ? WHERE name = ?", (password_hash, name))
 
 
-def set_totp(db: sqlite3.Connection, name: str, totp_secret: str | None) -> None:
+def set_totp(db: Db, name: str, totp_secret: str | None) -> None:
     db.execute("UPDATE admin_users SET totp_secret = ? WHERE name = ?", (totp_secret, name))
 
 
-def disable(db: sqlite3.Connection, name: str, at: str) -> None:
+def disable(db: Db, name: str, at: str) -> None:
     db.execute("UPDATE admin_users SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL", (at, name))
 
 
-def as_user(row: sqlite3.Row) -> AdminUser:
+def as_user(row: Row) -> AdminUser:
     return AdminUser(row["name"], row["role"], row["tenant"], row["totp_secret"] is not None, row["created_at"],
                      row["disabled_at"])  # fmt: skip

@@ -10,8 +10,9 @@ a new one is recorded. Functions take the caller's connection and time (see daem
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
+
+from daemon.store.sql import Db, Row
 
 API_CLIENTS = """
 CREATE TABLE IF NOT EXISTS api_clients (  -- who may pull a tenant's api target: `rosterd api-client add`
@@ -67,47 +68,47 @@ class TokenGrant:
     expires_at: str
 
 
-def insert(db: sqlite3.Connection, client_id: str, tenant: str, target: str, secret_hash: str, at: str) -> None:
+def insert(db: Db, client_id: str, tenant: str, target: str, secret_hash: str, at: str) -> None:
     db.execute("INSERT INTO api_clients (client_id, tenant, target, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                (client_id, tenant, target, secret_hash, at))  # fmt: skip
 
 
-def get(db: sqlite3.Connection, client_id: str) -> ApiClient | None:
+def get(db: Db, client_id: str) -> ApiClient | None:
     row = db.execute("SELECT * FROM api_clients WHERE client_id = ?", (client_id,)).fetchone()
     return None if row is None else as_client(row)
 
 
-def credentials(db: sqlite3.Connection, client_id: str) -> ApiCredentials | None:
+def credentials(db: Db, client_id: str) -> ApiCredentials | None:
     row = db.execute("SELECT * FROM api_clients WHERE client_id = ?", (client_id,)).fetchone()
     return None if row is None else ApiCredentials(as_client(row), row["secret_hash"])
 
 
-def revoke(db: sqlite3.Connection, client_id: str, at: str) -> None:
+def revoke(db: Db, client_id: str, at: str) -> None:
     db.execute("UPDATE api_clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL", (at, client_id))
 
 
-def listed(db: sqlite3.Connection, tenant: str | None) -> list[ApiClient]:
+def listed(db: Db, tenant: str | None) -> list[ApiClient]:
     """Clients oldest first, of one tenant or all."""
     rows = db.execute("SELECT * FROM api_clients WHERE ? IS NULL OR tenant = ? ORDER BY tenant, target, rowid",
                       (tenant, tenant)).fetchall()  # fmt: skip
     return [as_client(r) for r in rows]
 
 
-def touch(db: sqlite3.Connection, client_id: str, at: str, unless_since: str) -> None:
+def touch(db: Db, client_id: str, at: str, unless_since: str) -> None:
     """Record a use at `at`, unless one was recorded at `unless_since` or later (a write per request would
     cost a disk flush each)."""
     db.execute("UPDATE api_clients SET last_used_at = ? WHERE client_id = ? AND (last_used_at IS NULL OR "
                "last_used_at < ?)", (at, client_id, unless_since))  # fmt: skip
 
 
-def record_token(db: sqlite3.Connection, token_sha256: str, client_id: str, scopes: list[str], expires_at: str,
+def record_token(db: Db, token_sha256: str, client_id: str, scopes: list[str], expires_at: str,
                  at: str) -> None:  # fmt: skip
     db.execute("DELETE FROM api_tokens WHERE expires_at <= ?", (at,))
     db.execute("INSERT INTO api_tokens (token_sha256, client_id, scopes, expires_at) VALUES (?, ?, ?, ?)",
                (token_sha256, client_id, json.dumps(list(scopes)), expires_at))  # fmt: skip
 
 
-def token(db: sqlite3.Connection, token_sha256: str, at: str) -> TokenGrant | None:
+def token(db: Db, token_sha256: str, at: str) -> TokenGrant | None:
     """The grant of a token that is still good at `at`: not expired, of a client not revoked."""
     row = db.execute(
         "SELECT t.client_id, c.tenant, c.target, t.scopes, t.expires_at FROM api_tokens t JOIN api_clients c ON "
@@ -120,6 +121,6 @@ def token(db: sqlite3.Connection, token_sha256: str, at: str) -> TokenGrant | No
                       row["expires_at"])  # fmt: skip
 
 
-def as_client(row: sqlite3.Row) -> ApiClient:
+def as_client(row: Row) -> ApiClient:
     return ApiClient(row["client_id"], row["tenant"], row["target"], row["created_at"], row["revoked_at"],
                      row["last_used_at"])  # fmt: skip

@@ -63,6 +63,10 @@ class Database:
         with self._lock:
             yield self.connection
 
+    def hold_alone(self) -> bool:
+        """The daemon locks its state directory, and this file lives in it: nothing more to hold."""
+        return True
+
     def close(self) -> None:
         with self._lock:
             self.connection.close()

@@ -6,9 +6,8 @@ daemon/store/uploads.py).
 
 from __future__ import annotations
 
-import sqlite3
-
 from daemon.store.records import Action, Decision
+from daemon.store.sql import Db, Row
 
 DECISIONS = """
 CREATE TABLE IF NOT EXISTS decisions (  -- what operators decided, when and who: for receipts and the daemon's log
@@ -28,7 +27,7 @@ CREATE INDEX IF NOT EXISTS decisions_unlogged ON decisions (id) WHERE logged_at 
 
 
 def record(
-    db: sqlite3.Connection,
+    db: Db,
     action: Action,
     tenant: str,
     operator: str,
@@ -41,13 +40,13 @@ def record(
                "(?, ?, ?, ?, ?, ?, ?)", (action, tenant, upload_id, delivery_id, target, operator, at))  # fmt: skip
 
 
-def attach_rebaseline(db: sqlite3.Connection, tenant: str, upload_id: str) -> None:
+def attach_rebaseline(db: Db, tenant: str, upload_id: str) -> None:
     """The tenant's rebaseline request now bears on the upload taken as the fresh baseline it asked for."""
     db.execute("UPDATE decisions SET upload_id = ? WHERE tenant = ? AND action = ? AND upload_id IS NULL",
                (upload_id, tenant, Action.REBASELINE))  # fmt: skip
 
 
-def bearing_on(db: sqlite3.Connection, upload_id: str) -> list[Decision]:
+def bearing_on(db: Db, upload_id: str) -> list[Decision]:
     """The upload's own decisions, and each target enabled or paused while a delivery of it waited for that
     target (queued by then, and delivered only after it or not yet), oldest first."""
     rows = db.execute(
@@ -59,14 +58,14 @@ def bearing_on(db: sqlite3.Connection, upload_id: str) -> list[Decision]:
     return [as_decision(r) for r in rows]
 
 
-def unlogged(db: sqlite3.Connection) -> list[Decision]:
+def unlogged(db: Db) -> list[Decision]:
     rows = db.execute("SELECT * FROM decisions WHERE logged_at IS NULL ORDER BY id").fetchall()
     return [as_decision(r) for r in rows]
 
 
-def mark_logged(db: sqlite3.Connection, decision_ids: list[int], at: str) -> None:
+def mark_logged(db: Db, decision_ids: list[int], at: str) -> None:
     db.executemany("UPDATE decisions SET logged_at = ? WHERE id = ?", [(at, i) for i in decision_ids])
 
 
-def as_decision(row: sqlite3.Row) -> Decision:
+def as_decision(row: Row) -> Decision:
     return Decision(**{k: row[k] for k in row.keys()} | {"action": Action(row["action"])})

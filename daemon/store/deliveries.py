@@ -9,9 +9,9 @@ it. Functions take the caller's connection and time (see daemon/store/uploads.py
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from daemon.store.records import OPEN_DELIVERY_STATES, Delivery, DeliveryState, new_delivery_id
+from daemon.store.sql import Db, Row
 
 DELIVERIES = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -48,29 +48,29 @@ def idempotency_key(tenant: str, target: str, upload_id: str, day: str | None = 
     return f"{tenant}.{target}.{upload_id}" + (f".{day}" if day is not None else "")
 
 
-def queue(db: sqlite3.Connection, tenant: str, target: str, upload_id: str, key: str, at: str) -> str | None:
+def queue(db: Db, tenant: str, target: str, upload_id: str, key: str, at: str) -> str | None:
     """A pending delivery of `upload_id` to `target`; returns its id, or None when `key` was queued before."""
     delivery_id = new_delivery_id()
     cursor = db.execute(
-        "INSERT OR IGNORE INTO deliveries (id, tenant, target, upload_id, idempotency_key, state, attempts, "
-        "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+        "INSERT INTO deliveries (id, tenant, target, upload_id, idempotency_key, state, attempts, next_attempt_at, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
         (delivery_id, tenant, target, upload_id, key, DeliveryState.PENDING, at, at, at),
     )  # fmt: skip
     return delivery_id if cursor.rowcount else None
 
 
-def queued_since(db: sqlite3.Connection, tenant: str, target: str, since: str) -> bool:
+def queued_since(db: Db, tenant: str, target: str, since: str) -> bool:
     row = db.execute("SELECT 1 FROM deliveries WHERE tenant = ? AND target = ? AND created_at >= ?",
                      (tenant, target, since)).fetchone()  # fmt: skip
     return row is not None
 
 
-def get(db: sqlite3.Connection, delivery_id: str) -> Delivery | None:
+def get(db: Db, delivery_id: str) -> Delivery | None:
     row = db.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
     return None if row is None else as_delivery(row)
 
 
-def open_heads(db: sqlite3.Connection) -> list[Delivery]:
+def open_heads(db: Db) -> list[Delivery]:
     """Each target's oldest open delivery (pending, in flight or failed)."""
     rows = db.execute(
         "SELECT * FROM deliveries d WHERE rowid = (SELECT MIN(rowid) FROM deliveries o WHERE o.tenant = "
@@ -79,7 +79,7 @@ def open_heads(db: sqlite3.Connection) -> list[Delivery]:
     return [as_delivery(r) for r in rows]
 
 
-def claim(db: sqlite3.Connection, delivery_id: str, at: str) -> None:
+def claim(db: Db, delivery_id: str, at: str) -> None:
     """In flight, one more attempt, and the base it goes out against: the upload of the target's newest
     delivered delivery before it (NULL: the target has nothing yet)."""
     row = db.execute("SELECT rowid, * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
@@ -94,7 +94,7 @@ def claim(db: sqlite3.Connection, delivery_id: str, at: str) -> None:
 
 
 def finish(
-    db: sqlite3.Connection,
+    db: Db,
     delivery_id: str,
     state: DeliveryState,
     at: str,
@@ -112,14 +112,14 @@ def finish(
     )  # fmt: skip
 
 
-def resume(db: sqlite3.Connection, at: str) -> int:
+def resume(db: Db, at: str) -> int:
     """Every delivery left in flight is pending again, due at `at`; returns how many."""
     cursor = db.execute("UPDATE deliveries SET state = ?, next_attempt_at = ? WHERE state = ?",
                         (DeliveryState.PENDING, at, DeliveryState.IN_FLIGHT))  # fmt: skip
     return cursor.rowcount
 
 
-def newer_delivered(db: sqlite3.Connection, delivery_id: str) -> str | None:
+def newer_delivered(db: Db, delivery_id: str) -> str | None:
     """The newest delivered delivery of the same target queued after `delivery_id` (None: there is none)."""
     row = db.execute(
         "SELECT d.id FROM deliveries d JOIN deliveries given ON given.id = ? WHERE d.tenant = given.tenant AND "
@@ -129,7 +129,7 @@ def newer_delivered(db: sqlite3.Connection, delivery_id: str) -> str | None:
     return None if row is None else row["id"]
 
 
-def requeue(db: sqlite3.Connection, delivery_id: str, reason: str, at: str) -> None:
+def requeue(db: Db, delivery_id: str, reason: str, at: str) -> None:
     """Pending again as if queued at `at`, its attempts counted from zero (the age limit starts over)."""
     db.execute(
         "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?, last_error = ?, "
@@ -138,7 +138,7 @@ def requeue(db: sqlite3.Connection, delivery_id: str, reason: str, at: str) -> N
     )  # fmt: skip
 
 
-def newest(db: sqlite3.Connection, tenant: str | None, upload_id: str | None, limit: int) -> list[Delivery]:
+def newest(db: Db, tenant: str | None, upload_id: str | None, limit: int) -> list[Delivery]:
     """Deliveries newest first, of one tenant or upload or all."""
     rows = db.execute(
         "SELECT * FROM deliveries WHERE (? IS NULL OR tenant = ?) AND (? IS NULL OR upload_id = ?) "
@@ -147,7 +147,7 @@ def newest(db: sqlite3.Connection, tenant: str | None, upload_id: str | None, li
     return [as_delivery(r) for r in rows]
 
 
-def last_delivered(db: sqlite3.Connection, tenant: str, target: str) -> Delivery | None:
+def last_delivered(db: Db, tenant: str, target: str) -> Delivery | None:
     row = db.execute(
         "SELECT * FROM deliveries WHERE tenant = ? AND target = ? AND state = ? ORDER BY delivered_at DESC, "
         "rowid DESC LIMIT 1", (tenant, target, DeliveryState.DELIVERED),
@@ -155,7 +155,7 @@ def last_delivered(db: sqlite3.Connection, tenant: str, target: str) -> Delivery
     return None if row is None else as_delivery(row)
 
 
-def last_failed(db: sqlite3.Connection, tenant: str, target: str) -> Delivery | None:
+def last_failed(db: Db, tenant: str, target: str) -> Delivery | None:
     """The target's newest delivery that failed or died with an error."""
     row = db.execute(
         "SELECT * FROM deliveries WHERE tenant = ? AND target = ? AND last_error IS NOT NULL AND state IN "
@@ -165,7 +165,7 @@ def last_failed(db: sqlite3.Connection, tenant: str, target: str) -> Delivery | 
     return None if row is None else as_delivery(row)
 
 
-def counts(db: sqlite3.Connection) -> dict[tuple[str, ...], int]:
+def counts(db: Db) -> dict[tuple[str, ...], int]:
     """Deliveries per (tenant, target, state)."""
     rows = db.execute(
         "SELECT tenant, target, state, COUNT(*) AS n FROM deliveries GROUP BY tenant, target, state"
@@ -173,7 +173,7 @@ def counts(db: sqlite3.Connection) -> dict[tuple[str, ...], int]:
     return {(r["tenant"], r["target"], r["state"]): r["n"] for r in rows}
 
 
-def snapshots_needed(db: sqlite3.Connection, tenant: str) -> set[str]:
+def snapshots_needed(db: Db, tenant: str) -> set[str]:
     """Upload ids of the tenant's open deliveries, and of each target's newest delivered one."""
     rows = db.execute(
         "SELECT upload_id FROM deliveries WHERE tenant = ? AND state IN (?, ?, ?) UNION "
@@ -184,23 +184,25 @@ def snapshots_needed(db: sqlite3.Connection, tenant: str) -> set[str]:
     return {r["upload_id"] for r in rows}
 
 
-def disable_target(db: sqlite3.Connection, tenant: str, target: str, reason: str, at: str) -> None:
-    db.execute("INSERT OR REPLACE INTO disabled_targets VALUES (?, ?, ?, ?)", (tenant, target, at, reason))
+def disable_target(db: Db, tenant: str, target: str, reason: str, at: str) -> None:
+    db.execute("INSERT INTO disabled_targets (tenant, target, disabled_at, reason) VALUES (?, ?, ?, ?) ON CONFLICT "
+               "(tenant, target) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
+               (tenant, target, at, reason))  # fmt: skip
 
 
-def enable_target(db: sqlite3.Connection, tenant: str, target: str) -> bool:
+def enable_target(db: Db, tenant: str, target: str) -> bool:
     """Off the disabled list; True when it was on it."""
     cursor = db.execute("DELETE FROM disabled_targets WHERE tenant = ? AND target = ?", (tenant, target))
     return cursor.rowcount > 0
 
 
-def disabled_targets(db: sqlite3.Connection) -> dict[tuple[str, str], tuple[str, str]]:
+def disabled_targets(db: Db) -> dict[tuple[str, str], tuple[str, str]]:
     """(tenant, target) -> (when, why) for every disabled target."""
     rows = db.execute("SELECT * FROM disabled_targets").fetchall()
     return {(r["tenant"], r["target"]): (r["disabled_at"], r["reason"]) for r in rows}
 
 
-def as_delivery(row: sqlite3.Row) -> Delivery:
+def as_delivery(row: Row) -> Delivery:
     fields = {k: row[k] for k in row.keys() if k != "rowid"}
     result = json.loads(fields["result"]) if fields["result"] else None
     return Delivery(**fields | {"state": DeliveryState(fields["state"]), "result": result})

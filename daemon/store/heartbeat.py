@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from daemon.store.sql import Db
 
 HEARTBEAT = """
 CREATE TABLE IF NOT EXISTS heartbeat (  -- one row, written by the readiness check: proof the store takes writes
@@ -13,5 +13,5 @@ CREATE TABLE IF NOT EXISTS heartbeat (  -- one row, written by the readiness che
 """
 
 
-def beat(db: sqlite3.Connection, at: str) -> None:
-    db.execute("INSERT OR REPLACE INTO heartbeat VALUES (1, ?)", (at,))
+def beat(db: Db, at: str) -> None:
+    db.execute("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at", (at,))

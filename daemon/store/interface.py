@@ -2,8 +2,8 @@
 and the command line call, with the rules an implementation must keep (see the package docstring for the
 tables and the transactions that span them).
 
-`Store` (SQLite, daemon/store/__init__.py) implements it; a PostgreSQL store (issue 17) is a second class
-with these methods, tested by the same contract tests (tests/store/).
+`Store` (SQLite, daemon/store/__init__.py) and `PostgresStore` (daemon/store/postgres.py) implement it; the same
+contract tests (tests/store/) run against both.
 """
 
 from __future__ import annotations
@@ -323,6 +323,12 @@ class StoreInterface(Protocol):
 
     def heartbeat(self) -> None:
         """A real write and commit: fails when the database or its disk no longer takes writes."""
+        ...
+
+    def hold_alone(self) -> bool:
+        """Hold the store for this process alone for as long as it stays open; False when another process holds
+        it. SQLite: the daemon's lock on its state directory does this already, so True. PostgreSQL: a session
+        lock on one connection, given up when the store closes or the process dies."""
         ...
 
     def close(self) -> None:

@@ -117,6 +117,11 @@ class StaleBase(Exception):
     """A snapshot was diffed against one that stopped being the tenant's current one meanwhile."""
 
 
+class StoreUnavailable(Exception):
+    """The configured database cannot be used: not reachable, the login refused, or its schema does not match
+    this rosterd. The message says which and what to do (never a password)."""
+
+
 class Refused(Exception):
     """An operator's request that the recorded states do not allow; the message says why."""
 

@@ -9,9 +9,9 @@ Arrival order is rowid order, which breaks ties within a millisecond.
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from daemon.store.records import State, Upload
+from daemon.store.sql import Db, Row, placeholders
 
 UPLOADS = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -47,24 +47,28 @@ CREATE TABLE IF NOT EXISTS validations (
 """
 
 
-def insert(db: sqlite3.Connection, upload: Upload, detail: str | None) -> None:
+TRANSITION = "INSERT INTO transitions (upload_id, state, at, detail) VALUES (?, ?, ?, ?)"
+
+
+def insert(db: Db, upload: Upload, detail: str | None) -> None:
     """A new upload and the first line of its history."""
     db.execute(
-        "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        "INSERT INTO uploads (id, tenant, name, sha256, size, path, state, received_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (upload.id, upload.tenant, upload.name, upload.sha256, upload.size, upload.path, upload.state,
          upload.received_at, upload.updated_at),
     )  # fmt: skip
-    db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload.id, upload.state, upload.received_at, detail))
+    db.execute(TRANSITION, (upload.id, upload.state, upload.received_at, detail))
 
 
 def move(
-    db: sqlite3.Connection, upload_id: str, state: State, at: str, detail: str | None, path: str | None = None
+    db: Db, upload_id: str, state: State, at: str, detail: str | None, path: str | None = None
 ) -> None:
     """The new state (its receipt not yet written), where the file now lives when `path` is given, and one
     more line of history."""
     db.execute("UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL "
                "WHERE id = ?", (state, at, path, upload_id))  # fmt: skip
-    db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (upload_id, state, at, detail))
+    db.execute(TRANSITION, (upload_id, state, at, detail))
 
 
 def same_content_as(current: Upload) -> str:
@@ -72,16 +76,16 @@ def same_content_as(current: Upload) -> str:
     return f"same content as {current.id}, the upload the current roster came from"
 
 
-def mark_answered(db: sqlite3.Connection, upload_id: str, at: str) -> None:
+def mark_answered(db: Db, upload_id: str, at: str) -> None:
     db.execute("UPDATE uploads SET answered_at = ? WHERE id = ?", (at, upload_id))
 
 
-def get(db: sqlite3.Connection, upload_id: str) -> Upload | None:
+def get(db: Db, upload_id: str) -> Upload | None:
     row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
     return None if row is None else as_upload(row)
 
 
-def earlier_with_same_bytes(db: sqlite3.Connection, upload: Upload) -> Upload | None:
+def earlier_with_same_bytes(db: Db, upload: Upload) -> Upload | None:
     """The newest upload of the tenant before `upload` with the same sha256 that was not itself a duplicate."""
     row = db.execute(
         "SELECT * FROM uploads WHERE tenant = ? AND sha256 = ? AND state != ? AND rowid < (SELECT rowid "
@@ -91,7 +95,7 @@ def earlier_with_same_bytes(db: sqlite3.Connection, upload: Upload) -> Upload | 
     return None if row is None else as_upload(row)
 
 
-def held_before(db: sqlite3.Connection, tenant: str, upload_id: str) -> list[str]:
+def held_before(db: Db, tenant: str, upload_id: str) -> list[str]:
     """The tenant's held uploads that arrived before `upload_id`."""
     rows = db.execute(
         "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid < (SELECT rowid FROM uploads WHERE id = ?)",
@@ -100,7 +104,7 @@ def held_before(db: sqlite3.Connection, tenant: str, upload_id: str) -> list[str
     return [r["id"] for r in rows]
 
 
-def held_after(db: sqlite3.Connection, tenant: str, upload_id: str) -> str | None:
+def held_after(db: Db, tenant: str, upload_id: str) -> str | None:
     """The first of the tenant's held uploads that arrived after `upload_id` (None: there is none)."""
     row = db.execute(
         "SELECT id FROM uploads WHERE tenant = ? AND state = ? AND rowid > (SELECT rowid FROM uploads WHERE id = ?) "
@@ -109,24 +113,25 @@ def held_after(db: sqlite3.Connection, tenant: str, upload_id: str) -> str | Non
     return None if row is None else row["id"]
 
 
-def unanswered(db: sqlite3.Connection, states: list[State], tenant: str | None) -> list[Upload]:
+def unanswered(db: Db, states: list[State], tenant: str | None) -> list[Upload]:
     """Uploads in one of `states` whose receipt is not written yet (of `tenant`, or all), oldest first."""
     rows = db.execute(
-        f"SELECT * FROM uploads WHERE answered_at IS NULL AND state IN ({','.join('?' * len(states))}) "
+        f"SELECT * FROM uploads WHERE answered_at IS NULL AND state IN ({placeholders(len(states))}) "
         "AND (? IS NULL OR tenant = ?) ORDER BY received_at, id",
         (*states, tenant, tenant),
     ).fetchall()
     return [as_upload(r) for r in rows]
 
 
-def states(db: sqlite3.Connection, upload_ids: list[str]) -> dict[str, State]:
-    rows = db.execute(
-        f"SELECT id, state FROM uploads WHERE id IN ({','.join('?' * len(upload_ids))})", upload_ids
-    ).fetchall()
+def states(db: Db, upload_ids: list[str]) -> dict[str, State]:
+    if not upload_ids:
+        return {}
+    rows = db.execute(f"SELECT id, state FROM uploads WHERE id IN ({placeholders(len(upload_ids))})",
+                      upload_ids).fetchall()  # fmt: skip
     return {r["id"]: State(r["state"]) for r in rows}
 
 
-def unfinished(db: sqlite3.Connection) -> list[Upload]:
+def unfinished(db: Db) -> list[Upload]:
     """Uploads still received or validating, oldest first."""
     rows = db.execute(
         "SELECT * FROM uploads WHERE state IN (?, ?) ORDER BY received_at, id", (State.RECEIVED, State.VALIDATING)
@@ -134,26 +139,28 @@ def unfinished(db: sqlite3.Connection) -> list[Upload]:
     return [as_upload(r) for r in rows]
 
 
-def recent(db: sqlite3.Connection, tenant: str, limit: int) -> list[Upload]:
+def recent(db: Db, tenant: str, limit: int) -> list[Upload]:
     rows = db.execute(
         "SELECT * FROM uploads WHERE tenant = ? ORDER BY received_at DESC, id DESC LIMIT ?", (tenant, limit)
     ).fetchall()
     return [as_upload(r) for r in rows]
 
 
-def in_states(db: sqlite3.Connection, states: list[State], tenants: list[str] | None, limit: int) -> list[Upload]:
+def in_states(db: Db, states: list[State], tenants: list[str] | None, limit: int) -> list[Upload]:
     """The newest uploads in one of `states`, of `tenants` (None: all), newest first."""
-    where = f"state IN ({','.join('?' * len(states))})"
+    if not states or tenants == []:
+        return []
+    where = f"state IN ({placeholders(len(states))})"
     params: list = [str(s) for s in states]
     if tenants is not None:
-        where += f" AND tenant IN ({','.join('?' * len(tenants))})"
+        where += f" AND tenant IN ({placeholders(len(tenants))})"
         params += tenants
     rows = db.execute(f"SELECT * FROM uploads WHERE {where} ORDER BY received_at DESC, id DESC LIMIT ?",
                       (*params, limit)).fetchall()  # fmt: skip
     return [as_upload(r) for r in rows]
 
 
-def history(db: sqlite3.Connection, upload_id: str) -> list[tuple[str, str, str | None]]:
+def history(db: Db, upload_id: str) -> list[tuple[str, str, str | None]]:
     """(state, at, detail) of each transition, oldest first."""
     rows = db.execute(
         "SELECT state, at, detail FROM transitions WHERE upload_id = ? ORDER BY rowid", (upload_id,)
@@ -161,21 +168,22 @@ def history(db: sqlite3.Connection, upload_id: str) -> list[tuple[str, str, str 
     return [(r["state"], r["at"], r["detail"]) for r in rows]
 
 
-def counts(db: sqlite3.Connection) -> dict[tuple[str, ...], int]:
+def counts(db: Db) -> dict[tuple[str, ...], int]:
     """Uploads per (tenant, state)."""
     rows = db.execute("SELECT tenant, state, COUNT(*) AS n FROM uploads GROUP BY tenant, state").fetchall()
     return {(r["tenant"], r["state"]): r["n"] for r in rows}
 
 
-def keep_result(db: sqlite3.Connection, upload_id: str, result: dict) -> None:
+def keep_result(db: Db, upload_id: str, result: dict) -> None:
     """The validation result an upload's state was decided on (replacing an earlier one)."""
-    db.execute("INSERT OR REPLACE INTO validations VALUES (?, ?)", (upload_id, json.dumps(result)))
+    db.execute("INSERT INTO validations (upload_id, result) VALUES (?, ?) ON CONFLICT (upload_id) DO UPDATE SET "
+               "result = excluded.result", (upload_id, json.dumps(result)))  # fmt: skip
 
 
-def result(db: sqlite3.Connection, upload_id: str) -> dict | None:
+def result(db: Db, upload_id: str) -> dict | None:
     row = db.execute("SELECT result FROM validations WHERE upload_id = ?", (upload_id,)).fetchone()
     return None if row is None else json.loads(row["result"])
 
 
-def as_upload(row: sqlite3.Row) -> Upload:
-    return Upload(**{k: row[k] for k in row.keys()} | {"state": State(row["state"])})
+def as_upload(row: Row) -> Upload:
+    return Upload(**{k: row[k] for k in row.keys() if k != "rowid"} | {"state": State(row["state"])})

@@ -1,25 +1,20 @@
-"""The store tests run against every implementation of StoreInterface: SQLite today, PostgreSQL when issue 17
-adds it (one more entry below, opening a throwaway database)."""
+"""The store tests run against every implementation of StoreInterface (implementations.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon.store import Store, StoreInterface
+from daemon.store import StoreInterface
+from tests.store.implementations import IMPLEMENTATIONS, open_implementation
 
 TARGETS = {"north": ["cers", "vendor"]}
 
-# name -> how to open a fresh, empty store of that kind in a test's own folder, with TARGETS configured
-IMPLEMENTATIONS: dict[str, Callable[[Path], StoreInterface]] = {
-    "sqlite": lambda folder: Store(folder / "rosterd.db", TARGETS),
-}
 
-
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+@pytest.fixture(params=IMPLEMENTATIONS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreInterface]:
-    opened = IMPLEMENTATIONS[request.param](tmp_path)
+    opened = open_implementation(request, request.param, tmp_path, TARGETS)
     yield opened
     opened.close()

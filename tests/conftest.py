@@ -1,0 +1,28 @@
+"""Fixtures more than one test folder uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres import Cluster, Database
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """This worker's own PostgreSQL (tests/postgres.py), started at first use and removed at the end."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_cluster: Cluster) -> Iterator[Database]:
+    """A database of this test's own, with the schema migrated."""
+    database = postgres_cluster.new_database()
+    yield database
+    postgres_cluster.drop(database)
