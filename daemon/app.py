@@ -444,6 +444,7 @@ class Daemon:
             store = await asyncio.to_thread(settings.open_store)
         except (StoreUnavailable, SecretMissing) as err:
             raise StartupError(f"[store]: {err}") from None
+        store.replica, store.lease_seconds = settings.server.replica_name(), settings.outbox.lease_seconds
         if not await asyncio.to_thread(store.hold_alone):
             store.close()
             raise StartupError("[store]: another rosterd already runs on this PostgreSQL database, and with "

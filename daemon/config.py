@@ -15,6 +15,7 @@ import difflib
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 import typing
 from collections.abc import Sequence
@@ -123,7 +124,12 @@ class ServerConfig(_Section):
     max_buffered_bytes_per_session: int = Field(64 * 1024**2, ge=1)
     max_buffered_bytes_total: int = Field(512 * 1024**2, ge=1)
     stop_grace_seconds: float = Field(20.0, ge=0)  # on SIGTERM, work under way gets this long to finish
+    # this daemon's name among replicas sharing a store: its claims carry it, and a restart under the same name
+    # takes back at once what it left in flight (None: HOST:PORT, the machine's name and the SFTP port)
+    replica: str | None = Field(None, min_length=1, max_length=200)
 
+    def replica_name(self) -> str:
+        return self.replica or f"{socket.gethostname()}:{self.port}"
 
 
 class DefenderConfig(_Section):
@@ -210,6 +216,9 @@ class OutboxConfig(_Section):
     retry_max_seconds: float = Field(3600.0, gt=0)  # the longest wait between two attempts
     give_up_hours: float = Field(72.0, gt=0)  # a delivery still failing this long after it was queued is dead
     poll_seconds: float = Field(5.0, gt=0)  # how often the outbox looks for work queued by `rosterd replay`
+    # a replica's claim on a delivery it sends lasts this long unless renewed (every third of it): a replica
+    # that dies holds its deliveries up for at most this long before another replica takes them over
+    lease_seconds: float = Field(60.0, ge=3)
 
 
 class IntakeConfig(_Section):

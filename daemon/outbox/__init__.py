@@ -10,6 +10,12 @@ A failed attempt is retried with exponential backoff and jitter until the delive
 configured age; then, or at once on a permanent failure (the receiver refused the data or the credential),
 it is dead: logged as an error and written into the upload's receipt. A stop or crash leaves a delivery in
 flight; the next start sends it again (at least once: the idempotency key lets the receiver drop repeats).
+
+Replicas sharing a store share its outbox. A replica sends a delivery under a lease (daemon/store) that it
+renews every third of the lease while the attempt runs, so a target's delivery goes out from one replica at a
+time. A replica that dies stops renewing; once its lease lapses, another replica takes the delivery over and
+sends it again, with the same idempotency key. A replica that finds it lost its lease (a long pause) stops its
+attempt and records nothing: the other replica's attempt is the one that counts.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from daemon.store import Delivery, DeliveryState, Store, now, stamp
+from daemon.store import Delivery, DeliveryState, Refused, StoreInterface, now, stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,7 @@ class RetryPolicy:
 class Outbox:
     def __init__(
         self,
-        store: Store,
+        store: StoreInterface,
         targets: dict[tuple[str, str], Target],
         pool: Executor,
         policy: RetryPolicy,
@@ -163,8 +169,13 @@ class Outbox:
             at = now()
             for head in await asyncio.to_thread(self.store.open_heads):
                 key = (head.tenant, head.target)
-                if key not in ready or key in self._running or head.state is DeliveryState.IN_FLIGHT:
-                    continue  # a closed window, a disabled target, or its delivery is under way
+                if key not in ready or key in self._running:
+                    continue  # a closed window, a disabled target, or its delivery is under way here
+                if head.state is DeliveryState.IN_FLIGHT:  # another replica sends it, or died sending it
+                    lapses = datetime.fromisoformat(head.lease_until) if head.lease_until else None
+                    if lapses is not None and head.lease_until >= at:
+                        wake_at = lapses if wake_at is None else min(wake_at, lapses)
+                        continue
                 if head.next_attempt_at > at:  # a retry waiting for its time
                     due = datetime.fromisoformat(head.next_attempt_at)
                     wake_at = due if wake_at is None else min(wake_at, due)
@@ -222,21 +233,54 @@ class Outbox:
 
     async def _attempt(self, delivery: Delivery) -> None:
         target = self.targets[(delivery.tenant, delivery.target)]
-        delivery = await asyncio.to_thread(self.store.claim_delivery, delivery.id)
+        try:
+            delivery = await asyncio.to_thread(self.store.claim_delivery, delivery.id)
+        except Refused as refused:  # another replica claimed or finished it since the heads were read
+            self.log("info", "delivery.skipped", delivery_id=delivery.id, tenant=delivery.tenant,
+                     target=delivery.target, reason=str(refused))  # fmt: skip
+            return
         fields = {"tenant": delivery.tenant, "target": delivery.target, "upload_id": delivery.upload_id,
                   "delivery_id": delivery.id, "attempt": delivery.attempts}  # fmt: skip
-        self.log("info", "delivery.started", base_upload_id=delivery.base_upload_id, **fields)
+        self.log("info", "delivery.started", base_upload_id=delivery.base_upload_id, replica=delivery.claimed_by,
+                 **fields)  # fmt: skip
         began = time.monotonic()
+        sending = asyncio.create_task(self._run(target, delivery), name=f"send-{delivery.id}")
         try:
-            outcome = await self._run(target, delivery)
+            outcome = await self._while_leased(delivery, sending)
         except asyncio.CancelledError:
+            sending.cancel()
             raise  # stopping: the delivery stays in flight and is resumed at the next start
         except Exception as exc:  # a bug in a target must not stop the outbox: the delivery is retried
             self.log("error", "delivery.crashed", error=repr(exc), **fields)
             outcome = retry(f"internal error: {exc!r}")
-        state = await self._record(delivery, outcome, fields)
+        if outcome is None:
+            self.log("warning", "delivery.lease_lost", **fields)
+            return
+        try:
+            state = await self._record(delivery, outcome, fields)
+        except Refused as refused:  # the lease lapsed during a pause and another replica took it over
+            self.log("warning", "delivery.lease_lost", reason=str(refused), **fields)
+            return
         if self.on_attempt is not None:
             self.on_attempt(delivery, state, time.monotonic() - began)
+
+    async def _while_leased(self, delivery: Delivery, sending: asyncio.Task) -> Outcome | None:
+        """The attempt's outcome, renewing the lease every third of it meanwhile; None (the attempt cancelled)
+        when a renewal finds the lease gone to another replica."""
+        every = self.store.lease_seconds / 3
+        while True:
+            done, _pending = await asyncio.wait({sending}, timeout=every)
+            if done:
+                return sending.result()
+            try:
+                kept = await asyncio.to_thread(self.store.renew_delivery, delivery.id)
+            except Exception as exc:  # the store is unreachable for now: the lease may still hold, go on
+                self.log("warning", "delivery.lease_not_renewed", delivery_id=delivery.id, error=repr(exc))
+                continue
+            if not kept:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+                return None
 
     async def _run(self, target: Target, delivery: Delivery) -> Outcome:
         snapshot = await asyncio.to_thread(self.store.snapshot, delivery.upload_id)

@@ -85,9 +85,12 @@ from daemon.store.records import (
     StoreUnavailable,
     Upload,
     new_delivery_id,
+    LEASE_SECONDS,
+    later,
     new_upload_id,
     now,
     stamp,
+    this_host,
 )
 from daemon.store.sql import Db
 
@@ -112,6 +115,7 @@ class Store(StoreInterface):
 
     def __init__(self, path: Path, targets: dict[str, list[str]] | None = None) -> None:
         self.targets = dict(targets or {})
+        self.replica, self.lease_seconds = this_host(), LEASE_SECONDS
         self._database: Database | PostgresDatabase = Database(path)
         self._db = self._database.connection  # the raw connection, for a test that tunes it (busy_timeout)
 
@@ -300,8 +304,20 @@ class Store(StoreInterface):
     def claim_delivery(self, delivery_id: str) -> Delivery:
         at = now()
         with self._database.transaction() as db:
-            deliveries_table.claim(db, delivery_id, at)
+            delivery = _required(deliveries_table.get(db, delivery_id), delivery_id)
+            if delivery.state is DeliveryState.IN_FLIGHT and delivery.claimed_by not in (None, self.replica) \
+                    and (delivery.lease_until or "") >= at:  # fmt: skip
+                raise Refused(f"delivery {delivery_id} is being sent by {delivery.claimed_by} (its lease runs "
+                              f"until {delivery.lease_until})")  # fmt: skip
+            if not delivery.state.open:
+                raise Refused(f"delivery {delivery_id} is {delivery.state} already")
+            deliveries_table.claim(db, delivery_id, at, self.replica, later(at, self.lease_seconds))
         return self.delivery(delivery_id)
+
+    def renew_delivery(self, delivery_id: str) -> bool:
+        at = now()
+        with self._database.transaction() as db:
+            return deliveries_table.renew(db, delivery_id, self.replica, later(at, self.lease_seconds))
 
     def finish_delivery(
         self,
@@ -313,13 +329,17 @@ class Store(StoreInterface):
     ) -> Delivery:
         at = now()
         with self._database.transaction() as db:
+            delivery = _required(deliveries_table.get(db, delivery_id), delivery_id)
+            if delivery.claimed_by not in (None, self.replica):
+                raise Refused(f"delivery {delivery_id} was taken over by {delivery.claimed_by}: this attempt's "
+                              "outcome is not recorded")  # fmt: skip
             deliveries_table.finish(db, delivery_id, state, at, error, result, next_attempt_at)
         return self.delivery(delivery_id)
 
     def resume_deliveries(self) -> int:
         at = now()
         with self._database.transaction() as db:
-            return deliveries_table.resume(db, at)
+            return deliveries_table.resume(db, at, self.replica)
 
     def replay_delivery(self, delivery_id: str, operator: str, force: bool = False) -> Delivery:
         at = now()

@@ -23,6 +23,8 @@ SCHEMA = "".join([uploads.UPLOADS, uploads.TRANSITIONS, snapshots.SNAPSHOTS, sna
 ADDED_COLUMNS = (
     ("uploads", "answered_at", "TEXT", "receipts are tracked"),
     ("snapshots", "samples", "TEXT", "receipts keep their change-set examples"),
+    ("deliveries", "claimed_by", "TEXT", "replicas lease deliveries"),
+    ("deliveries", "lease_until", "TEXT", "replicas lease deliveries"),
 )
 
 

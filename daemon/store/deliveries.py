@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at TEXT,
     base_upload_id TEXT,  -- the snapshot the target had when this went out (NULL: nothing, all of it was sent)
     last_error TEXT,
-    result TEXT  -- JSON: what the target answered (import ids, files, findings)
+    result TEXT,  -- JSON: what the target answered (import ids, files, findings)
+    claimed_by TEXT,  -- the replica sending it (in flight), or that sent it last
+    lease_until TEXT  -- in flight: the claim lapses then unless the replica renews it
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_target ON deliveries (tenant, target, state);
 """
@@ -79,18 +81,27 @@ def open_heads(db: Db) -> list[Delivery]:
     return [as_delivery(r) for r in rows]
 
 
-def claim(db: Db, delivery_id: str, at: str) -> None:
-    """In flight, one more attempt, and the base it goes out against: the upload of the target's newest
-    delivered delivery before it (NULL: the target has nothing yet)."""
+def claim(db: Db, delivery_id: str, at: str, replica: str, lease_until: str) -> None:
+    """In flight for `replica` until `lease_until`, one more attempt, and the base it goes out against: the
+    upload of the target's newest delivered delivery before it (NULL: the target has nothing yet)."""
     row = db.execute("SELECT rowid, * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
     base = db.execute(
         "SELECT upload_id FROM deliveries WHERE tenant = ? AND target = ? AND state = ? AND rowid < ? "
         "ORDER BY rowid DESC LIMIT 1", (row["tenant"], row["target"], DeliveryState.DELIVERED, row["rowid"]),
     ).fetchone()  # fmt: skip
     db.execute(
-        "UPDATE deliveries SET state = ?, attempts = attempts + 1, updated_at = ?, base_upload_id = ? "
-        "WHERE id = ?", (DeliveryState.IN_FLIGHT, at, base["upload_id"] if base else None, delivery_id),
+        "UPDATE deliveries SET state = ?, attempts = attempts + 1, updated_at = ?, base_upload_id = ?, "
+        "claimed_by = ?, lease_until = ? WHERE id = ?",
+        (DeliveryState.IN_FLIGHT, at, base["upload_id"] if base else None, replica, lease_until, delivery_id),
     )  # fmt: skip
+
+
+def renew(db: Db, delivery_id: str, replica: str, lease_until: str) -> bool:
+    """The replica's claim on a delivery it is sending lasts until `lease_until`; False when the claim is no
+    longer its own (it lapsed and another replica took the delivery over, or the attempt was recorded)."""
+    cursor = db.execute("UPDATE deliveries SET lease_until = ? WHERE id = ? AND state = ? AND claimed_by = ?",
+                        (lease_until, delivery_id, DeliveryState.IN_FLIGHT, replica))  # fmt: skip
+    return cursor.rowcount > 0
 
 
 def finish(
@@ -102,20 +113,24 @@ def finish(
     result: dict | None,
     next_attempt_at: str | None,
 ) -> None:
-    """An attempt's outcome; `result` and `next_attempt_at` stay as they were when not given."""
+    """An attempt's outcome; `result` and `next_attempt_at` stay as they were when not given. The lease ends."""
     db.execute(
         "UPDATE deliveries SET state = ?, updated_at = ?, last_error = ?, result = COALESCE(?, result), "
         "next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = CASE WHEN ? THEN ? ELSE delivered_at "
-        "END WHERE id = ?",
+        "END, lease_until = NULL WHERE id = ?",
         (state, at, error, json.dumps(result) if result is not None else None, next_attempt_at,
          state is DeliveryState.DELIVERED, at, delivery_id),
     )  # fmt: skip
 
 
-def resume(db: Db, at: str) -> int:
-    """Every delivery left in flight is pending again, due at `at`; returns how many."""
-    cursor = db.execute("UPDATE deliveries SET state = ?, next_attempt_at = ? WHERE state = ?",
-                        (DeliveryState.PENDING, at, DeliveryState.IN_FLIGHT))  # fmt: skip
+def resume(db: Db, at: str, replica: str) -> int:
+    """Deliveries in flight that no live replica is sending are pending again, due at `at`: those `replica`
+    claimed before it restarted, and those whose lease has lapsed. Returns how many."""
+    cursor = db.execute(
+        "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_until = NULL WHERE state = ? AND "
+        "(claimed_by IS NULL OR claimed_by = ? OR lease_until IS NULL OR lease_until < ?)",
+        (DeliveryState.PENDING, at, DeliveryState.IN_FLIGHT, replica, at),
+    )  # fmt: skip
     return cursor.rowcount
 
 

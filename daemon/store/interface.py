@@ -27,6 +27,8 @@ class StoreInterface(Protocol):
     """
 
     targets: dict[str, list[str]]
+    replica: str  # this process's name among the replicas sharing the store (its claims carry it)
+    lease_seconds: float  # how long a claim lasts unless renewed
 
     # -- uploads and their states -------------------------------------------------------------------
 
@@ -164,8 +166,15 @@ class StoreInterface(Protocol):
         ...
 
     def claim_delivery(self, delivery_id: str) -> Delivery:
-        """Mark a delivery in flight and count the attempt; record the base it goes out against: the upload of
-        the target's newest delivered delivery before it (None: the target has nothing yet)."""
+        """Mark a delivery in flight for this replica until its lease lapses (`lease_seconds` from now) and count
+        the attempt; record the base it goes out against: the upload of the target's newest delivered delivery
+        before it (None: the target has nothing yet). Refused when it is not open any more, or another replica
+        holds a lease on it that has not lapsed; a lapsed one is taken over."""
+        ...
+
+    def renew_delivery(self, delivery_id: str) -> bool:
+        """Extend this replica's lease on a delivery it is sending; False when the lease is not its own any more
+        (it lapsed and another replica took the delivery over): the attempt should stop."""
         ...
 
     def finish_delivery(
@@ -176,12 +185,14 @@ class StoreInterface(Protocol):
         result: dict | None = None,
         next_attempt_at: str | None = None,
     ) -> Delivery:
-        """Record the outcome of an attempt: delivered, failed (retried at `next_attempt_at`) or dead."""
+        """Record the outcome of an attempt: delivered, failed (retried at `next_attempt_at`) or dead. Refused
+        when another replica took the delivery over meanwhile: its attempt is the one that counts."""
         ...
 
     def resume_deliveries(self) -> int:
-        """At start: deliveries a stop or crash left in flight are sent again (their receivers drop repeats by
-        idempotency key). Returns how many."""
+        """At start: deliveries this replica's last run left in flight, and any whose lease lapsed, are pending
+        again (their receivers drop repeats by idempotency key); those another live replica is sending are left
+        to it. Returns how many."""
         ...
 
     def replay_delivery(self, delivery_id: str, operator: str, force: bool = False) -> Delivery:

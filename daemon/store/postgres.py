@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from daemon.store import Store
 from daemon.store.postgres_schema import APPLIED, LATEST, MIGRATIONS
-from daemon.store.records import StoreUnavailable, now
+from daemon.store.records import LEASE_SECONDS, StoreUnavailable, now, this_host
 
 # Advisory lock keys: "rosterdW" and "rosterdM" as 64-bit integers, unlikely to meet another application's.
 WRITE_LOCK = int.from_bytes(b"rosterdW", "big")
@@ -136,6 +136,7 @@ class PostgresStore(Store):
     def __init__(self, url: str, password: str | None, targets: dict[str, list[str]] | None = None,
                  max_connections: int = 8) -> None:  # fmt: skip
         self.targets = dict(targets or {})
+        self.replica, self.lease_seconds = this_host(), LEASE_SECONDS
         self._database = PostgresDatabase(url, password, max_connections)
         version = self._database.schema_version()
         if version != LATEST:

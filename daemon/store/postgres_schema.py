@@ -160,8 +160,14 @@ CREATE TABLE admin_users (
 );
 """)
 
+_DELIVERY_LEASES = _c("""
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until TEXT;
+""")
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the SQLite store as of issue 16", _INITIAL),
+    Migration(2, "a replica's lease on the delivery it sends", _DELIVERY_LEASES),
 )
 LATEST = MIGRATIONS[-1].version
 

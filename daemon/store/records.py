@@ -4,8 +4,9 @@ the clock and the ids. Nothing here knows SQL, so a second implementation return
 from __future__ import annotations
 
 import secrets
+import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 
@@ -87,6 +88,11 @@ class Delivery:
     base_upload_id: str | None
     last_error: str | None
     result: dict | None
+    claimed_by: str | None = None  # the replica sending it (in flight), or that sent it last
+    lease_until: str | None = None  # while in flight: the replica's claim lapses then unless renewed
+
+
+LEASE_SECONDS = 60.0  # how long a replica's claim on a delivery lasts without a renewal (it renews a third in)
 
 
 class Action(StrEnum):
@@ -128,6 +134,16 @@ class Refused(Exception):
 
 def now() -> str:
     return stamp(datetime.now(UTC))
+
+
+def later(at: str, seconds: float) -> str:
+    """`at` (a stamp) plus `seconds`, as a stamp."""
+    return stamp(datetime.fromisoformat(at) + timedelta(seconds=seconds))
+
+
+def this_host() -> str:
+    """The default name of a replica: the machine's name (a daemon adds its SFTP port)."""
+    return socket.gethostname()
 
 
 def stamp(moment: datetime) -> str:
