@@ -7,7 +7,10 @@ written (answered from the stored result; a duplicate's bytes dropped), uploads 
 leaves nothing behind until the next start either.
 
 It also takes each upload's turn (`handle`): the upload as recorded now, skipped when its tenant was removed
-or it was decided since it was queued, handed to `process` (daemon/snapshots/process.py's Processor). An
+or it was decided since it was queued, claimed in the store for this replica (skipped when another replica
+has it, or an older upload of the tenant is unfinished: across replicas a tenant's uploads go one at a time,
+in arrival order), handed to `process` (daemon/snapshots/process.py's Processor) while the claim's lease is
+renewed every third of its length. A replica that finds its claim taken over records nothing more. An
 upload whose processing raised MAX_CRASHES times is given up on (failed, never rejected: the district did
 nothing wrong); when no worker can run at all (PoolUnavailable) the upload is not to blame and waits.
 
@@ -23,7 +26,7 @@ from collections.abc import Callable, Mapping
 from daemon.intake.kept import KeptFiles
 from daemon.intake.seams import Answer, Process, TenantPaths
 from daemon.intake.workers import PoolUnavailable
-from daemon.store import State, Store, Upload
+from daemon.store import Refused, State, StoreInterface, Upload
 
 MAX_CRASHES = 3  # tries of an upload whose processing raised, before it is failed
 
@@ -31,7 +34,7 @@ MAX_CRASHES = 3  # tries of an upload whose processing raised, before it is fail
 class Supervisor:
     def __init__(
         self,
-        store: Store,
+        store: StoreInterface,
         process: Process,
         answer: Answer,
         kept: KeptFiles,
@@ -78,16 +81,41 @@ class Supervisor:
             upload = await _db(self.store.get, upload.id)
             if upload.tenant not in self.tenants() or upload.state.final:
                 return  # its tenant was removed by a reload, or it was decided since it was queued
-            if self._crashes.get(upload.id, 0) >= MAX_CRASHES:
-                await self.process.give_up(upload, "its processing raised every time")
-            else:
-                await self.process(upload)
+            try:
+                upload = await _db(self.store.claim_upload, upload.id)
+            except Refused as refused:  # another replica's turn; the next round looks again
+                self.log("upload.skipped", tenant=upload.tenant, upload_id=upload.id, reason=str(refused))
+                return
+            renewing = asyncio.create_task(self._renew(upload), name=f"lease-{upload.id}")
+            try:
+                if self._crashes.get(upload.id, 0) >= MAX_CRASHES:
+                    await self.process.give_up(upload, "its processing raised every time")
+                else:
+                    await self.process(upload)
+            finally:
+                renewing.cancel()
             self._crashes.pop(upload.id, None)
+        except Refused as refused:  # the claim lapsed during a long pause and another replica took it over
+            self.log("upload.lease_lost", tenant=upload.tenant, upload_id=upload.id, reason=str(refused))
         except Exception as exc:
             if not isinstance(exc, PoolUnavailable):  # the upload's own trouble: counted towards failing it
                 self._crashes[upload.id] = self._crashes.get(upload.id, 0) + 1
             self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc),
                      attempt=self._crashes.get(upload.id, 0))  # fmt: skip
+
+    async def _renew(self, upload: Upload) -> None:
+        """Keep this replica's claim on the upload alive while it is processed. A renewal that fails (the store
+        unreachable for a moment) is tried again; one that finds the claim gone says so in the log, and the
+        processing's own writes are then refused."""
+        while True:
+            await asyncio.sleep(self.store.lease_seconds / 3)
+            try:
+                if not await _db(self.store.renew_upload, upload.id):
+                    self.log("upload.lease_lost", tenant=upload.tenant, upload_id=upload.id,
+                             reason="another replica took it over, or it is final")  # fmt: skip
+                    return
+            except Exception as exc:
+                self.log("upload.lease_not_renewed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))
 
     async def reanswer(self, upload: Upload) -> None:
         """The receipt of an upload whose recorded final state has none yet (a crash or an error), built from

@@ -136,6 +136,7 @@ class Store(StoreInterface):
     def judge_duplicate(self, upload_id: str) -> Upload:
         at = now()
         with self._database.transaction() as db:
+            self._check_claim(db, upload_id)
             upload = _required(uploads_table.get(db, upload_id), upload_id)
             current = snapshots_table.current_upload(db, upload.tenant) if upload.state is State.RECEIVED else None
             if current is not None and current.sha256 == upload.sha256 and current.id != upload_id:
@@ -156,10 +157,40 @@ class Store(StoreInterface):
     ) -> Upload:
         at = now()
         with self._database.transaction() as db:
+            self._check_claim(db, upload_id)
             uploads_table.move(db, upload_id, state, at, detail, path)
             if result is not None:
                 uploads_table.keep_result(db, upload_id, result)
         return self.get(upload_id)
+
+    def claim_upload(self, upload_id: str) -> Upload:
+        at = now()
+        with self._database.transaction() as db:
+            upload = _required(uploads_table.get(db, upload_id), upload_id)
+            if upload.state.final:
+                raise Refused(f"upload {upload_id} is {upload.state} already")
+            if upload.claimed_by not in (None, self.replica) and (upload.lease_until or "") >= at:
+                raise Refused(f"upload {upload_id} is being processed by {upload.claimed_by} (its lease runs "
+                              f"until {upload.lease_until})")  # fmt: skip
+            first = uploads_table.first_unfinished(db, upload.tenant)
+            if first is not None and first.id != upload_id:
+                raise Refused(f"upload {first.id} of {upload.tenant} arrived earlier and is not finished: a "
+                              "tenant's uploads are processed one at a time, in arrival order")  # fmt: skip
+            uploads_table.claim(db, upload_id, self.replica, later(at, self.lease_seconds))
+        return self.get(upload_id)
+
+    def renew_upload(self, upload_id: str) -> bool:
+        at = now()
+        with self._database.transaction() as db:
+            return uploads_table.renew(db, upload_id, self.replica, later(at, self.lease_seconds))
+
+    def _check_claim(self, db: Db, upload_id: str) -> None:
+        """Within a write that moves an upload: refused when another replica claimed it since (this one's
+        lease lapsed and the other took the upload over, or finished it)."""
+        upload = _required(uploads_table.get(db, upload_id), upload_id)
+        if upload.claimed_by not in (None, self.replica):
+            raise Refused(f"upload {upload_id} was taken over by {upload.claimed_by}: this replica's outcome is "
+                          "not recorded")  # fmt: skip
 
     def mark_answered(self, upload_id: str) -> None:
         at = now()
@@ -214,6 +245,7 @@ class Store(StoreInterface):
         assert state in (State.ACCEPTED, State.HELD)
         at = now()
         with self._database.transaction() as db:
+            self._check_claim(db, upload_id)
             if check_base:
                 current = snapshots_table.current(db, snapshot.tenant)
                 if (current.upload_id if current else None) != snapshot.base_upload_id:

@@ -25,6 +25,8 @@ ADDED_COLUMNS = (
     ("snapshots", "samples", "TEXT", "receipts keep their change-set examples"),
     ("deliveries", "claimed_by", "TEXT", "replicas lease deliveries"),
     ("deliveries", "lease_until", "TEXT", "replicas lease deliveries"),
+    ("uploads", "claimed_by", "TEXT", "replicas lease uploads"),
+    ("uploads", "lease_until", "TEXT", "replicas lease uploads"),
 )
 
 

@@ -59,7 +59,20 @@ class StoreInterface(Protocol):
         result: dict | None = None,
     ) -> Upload:
         """Move an upload to `state` in one transaction; with `path`, record where its file now lives, with
-        `result`, the validation result the state was decided on. A new state's receipt is not written yet."""
+        `result`, the validation result the state was decided on. A new state's receipt is not written yet; a
+        final state ends the lease. Refused when another replica claimed the upload (see `claim_upload`)."""
+        ...
+
+    def claim_upload(self, upload_id: str) -> Upload:
+        """This replica's turn to process an unfinished upload, until its lease lapses (`lease_seconds` from now)
+        unless renewed. Refused when the upload is final already, when another replica holds a lease on it that
+        has not lapsed (a lapsed one is taken over), or when an older upload of its tenant is unfinished: a
+        tenant's uploads are processed one at a time, in arrival order, across every replica."""
+        ...
+
+    def renew_upload(self, upload_id: str) -> bool:
+        """Extend this replica's lease on an upload it is processing; False when the lease is not its own any
+        more (another replica took the upload over) or the upload is final."""
         ...
 
     def mark_answered(self, upload_id: str) -> None:
@@ -117,7 +130,8 @@ class StoreInterface(Protocol):
         An accepted upload becomes the tenant's current snapshot: every older held upload of the tenant is
         superseded, a pending rebaseline is used up, and a delivery is queued for each of the tenant's
         targets. With `check_base`, raises StaleBase (recording nothing) when the snapshot was diffed against
-        one that is no longer the tenant's current one.
+        one that is no longer the tenant's current one; Refused (recording nothing) when another replica
+        claimed the upload since.
         """
         ...
 

@@ -165,9 +165,15 @@ ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
 ALTER TABLE deliveries ADD COLUMN lease_until TEXT;
 """)
 
+_UPLOAD_LEASES = _c("""
+ALTER TABLE uploads ADD COLUMN claimed_by TEXT;
+ALTER TABLE uploads ADD COLUMN lease_until TEXT;
+""")
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the SQLite store as of issue 16", _INITIAL),
     Migration(2, "a replica's lease on the delivery it sends", _DELIVERY_LEASES),
+    Migration(3, "a replica's lease on the upload it processes", _UPLOAD_LEASES),
 )
 LATEST = MIGRATIONS[-1].version
 

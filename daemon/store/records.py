@@ -39,6 +39,8 @@ class Upload:
     received_at: str
     updated_at: str
     answered_at: str | None = None  # when the receipt for the current final state was written
+    claimed_by: str | None = None  # the replica processing it, or that processed it last
+    lease_until: str | None = None  # while claimed and unfinished: the claim lapses then unless renewed
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class Delivery:
     lease_until: str | None = None  # while in flight: the replica's claim lapses then unless renewed
 
 
-LEASE_SECONDS = 60.0  # how long a replica's claim on a delivery lasts without a renewal (it renews a third in)
+LEASE_SECONDS = 60.0  # how long a replica's claim (a delivery, an upload) lasts unless renewed (every third)
 
 
 class Action(StrEnum):

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     state TEXT NOT NULL,
     received_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    answered_at TEXT
+    answered_at TEXT,
+    claimed_by TEXT,  -- the replica processing it, or that processed it last
+    lease_until TEXT  -- claimed and unfinished: the claim lapses then unless the replica renews it
 );
 CREATE INDEX IF NOT EXISTS uploads_by_tenant ON uploads (tenant, received_at);
 CREATE INDEX IF NOT EXISTS uploads_by_hash ON uploads (tenant, sha256);
@@ -66,8 +68,9 @@ def move(
 ) -> None:
     """The new state (its receipt not yet written), where the file now lives when `path` is given, and one
     more line of history."""
-    db.execute("UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL "
-               "WHERE id = ?", (state, at, path, upload_id))  # fmt: skip
+    db.execute("UPDATE uploads SET state = ?, updated_at = ?, path = COALESCE(?, path), answered_at = NULL, "
+               "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END WHERE id = ?",
+               (state, at, path, state.final, upload_id))  # fmt: skip
     db.execute(TRANSITION, (upload_id, state, at, detail))
 
 
@@ -129,6 +132,24 @@ def states(db: Db, upload_ids: list[str]) -> dict[str, State]:
     rows = db.execute(f"SELECT id, state FROM uploads WHERE id IN ({placeholders(len(upload_ids))})",
                       upload_ids).fetchall()  # fmt: skip
     return {r["id"]: State(r["state"]) for r in rows}
+
+
+def claim(db: Db, upload_id: str, replica: str, lease_until: str) -> None:
+    db.execute("UPDATE uploads SET claimed_by = ?, lease_until = ? WHERE id = ?", (replica, lease_until, upload_id))
+
+
+def renew(db: Db, upload_id: str, replica: str, lease_until: str) -> bool:
+    """Extend `replica`'s claim on an unfinished upload; False when the claim is not its own any more."""
+    cursor = db.execute("UPDATE uploads SET lease_until = ? WHERE id = ? AND claimed_by = ? AND state IN (?, ?)",
+                        (lease_until, upload_id, replica, State.RECEIVED, State.VALIDATING))  # fmt: skip
+    return cursor.rowcount > 0
+
+
+def first_unfinished(db: Db, tenant: str) -> Upload | None:
+    """The tenant's oldest upload still received or validating: the only one that may be processed now."""
+    row = db.execute("SELECT * FROM uploads WHERE tenant = ? AND state IN (?, ?) ORDER BY rowid LIMIT 1",
+                     (tenant, State.RECEIVED, State.VALIDATING)).fetchone()  # fmt: skip
+    return None if row is None else as_upload(row)
 
 
 def unfinished(db: Db) -> list[Upload]:

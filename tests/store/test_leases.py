@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import daemon.store
-from daemon.store import DeliveryState, Refused, StoreInterface
+from daemon.store import DeliveryState, Refused, State, StoreInterface
 from tests.store.implementations import IMPLEMENTATIONS, open_implementation
 from tests.test_snapshot_store import record, upload
 
@@ -95,3 +95,44 @@ def test_at_start_a_replica_resumes_its_own_and_lapsed_deliveries_and_leaves_the
     clock.at = "2026-12-07T10:01:00.001Z"  # beta died: its lease lapsed
     assert alpha.resume_deliveries() == 1
     assert alpha.delivery(theirs).state is DeliveryState.PENDING
+
+
+def test_an_upload_is_processed_by_one_replica_at_a_time_and_a_lapsed_claim_is_taken_over(replicas,
+                                                                                         monkeypatch) -> None:  # fmt: skip
+    alpha, beta = replicas
+    clock = Clock(monkeypatch)
+    first = upload(alpha, 1)  # received, then validating: unclaimed so far (no replica's turn was recorded)
+    claimed = alpha.claim_upload(first)
+    assert (claimed.claimed_by, claimed.lease_until) == ("alpha:2022", "2026-12-07T10:01:00.000Z")
+    with pytest.raises(Refused, match="is being processed by alpha:2022"):
+        beta.claim_upload(first)
+    clock.at = "2026-12-07T10:00:40.000Z"
+    assert alpha.renew_upload(first)
+    clock.at = "2026-12-07T10:01:40.000Z"  # alpha renewed at :40, so its lease runs to 10:01:40.000 still
+    with pytest.raises(Refused):
+        beta.claim_upload(first)
+    clock.at = "2026-12-07T10:01:40.001Z"  # alpha died after its last renewal
+    assert beta.claim_upload(first).claimed_by == "beta:2022"
+    assert not alpha.renew_upload(first)
+    with pytest.raises(Refused, match="taken over by beta:2022"):
+        alpha.set_state(first, State.REJECTED)
+    with pytest.raises(Refused, match="taken over by beta:2022"):
+        record(alpha, first)
+    record(beta, first)
+    done = alpha.get(first)
+    assert (done.state, done.claimed_by, done.lease_until) == (State.ACCEPTED, "beta:2022", None)
+    with pytest.raises(Refused, match="is accepted already"):
+        alpha.claim_upload(first)
+
+
+def test_a_tenants_uploads_are_claimed_in_arrival_order_across_replicas(replicas, monkeypatch) -> None:
+    alpha, beta = replicas
+    Clock(monkeypatch)
+    older, newer = upload(alpha, 1), upload(beta, 2)
+    other_tenant = upload(beta, 3, tenant="south")
+    with pytest.raises(Refused, match=f"upload {older} of north arrived earlier and is not finished"):
+        beta.claim_upload(newer)
+    assert beta.claim_upload(other_tenant).claimed_by == "beta:2022"  # other tenants are not held up
+    alpha.claim_upload(older)
+    alpha.set_state(older, State.REJECTED)  # finished: the next one's turn
+    assert beta.claim_upload(newer).claimed_by == "beta:2022"

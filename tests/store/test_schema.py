@@ -48,6 +48,7 @@ def test_a_database_from_an_older_rosterd_gains_the_new_columns_and_keeps_its_ro
     assert (old.state, old.answered_at) == (State.ACCEPTED, None)  # its receipt is due again: the safe side
     assert store.current_snapshot("north").samples is None
     store.close()
-    assert columns(path, "uploads")[-1] == "answered_at" and columns(path, "snapshots")[-1] == "samples"
+    assert columns(path, "uploads")[-3:] == ["answered_at", "claimed_by", "lease_until"]
+    assert columns(path, "snapshots")[-1] == "samples"
     Store(path).close()  # a second start finds nothing to add
-    assert columns(path, "uploads").count("answered_at") == 1
+    assert columns(path, "uploads").count("answered_at") == 1 and columns(path, "uploads").count("claimed_by") == 1
