@@ -67,6 +67,7 @@ from daemon.store import api_clients as api_clients_table
 from daemon.store import decisions as decisions_table
 from daemon.store import deliveries as deliveries_table
 from daemon.store import heartbeat as heartbeat_table
+from daemon.store import sftp_state as sftp_table
 from daemon.store import snapshots as snapshots_table
 from daemon.store import uploads as uploads_table
 from daemon.store.admin_users import AdminCredentials, AdminUser
@@ -92,12 +93,13 @@ from daemon.store.records import (
     stamp,
     this_host,
 )
+from daemon.store.sftp_state import LoginFailure, SharedBan
 from daemon.store.sql import Db
 
 __all__ = ["Action", "AdminCredentials", "AdminUser", "ApiClient", "ApiCredentials", "Decision", "Delivery",
-           "DeliveryState", "Refused", "SnapshotRecord", "StaleBase", "State", "Store", "StoreInterface",
-           "StoreUnavailable", "TokenGrant", "Upload", "new_delivery_id", "new_upload_id", "now", "open_store",
-           "stamp"]  # fmt: skip
+           "DeliveryState", "LoginFailure", "Refused", "SharedBan", "SnapshotRecord", "StaleBase", "State", "Store",
+           "StoreInterface", "StoreUnavailable", "TokenGrant", "Upload", "new_delivery_id", "new_upload_id", "now",
+           "open_store", "stamp"]  # fmt: skip
 
 if TYPE_CHECKING:
     from daemon.store.postgres import PostgresDatabase
@@ -116,6 +118,7 @@ class Store(StoreInterface):
     def __init__(self, path: Path, targets: dict[str, list[str]] | None = None) -> None:
         self.targets = dict(targets or {})
         self.replica, self.lease_seconds = this_host(), LEASE_SECONDS
+        self.shared = False  # one daemon's own file: host keys and bans stay in the state directory
         self._database: Database | PostgresDatabase = Database(path)
         self._db = self._database.connection  # the raw connection, for a test that tunes it (busy_timeout)
 
@@ -551,6 +554,29 @@ class Store(StoreInterface):
                 raise Refused(f"admin user {name} was disabled already, at {user.disabled_at}")
             admin_users_table.disable(db, name, at)
             return _required(admin_users_table.get(db, name), name)
+
+    # -- what the replicas' SFTP servers share ------------------------------------------------------------
+
+    def host_key(self, name: str, private_key: str) -> str:
+        at = now()
+        with self._database.transaction() as db:
+            return sftp_table.host_key(db, name, private_key, at)
+
+    def record_login_failures(self, failures: list[LoginFailure], forget_before: float) -> None:
+        with self._database.transaction() as db:
+            sftp_table.record_failures(db, failures, forget_before)
+
+    def login_failures_since(self, since: float) -> list[LoginFailure]:
+        with self._database.read() as db:
+            return sftp_table.failures_since(db, since, self.replica)
+
+    def record_ban(self, ban: SharedBan) -> None:
+        with self._database.transaction() as db:
+            sftp_table.record_ban(db, ban)
+
+    def bans(self, ending_after: float) -> list[SharedBan]:
+        with self._database.read() as db:
+            return sftp_table.bans(db, ending_after)
 
     # -- the store itself -------------------------------------------------------------------------------
 

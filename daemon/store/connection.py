@@ -10,14 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from daemon.store import admin_users, api_clients, decisions, deliveries, heartbeat, snapshots, uploads
+from daemon.store import admin_users, api_clients, decisions, deliveries, heartbeat, sftp_state, snapshots, uploads
 
 # Every table, in the order the first schema created them, so that a database made today is laid out as one
 # made before the store was split into modules; tables added later come after them.
 SCHEMA = "".join([uploads.UPLOADS, uploads.TRANSITIONS, snapshots.SNAPSHOTS, snapshots.REBASELINES,
                   deliveries.DELIVERIES, deliveries.DISABLED_TARGETS, heartbeat.HEARTBEAT, uploads.VALIDATIONS,
                   decisions.DECISIONS, api_clients.API_CLIENTS, api_clients.API_TOKENS,
-                  admin_users.ADMIN_USERS])  # fmt: skip
+                  admin_users.ADMIN_USERS, sftp_state.HOST_KEYS, sftp_state.LOGIN_FAILURES,
+                  sftp_state.BANS])  # fmt: skip
 
 # Columns a database made by an older rosterd lacks: (table, column, type, since when the column exists).
 ADDED_COLUMNS = (

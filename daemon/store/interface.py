@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 from daemon.store.admin_users import AdminCredentials, AdminUser
 from daemon.store.api_clients import ApiClient, ApiCredentials, TokenGrant
 from daemon.store.records import Decision, Delivery, DeliveryState, SnapshotRecord, State, Upload
+from daemon.store.sftp_state import LoginFailure, SharedBan
 
 
 @runtime_checkable
@@ -29,6 +30,7 @@ class StoreInterface(Protocol):
     targets: dict[str, list[str]]
     replica: str  # this process's name among the replicas sharing the store (its claims carry it)
     lease_seconds: float  # how long a claim lasts unless renewed
+    shared: bool  # several replicas may use it (PostgreSQL): their SFTP servers share keys and bans through it
 
     # -- uploads and their states -------------------------------------------------------------------
 
@@ -348,6 +350,30 @@ class StoreInterface(Protocol):
 
     def heartbeat(self) -> None:
         """A real write and commit: fails when the database or its disk no longer takes writes."""
+        ...
+
+    # -- what the replicas' SFTP servers share (used when `shared`) -----------------------------------------
+    # Times here are unix seconds, the defender's clock.
+
+    def host_key(self, name: str, private_key: str) -> str:
+        """The host key every replica presents under `name` (OpenSSH private key text): the one stored, or
+        `private_key` when none is yet (the first replica to start gives the cluster its keys)."""
+        ...
+
+    def record_login_failures(self, failures: list[LoginFailure], forget_before: float) -> None:
+        """Failed logins this replica saw (tagged with its name); failures older than `forget_before` go."""
+        ...
+
+    def login_failures_since(self, since: float) -> list[LoginFailure]:
+        """Failed logins the other replicas saw at `since` or later, oldest first."""
+        ...
+
+    def record_ban(self, ban: SharedBan) -> None:
+        """A ban this replica decided; kept when it ends later than the one stored for the address."""
+        ...
+
+    def bans(self, ending_after: float) -> list[SharedBan]:
+        """Every ban ending after `ending_after` (bans in force, and recent ones a repeat ban counts from)."""
         ...
 
     def hold_alone(self) -> bool:

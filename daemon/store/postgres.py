@@ -137,6 +137,7 @@ class PostgresStore(Store):
                  max_connections: int = 8) -> None:  # fmt: skip
         self.targets = dict(targets or {})
         self.replica, self.lease_seconds = this_host(), LEASE_SECONDS
+        self.shared = True  # replicas share it: their SFTP servers share host keys and the defender through it
         self._database = PostgresDatabase(url, password, max_connections)
         version = self._database.schema_version()
         if version != LATEST:

@@ -170,10 +170,32 @@ ALTER TABLE uploads ADD COLUMN claimed_by TEXT;
 ALTER TABLE uploads ADD COLUMN lease_until TEXT;
 """)
 
+_SFTP_STATE = _c("""
+CREATE TABLE host_keys (
+    name TEXT PRIMARY KEY,
+    private_key TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE login_failures (
+    ip TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    points INTEGER NOT NULL,
+    replica TEXT NOT NULL
+);
+CREATE INDEX login_failures_by_time ON login_failures (at);
+CREATE TABLE bans (
+    ip TEXT PRIMARY KEY,
+    until DOUBLE PRECISION NOT NULL,
+    seconds DOUBLE PRECISION NOT NULL,
+    count INTEGER NOT NULL
+);
+""")
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the SQLite store as of issue 16", _INITIAL),
     Migration(2, "a replica's lease on the delivery it sends", _DELIVERY_LEASES),
     Migration(3, "a replica's lease on the upload it processes", _UPLOAD_LEASES),
+    Migration(4, "host keys and the defender's evidence, shared by the replicas' SFTP servers", _SFTP_STATE),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -31,10 +31,10 @@ def applied(database: Database) -> list[int]:
 
 
 def test_a_database_without_the_schema_is_refused_until_migrated(empty_database: Database) -> None:
-    with pytest.raises(StoreUnavailable, match="schema version 0, this rosterd needs 3: run `rosterd migrate`"):
+    with pytest.raises(StoreUnavailable, match="schema version 0, this rosterd needs 4: run `rosterd migrate`"):
         PostgresStore(empty_database.url, empty_database.password, TARGETS)
     done = migrate(empty_database.url, empty_database.password)
-    assert [line.split(":")[0] for line in done] == ["1", "2", "3"]  # the tables, delivery and upload leases
+    assert [line.split(":")[0] for line in done] == ["1", "2", "3", "4"]  # tables, leases twice, SFTP state
     assert migrate(empty_database.url, empty_database.password) == []  # nothing left to do
     PostgresStore(empty_database.url, empty_database.password, TARGETS).close()
 
@@ -48,8 +48,8 @@ def test_replicas_migrating_at_once_apply_each_migration_once(empty_database: Da
 
     with ThreadPoolExecutor(4) as pool:
         outcomes = list(pool.map(one_replica, range(4)))
-    assert sorted(len(o) for o in outcomes) == [0, 0, 0, 3]  # one did the work; the others found it done
-    assert applied(empty_database) == [1, 2, 3]
+    assert sorted(len(o) for o in outcomes) == [0, 0, 0, 4]  # one did the work; the others found it done
+    assert applied(empty_database) == [1, 2, 3, 4]
 
 
 def test_a_database_migrated_by_a_newer_rosterd_is_refused(postgres_database: Database) -> None:

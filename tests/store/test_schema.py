@@ -10,7 +10,7 @@ from daemon.store import State, Store
 
 # The tables the package docstring names, each with the module that owns it.
 TABLES = {"uploads", "transitions", "validations", "snapshots", "rebaselines", "deliveries", "disabled_targets",
-          "decisions", "heartbeat", "api_clients", "api_tokens", "admin_users"}  # fmt: skip
+          "decisions", "heartbeat", "api_clients", "api_tokens", "admin_users", "host_keys", "login_failures", "bans"}  # fmt: skip
 
 # How a rosterd from before receipts were tracked made these two tables: no answered_at, no samples.
 OLD_UPLOADS = """CREATE TABLE uploads (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT
