@@ -311,6 +311,7 @@ class Daemon:
             defender=defender_options(settings),
             defender_file=self.state_dir / "defender.json",
             result_folders=RESULT_FOLDERS,  # the folders receipts writes in results/ (the CERS dry-run files)
+            shared_state=self.store if self.store.shared else None,
         )
         try:
             self.sftp = await start_server(options, self._uploaded, self._sftp_event)

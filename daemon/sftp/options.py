@@ -1,4 +1,5 @@
-"""What the SFTP layer is told: plain options, no config files, no database.
+"""What the SFTP layer is told: plain options, no config files, and no database but, when replicas share one,
+the store they share host keys and the defender's evidence through.
 
 The caller (the daemon's wiring, or a test) builds these once and passes them to `start_server`.
 Validation of operator input happens before this point; here a value is taken as meant.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from daemon.sftp.defender import DefenderOptions
 from daemon.sftp.paths import RESULT_FOLDERS
+from daemon.store import StoreInterface
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,6 +55,9 @@ class ServerOptions:
     max_buffered_bytes_total: int = 512 * MiB  # the same for all sessions together
     defender: DefenderOptions | None = None  # None: no scoring, no bans
     defender_file: Path | None = None  # where bans are kept across restarts; None: in memory only
+    # a store several replicas share (PostgreSQL): host keys and the defender's evidence go through it, so a
+    # client meets one server whichever replica it reaches (None: this daemon alone, files as above)
+    shared_state: StoreInterface | None = None
     # The folders inside /results that a tenant may open and read (what the pipeline writes there, named by
     # the caller: the daemon passes daemon/receipts' RESULT_FOLDERS); this layer knows none of them itself.
     result_folders: tuple[str, ...] = RESULT_FOLDERS
