@@ -31,8 +31,8 @@ class ObjectInfo:
 
 
 class ObjectMissing(KeyError):
-    """No object under the key. A KeyError, so that callers that treat the storage as a mapping can catch it as
-    one; the message is the key."""
+    """No object under the key (`.key`). A KeyError, so that a caller that treats the storage as a mapping
+    catches it as one."""
 
     def __init__(self, key: str) -> None:
         super().__init__(key)

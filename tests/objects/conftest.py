@@ -15,7 +15,6 @@ from daemon.objects import LocalStorage, ObjectStorage
 from daemon.objects.s3 import S3Storage
 from tests.objects.seaweed import Seaweed, Server
 
-
 _SERVER = pytest.StashKey[Server]()
 _FOLDER = Path(__file__).parent
 
@@ -25,7 +24,12 @@ def _server(config: pytest.Config) -> Server:
     if _SERVER not in config.stash:
         server = Server(Path(tempfile.mkdtemp(prefix="rosterd-seaweedfs-")))
         config.stash[_SERVER] = server
-        config.add_cleanup(lambda: (server.stop(), shutil.rmtree(server.folder, ignore_errors=True)))
+
+        def remove() -> None:
+            server.stop()
+            shutil.rmtree(server.folder, ignore_errors=True)
+
+        config.add_cleanup(remove)
     return config.stash[_SERVER]
 
 

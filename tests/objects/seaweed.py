@@ -9,6 +9,7 @@ with Admin rights, as a real deployment's would be.
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
 import os
@@ -32,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 START_SECONDS = 30  # it answers in about 3 s on a quiet machine
 # The ports the server takes: a grpc twin beside each HTTP port.
+_PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
 PORTS = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
 
 
@@ -129,7 +131,7 @@ class Server:
         # its own session (process group), so stop() ends everything it runs; TMPDIR keeps its scratch files here
         self._process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "TMPDIR": str(logs)}, cwd=self.folder,
+            env={**os.environ, "TMPDIR": str(logs)}, cwd=self.folder, preexec_fn=_die_with_parent,
         )
         log.close()
 
@@ -189,6 +191,12 @@ class Server:
         for port in self.ports.values():
             for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                 leftover.unlink(missing_ok=True)
+
+
+def _die_with_parent() -> None:
+    """Run in the child before `weed` starts: Linux kills it when the process that started it dies, so a
+    worker that crashes or is killed outright (no cleanup runs then) leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _create_bucket(client, bucket: str) -> None:

@@ -102,7 +102,7 @@ def test_puts_survive_a_delete_prefix_emptying_their_folder(local: LocalStorage)
 
     def put_many() -> None:
         try:
-            for n in range(60):
+            for n in range(30):
                 local.put_bytes(f"changes/north/{n}", b"x")
         except BaseException as error:  # noqa: BLE001 (reported by the test below)
             failures.append(error)
