@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncssh
 
 from daemon import passwords, ssh_algorithms
-from daemon.sftp import accept, events, fs, hostkeys
+from daemon.sftp import accept, events, fs, hostkeys, shared as cluster
 from daemon.sftp.defender import Ban, Defender, read_state, write_state
 from daemon.sftp.events import OnEvent, OnUpload, Reporter, shown_username
 from daemon.sftp.limits import Ledger, Pools, SessionAccount
@@ -65,13 +65,17 @@ class _Shared:
         ban = self.defender.score(gate.remote_ip, points)
         if ban is None:
             return
-        until = datetime.fromtimestamp(ban.until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        gate._report(events.IP_BANNED, until=until, ban_seconds=int(ban.seconds), ban_count=ban.count)
+        gate._report(events.IP_BANNED, **_ban_fields(ban))
         self._save_defender()
         gate.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many failed logins from your address")
 
+    def banned_by_replicas(self, ip: str, ban: Ban) -> None:
+        """A ban that the other replicas' failures tipped over here: reported as this replica's (it is one)."""
+        self.reporter.event(events.IP_BANNED, remote_ip=ip, evidence="replicas", **_ban_fields(ban))
+
     def _save_defender(self) -> None:
-        if self.defender is not None and self.options.defender_file is not None:
+        """Bans go to the defender file, unless replicas share a store: then they live there (see shared.py)."""
+        if self.defender is not None and self.options.defender_file is not None and self.options.shared_state is None:
             self.spawn(self._write_defender(self.defender, self.options.defender_file))
 
     def spawn(self, work: Coroutine) -> None:
@@ -317,9 +321,10 @@ def _release_session(shared: _Shared, tenant: str) -> None:
 class SftpServer:
     """A listening server: close it, ask how busy it is, or give it a new list of tenants (a reload)."""
 
-    def __init__(self, acceptor: accept.Listener, shared: _Shared) -> None:
+    def __init__(self, acceptor: accept.Listener, shared: _Shared, sync: cluster.DefenderSync | None) -> None:
         self.acceptor = acceptor
         self._shared = shared
+        self._sync = sync
 
     @property
     def sockets(self):
@@ -329,11 +334,15 @@ class SftpServer:
         return self.acceptor.get_port()
 
     def close(self) -> None:
-        """Stop listening; connections already open go on until they end."""
+        """Stop listening (and trading the defender's evidence); connections already open go on until they end."""
         self.acceptor.close()
+        if self._sync is not None:
+            self._sync.stop()
 
     async def wait_closed(self) -> None:
         await self.acceptor.wait_closed()
+        if self._sync is not None:
+            await self._sync.stopped()
         self._shared.pools.shutdown()
 
     def stats(self) -> dict[str, float]:
@@ -359,9 +368,7 @@ class SftpServer:
         options = shared.defender.options
         ban = shared.defender.score(ip, options.score_unknown_user if unknown_user else options.score_bad_password)
         if ban is not None:
-            until = datetime.fromtimestamp(ban.until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-            shared.reporter.event(events.IP_BANNED, remote_ip=ip, listener=listener, until=until,
-                                  ban_seconds=int(ban.seconds), ban_count=ban.count)  # fmt: skip
+            shared.reporter.event(events.IP_BANNED, remote_ip=ip, listener=listener, **_ban_fields(ban))
             shared._save_defender()
         return ban
 
@@ -388,16 +395,14 @@ async def start_server(
         await asyncio.to_thread(fs.prepare_root, tenant.root)
         for orphan in await asyncio.to_thread(fs.remove_orphans, tenant.root):
             reporter.event(events.UPLOAD_ABORTED, tenant=tenant.name, name=orphan, reason="orphaned")
-    host_keys = await asyncio.to_thread(hostkeys.load_or_create, options.host_key_dir)
-    for path in host_keys.generated:
-        reporter.event(events.HOSTKEY_GENERATED, kind="host key", path=path)
+    host_keys = await _host_keys(options, reporter)
     await asyncio.to_thread(passwords.warm_up)
-    defender = None
-    if options.defender is not None:
-        defender = Defender(options.defender)
-        if options.defender_file is not None:
-            defender.load(await asyncio.to_thread(read_state, options.defender_file))
+    defender = await _defender(options)
     shared = _Shared(options=options, reporter=reporter, keys=keys, ledger=Ledger(options), defender=defender)
+    sync = None
+    if defender is not None and options.shared_state is not None:
+        sync = cluster.DefenderSync(defender, options.shared_state, reporter, shared.banned_by_replicas)
+        await sync.sync_once()  # the cluster's bans hold from the first connection on
     _hide_library_name()
     connection_options = asyncssh.SSHServerConnectionOptions(
         server_factory=functools.partial(_Gate, shared),
@@ -427,7 +432,37 @@ async def start_server(
         defender=defender is not None,
         bans_in_force=defender.bans_in_force() if defender else 0,
     )
-    return SftpServer(acceptor, shared)
+    if sync is not None:
+        sync.start()
+    return SftpServer(acceptor, shared, sync)
+
+
+async def _host_keys(options: ServerOptions, reporter: Reporter) -> hostkeys.HostKeys:
+    """This server's keys, or with a shared store the cluster's (a replica's own are replaced by them)."""
+    agree = options.shared_state.host_key if options.shared_state is not None else None
+    host_keys = await asyncio.to_thread(hostkeys.load_or_create, options.host_key_dir, agree)
+    for path in host_keys.generated:
+        reporter.event(events.HOSTKEY_GENERATED, kind="host key", path=path)
+    for path, fingerprint in host_keys.adopted:
+        reporter.event(cluster.HOSTKEY_ADOPTED, kind="host key", path=path, fingerprint=fingerprint)
+    return host_keys
+
+
+async def _defender(options: ServerOptions) -> Defender | None:
+    """The defender, with the bans kept in its file; with a shared store, the bans come from the store instead."""
+    if options.defender is None:
+        return None
+    if options.shared_state is not None:
+        return Defender(options.defender, shared=True)
+    defender = Defender(options.defender)
+    if options.defender_file is not None:
+        defender.load(await asyncio.to_thread(read_state, options.defender_file))
+    return defender
+
+
+def _ban_fields(ban: Ban) -> dict[str, object]:
+    until = datetime.fromtimestamp(ban.until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {"until": until, "ban_seconds": int(ban.seconds), "ban_count": ban.count}
 
 
 def _hide_library_name() -> None:
