@@ -39,6 +39,8 @@ from daemon.intake import Intake, IntakeOptions, KeptFiles, TenantPaths
 from daemon.intake.workers import WorkerPool
 from daemon.logs import configure_logging, get_logger
 from daemon.notify import Notifier
+from daemon.objects import StorageError, open_storage
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.oneroster.findings import Mode
 from daemon.oneroster.validate import ValidateOptions
 from daemon.oneroster.zipread import ZipLimits
@@ -223,6 +225,9 @@ class Daemon:
         self.log = get_logger()
         self.state_dir = settings.server.state_dir
         self.store: StoreInterface | None = None
+        self.mirror: Mirror = NO_MIRROR  # the shared storage replicas keep uploads, snapshots, receipts in
+        self._refreshing: dict[str, asyncio.Future] = {}  # tenant -> the refresh of its results/ (replicas)
+        self._refreshed_at: dict[str, float] = {}
         self.pool: WorkerPool | None = None
         self.receipts: Receipts | None = None
         self.processor: Processor | None = None
@@ -247,20 +252,18 @@ class Daemon:
 
     async def start(self) -> None:
         settings, log = self.settings, self.log
-        if settings.storage.kind != "local":  # issue 17: read, not served yet
-            raise StartupError("[storage] kind = \"s3\" is not served yet by this rosterd: leave it out (the state "
-                               "directory keeps uploads and snapshots)")  # fmt: skip
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.open_files_limit = raise_open_file_limit()
         demo_public = self._demo_public = await self._demo_key(settings)
         self.store = await self._open_store(settings)
+        mirror = self.mirror = await self._open_mirror(settings)
         self.readiness = self._readiness(settings)
         self.metrics = Metrics(self.store, live=self._live_figures, blockers=lambda: self.readiness.blockers)
         self.notifier.status("recovering: finishing what the last run left")
         self.pool = WorkerPool(settings.intake.workers, settings.intake.worker_memory_bytes,
                                lambda level, event, **fields: getattr(log, level)(event, **fields))  # fmt: skip
-        receipts = self.receipts = Receipts(self.store, self._results(settings), settings.intake.receipts_kept)
+        receipts = self.receipts = Receipts(self.store, self._results(settings), settings.intake.receipts_kept, mirror)
         await receipts.prepare()
         self.processor = Processor(
             self._tenant_rules(settings),
@@ -271,10 +274,11 @@ class Daemon:
                 snapshots_kept=settings.snapshots.keep,
                 on_accepted=self._accepted,
                 on_final=self._observe_upload,
+                mirror=mirror,
             ),
             self._pipeline_log,
             receipts.answer,
-            KeptFiles(self.state_dir),
+            KeptFiles(self.state_dir, mirror),
         )
         await self.processor.prepare()
         self.intake = Intake(
@@ -287,6 +291,7 @@ class Daemon:
                 workers=settings.intake.workers,
                 quarantine_days=settings.intake.quarantine_days,
                 on_accepted=self._accepted,
+                mirror=mirror,
             ),
             self._pipeline_log,
             self.processor,
@@ -300,6 +305,7 @@ class Daemon:
             lambda level, event, **fields: getattr(log, level)(event, **fields),
             on_change=self._delivery_changed,
             on_attempt=self._observe_delivery,
+            mirror=mirror,
         )
         await self.intake.start()
         await self.outbox.start()
@@ -312,6 +318,7 @@ class Daemon:
             defender_file=self.state_dir / "defender.json",
             result_folders=RESULT_FOLDERS,  # the folders receipts writes in results/ (the CERS dry-run files)
             shared_state=self.store if self.store.shared else None,
+            refresh_results=self._refresh_results if self.mirror is not NO_MIRROR else None,
         )
         try:
             self.sftp = await start_server(options, self._uploaded, self._sftp_event)
@@ -420,7 +427,9 @@ class Daemon:
 
     def _pipeline_log(self, event: str, **fields) -> None:
         """How intake and the processing log: failures as errors, a file left in the inbox as a warning."""
-        level = {"upload.failed": self.log.error, "upload.not_taken": self.log.warning}.get(event, self.log.info)
+        level = {"upload.failed": self.log.error, "upload.not_taken": self.log.warning,
+                 "upload.lease_lost": self.log.warning, "upload.lease_not_renewed": self.log.warning,
+                 }.get(event, self.log.info)  # fmt: skip
         level(event, **fields)
         if self.console is not None and isinstance(fields.get("tenant"), str):
             self.console.notify(fields["tenant"])
@@ -446,11 +455,48 @@ class Daemon:
         except (StoreUnavailable, SecretMissing) as err:
             raise StartupError(f"[store]: {err}") from None
         store.replica, store.lease_seconds = settings.server.replica_name(), settings.outbox.lease_seconds
-        if not await asyncio.to_thread(store.hold_alone):
+        if settings.storage.kind == "local" and not await asyncio.to_thread(store.hold_alone):
             store.close()
             raise StartupError("[store]: another rosterd already runs on this PostgreSQL database, and with "
                                "[storage] kind = \"local\" only one may: stop it first")  # fmt: skip
         return store
+
+    async def _refresh_results(self, tenant: str) -> None:
+        """A tenant's results/ brought up to the receipts every replica wrote (shared storage), before a client
+        looks into it. At most one refresh of a tenant runs at a time, and a look within a second of the last
+        one is served from what it brought: a client polling latest.json costs one listing a second. When the
+        storage does not answer, the client is served what this replica has."""
+        refreshing = self._refreshing.get(tenant)
+        if refreshing is None or (refreshing.done() and time.monotonic() - self._refreshed_at.get(tenant, 0) > 1.0):
+            folder = self._results(self.settings).get(tenant)
+            if folder is None:
+                return
+            refreshing = self._refreshing[tenant] = asyncio.ensure_future(
+                asyncio.to_thread(self.mirror.sync_folder, folder))  # fmt: skip
+            self._refreshed_at[tenant] = time.monotonic()
+        try:
+            await asyncio.shield(refreshing)
+        except Exception as exc:
+            self.log.warning("results.refresh_failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}")
+
+    async def _open_mirror(self, settings: Settings) -> Mirror:
+        """Where replicas share uploads, snapshots and receipts: nothing for a daemon alone on its state
+        directory; the bucket for [storage] kind = "s3", which must answer before the daemon takes uploads."""
+        config = settings.storage
+        if config.kind == "local":
+            return NO_MIRROR
+        if not settings.store.postgresql:
+            raise StartupError("[storage] kind = \"s3\" is for replicas, which share their state in PostgreSQL: "
+                               "set [store] url too (SQLite is one machine's file)")  # fmt: skip
+        try:
+            storage = await asyncio.to_thread(
+                open_storage, config.kind, self.state_dir, bucket=config.bucket, prefix=config.prefix,
+                region=config.region, endpoint=config.endpoint, access_key_id=config.access_key_id,
+                secret=config.read_secret())  # fmt: skip
+            await asyncio.to_thread(storage.list, "snapshots/.probe")  # the bucket exists and the key may read it
+        except (SecretMissing, StorageError, ValueError) as err:
+            raise StartupError(f"[storage]: {err}") from None
+        return Mirror(storage, self.state_dir)
 
     def _readiness(self, settings: Settings) -> Readiness:
         """The checks behind /readyz beyond "started": whether intake can make progress now."""
@@ -575,7 +621,7 @@ class Daemon:
 
     def _sftp_event(self, name: str, fields: dict) -> None:
         warnings = ("sftp.login_failed", "sftp.limit_exceeded", "sftp.ip_banned", "sftp.connection_refused",
-                    "upload.aborted")  # fmt: skip
+                    "upload.aborted", "defender.sync_failed")  # fmt: skip
         level = "warning" if name in warnings else "info"
         getattr(self.log, level)(name, **fields)
 

@@ -32,6 +32,10 @@ EVENTS: dict[str, str] = {
     "daemon.ready_again": "every readiness check passes again; /readyz answers 200",
     "hostkey.generated": "a host key was made and saved in the state directory (first start)",
     "hostkey.loaded": "an existing host key was read from the state directory; its fingerprint is logged",
+    "hostkey.adopted": "a replica took the host key its cluster uses (`path`, `fingerprint`) in place of its own, "
+    "and rewrote its file",
+    "defender.sync_failed": "the shared store did not take or give the defender's failures and bans (`error`); "
+    "tried again next round (logged at most once a minute)",
     "config.insecure_demo_tenant": "the demo tenant is configured: anyone with its generated key can log in",
     "config.insecure_demo_api_client": "the demo tenant's API client was made (`client`); its secret is kept in `path` for make run",
     "config.insecure_demo_admin": "the demo's console account was made (`account`); its password is kept in `path` for make run",
@@ -74,6 +78,13 @@ EVENTS: dict[str, str] = {
     "upload.superseded": "a held upload was superseded by a newer accepted upload of the tenant",
     "upload.rediffed": "the tenant's current snapshot changed while an upload was diffed (an approval): diffed again",
     "upload.not_taken": "a file could not be moved out of an inbox (`error`); it stays there and is tried again",
+    "upload.skipped": "an upload's turn was not taken here (`reason`): another replica processes it, or an older "
+    "upload of the tenant is unfinished; looked at again by the next round",
+    "upload.lease_lost": "another replica took over an upload this one was processing (its lease lapsed): this "
+    "replica's outcome is not recorded",
+    "results.refresh_failed": "a tenant's results/ could not be brought up to the shared storage's (`error`): "
+    "the client was served what this replica has",
+    "upload.lease_not_renewed": "renewing the lease on an upload being processed failed (`error`); tried again",
     "worker.died": "a worker process ended abruptly (`signal` or `exit_code`; `upload_id` if it was validating one)",
     "worker.stalled": "a worker's CPU time stood still during a validation, or it ran an hour (`seconds`, `reason`): it is hung, and is killed",
     "worker.pool_replaced": "the worker pool broke (a worker died) and a new one took its place",
@@ -91,6 +102,10 @@ EVENTS: dict[str, str] = {
     "delivery.dead": "a delivery was given up (refused by the target, or failing beyond `give_up_hours`)",
     "delivery.crashed": "a delivery attempt hit an error inside rosterd (a bug); it is retried",
     "delivery.resumed": "deliveries a stop or crash left in flight were queued again at start (`count`)",
+    "delivery.skipped": "a delivery was not sent here (`reason`): another replica claimed or finished it first",
+    "delivery.lease_lost": "another replica took over a delivery this one was sending (its lease lapsed): the "
+    "attempt stopped and its outcome is not recorded",
+    "delivery.lease_not_renewed": "renewing the lease on a delivery being sent failed (`error`); tried again",
     "delivery.replayed": "an administrator re-queued a delivery (`operator`, `at`)",
     "target.disabled": "a receiver answered 410 Gone: its deliveries wait until `rosterd enable-target`",
     "target.enabled": "an administrator enabled a disabled target again (`operator`, `at`)",

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.objects.seaweed import Seaweed, server_for
 from tests.postgres import Cluster, Database
 
 
@@ -26,3 +27,9 @@ def postgres_database(postgres_cluster: Cluster) -> Iterator[Database]:
     database = postgres_cluster.new_database()
     yield database
     postgres_cluster.drop(database)
+
+
+@pytest.fixture(scope="session")
+def seaweed(pytestconfig: pytest.Config) -> Seaweed:
+    """This worker's own SeaweedFS S3 server (tests/objects/seaweed.py), started at first use."""
+    return server_for(pytestconfig).ready()

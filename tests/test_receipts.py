@@ -43,8 +43,8 @@ def test_a_reader_who_sees_the_new_json_finds_the_text_in_the_same_state(tmp_pat
     seen: list[tuple[str, str]] = []  # what a poller reading both files finds after each file is replaced
     publish = writer._publish
 
-    def publish_and_look(path: Path, text: str) -> None:
-        publish(path, text)
+    def publish_and_look(path: Path, text: str, mirror) -> None:
+        publish(path, text, mirror)
         stem = "day1.zip.u-20261201T000000Z-abcdef"
         seen.append((json.loads((tmp_path / f"{stem}.json").read_text())["state"],
                      (tmp_path / f"{stem}.txt").read_text().splitlines()[0].rsplit(" ", 1)[1]))  # fmt: skip

@@ -49,7 +49,7 @@ class Intake:
         self.store = store
         self.options = options
         self.log = log  # log(event, **fields)
-        self.kept = KeptFiles(options.state_dir)
+        self.kept = KeptFiles(options.state_dir, options.mirror)
         self.queues = TenantQueues(self._handle, options.workers)
         self.arrivals = Arrivals(store, self.kept, options, log, lambda: self.tenants, answer, self.queues.enqueue)
         self.supervisor = Supervisor(store, process, answer, self.kept, log, lambda: self.tenants, self._busy,

@@ -178,6 +178,7 @@ class Arrivals:
     async def _record(self, tenant: str, upload_id: str, name: str, kept: Path, session_id: str | None) -> Upload:
         size = (await asyncio.to_thread(kept.stat)).st_size
         sha256 = await asyncio.to_thread(sha256_of, kept)
+        await asyncio.to_thread(self.options.mirror.push_file, kept)  # shared before the store says received
         upload = await asyncio.to_thread(self.store.add, upload_id, tenant, name, sha256, size, str(kept),
                                          judge=False)  # fmt: skip
         session = {"session_id": session_id} if session_id is not None else {}  # only uploads over our SFTP
@@ -213,7 +214,7 @@ class Arrivals:
                     self._record_found(tenant, upload_id, kept, labels.get(upload_id, []))
                 elif state in (State.REJECTED, State.FAILED):
                     with contextlib.suppress(FileNotFoundError):  # set aside meanwhile, after it was listed
-                        self.kept.set_aside(kept, Path(self.store.get(upload_id).path))
+                        self.kept.set_aside(kept, self.kept.mirror.here(Path(self.store.get(upload_id).path)))
                 elif state is State.DUPLICATE:
                     kept.unlink(missing_ok=True)
             for upload_id, found in labels.items():
@@ -230,6 +231,7 @@ class Arrivals:
             name = (written[0].read_text(encoding="utf-8") if written else "") or kept.name  # power cut: empty
         size = kept.stat().st_size
         sha256 = sha256_of(kept)
+        self.options.mirror.push_file(kept)
         self.store.add(upload_id, tenant, name, sha256, size, str(kept), judge=False)
         for label in labels:
             label.unlink(missing_ok=True)

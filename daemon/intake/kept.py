@@ -22,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.store import Upload
 
 KEPT_SUFFIX = ".zip"  # <upload_id>.zip in the uploads and quarantine folders
@@ -31,9 +32,10 @@ HIDDEN_PREFIX = "."  # .<upload_id>.name.XXXXXX.tmp: a label being written
 
 
 class KeptFiles:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, mirror: Mirror = NO_MIRROR) -> None:
         self.uploads_dir = state_dir / "uploads"
         self.quarantine_dir = state_dir / "quarantine"
+        self.mirror = mirror  # the shared copy of each kept file (replicas), dropped with it
 
     def folder(self, tenant: str) -> Path:
         """A tenant's uploads being processed."""
@@ -51,10 +53,12 @@ class KeptFiles:
         """Move a kept file to its place in quarantine (same filesystem: atomic)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
+        self.mirror.drop_file(source)  # quarantine is this replica's own: no other replica processes it again
 
     def drop(self, upload: Upload) -> None:
         """A duplicate's bytes: nothing is done with them."""
-        Path(upload.path).unlink(missing_ok=True)
+        self.mirror.here(Path(upload.path)).unlink(missing_ok=True)
+        self.mirror.drop_file(Path(upload.path))
 
     def expire(self, max_age_seconds: float) -> None:
         """Delete quarantined files older than the quarantine period."""

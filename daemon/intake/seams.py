@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.store import Upload
 
 
@@ -34,6 +35,7 @@ class IntakeOptions:
     supervise_seconds: float = 30.0  # how often uploads left unfinished or unanswered by an error are taken up
     decisions_seconds: float = 2.0  # how often the store is read for operators' decisions to log
     on_accepted: Callable[[str, str], None] | None = None  # (tenant, upload_id): an approval made it current
+    mirror: Mirror = NO_MIRROR  # where replicas find an upload's bytes ([storage] kind = "s3"; daemon/objects)
 
 
 class Process(Protocol):

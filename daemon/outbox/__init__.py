@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from daemon.objects.mirror import NO_MIRROR, Mirror
+from daemon.snapshots.storage import META_FILE
 from daemon.store import Delivery, DeliveryState, Refused, StoreInterface, now, stamp
 
 
@@ -105,8 +107,10 @@ class Outbox:
         log: Callable[..., None],
         on_change: Callable[[Delivery], Awaitable[None]] | None = None,
         on_attempt: Callable[[Delivery, DeliveryState, float], None] | None = None,
+        mirror: Mirror = NO_MIRROR,
     ) -> None:
         self.store = store
+        self.mirror = mirror  # snapshots another replica made are fetched from it before they are sent
         self.targets = targets  # (tenant, target name) -> Target
         self.pool = pool
         self.policy = policy
@@ -286,12 +290,15 @@ class Outbox:
         snapshot = await asyncio.to_thread(self.store.snapshot, delivery.upload_id)
         if snapshot is None or snapshot.pruned_at is not None:
             return permanent(f"the snapshot of {delivery.upload_id} is no longer kept")
+        folder = await asyncio.to_thread(self.mirror.fetch_folder, Path(snapshot.path), META_FILE)
+        if folder is None:
+            return retry(f"the snapshot of {delivery.upload_id} is not in the shared storage (yet)")
         base = None
         if delivery.base_upload_id is not None:
             record = await asyncio.to_thread(self.store.snapshot, delivery.base_upload_id)
             if record is not None and record.pruned_at is None:
-                base = Path(record.path)
-        job = Job(delivery, Path(snapshot.path), base, self.pool)
+                base = await asyncio.to_thread(self.mirror.fetch_folder, Path(record.path), META_FILE)
+        job = Job(delivery, folder, base, self.pool)
         return await target.deliver(job)
 
     async def _record(self, delivery: Delivery, outcome: Outcome, fields: dict) -> DeliveryState:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from daemon.files import write_whole
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.receipts.layout import DRY_RUN_FOLDER, LATEST, TMP_PREFIX, receipt_stem
 from daemon.receipts.receipt import from_store
 from daemon.receipts.text import render_text
@@ -32,8 +33,9 @@ DRY_RUN_FILES_KEPT = 300
 class Receipts:
     """What the running daemon writes into results/, each write built from the store."""
 
-    def __init__(self, store: Store, results: Mapping[str, Path], keep: int = 100) -> None:
+    def __init__(self, store: Store, results: Mapping[str, Path], keep: int = 100, mirror: Mirror = NO_MIRROR) -> None:
         self.store = store
+        self.mirror = mirror  # every file written here is shared with the other replicas through it
         self.results = dict(results)  # tenant -> its results/ folder
         self.keep = keep  # receipts kept per tenant
         self._writing: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # tenant -> its results/
@@ -56,7 +58,7 @@ class Receipts:
             latest = await self.is_newest(upload)
         receipt = await _db(from_store, self.store, upload)
         async with self._writing[upload.tenant]:  # one writer at a time: each write prunes the folder
-            await asyncio.to_thread(write, self.results[upload.tenant], receipt, self.keep, latest)
+            await asyncio.to_thread(write, self.results[upload.tenant], receipt, self.keep, latest, self.mirror)
         if upload.state.final:
             await _db(self.store.mark_answered, upload.id)
 
@@ -74,7 +76,7 @@ class Receipts:
 
     async def write_files(self, tenant: str, files: dict[str, bytes]) -> None:
         """A dry run's files, as they would have been sent, into the tenant's results/cers/."""
-        await asyncio.to_thread(write_dry_run_files, self.results[tenant], files)
+        await asyncio.to_thread(write_dry_run_files, self.results[tenant], files, self.mirror)
 
 
 async def _db(method, *args, **kwargs):
@@ -82,40 +84,43 @@ async def _db(method, *args, **kwargs):
     return await asyncio.to_thread(method, *args, **kwargs)
 
 
-def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True) -> Path:
+def write(results: Path, receipt: dict, keep: int = 100, latest: bool = True, mirror: Mirror = NO_MIRROR) -> Path:
     """Write the text and JSON receipts and (unless `latest` is False) latest.json; drop receipts beyond the
     newest `keep`. The text goes first: whoever sees the JSON (what clients poll) in a new state finds the text
-    in that state too. Blocking."""
+    in that state too; each file is shared through `mirror` as soon as it is written. Blocking."""
     results.mkdir(parents=True, exist_ok=True)
     stem = receipt_stem(receipt["file"], receipt["upload_id"])
     body = json.dumps(receipt, indent=2, ensure_ascii=False) + "\n"
     path = results / f"{stem}.json"
-    _publish(results / f"{stem}.txt", render_text(receipt))
-    _publish(path, body)
+    _publish(results / f"{stem}.txt", render_text(receipt), mirror)
+    _publish(path, body, mirror)
     if latest:
-        _publish(results / LATEST, body)
-    _prune(results, keep)
+        _publish(results / LATEST, body, mirror)
+    _prune(results, keep, mirror)
     return path
 
 
-def write_dry_run_files(results: Path, files: dict[str, bytes]) -> None:
+def write_dry_run_files(results: Path, files: dict[str, bytes], mirror: Mirror = NO_MIRROR) -> None:
     """The files of a dry run, as they would have been sent, each written whole under a hidden name and
     renamed into results/cers/; only the newest DRY_RUN_FILES_KEPT are kept. Blocking."""
     folder = results / DRY_RUN_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        _publish(folder / name, data)
+        _publish(folder / name, data, mirror)
     kept = sorted((p for p in folder.glob("*.csv")), key=lambda p: p.stat().st_mtime_ns)
     for old in kept[: max(0, len(kept) - DRY_RUN_FILES_KEPT)]:
         old.unlink(missing_ok=True)
+        mirror.drop_file(old)
 
 
-def _publish(path: Path, data: str | bytes) -> None:
-    """Whole or not at all, under a TMP_PREFIX name until then (which the SFTP listing never shows)."""
+def _publish(path: Path, data: str | bytes, mirror: Mirror) -> None:
+    """Whole or not at all, under a TMP_PREFIX name until then (which the SFTP listing never shows); then
+    shared."""
     write_whole(path, data, mode=None, temp_prefix=TMP_PREFIX)
+    mirror.push_file(path)
 
 
-def _prune(results: Path, keep: int) -> None:
+def _prune(results: Path, keep: int, mirror: Mirror) -> None:
     """Drop all but the newest `keep` receipts. Another writer (the CLI's `approve`, say) may prune at the same
     time: a receipt gone between the listing and its stat was pruned by it, and is passed over."""
     dated = []
@@ -128,5 +133,6 @@ def _prune(results: Path, keep: int) -> None:
             continue
     dated.sort()
     for _mtime, old in dated[: max(0, len(dated) - keep)]:
-        old.unlink(missing_ok=True)
-        old.with_suffix(".txt").unlink(missing_ok=True)
+        for gone in (old, old.with_suffix(".txt")):
+            gone.unlink(missing_ok=True)
+            mirror.drop_file(gone)

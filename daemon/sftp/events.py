@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # The event vocabulary: past-tense facts.
 SERVER_STARTED = "sftp.server_started"  # with the host keys' fingerprints
 HOSTKEY_GENERATED = "hostkey.generated"  # first start: a host key was made in the state directory
+HOSTKEY_ADOPTED = "hostkey.adopted"  # a replica replaced its own host key with the one the cluster uses
+DEFENDER_SYNC_FAILED = "defender.sync_failed"  # the store did not take or give the defender's evidence
 LOGIN_FAILED = "sftp.login_failed"  # reason: unknown_user | bad_password | bad_key | network_refused
 LOGIN_SUCCEEDED = "sftp.login_succeeded"
 IP_BANNED = "sftp.ip_banned"  # the defender banned remote_ip until `until` (ban_seconds, ban_count)

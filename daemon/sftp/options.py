@@ -8,7 +8,7 @@ Validation of operator input happens before this point; here a value is taken as
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,9 @@ class ServerOptions:
     # a store several replicas share (PostgreSQL): host keys and the defender's evidence go through it, so a
     # client meets one server whichever replica it reaches (None: this daemon alone, files as above)
     shared_state: StoreInterface | None = None
+    # replicas sharing object storage: awaited with the tenant's name before its /results is listed or read,
+    # so that receipts another replica wrote are there (None: this daemon writes every receipt itself)
+    refresh_results: Callable[[str], Awaitable[None]] | None = None
     # The folders inside /results that a tenant may open and read (what the pipeline writes there, named by
     # the caller: the daemon passes daemon/receipts' RESULT_FOLDERS); this layer knows none of them itself.
     result_folders: tuple[str, ...] = RESULT_FOLDERS

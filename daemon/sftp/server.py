@@ -18,7 +18,7 @@ import ipaddress
 import secrets
 import time
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,6 +299,7 @@ def _open_session(shared: _Shared, chan: asyncssh.SSHServerChannel) -> asyncssh.
         touch=gate.touch,
         penalise=gate.penalise_limit,
         on_exit=functools.partial(_release_session, shared, tenant.name),
+        refresh_results=_refresher(shared.options, tenant.name),
     )
     gate.touch()
     session = TenantSFTPServer(chan, context)
@@ -382,6 +383,12 @@ class SftpServer:
         shared.options = dataclasses.replace(shared.options, tenants=dict(tenants))
 
 
+def _refresher(options: ServerOptions, tenant: str) -> Callable[[], Awaitable[None]] | None:
+    """What brings a tenant's /results up to the other replicas' receipts (None: no other replica writes any)."""
+    refresh = options.refresh_results
+    return None if refresh is None else functools.partial(refresh, tenant)
+
+
 async def start_server(
     options: ServerOptions, on_upload: OnUpload, on_event: OnEvent | None = None
 ) -> SftpServer:
@@ -444,7 +451,7 @@ async def _host_keys(options: ServerOptions, reporter: Reporter) -> hostkeys.Hos
     for path in host_keys.generated:
         reporter.event(events.HOSTKEY_GENERATED, kind="host key", path=path)
     for path, fingerprint in host_keys.adopted:
-        reporter.event(cluster.HOSTKEY_ADOPTED, kind="host key", path=path, fingerprint=fingerprint)
+        reporter.event(events.HOSTKEY_ADOPTED, kind="host key", path=path, fingerprint=fingerprint)
     return host_keys
 
 

@@ -25,7 +25,7 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncssh
@@ -73,6 +73,7 @@ class SessionContext:
     touch: Callable[[], None]  # marks the connection active, for the idle timeout
     penalise: Callable[[], None]  # scores the address for a limit exceeded (the defender)
     on_exit: Callable[[], None]  # releases the session's place under the per-tenant cap
+    refresh_results: Callable[[], Awaitable[None]] | None = None  # other replicas' receipts, before /results is read
 
 
 @dataclass(eq=False)
@@ -168,7 +169,14 @@ class TenantSFTPServer(asyncssh.SFTPServer):
     async def lstat(self, path: bytes) -> SFTPAttrs:
         return await self._attrs_of(self._resolve(path, "lstat"))
 
+    async def _refreshed(self, where: VirtualPath) -> None:
+        """Before a look into /results: the receipts other replicas wrote are brought here (replicas only)."""
+        refresh = self._ctx.refresh_results
+        if refresh is not None and where.area is not None and where.area.split("/")[0] == RESULTS:
+            await refresh()
+
     async def _attrs_of(self, where: VirtualPath) -> SFTPAttrs:
+        await self._refreshed(where)
         if where.kind is Kind.ROOT:
             return _attrs(_ROOT_MODE, await self._disk(os.stat, self._root))
         if where.kind is Kind.AREA:
@@ -192,6 +200,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             for area, st in zip(AREAS, stats, strict=True):
                 yield SFTPName(area.encode(), attrs=_attrs(_area_mode(area), st))
             return
+        await self._refreshed(where)
         folders, files = await self._disk(
             lambda: (fs.folder_stats(self._root, where.area, self._ctx.result_folders), fs.list_area(self._root, where.area)))
         for name, st in folders:
@@ -277,6 +286,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         if pflags & (FXF_WRITE | FXF_CREAT | FXF_TRUNC):
             return await self._open_upload(where, pflags)
         if where.readable:
+            await self._refreshed(where)
             with self._handle_slot(upload=False):
                 reading = _Reading(await self._disk(fs.open_for_reading, self._root, where.area, where.name))
             self._handles.add(reading)

@@ -17,12 +17,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from daemon.sftp.defender import FORGET_AFTER_SECONDS, Ban, Defender, Hit
+from daemon.sftp import events
 from daemon.sftp.events import Reporter
 from daemon.store import LoginFailure, SharedBan, StoreInterface
 
 # Events of the shared state (their vocabulary entries belong with the others in daemon/logs.py).
-HOSTKEY_ADOPTED = "hostkey.adopted"  # a replica replaced its own host key with the one the cluster uses
-DEFENDER_SYNC_FAILED = "defender.sync_failed"  # the store did not take or give the defender's evidence
 
 KEEP_FAILURES_SECONDS = 24 * 3600  # failures older than this are deleted from the store as new ones go in
 LATE_MARGIN_SECONDS = 60.0  # failures are read again back to this far behind the last read
@@ -119,5 +118,5 @@ class DefenderSync:
         if now - self._failure_logged < FAILURE_LOG_INTERVAL_SECONDS:
             return
         self._failure_logged = now
-        self._reporter.event(DEFENDER_SYNC_FAILED, error=f"{type(exc).__name__}: {exc}",
+        self._reporter.event(events.DEFENDER_SYNC_FAILED, error=f"{type(exc).__name__}: {exc}",
                              retry_seconds=self._defender.options.sync_seconds)  # fmt: skip

@@ -34,6 +34,7 @@ from pathlib import Path
 from daemon.intake.kept import KeptFiles
 from daemon.intake.seams import Answer
 from daemon.intake.workers import PoolUnavailable, WorkerDied, WorkerPool
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.snapshots import findings_file, retention, storage
 from daemon.snapshots.job import JobResult, TenantRules, UploadJob, run_job
 from daemon.store import SnapshotRecord, StaleBase, State, Store, Upload
@@ -50,6 +51,7 @@ class ProcessOptions:
     snapshots_kept: int = 30
     on_accepted: Callable[[str, str], None] | None = None  # (tenant, upload_id): a new current snapshot
     on_final: Callable[[Upload, dict], None] | None = None  # (upload, the worker's timings): for metrics
+    mirror: Mirror = NO_MIRROR  # where replicas share uploads and snapshots ([storage] kind = "s3")
 
 
 class Processor:
@@ -133,13 +135,21 @@ class Processor:
         """The worker's job: the tenant's rules, where to stage, and the snapshot to diff against (none when an
         operator asked for a rebaseline); with that request, (when, by whom), or None."""
         base = None
+        mirror = self.options.mirror
+        package = await asyncio.to_thread(mirror.fetch_file, Path(upload.path))  # another replica may have it
+        if package is None:
+            raise FileNotFoundError(f"the bytes of {upload.id} are neither here nor in the shared storage")
         rebaseline = await _db(self.store.rebaseline_requested, upload.tenant)
         if not rebaseline:
             current = await _db(self.store.current_snapshot, upload.tenant)
-            base = Path(current.path) if current is not None else None
+            if current is not None:
+                base = await asyncio.to_thread(mirror.fetch_folder, Path(current.path), storage.META_FILE)
+                if base is None:
+                    raise FileNotFoundError(f"snapshot {current.upload_id}, the base of {upload.id}, is neither "
+                                            "here nor whole in the shared storage")  # fmt: skip
         staging = storage.staging_folder(self.options.state_dir, upload.tenant, upload.id)
         findings = findings_file.path_of(self.options.state_dir, upload.tenant, upload.id)
-        return UploadJob(Path(upload.path), staging, base, rules, findings), rebaseline
+        return UploadJob(package, staging, base, rules, findings), rebaseline
 
     async def _take_snapshot(
         self, upload: Upload, job: UploadJob, outcome: JobResult, result: dict, rebaseline: tuple[str, str] | None
@@ -149,6 +159,7 @@ class Processor:
         assert snapshot is not None
         final = storage.final_folder(self.options.state_dir, upload.tenant, upload.id)
         await asyncio.to_thread(storage.publish, job.staging, final)
+        await asyncio.to_thread(self.options.mirror.push_folder, final, storage.META_FILE)  # before it is recorded
         record = SnapshotRecord(tenant=upload.tenant, path=str(final), samples=outcome.samples, **asdict(snapshot))
         state = State.HELD if snapshot.holds else State.ACCEPTED
         try:
@@ -156,6 +167,7 @@ class Processor:
                                check_base=not rebaseline)  # fmt: skip
         except StaleBase:
             await asyncio.to_thread(storage.clear, final)
+            await asyncio.to_thread(self.options.mirror.drop_folder, final)
             raise
         if state is State.ACCEPTED:
             fresh = {"rebaseline_by": rebaseline[1]} if rebaseline else {}
@@ -164,7 +176,8 @@ class Processor:
             for superseded in await _db(self.store.unanswered, upload.tenant, State.SUPERSEDED):
                 self.log("upload.superseded", tenant=upload.tenant, upload_id=superseded.id, by=upload.id)
                 await self._answer_superseded(superseded)
-        await asyncio.to_thread(retention.prune, self.store, upload.tenant, self.options.snapshots_kept, self.log)
+        await asyncio.to_thread(retention.prune, self.store, upload.tenant, self.options.snapshots_kept, self.log,
+                                self.options.mirror)  # fmt: skip
         return upload
 
     async def _answer_superseded(self, upload: Upload) -> None:
@@ -191,7 +204,7 @@ class Processor:
         target = self.kept.quarantined(upload)
         recorded = await _db(self.store.set_state, upload.id, state, detail=detail, path=str(target),
                              result=result)  # fmt: skip
-        await asyncio.to_thread(self.kept.set_aside, Path(upload.path), target)
+        await asyncio.to_thread(self.kept.set_aside, self.options.mirror.here(Path(upload.path)), target)
         return recorded
 
     async def _answer_duplicate(self, upload: Upload) -> None:

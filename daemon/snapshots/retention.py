@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.snapshots import storage
 from daemon.store import State, Store
 
@@ -44,9 +45,9 @@ def trim(validation: dict) -> dict:
     return {**validation, "findings": [findings[i] for i in sorted(kept)], "findings_truncated": True}
 
 
-def prune(store: Store, tenant: str, keep: int, log: Callable[..., None]) -> None:
+def prune(store: Store, tenant: str, keep: int, log: Callable[..., None], mirror: Mirror = NO_MIRROR) -> None:
     """Keep the newest `keep` snapshots of a tenant, always its current one, every held one and every one the
-    outbox still needs; clear the others' folders and mark them pruned. Blocking."""
+    outbox still needs; clear the others' folders (and their shared copies) and mark them pruned. Blocking."""
     current = store.current_snapshot(tenant)
     for_outbox = store.snapshots_for_deliveries(tenant)
     kept = 0
@@ -57,6 +58,7 @@ def prune(store: Store, tenant: str, keep: int, log: Callable[..., None]) -> Non
         needed = (upload.state is State.HELD or (current is not None and record.upload_id == current.upload_id)
                   or record.upload_id in for_outbox)  # fmt: skip
         if kept > keep and not needed:
-            storage.clear(Path(record.path))
+            storage.clear(mirror.here(Path(record.path)))
+            mirror.drop_folder(Path(record.path))
             store.mark_pruned(record.upload_id)
             log("snapshot.pruned", tenant=tenant, upload_id=record.upload_id)

@@ -4,8 +4,6 @@ started once per pytest-xdist worker by seaweed.py, and only when a test asks fo
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,24 +11,9 @@ import pytest
 
 from daemon.objects import LocalStorage, ObjectStorage
 from daemon.objects.s3 import S3Storage
-from tests.objects.seaweed import Seaweed, Server
+from tests.objects.seaweed import Seaweed, server_for
 
-_SERVER = pytest.StashKey[Server]()
 _FOLDER = Path(__file__).parent
-
-
-def _server(config: pytest.Config) -> Server:
-    """This worker's one server: made at first need, stopped and removed when the session ends."""
-    if _SERVER not in config.stash:
-        server = Server(Path(tempfile.mkdtemp(prefix="rosterd-seaweedfs-")))
-        config.stash[_SERVER] = server
-
-        def remove() -> None:
-            server.stop()
-            shutil.rmtree(server.folder, ignore_errors=True)
-
-        config.add_cleanup(remove)
-    return config.stash[_SERVER]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,18 +23,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for index, item in zip(here, sorted((items[index] for index in here), key=_wants_s3), strict=True):
         items[index] = item
     if not config.option.collectonly and any(_wants_s3(items[index]) for index in here):
-        _server(config).launch()
+        server_for(config).launch()
 
 
 def _wants_s3(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     wanted = "seaweed" in getattr(item, "fixturenames", ())
     return wanted or (callspec is not None and callspec.params.get("storage") == "s3")
-
-
-@pytest.fixture(scope="session")
-def seaweed(pytestconfig: pytest.Config) -> Seaweed:
-    return _server(pytestconfig).ready()
 
 
 def s3_storage(seaweed: Seaweed, prefix: str | None = None, secret: str | None = None) -> S3Storage:

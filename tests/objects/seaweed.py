@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -224,3 +226,20 @@ def seed(seaweed: Seaweed, names: Iterable[str], data: bytes) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(put, names))
+
+
+_SERVER = pytest.StashKey[Server]()
+
+
+def server_for(config: pytest.Config) -> Server:
+    """This worker's one server: made at first need, stopped and removed when the session ends."""
+    if _SERVER not in config.stash:
+        server = Server(Path(tempfile.mkdtemp(prefix="rosterd-seaweedfs-")))
+        config.stash[_SERVER] = server
+
+        def remove() -> None:
+            server.stop()
+            shutil.rmtree(server.folder, ignore_errors=True)
+
+        config.add_cleanup(remove)
+    return config.stash[_SERVER]

@@ -14,7 +14,8 @@ import pytest
 
 from daemon.sftp.defender import Ban, Defender, DefenderOptions, Hit
 from daemon.sftp.events import Reporter
-from daemon.sftp.shared import DEFENDER_SYNC_FAILED, DefenderSync
+from daemon.sftp.events import DEFENDER_SYNC_FAILED
+from daemon.sftp.shared import DefenderSync
 from daemon.store import Store
 
 from .test_defender import Clock

@@ -1,0 +1,75 @@
+"""Two replicas sharing PostgreSQL and a real S3-compatible bucket (SeaweedFS), each in its own state directory,
+reached by the real OpenSSH client: what one takes, the other shows and builds on.
+
+A district uploads its roster through replica alpha and reads the receipt through replica beta. It then sends
+a delta through beta, which processes it against the snapshot alpha made (fetched from the bucket): the
+receipt, read back through alpha, counts the changes the delta makes. The bucket holds each upload's bytes
+and each snapshot whole, its snapshot.json written last."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import boto3
+
+from tests.objects.seaweed import Seaweed
+from tests.postgres import Database
+
+from .conftest import RunningDaemon, Tenant, copy_sample
+
+
+def cluster_config(database: Database, seaweed: Seaweed, folder: Path, prefix: str) -> str:
+    """[store] and [storage] sections both replicas share; the secrets in files beside them."""
+    store_secret, storage_secret = folder / "store-password", folder / "s3-secret"
+    store_secret.write_text(database.password + "\n")
+    storage_secret.write_text(seaweed.secret + "\n")
+    for secret in (store_secret, storage_secret):
+        secret.chmod(0o600)
+    return (f'[store]\nurl = "{database.url}"\nsecret_file = "{store_secret}"\n\n'
+            f'[storage]\nkind = "s3"\nendpoint = "{seaweed.endpoint}"\nbucket = "{seaweed.bucket}"\n'
+            f'prefix = "{prefix}"\naccess_key_id = "{seaweed.access_key_id}"\nsecret_file = "{storage_secret}"\n')  # fmt: skip
+
+
+def bucket_keys(seaweed: Seaweed, prefix: str) -> set[str]:
+    client = boto3.client("s3", endpoint_url=seaweed.endpoint, aws_access_key_id=seaweed.access_key_id,
+                          aws_secret_access_key=seaweed.secret, region_name="us-east-1")  # fmt: skip
+    found: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=seaweed.bucket, Prefix=f"{prefix}/"):
+        found |= {item["Key"][len(prefix) + 1 :] for item in page.get("Contents", [])}
+    return found
+
+
+def put(daemon: RunningDaemon, sample: str, name: str) -> None:
+    copy_sample(sample, daemon.client_dir / name)
+    got = daemon.sftp_batch("north", [f"put {name} inbox/{name}"])
+    assert got.returncode == 0, got.stdout + got.stderr
+
+
+def test_what_one_replica_takes_the_other_shows_and_builds_on(
+    rosterd, tenants: dict[str, Tenant], postgres_database: Database, seaweed: Seaweed, tmp_path: Path
+) -> None:
+    prefix = f"cluster-{secrets.token_hex(4)}"
+    config = cluster_config(postgres_database, seaweed, tmp_path, prefix)
+    alpha = rosterd(tenants["north"], extra_config=config)
+    beta = rosterd(tenants["north"], extra_config=config)
+    assert alpha.state != beta.state
+
+    put(alpha, "valid-1.1-bulk.zip", "day1.zip")
+    first = alpha.wait_for_receipt("north", "day1.zip")
+    assert first["state"] == "accepted"
+    assert beta.wait_for_receipt("north", "day1.zip") == first  # read through the other replica
+
+    put(beta, "valid-1.1-delta.zip", "day2.zip")
+    second = beta.wait_for_receipt("north", "day2.zip")
+    assert second["state"] == "accepted", second
+    assert second["changes"]["against_upload_id"] == first["upload_id"]  # diffed against alpha's snapshot
+    assert alpha.wait_for_receipt("north", "day2.zip") == second
+    assert beta.events("upload.accepted", upload_id=second["upload_id"])  # beta did the work, on alpha's base
+    assert not alpha.events("upload.accepted", upload_id=second["upload_id"])
+
+    keys = bucket_keys(seaweed, prefix)
+    for receipt in (first, second):
+        snapshot = f"snapshots/north/{receipt['upload_id']}/"
+        assert f"{snapshot}snapshot.json" in keys and f"{snapshot}users.parquet" in keys
+        assert f"tenants/north/results/day1.zip.{first['upload_id']}.json" in keys
