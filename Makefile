@@ -16,7 +16,7 @@ STAMP313 := $(VENV313)/.installed-stamp
 PY313_TESTS := tests/test_outbox.py tests/test_intake.py tests/test_webhook_target.py tests/test_stop.py \
 	tests/e2e/test_api_crawl_v1p2.py
 
-.PHONY: run test test-py313 venv313 openssh-client systemd-tools chromium postgresql bench samples clean
+.PHONY: run test test-py313 venv313 openssh-client systemd-tools chromium postgresql haproxy bench samples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,15 @@ postgresql:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	fi
 
+# tests/e2e/test_cluster.py puts Debian's HAProxy (TCP mode, health checks on /readyz) in front of two replicas;
+# the test starts it with its own config on a free port, never the package's service.
+haproxy:
+	@if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then \
+		echo "installing HAProxy for the cluster test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; \
+	fi
+
 # lint-imports checks the layers contract in pyproject.toml (each stage imports only those before it). The
 # 3.13 run goes first: about a minute (its venv, the test runner only, takes half a minute more the first
 # time), then the main suite (about 6 minutes on 2 cores; a clean clone's whole `make test`, both venvs
@@ -76,7 +85,7 @@ postgresql:
 # clients, so a third worker keeps both cores busy (6.5 minutes instead of 8.5 with two; four were slower
 # again, 7.4 minutes against 6.5, on 2026-12-07).
 # The two venvs are installed at once (each install keeps about one core busy), then the 3.13 run, then the rest.
-test: openssh-client systemd-tools chromium postgresql
+test: openssh-client systemd-tools chromium postgresql haproxy
 	@$(MAKE) --no-print-directory -j2 $(STAMP) venv313
 	@$(MAKE) --no-print-directory test-py313
 	$(BIN)/lint-imports

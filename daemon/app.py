@@ -290,6 +290,8 @@ class Daemon:
                 rescan_seconds=settings.intake.rescan_seconds,
                 workers=settings.intake.workers,
                 quarantine_days=settings.intake.quarantine_days,
+                # unfinished uploads are looked for at least twice a lease: a dead replica's are taken over soon
+                supervise_seconds=min(30.0, settings.outbox.lease_seconds / 2),
                 on_accepted=self._accepted,
                 mirror=mirror,
             ),
