@@ -509,6 +509,10 @@ class Daemon:
             "state_disk": disk_check(self.state_dir, settings.server.min_free_bytes),
             "file_descriptors": fd_check(),
         }  # fmt: skip
+        if self.mirror is not NO_MIRROR:  # replicas: a bucket that takes no writes stops uploads being recorded
+            probe = f"health/{settings.server.replica_name().replace(':', '-')}"
+            checks["shared_storage"] = write_check(functools.partial(self.mirror.storage.put_bytes, probe, b"ok"),
+                                                   "the shared storage")  # fmt: skip
         return Readiness(checks, interval=settings.health.check_seconds, on_change=self._readiness_changed)
 
     def _readiness_changed(self, blockers: dict[str, str]) -> None:

@@ -75,12 +75,12 @@ class Readiness:
             return f"check failed: {type(exc).__name__}: {exc}"
 
 
-def write_check(write: Callable[[], object]) -> Check:
+def write_check(write: Callable[[], object], what: str = "the database") -> Check:
     def check() -> str | None:
         try:
             write()
-        except Exception as exc:  # sqlite3.OperationalError: read-only, locked, disk I/O error, full
-            return f"the database takes no writes: {exc}"
+        except Exception as exc:  # sqlite3.OperationalError: read-only, locked, disk I/O error, full; S3 refused
+            return f"{what} takes no writes: {exc}"
         return None
 
     return check

@@ -23,7 +23,8 @@ def postgres_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def postgres_database(postgres_cluster: Cluster) -> Iterator[Database]:
-    """A database of this test's own, with the schema migrated."""
+    """A database of this test's own, with the schema migrated. A test that starts daemons on it names this
+    fixture before `rosterd`, so that the daemons stop before the database is dropped."""
     database = postgres_cluster.new_database()
     yield database
     postgres_cluster.drop(database)

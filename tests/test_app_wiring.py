@@ -109,15 +109,16 @@ def test_an_api_target_gets_a_publication_target(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_s3_storage_is_refused_at_start_and_an_unusable_store_says_why(tmp_path, monkeypatch) -> None:
-    """Until replicas share object storage (issue 17), a config asking for it must not start on the state
-    directory as if it were not there; a PostgreSQL store whose password cannot be read stops the start with
+async def test_s3_storage_without_postgresql_or_an_unusable_store_stops_the_start_with_why(tmp_path, monkeypatch) -> None:
+    """S3 storage is for replicas, which need PostgreSQL: without it the start stops with what to set, rather than
+    run on SQLite beside a shared bucket; a PostgreSQL store whose password cannot be read stops the start with
     the source named."""
     from daemon.app import Daemon, StartupError
 
     monkeypatch.delenv("ROSTERD_TEST_PGPASS", raising=False)
     for extra, reason in (
-        ('[storage]\nkind = "s3"\nbucket = "b"\naccess_key_id = "AK"\nsecret_env = "S3"\n', "not served yet"),
+        ('[storage]\nkind = "s3"\nbucket = "b"\naccess_key_id = "AK"\nsecret_env = "S3"\n',
+         r"\[storage\] kind = \"s3\" is for replicas, which share their state in PostgreSQL"),
         ('[store]\nurl = "postgresql://rosterd@db/rosterd"\nsecret_env = "ROSTERD_TEST_PGPASS"\n',
          r"\[store\]: environment variable ROSTERD_TEST_PGPASS is not set"),
     ):  # fmt: skip

@@ -144,7 +144,7 @@ def wait_for(database: Database, sql: str, replica: str, deadline: float) -> boo
 
 @pytest.mark.slow
 def test_two_replicas_behind_haproxy_lose_nothing_and_repeat_nothing_when_one_is_killed(
-    rosterd, postgres_database: Database, seaweed: Seaweed, tmp_path: Path
+    postgres_database: Database, seaweed: Seaweed, rosterd, tmp_path: Path
 ) -> None:
     database, prefix = postgres_database, f"cluster-{secrets.token_hex(4)}"
     secret_file = tmp_path / "webhook.secret"

@@ -61,7 +61,7 @@ def test_a_daemon_on_postgresql_records_uploads_there_and_resumes_from_it(
 
 
 def test_a_second_daemon_on_the_same_database_refuses_to_start(
-    rosterd, tenants: dict[str, Tenant], postgres_database: Database, tmp_path: Path
+    postgres_database: Database, rosterd, tenants: dict[str, Tenant], tmp_path: Path
 ) -> None:
     config = store_config(postgres_database, tmp_path)
     first = rosterd(tenants["north"], extra_config=config)

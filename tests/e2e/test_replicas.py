@@ -47,7 +47,7 @@ def put(daemon: RunningDaemon, sample: str, name: str) -> None:
 
 
 def test_what_one_replica_takes_the_other_shows_and_builds_on(
-    rosterd, tenants: dict[str, Tenant], postgres_database: Database, seaweed: Seaweed, tmp_path: Path
+    postgres_database: Database, seaweed: Seaweed, rosterd, tenants: dict[str, Tenant], tmp_path: Path
 ) -> None:
     prefix = f"cluster-{secrets.token_hex(4)}"
     config = cluster_config(postgres_database, seaweed, tmp_path, prefix)
