@@ -31,6 +31,9 @@ import asyncssh
 import pytest
 from argon2 import PasswordHasher
 
+from tests.objects.seaweed import Seaweed
+from tests.postgres import Database
+
 ROSTERD = Path(sys.executable).parent / "rosterd"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 FINAL_STATES = ("accepted", "rejected", "duplicate", "held", "superseded", "discarded", "failed")
@@ -426,3 +429,38 @@ def daemon(rosterd: Callable[..., RunningDaemon], tenants: dict[str, Tenant]) ->
 def copy_sample(name: str, target: Path) -> Path:
     """A sample zip placed where a test wants it (a file or a folder), as `cp` would."""
     return Path(shutil.copy(SAMPLES / name, target))
+
+
+def cluster_config(database: Database, seaweed: Seaweed, folder: Path, prefix: str) -> str:
+    """[store] and [storage] sections both replicas share; the secrets in files beside them."""
+    store_secret, storage_secret = folder / "store-password", folder / "s3-secret"
+    store_secret.write_text(database.password + "\n")
+    storage_secret.write_text(seaweed.secret + "\n")
+    for secret in (store_secret, storage_secret):
+        secret.chmod(0o600)
+    return (f'[store]\nurl = "{database.url}"\nsecret_file = "{store_secret}"\n\n'
+            f'[storage]\nkind = "s3"\nendpoint = "{seaweed.endpoint}"\nbucket = "{seaweed.bucket}"\n'
+            f'prefix = "{prefix}"\naccess_key_id = "{seaweed.access_key_id}"\nsecret_file = "{storage_secret}"\n')  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """Where a daemon keeps its state: `local` (SQLite and the state directory, the default) or `shared`
+    (PostgreSQL and an S3 bucket, as replicas do). `config` is the TOML to add for it."""
+
+    name: str
+    config: str = ""
+
+    @property
+    def shared(self) -> bool:
+        return self.name == "shared"
+
+
+@pytest.fixture(params=["local", "shared"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A suite run on both: name this fixture before `rosterd`, so that the database and the bucket outlive
+    the daemons (fixtures are torn down in the reverse order they were set up)."""
+    if request.param == "local":
+        return Backend("local")
+    database, seaweed = request.getfixturevalue("postgres_database"), request.getfixturevalue("seaweed")
+    return Backend("shared", cluster_config(database, seaweed, tmp_path, f"suite-{secrets.token_hex(4)}"))

@@ -46,9 +46,8 @@ from tests.fakes.webhooks import WebhookReceiver
 from tests.objects.seaweed import Seaweed
 from tests.postgres import Database
 
-from .conftest import RunningDaemon, Tenant, free_port, make_tenant
+from .conftest import RunningDaemon, Tenant, cluster_config, free_port, make_tenant
 from .test_crash import district_roster, vendor_roster
-from .test_replicas import cluster_config
 
 TENANTS = 10
 DAYS = 5

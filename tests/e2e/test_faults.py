@@ -1,6 +1,7 @@
 """Fault proof: the fake CERS and the fake vendor inject 500, 503, 429, timeouts, resets and an expired token
 while a running daemon delivers several uploads; every delivery ends delivered or dead, each with a clear
-record (attempts, the error of each failed attempt in the log, the last error in the outbox and receipt)."""
+record (attempts, the error of each failed attempt in the log, the last error in the outbox and receipt). On
+SQLite and the state directory, and on PostgreSQL and an S3 bucket (`backend`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.fakes.cers import FakeCers
 from tests.fakes.threaded import served_in_thread
 from tests.fakes.webhooks import WebhookReceiver
 
-from .conftest import ROSTERD, RunningDaemon, Tenant
+from .conftest import ROSTERD, Backend, RunningDaemon, Tenant
 from .test_cers import live_target
 
 SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, enrollments_per_student=3)
@@ -53,7 +54,7 @@ def settle(daemon: RunningDaemon, count: int) -> list[dict]:
 
 @pytest.mark.slow
 def test_every_delivery_ends_delivered_or_dead_with_a_clear_record(
-    rosterd, tenants: dict[str, Tenant], tmp_path: Path
+    backend: Backend, rosterd, tenants: dict[str, Tenant], tmp_path: Path
 ) -> None:
     with running_cognito(tmp_path / "cognito") as cognito, \
             served_in_thread(FakeCers(verify_token=cognito.verify, hang_seconds=4)) as cers, \
@@ -65,7 +66,7 @@ def test_every_delivery_ends_delivered_or_dead_with_a_clear_record(
             "timeout_seconds = 2", f'signing = {{ secret_file = "{secret}" }}',
         ])  # fmt: skip
         config = "[outbox]\nretry_first_seconds = 0.2\nretry_max_seconds = 1.5\npoll_seconds = 0.2\n"
-        daemon = rosterd(dataclasses.replace(tenants["north"], extra=targets), extra_config=config)
+        daemon = rosterd(dataclasses.replace(tenants["north"], extra=targets), extra_config=config + backend.config)
 
         cers.faults.extend(CERS_FAULTS)
         vendor.faults.extend(VENDOR_FAULTS)

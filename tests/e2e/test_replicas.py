@@ -16,19 +16,7 @@ import boto3
 from tests.objects.seaweed import Seaweed
 from tests.postgres import Database
 
-from .conftest import RunningDaemon, Tenant, copy_sample
-
-
-def cluster_config(database: Database, seaweed: Seaweed, folder: Path, prefix: str) -> str:
-    """[store] and [storage] sections both replicas share; the secrets in files beside them."""
-    store_secret, storage_secret = folder / "store-password", folder / "s3-secret"
-    store_secret.write_text(database.password + "\n")
-    storage_secret.write_text(seaweed.secret + "\n")
-    for secret in (store_secret, storage_secret):
-        secret.chmod(0o600)
-    return (f'[store]\nurl = "{database.url}"\nsecret_file = "{store_secret}"\n\n'
-            f'[storage]\nkind = "s3"\nendpoint = "{seaweed.endpoint}"\nbucket = "{seaweed.bucket}"\n'
-            f'prefix = "{prefix}"\naccess_key_id = "{seaweed.access_key_id}"\nsecret_file = "{storage_secret}"\n')  # fmt: skip
+from .conftest import RunningDaemon, Tenant, cluster_config, copy_sample
 
 
 def bucket_keys(seaweed: Seaweed, prefix: str) -> set[str]:
