@@ -39,7 +39,7 @@ from daemon.intake import Intake, IntakeOptions, KeptFiles, TenantPaths
 from daemon.intake.workers import WorkerPool
 from daemon.logs import configure_logging, get_logger
 from daemon.notify import Notifier
-from daemon.objects import StorageError, open_storage
+from daemon.objects import StorageError
 from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.oneroster.findings import Mode
 from daemon.oneroster.validate import ValidateOptions
@@ -491,14 +491,11 @@ class Daemon:
             raise StartupError("[storage] kind = \"s3\" is for replicas, which share their state in PostgreSQL: "
                                "set [store] url too (SQLite is one machine's file)")  # fmt: skip
         try:
-            storage = await asyncio.to_thread(
-                open_storage, config.kind, self.state_dir, bucket=config.bucket, prefix=config.prefix,
-                region=config.region, endpoint=config.endpoint, access_key_id=config.access_key_id,
-                secret=config.read_secret())  # fmt: skip
-            await asyncio.to_thread(storage.list, "snapshots/.probe")  # the bucket exists and the key may read it
+            mirror = await asyncio.to_thread(settings.open_mirror)
+            await asyncio.to_thread(mirror.storage.list, "snapshots/.probe")  # the bucket answers this key
         except (SecretMissing, StorageError, ValueError) as err:
             raise StartupError(f"[storage]: {err}") from None
-        return Mirror(storage, self.state_dir)
+        return mirror
 
     def _readiness(self, settings: Settings) -> Readiness:
         """The checks behind /readyz beyond "started": whether intake can make progress now."""

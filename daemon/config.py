@@ -356,6 +356,22 @@ class Settings(_Section):
 
         return open_store(self.server.state_dir, self.target_names(), self.store.url, self.store.password())
 
+    def open_mirror(self):
+        """Where replicas share uploads, snapshots and receipts (daemon/objects/mirror.py): NO_MIRROR for
+        [storage] kind = "local", else the bucket, with the secret read now. Blocking; SecretMissing or
+        ValueError (daemon.objects) say what is wrong."""
+        from daemon.objects.mirror import NO_MIRROR, Mirror
+
+        storage = self.storage
+        if storage.kind == "local":
+            return NO_MIRROR
+        from daemon.objects import open_storage
+
+        return Mirror(open_storage(storage.kind, self.server.state_dir, bucket=storage.bucket, prefix=storage.prefix,
+                                   region=storage.region, endpoint=storage.endpoint,
+                                   access_key_id=storage.access_key_id, secret=storage.read_secret()),
+                      self.server.state_dir)  # fmt: skip
+
     def target_names(self) -> dict[str, list[str]]:
         """Each tenant's delivery targets: an accepted upload gets one delivery per target (for an api target,
         the delivery makes what its API serves)."""

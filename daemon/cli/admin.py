@@ -192,10 +192,12 @@ def _decide(args: argparse.Namespace) -> int:
     tenant = settings.tenant(upload.tenant)
     if tenant is not None:  # receipts of a tenant no longer configured are left as they are
         results = settings.tenant_root(tenant.name) / "results"
+        mirror = settings.open_mirror()  # replicas: the receipts go to the shared bucket too, which they serve
         newest = store.recent(upload.tenant, 1)
         for changed in [upload, *store.unanswered(upload.tenant, State.SUPERSEDED)]:
             is_newest = bool(newest) and newest[0].id == changed.id
-            receipts.write(results, receipts.from_store(store, changed), settings.intake.receipts_kept, is_newest)
+            receipts.write(results, receipts.from_store(store, changed), settings.intake.receipts_kept, is_newest,
+                           mirror)  # fmt: skip
             store.mark_answered(changed.id)
     store.close()
     print(f"{upload.id} ({upload.tenant}, {upload.name}) is now {upload.state}, by {who} at {upload.updated_at}")

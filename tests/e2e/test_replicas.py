@@ -3,20 +3,23 @@ reached by the real OpenSSH client: what one takes, the other shows and builds o
 
 A district uploads its roster through replica alpha and reads the receipt through replica beta. It then sends
 a delta through beta, which processes it against the snapshot alpha made (fetched from the bucket): the
-receipt, read back through alpha, counts the changes the delta makes. The bucket holds each upload's bytes
+receipt, read back through alpha, counts the changes the delta makes. An upload that is held is approved with
+`rosterd approve` on beta's config, and alpha serves the receipt that says so. The bucket holds each upload's bytes
 and each snapshot whole, its snapshot.json written last."""
 
 from __future__ import annotations
 
 import secrets
+import subprocess
 from pathlib import Path
 
 import boto3
 
+from daemon.generator.generate import DistrictSpec, generate, write_zip
 from tests.objects.seaweed import Seaweed
 from tests.postgres import Database
 
-from .conftest import RunningDaemon, Tenant, cluster_config, copy_sample
+from .conftest import ROSTERD, RunningDaemon, Tenant, cluster_config, copy_sample
 
 
 def bucket_keys(seaweed: Seaweed, prefix: str) -> set[str]:
@@ -55,6 +58,18 @@ def test_what_one_replica_takes_the_other_shows_and_builds_on(
     assert alpha.wait_for_receipt("north", "day2.zip") == second
     assert beta.events("upload.accepted", upload_id=second["upload_id"])  # beta did the work, on alpha's base
     assert not alpha.events("upload.accepted", upload_id=second["upload_id"])
+
+    # a roster with none of the district's users deletes them all: held ([holds] users_deleted_share, 10%); an
+    # operator approves it on beta's machine, and the receipt that says so is what alpha serves
+    write_zip(generate(DistrictSpec(schools=1, students_per_school=5, teachers_per_school=1)),
+              alpha.client_dir / "day3.zip", "1.1")  # fmt: skip
+    assert alpha.sftp_batch("north", ["put day3.zip inbox/day3.zip"]).returncode == 0
+    held = alpha.wait_for_receipt("north", "day3.zip")
+    assert held["state"] == "held", held
+    approved = subprocess.run([str(ROSTERD), "approve", held["upload_id"], "--config", str(beta.config)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert approved.returncode == 0, approved.stderr
+    assert alpha.wait_for_receipt("north", receipt=f"day3.zip.{held['upload_id']}.json")["state"] == "accepted"
 
     keys = bucket_keys(seaweed, prefix)
     for receipt in (first, second):
