@@ -185,12 +185,13 @@ async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
 
 
 async def test_the_server_notification_is_taken_without_settling(harness: Harness) -> None:
-    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=30, rescan_seconds=30))
+    # settling and rescanning take ten minutes here: a receipt within the wait's minute came by the notification
+    harness.configure(IntakeOptions(state_dir=harness.root / "state", settle_seconds=600, rescan_seconds=600))
     await harness.start()
     inbox = harness.tenants["south"].inbox
     shutil.copy(SAMPLES / "valid-1.1-bulk.zip", inbox / "fast.zip")
     await harness.intake.notify(received("south", inbox / "fast.zip"))
-    (receipt,) = await harness.wait_for_receipts("south", 1, timeout=20)
+    (receipt,) = await harness.wait_for_receipts("south", 1, timeout=60)
     assert receipt["state"] == "accepted"
 
 

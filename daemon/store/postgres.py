@@ -30,7 +30,8 @@ from daemon.store import Store
 from daemon.store.postgres_schema import APPLIED, LATEST, MIGRATIONS
 from daemon.store.records import LEASE_SECONDS, StoreUnavailable, now, this_host
 
-# Advisory lock keys: "rosterdW" and "rosterdM" as 64-bit integers, unlikely to meet another application's.
+# Advisory lock keys: "rosterdW" (writes), "rosterdM" (migrations) and "rosterdA" (a daemon alone on the store)
+# as 64-bit integers, unlikely to meet another application's.
 WRITE_LOCK = int.from_bytes(b"rosterdW", "big")
 MIGRATE_LOCK = int.from_bytes(b"rosterdM", "big")
 ALONE_LOCK = int.from_bytes(b"rosterdA", "big")
