@@ -5,8 +5,10 @@ other replica takes over what it held, and is then started again, as systemd wou
 clients to the other replica.
 
 Each tenant is a district whose SIS puts five days of rosters through the load balancer, one after another,
-waiting only until the upload is recorded (its `received` receipt) before the next: consecutive uploads of a
-tenant land on either replica. An SIS whose transfer a kill cuts off sends the file again. Each tenant's
+waiting only until the upload is recorded before the next (the test asks the database, where an SIS would
+poll its `received` receipt; tests/e2e/test_replicas.py reads receipts across replicas): consecutive uploads
+of a tenant land on either replica. An SIS whose transfer a kill cuts off, or whose file the killed replica
+took but never recorded, sends the file again. Each tenant's
 licence vendor takes the changes as signed webhook batches (tests/fakes/webhooks.py, strict about order).
 
 At the end, from the database and the bucket (never from the code under test):
@@ -89,8 +91,9 @@ backend replicas
 class Sis:
     """One district's SIS: puts each day's file through the load balancer and sends it again when cut off."""
 
-    def __init__(self, tenant: Tenant, replica: RunningDaemon, port: int, folder: Path) -> None:
+    def __init__(self, tenant: Tenant, replica: RunningDaemon, port: int, folder: Path, database: Database) -> None:
         self.tenant, self.replica, self.port, self.folder = tenant, replica, port, folder
+        self.database = database
 
     def sftp(self, commands: list[str]) -> subprocess.CompletedProcess:
         batch = self.folder / f".batch-{secrets.token_hex(4)}"
@@ -105,26 +108,17 @@ class Sis:
         deadline = time.monotonic() + DEADLINE / 2
         while True:
             put = self.sftp([f"put {name} inbox/{name}"])
-            if put.returncode == 0 and self._recorded(name, deadline):
+            if put.returncode == 0 and self._recorded(name, min(deadline, time.monotonic() + 15)):
                 return
             assert time.monotonic() < deadline, f"{self.tenant.name}/{name} never got in: {put.stderr}"
             time.sleep(0.5)
 
-    def _recorded(self, name: str, deadline: float) -> bool:
-        local = self.folder / f".latest-{secrets.token_hex(4)}.json"
-        while time.monotonic() < deadline:
-            got = self.sftp([f"get results/latest.json {local}"])
-            if got.returncode == 0 and json.loads(local.read_text()).get("file") == name:
+    def _recorded(self, name: str, until: float) -> bool:
+        while time.monotonic() < until:
+            if query(self.database, "SELECT 1 FROM uploads WHERE tenant = %s AND name = %s", self.tenant.name, name):
                 return True
-            if got.returncode == 0 and _sent_later(name, json.loads(local.read_text()).get("file")):
-                return True
-            time.sleep(0.2)
+            time.sleep(0.1)
         return False
-
-
-def _sent_later(name: str, latest: str | None) -> bool:
-    """latest.json names a later day than `name`: ours was recorded before it."""
-    return latest is not None and latest > name
 
 
 def query(database: Database, sql: str, *args: object) -> list[tuple]:
@@ -173,7 +167,7 @@ def test_two_replicas_behind_haproxy_lose_nothing_and_repeat_nothing_when_one_is
         killer = threading.Thread(target=_kill_twice, args=(alpha, database, kills), daemon=True)
         killer.start()
         with ThreadPoolExecutor(TENANTS) as pool:
-            sent = [pool.submit(_send_days, Sis(t, alpha, port, rosters / t.name)) for t in tenants]
+            sent = [pool.submit(_send_days, Sis(t, alpha, port, rosters / t.name, database)) for t in tenants]
             for done in sent:
                 done.result()
         killer.join(DEADLINE)

@@ -37,7 +37,7 @@ from .conftest import ROSTERD, RunningDaemon, Tenant
 
 SPEC = DistrictSpec(schools=2, students_per_school=40, teachers_per_school=4, enrollments_per_student=3)
 SECRET = "crash-test-signing-secret-0123456789"
-DAYS = 6
+DAYS = 5
 DEADLINE = 90.0
 MOMENTS = ("validating", "delivering", "after a pause", "no kill")
 MUST_CUT = ("validating", "delivering")  # cut off at least once in every series
