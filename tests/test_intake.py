@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -163,6 +165,33 @@ async def test_a_file_left_while_the_daemon_was_down_is_taken_at_start(harness: 
     await harness.start()
     (receipt,) = await harness.wait_for_receipts("north", 1)
     assert receipt["state"] == "accepted" and receipt["validation"]["version"] == "1.2"
+
+
+async def test_a_recovered_file_that_was_sent_again_meanwhile_is_a_duplicate_of_that_copy(harness: Harness) -> None:
+    """A replica died between moving a file out of the inbox and recording it; the SIS, never told `received`,
+    sent the file again, and another replica recorded that copy. The first copy, found at the restart, must
+    not be processed after the newer uploads (it would take the roster back): it is a duplicate of the copy."""
+    uploads = harness.root / "state" / "uploads" / "north"
+    uploads.mkdir(parents=True)
+    found = uploads / f"u-20260101T000000Z-aaaaaa{NAME_SEPARATOR}day1.zip"
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", found)
+    an_hour_ago = time.time() - 3600
+    os.utime(found, (an_hour_ago, an_hour_ago))  # it arrived before the copy was recorded
+    copy = uploads / "u-20260101T000001Z-bbbbbb.zip"
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", copy)
+    sha = hashlib.sha256(copy.read_bytes()).hexdigest()
+    harness.store.add("u-20260101T000001Z-bbbbbb", "north", "day1.zip", sha, copy.stat().st_size, str(copy))
+    newer = uploads / "u-20260101T000002Z-cccccc.zip"  # and the next day's roster after it
+    shutil.copy(SAMPLES / "lenient-excel-export.zip", newer)
+    harness.store.add("u-20260101T000002Z-cccccc", "north", "day2.zip", hashlib.sha256(newer.read_bytes()).hexdigest(),
+                      newer.stat().st_size, str(newer))  # fmt: skip
+    await harness.start()
+    receipts = {r["upload_id"]: r for r in await harness.wait_for_receipts("north", 3)}
+    assert receipts["u-20260101T000001Z-bbbbbb"]["state"] == "accepted"
+    assert receipts["u-20260101T000002Z-cccccc"]["state"] == "accepted"
+    assert receipts["u-20260101T000000Z-aaaaaa"]["state"] == "duplicate"
+    assert harness.store.current_snapshot("north").upload_id == "u-20260101T000002Z-cccccc"  # day 2 stays
+    assert "u-20260101T000001Z-bbbbbb" in harness.store.last_detail("u-20260101T000000Z-aaaaaa")
 
 
 async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:

@@ -26,6 +26,7 @@ import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, awatch
@@ -33,7 +34,7 @@ from watchfiles import Change, DefaultFilter, awatch
 from daemon.files import replace_text
 from daemon.intake.kept import LABEL_SUFFIX, NAME_SEPARATOR, KeptFiles, kept_id
 from daemon.intake.seams import Answer, IntakeOptions, TenantPaths
-from daemon.store import State, Store, Upload, new_upload_id
+from daemon.store import State, Store, Upload, new_upload_id, stamp
 
 HIDDEN_PREFIX = "."  # temporary and partial files (ours and other clients') start with a dot
 
@@ -223,7 +224,13 @@ class Arrivals:
                         label.unlink(missing_ok=True)
 
     def _record_found(self, tenant: str, upload_id: str, kept: Path, labels: list[Path]) -> None:
-        """Record a file found moved but not recorded (blocking)."""
+        """Record a file found moved but not recorded (blocking).
+
+        It was never answered `received`, so its uploader may have sent it again meanwhile, and with replicas
+        another one recorded that copy and perhaps newer uploads after it. The same bytes recorded for the
+        tenant since this file arrived (its time on disk) are that copy: this one is a duplicate of it, and is
+        not processed out of its turn (it would take the roster back past the newer uploads)."""
+        arrived = stamp(datetime.fromtimestamp(kept.stat().st_mtime, UTC))
         if NAME_SEPARATOR in kept.name:
             name = kept.name.partition(NAME_SEPARATOR)[2]
         else:
@@ -232,7 +239,11 @@ class Arrivals:
         size = kept.stat().st_size
         sha256 = sha256_of(kept)
         self.options.mirror.push_file(kept)
-        self.store.add(upload_id, tenant, name, sha256, size, str(kept), judge=False)
+        upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept), judge=False)
+        resent = self.store.earlier_with_same_bytes(upload)
+        if resent is not None and resent.received_at >= arrived:
+            self.store.set_state(upload_id, State.DUPLICATE, detail=f"sent again and recorded as {resent.id} "
+                                 "before this copy was recovered")  # fmt: skip
         for label in labels:
             label.unlink(missing_ok=True)
         self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name,
