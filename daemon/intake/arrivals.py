@@ -230,13 +230,14 @@ class Arrivals:
         another one recorded that copy and perhaps newer uploads after it. The same bytes recorded for the
         tenant since this file arrived (its time on disk) are that copy: this one is a duplicate of it, and is
         not processed out of its turn (it would take the roster back past the newer uploads)."""
-        arrived = stamp(datetime.fromtimestamp(kept.stat().st_mtime, UTC))
+        found = kept.stat()
+        arrived = stamp(datetime.fromtimestamp(found.st_mtime, UTC))
         if NAME_SEPARATOR in kept.name:
             name = kept.name.partition(NAME_SEPARATOR)[2]
         else:
             written = [label for label in labels if label.name.endswith(LABEL_SUFFIX)]
             name = (written[0].read_text(encoding="utf-8") if written else "") or kept.name  # power cut: empty
-        size = kept.stat().st_size
+        size = found.st_size
         sha256 = sha256_of(kept)
         self.options.mirror.push_file(kept)
         upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept), judge=False)

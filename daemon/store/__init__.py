@@ -116,11 +116,18 @@ class Store(StoreInterface):
     """
 
     def __init__(self, path: Path, targets: dict[str, list[str]] | None = None) -> None:
+        database = Database(path)
+        self._begin(database, targets, shared=False)  # one daemon's file: host keys and bans stay in its state
+        self._db = database.connection  # the raw connection, for a test that tunes it (busy_timeout)
+
+    def _begin(self, database: Database | PostgresDatabase, targets: dict[str, list[str]] | None,
+               shared: bool) -> None:  # fmt: skip
+        """What every store holds, whichever database: its connection, the targets, this replica's name and
+        lease, and whether replicas share it."""
         self.targets = dict(targets or {})
         self.replica, self.lease_seconds = this_host(), LEASE_SECONDS
-        self.shared = False  # one daemon's own file: host keys and bans stay in the state directory
-        self._database: Database | PostgresDatabase = Database(path)
-        self._db = self._database.connection  # the raw connection, for a test that tunes it (busy_timeout)
+        self.shared = shared
+        self._database = database
 
     # -- uploads and their states -------------------------------------------------------------------
 
@@ -172,7 +179,7 @@ class Store(StoreInterface):
             upload = _required(uploads_table.get(db, upload_id), upload_id)
             if upload.state.final:
                 raise Refused(f"upload {upload_id} is {upload.state} already")
-            if upload.claimed_by not in (None, self.replica) and (upload.lease_until or "") >= at:
+            if self._held_elsewhere(upload.claimed_by, upload.lease_until, at):
                 raise Refused(f"upload {upload_id} is being processed by {upload.claimed_by} (its lease runs "
                               f"until {upload.lease_until})")  # fmt: skip
             first = uploads_table.first_unfinished(db, upload.tenant)
@@ -191,9 +198,17 @@ class Store(StoreInterface):
         """Within a write that moves an upload: refused when another replica claimed it since (this one's
         lease lapsed and the other took the upload over, or finished it)."""
         upload = _required(uploads_table.get(db, upload_id), upload_id)
-        if upload.claimed_by not in (None, self.replica):
+        if self._claimed_elsewhere(upload.claimed_by):
             raise Refused(f"upload {upload_id} was taken over by {upload.claimed_by}: this replica's outcome is "
                           "not recorded")  # fmt: skip
+
+    def _claimed_elsewhere(self, claimed_by: str | None) -> bool:
+        """An upload or delivery another replica claimed last (this one's claim, if it had one, is gone)."""
+        return claimed_by not in (None, self.replica)
+
+    def _held_elsewhere(self, claimed_by: str | None, lease_until: str | None, at: str) -> bool:
+        """Another replica claimed it, and its lease has not lapsed at `at`: not this replica's to take."""
+        return self._claimed_elsewhere(claimed_by) and (lease_until or "") >= at
 
     def mark_answered(self, upload_id: str) -> None:
         at = now()
@@ -340,8 +355,8 @@ class Store(StoreInterface):
         at = now()
         with self._database.transaction() as db:
             delivery = _required(deliveries_table.get(db, delivery_id), delivery_id)
-            if delivery.state is DeliveryState.IN_FLIGHT and delivery.claimed_by not in (None, self.replica) \
-                    and (delivery.lease_until or "") >= at:  # fmt: skip
+            if delivery.state is DeliveryState.IN_FLIGHT and self._held_elsewhere(delivery.claimed_by,
+                                                                                  delivery.lease_until, at):  # fmt: skip
                 raise Refused(f"delivery {delivery_id} is being sent by {delivery.claimed_by} (its lease runs "
                               f"until {delivery.lease_until})")  # fmt: skip
             if not delivery.state.open:
@@ -365,7 +380,7 @@ class Store(StoreInterface):
         at = now()
         with self._database.transaction() as db:
             delivery = _required(deliveries_table.get(db, delivery_id), delivery_id)
-            if delivery.claimed_by not in (None, self.replica):
+            if self._claimed_elsewhere(delivery.claimed_by):
                 raise Refused(f"delivery {delivery_id} was taken over by {delivery.claimed_by}: this attempt's "
                               "outcome is not recorded")  # fmt: skip
             deliveries_table.finish(db, delivery_id, state, at, error, result, next_attempt_at)

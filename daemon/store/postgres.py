@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from daemon.store import Store
 from daemon.store.postgres_schema import APPLIED, LATEST, MIGRATIONS
-from daemon.store.records import LEASE_SECONDS, StoreUnavailable, now, this_host
+from daemon.store.records import StoreUnavailable, now
 
 # Advisory lock keys: "rosterdW" (writes), "rosterdM" (migrations) and "rosterdA" (a daemon alone on the store)
 # as 64-bit integers, unlikely to meet another application's.
@@ -136,10 +136,8 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, password: str | None, targets: dict[str, list[str]] | None = None,
                  max_connections: int = 8) -> None:  # fmt: skip
-        self.targets = dict(targets or {})
-        self.replica, self.lease_seconds = this_host(), LEASE_SECONDS
-        self.shared = True  # replicas share it: their SFTP servers share host keys and the defender through it
-        self._database = PostgresDatabase(url, password, max_connections)
+        # replicas share it: their SFTP servers share host keys and the defender through it
+        self._begin(PostgresDatabase(url, password, max_connections), targets, shared=True)
         version = self._database.schema_version()
         if version != LATEST:
             self._database.close()
