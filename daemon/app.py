@@ -382,7 +382,8 @@ class Daemon:
             return
         assert self.store is not None and self.sftp is not None
         gate = Gate(self.sftp.banned_until, lambda ip, unknown: self.sftp.penalise_login(ip, unknown, "console"))
-        console = ConsoleServer(settings.admin, self.store, lambda: self.settings, self.log, gate, self.receipts)
+        console = ConsoleServer(settings.admin, self.store, lambda: self.settings, self.log, gate, self.receipts,
+                                self.mirror)
         try:
             await console.start()
         except OSError as exc:

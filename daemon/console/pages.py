@@ -140,7 +140,7 @@ class Pages:
         receipt = await self.server.read(queries.receipt, store, upload)
         chosen = {k: request.query.get(k, "")[:200] for k in ("code", "file", "q")}
         page = await self.server.read(queries.findings, state_dir, store, upload, chosen["code"], chosen["file"],
-                                      chosen["q"], _int(request.query.get("page")))  # fmt: skip
+                                      chosen["q"], _int(request.query.get("page")), self.server.mirror)  # fmt: skip
         decides = upload.state is State.HELD and self.server.access(request).decides_holds(
             self.server.settings(), upload.tenant)  # fmt: skip
         return self.server.render(request, "upload.html", upload=upload, receipt=receipt, findings=page,
@@ -150,7 +150,7 @@ class Pages:
         upload = await self._upload(request)
         chosen = [request.query.get(k, "")[:200] for k in ("code", "file", "q")]
         body = await self.server.read(queries.findings_csv, self.server.settings().server.state_dir,
-                                      self.server.store, upload, *chosen)  # fmt: skip
+                                      self.server.store, upload, *chosen, self.server.mirror)  # fmt: skip
         return web.Response(body=body, content_type="text/csv", charset="utf-8", headers={
             "Content-Disposition": f'attachment; filename="findings-{upload.id}.csv"'})  # fmt: skip
 
@@ -158,7 +158,8 @@ class Pages:
         upload = await self._upload(request)
         snapshot = await self.server.read(self.server.store.snapshot, upload.id)
         chosen = {k: request.query.get(k, "")[:200] for k in ("entity", "action", "q")}
-        rows = await self.server.read(queries.change_rows, snapshot, chosen["entity"], chosen["action"],
+        folder = await self.server.read(self.server.snapshot_folder, snapshot)
+        rows = await self.server.read(queries.change_rows, snapshot, folder, chosen["entity"], chosen["action"],
                                       chosen["q"], _int(request.query.get("page")))  # fmt: skip
         return self.server.render(request, "changes.html", upload=upload, snapshot=snapshot, changes=rows,
                                   chosen=chosen)  # fmt: skip

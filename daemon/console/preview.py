@@ -40,6 +40,8 @@ from aiohttp import web
 from daemon.console import pages
 from daemon.receipts.layout import DRY_RUN_FOLDER
 from daemon.snapshots import storage
+from daemon.snapshots.storage import Folder
+from daemon.store import SnapshotRecord
 from daemon.targets.cers.groups import build_groups, compared_groups
 from daemon.targets.cers.settings import CersTarget
 from daemon.targets.scope import LICENCE_COLUMN, explained_view
@@ -121,7 +123,7 @@ class LicencePreview:
     licensed: bool  # the scope gives licences (classes.metadata.licence)
 
 
-def licence_preview(snapshot: Path, scope: Scope, today: date) -> LicencePreview:
+def licence_preview(snapshot: Folder, scope: Scope, today: date) -> LicencePreview:
     """The snapshot in `snapshot` as the scope lets a target see it on `today` (daemon/targets/scope.py)."""
     frames, _files = storage.scan_frames(snapshot)
     view, counts, left = explained_view(frames, scope, today)
@@ -203,7 +205,7 @@ class CersPreview:
     findings: list[dict]
 
 
-def cers_preview(snapshot: Path, target: CersTarget) -> CersPreview:
+def cers_preview(snapshot: Folder, target: CersTarget) -> CersPreview:
     frames, _files = storage.scan_frames(snapshot)
     groups, findings = build_groups(frames, target.mapping, target.filters)
     return CersPreview(_shown_groups(groups, frames), findings)
@@ -239,7 +241,7 @@ EMPTY_GROUPS = pl.DataFrame(schema={"group_name": pl.String, "school_natural_id"
                                     "teachers": pl.UInt32, "class_sourced_id": pl.String, "kind": pl.String})  # fmt: skip
 
 
-def sent_groups(snapshot: Path | None, base: Path | None, based: bool, target: CersTarget,
+def sent_groups(snapshot: Folder | None, base: Folder | None, based: bool, target: CersTarget,
                 files: list[Path]) -> SentGroups:  # fmt: skip
     """The groups a delivery sent: built again from its snapshot and its base's (`based`: the delivery had a base,
     whose folder is `base` unless pruned), else read from its dry-run `files` that are still there."""
@@ -347,6 +349,10 @@ class PreviewPages(pages.Pages):
         super().__init__(server)
         self.cache = Cache()
 
+    def _folder(self, record: SnapshotRecord) -> Folder:
+        """A kept snapshot's folder, to preview it; one no replica has whole any more reads as empty."""
+        return self.server.snapshot_folder(record) or Path(record.path)
+
     def _results(self, tenant: str) -> Path:
         return self.server.settings().tenant_root(tenant) / "results"
 
@@ -361,7 +367,7 @@ class PreviewPages(pages.Pages):
         if isinstance(target, CersTarget):
             key = ("cers", tenant, target.name, record.upload_id, target.mapping.model_dump_json(),
                    target.filters.model_dump_json())  # fmt: skip
-            shown = await self.server.read(self.cache.get, key, lambda: cers_preview(Path(record.path), target))
+            shown = await self.server.read(self.cache.get, key, lambda: cers_preview(self._folder(record), target))
             view = query["view"] if query["view"] in ("groups", "findings") else "groups"
             values.update(cers=shown, view=view)
             if query["class"]:
@@ -373,8 +379,8 @@ class PreviewPages(pages.Pages):
             return self.server.render(request, "preview_cers.html", **values)
         today = target_today(target)
         key = ("licence", tenant, target.name, record.upload_id, target.scope.model_dump_json(), today)
-        shown = await self.server.read(self.cache.get, key, lambda: licence_preview(Path(record.path), target.scope,
-                                                                                     today))  # fmt: skip
+        shown = await self.server.read(self.cache.get, key, lambda: licence_preview(self._folder(record),
+                                                                                     target.scope, today))  # fmt: skip
         view = query["view"] if query["view"] in VIEWS else "classes"
         values.update(preview=shown, view=view, reasons=REASONS)
         if query["class"]:
@@ -407,7 +413,7 @@ class PreviewPages(pages.Pages):
         key = ("sent", delivery.id, kept, base_kept, tuple(files), target.mapping.model_dump_json(),
                target.filters.model_dump_json())  # fmt: skip
         sent = await self.server.read(self.cache.get, key, lambda: sent_groups(
-            Path(kept) if kept else None, Path(base_kept) if base_kept else None, delivery.base_upload_id is not None,
+            self.server.snapshot_folder(record), self.server.snapshot_folder(base), delivery.base_upload_id is not None,
             target, files))  # fmt: skip
         chosen = {k: request.query.get(k, "")[:200] for k in ("kind", "q")}
         page = await self.server.read(page_of, sent.groups, chosen["q"], ("group_name", "class_sourced_id", "school",

@@ -15,9 +15,11 @@ from pathlib import Path
 import polars as pl
 
 from daemon.config import Settings
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.receipts import from_store
 from daemon.snapshots import findings_file, storage
 from daemon.snapshots.changes import ACTIONS, CHANGED, COUNTS_FILE, SECRET_COLUMNS, entity_order
+from daemon.snapshots.storage import Folder
 from daemon.store import Delivery, DeliveryState, SnapshotRecord, State, StoreInterface, Upload
 
 PAGE_ROWS = 100  # findings and change-set rows per page
@@ -203,10 +205,10 @@ class FindingsPage:
 
 
 def findings(state_dir: Path, store: StoreInterface, upload: Upload, code: str = "", file: str = "",
-             text: str = "", page: int = 1) -> FindingsPage:  # fmt: skip
+             text: str = "", page: int = 1, mirror: Mirror = NO_MIRROR) -> FindingsPage:  # fmt: skip
     """One page of the upload's findings, filtered by code, file and a text found in the value, column, message
     or sourcedId."""
-    frame = _findings_frame(state_dir, store, upload)
+    frame = _findings_frame(state_dir, store, upload, mirror)
     result = store.result(upload.id) or {}
     kept = frame.select(pl.len()).collect().item()
     files = sorted(f for f in frame.select(pl.col("file").unique()).collect().to_series().to_list() if f)
@@ -219,14 +221,14 @@ def findings(state_dir: Path, store: StoreInterface, upload: Upload, code: str =
 
 
 def findings_csv(state_dir: Path, store: StoreInterface, upload: Upload, code: str = "", file: str = "",
-                 text: str = "") -> bytes:  # fmt: skip
+                 text: str = "", mirror: Mirror = NO_MIRROR) -> bytes:  # fmt: skip
     """The findings the filter picks, every one kept, as CSV (UTF-8, a header row)."""
-    chosen = _filtered(_findings_frame(state_dir, store, upload), code, file, text)
+    chosen = _filtered(_findings_frame(state_dir, store, upload, mirror), code, file, text)
     return chosen.select(FINDING_COLUMNS).collect().write_csv().encode("utf-8")
 
 
-def _findings_frame(state_dir: Path, store: StoreInterface, upload: Upload) -> pl.LazyFrame:
-    scanned = findings_file.scan(findings_file.path_of(state_dir, upload.tenant, upload.id))
+def _findings_frame(state_dir: Path, store: StoreInterface, upload: Upload, mirror: Mirror) -> pl.LazyFrame:
+    scanned = findings_file.scan(findings_file.path_of(state_dir, upload.tenant, upload.id), mirror)
     if scanned is not None:
         return scanned
     kept = (store.result(upload.id) or {}).get("findings", [])
@@ -260,20 +262,21 @@ class ChangeRows:
     available: bool  # False: the snapshot was pruned or never made
 
 
-def change_rows(snapshot: SnapshotRecord | None, entity: str = "", action: str = "", sourced_id: str = "",
-                page: int = 1) -> ChangeRows:  # fmt: skip
-    """One page of a change set's rows of one entity and action, those whose sourcedId holds `sourced_id`."""
+def change_rows(snapshot: SnapshotRecord | None, folder: Folder | None, entity: str = "", action: str = "",
+                sourced_id: str = "", page: int = 1) -> ChangeRows:  # fmt: skip
+    """One page of a change set's rows of one entity and action, those whose sourcedId holds `sourced_id`.
+    `folder` is where the snapshot is read from (None: pruned, or whole nowhere)."""
     counts = snapshot.changes if snapshot else {}
-    folder = Path(snapshot.path) / storage.CHANGES_FOLDER if snapshot else None
-    if folder is None or snapshot.pruned_at or not (folder / COUNTS_FILE).is_file():
+    changes = f"{storage.CHANGES_FOLDER}/"
+    if snapshot is None or snapshot.pruned_at or folder is None or not storage.has_file(folder, changes + COUNTS_FILE):
         return ChangeRows(entity, action, [], 0, 1, 1, counts, False)
     entities = entity_order(counts)
     entity = entity if entity in counts else next((e for e in entities if sum(counts[e].values())), "")
     action = action if action in ACTIONS else next((a for a in ACTIONS if counts.get(entity, {}).get(a)), "added")
-    path = folder / f"{entity}.{action}.parquet"
-    if not entity or not path.is_file():
+    name = f"{changes}{entity}.{action}.parquet"
+    if not entity or not storage.has_file(folder, name):
         return ChangeRows(entity, action, [], 0, 1, 1, counts, True)
-    frame = pl.scan_parquet(path)
+    frame = storage.scan_file(folder, name)
     if sourced_id:
         frame = frame.filter(pl.col("sourcedId").cast(pl.String).str.contains(sourced_id, literal=True))
     total = frame.select(pl.len()).collect().item()

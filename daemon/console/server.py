@@ -45,7 +45,9 @@ from daemon.console import accounts
 from daemon.console.access import Access
 from daemon.console.queries import seconds_since
 from daemon.console.sessions import Session, Sessions
-from daemon.store import StoreInterface
+from daemon.objects.mirror import NO_MIRROR, Mirror
+from daemon.snapshots.storage import META_FILE, Folder
+from daemon.store import SnapshotRecord, StoreInterface
 
 HERE = Path(__file__).resolve().parent
 LOGIN_QUEUE = 16  # login checks waiting at once; more get 429 at once
@@ -75,6 +77,7 @@ class ConsoleServer:
         log: Any,
         gate: Gate | None = None,
         receipts: Any = None,
+        mirror: Mirror = NO_MIRROR,
     ) -> None:
         self.config = config
         self.store = store
@@ -82,6 +85,7 @@ class ConsoleServer:
         self.log = log
         self.gate = gate
         self.receipts = receipts  # daemon.receipts.Receipts: an action rewrites the receipts it changes
+        self.mirror = mirror  # replicas: snapshots another replica made are read in place from the bucket
         self.tls = config.tls_cert is not None
         self.cookie = "__Host-rosterd" if self.tls else "rosterd"
         self.sessions = Sessions(config.idle_minutes * 60, config.session_hours * 3600)
@@ -140,6 +144,13 @@ class ConsoleServer:
         """Run a blocking read in the console's threads."""
         return await asyncio.get_running_loop().run_in_executor(self.threads, functools.partial(fn, *args, **kwargs))
 
+
+    def snapshot_folder(self, record: SnapshotRecord | None) -> Folder | None:
+        """Where a kept snapshot is read from (here, or in place from the shared storage); None when it was
+        pruned, is not whole, or there is none. Blocks: call it through `read`."""
+        if record is None or record.pruned_at:
+            return None
+        return self.mirror.locate_folder(Path(record.path), META_FILE)
     def render(self, request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
         session: Session = request[SESSION]
         access = request.get(ACCESS)

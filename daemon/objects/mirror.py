@@ -6,8 +6,10 @@ shared storage, under its path relative to the state directory, before the store
     snapshots/TENANT/UPLOAD/...   a published snapshot, its snapshot.json last (a snapshot without it is
                                   not whole yet, and no replica takes it)
     tenants/TENANT/results/...    each receipt as it is written
-A replica that needs one it does not have (it took over an upload, a delivery, or a tenant's listing) fetches
-it into its own state directory first: a folder into a staging folder beside it, renamed into place whole.
+A replica that needs a snapshot it does not have (it took over an upload or a delivery, or shows a change set)
+reads it in place (`locate_folder`: polars reads the byte ranges it needs). Other files it fetches into its own
+state directory first (an upload's bytes, a tenant's results/): a folder into a staging folder beside it,
+renamed into place whole.
 
 The store records the path where the replica that wrote a file keeps it, and replicas need not share one
 state directory path: a recorded upload or snapshot is found here by its last three parts (AREA/TENANT/NAME,
@@ -22,14 +24,34 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+import polars as pl
 
 from daemon.objects.interface import ObjectMissing, ObjectStorage
 
 RECORDED_AREAS = ("uploads", "quarantine", "snapshots")  # STATE/AREA/TENANT/NAME: what the store records paths of
 FETCH_PREFIX = ".fetch-"  # a folder being fetched; left by a crash, it is removed at the next fetch of its folder
 STALE_SECONDS = 60.0  # a local copy the storage no longer has is removed once it is this old (not being pushed)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFolder:
+    """A snapshot (or another written-once folder) in the shared storage, read in place: polars fetches the
+    byte ranges it needs (the Parquet footer, then the columns asked for) and nothing lands on local disk.
+    Made by Mirror.locate_folder; it pickles, so a worker process can be handed one as it is a Path."""
+
+    name: str  # the folder's own name: a snapshot's upload id
+    sources: dict[str, str]  # each file's name relative to the folder ('users.parquet', 'changes/counts.json')
+    options: dict[str, str] | None = field(repr=False)  # polars' storage_options: they hold the secret
+
+    def has(self, name: str) -> bool:
+        return name in self.sources
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.sources[name], storage_options=self.options, glob=False)
 
 
 class Mirror:
@@ -102,6 +124,41 @@ class Mirror:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
 
+    def push_newest(self, path: Path, keep: int) -> None:
+        """Push a file, then remove from the storage all but the `keep` newest files beside it (their names
+        sort by age: upload ids), as the writer did here."""
+        self.push_file(path)
+        prefix = self.key(path.parent) + "/"
+        beside = [info.key for info in self.storage.list(prefix) if "/" not in info.key[len(prefix):]]
+        for old in beside[: max(0, len(beside) - keep)]:
+            self.storage.delete(old)
+
+    def scan_file(self, path: Path) -> pl.LazyFrame | None:
+        """A Parquet file of this state directory, scanned where it is: here, else in place in the storage;
+        None when neither has it."""
+        if path.is_file():
+            return pl.scan_parquet(path)
+        key = self.key(path)
+        if self.storage.info(key) is None:
+            return None
+        source, options = self.storage.polars_source(key)
+        return pl.scan_parquet(source, storage_options=options, glob=False)
+
+    def locate_folder(self, folder: Path, last: str) -> Path | RemoteFolder | None:
+        """Where a recorded written-once folder (a snapshot) is read from: here, when this replica has it;
+        else in place in the storage, by range reads, when the storage has it whole; else None."""
+        here = self.here(folder)
+        if here.exists():
+            return here
+        prefix = self.key(folder) + "/"
+        found = self.storage.list(prefix)
+        if not any(info.key == prefix + last for info in found):
+            return None
+        sources, options = {}, None
+        for info in found:
+            sources[info.key[len(prefix):]], options = self.storage.polars_source(info.key)
+        return RemoteFolder(here.name, sources, options)
+
     def drop_file(self, path: Path) -> None:
         self.storage.delete(self.key(path))
 
@@ -166,6 +223,15 @@ class _NoMirror(Mirror):
 
     def fetch_folder(self, folder: Path, last: str) -> Path | None:
         return Path(folder)
+
+    def locate_folder(self, folder: Path, last: str) -> Path | RemoteFolder | None:
+        return Path(folder)
+
+    def push_newest(self, path: Path, keep: int) -> None:
+        pass
+
+    def scan_file(self, path: Path) -> pl.LazyFrame | None:
+        return pl.scan_parquet(path) if Path(path).is_file() else None
 
     def drop_file(self, path: Path) -> None:
         pass

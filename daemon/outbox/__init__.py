@@ -32,7 +32,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from daemon.objects.mirror import NO_MIRROR, Mirror
-from daemon.snapshots.storage import META_FILE
+from daemon.snapshots.storage import META_FILE, Folder
 from daemon.store import Delivery, DeliveryState, Refused, StoreInterface, now, stamp
 
 
@@ -41,8 +41,8 @@ class Job:
     """What a target needs for one attempt of one delivery."""
 
     delivery: Delivery
-    snapshot: Path  # the snapshot this delivery brings the target to
-    base: Path | None  # the snapshot the target has already (None: nothing yet, send everything)
+    snapshot: Folder  # the snapshot this delivery brings the target to (here, or read in place from the bucket)
+    base: Folder | None  # the snapshot the target has already (None: nothing yet, send everything)
     pool: Executor  # for CPU work (polars): never on the event loop
 
 
@@ -290,14 +290,14 @@ class Outbox:
         snapshot = await asyncio.to_thread(self.store.snapshot, delivery.upload_id)
         if snapshot is None or snapshot.pruned_at is not None:
             return permanent(f"the snapshot of {delivery.upload_id} is no longer kept")
-        folder = await asyncio.to_thread(self.mirror.fetch_folder, Path(snapshot.path), META_FILE)
+        folder = await asyncio.to_thread(self.mirror.locate_folder, Path(snapshot.path), META_FILE)
         if folder is None:
             return retry(f"the snapshot of {delivery.upload_id} is not in the shared storage (yet)")
         base = None
         if delivery.base_upload_id is not None:
             record = await asyncio.to_thread(self.store.snapshot, delivery.base_upload_id)
             if record is not None and record.pruned_at is None:
-                base = await asyncio.to_thread(self.mirror.fetch_folder, Path(record.path), META_FILE)
+                base = await asyncio.to_thread(self.mirror.locate_folder, Path(record.path), META_FILE)
         job = Job(delivery, folder, base, self.pool)
         return await target.deliver(job)
 

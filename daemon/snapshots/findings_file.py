@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from daemon.files import write_whole
+from daemon.objects.mirror import NO_MIRROR, Mirror
 
 KEPT = 200  # findings files per tenant: the newest uploads' (upload ids sort by arrival); older ones are removed
 SCHEMA = {"code": pl.String, "severity": pl.String, "message": pl.String, "file": pl.String, "row": pl.Int64,
@@ -41,9 +42,9 @@ def write(path: Path, findings: list[dict], keep: int = KEPT) -> None:
         old.unlink(missing_ok=True)
 
 
-def scan(path: Path) -> pl.LazyFrame | None:
-    """The upload's findings with their position (`n`, from 0), or None when no file was written for it (an
-    upload processed before this file existed: the console falls back to the stored result)."""
-    if not path.is_file():
-        return None
-    return pl.scan_parquet(path).with_row_index("n")
+def scan(path: Path, mirror: Mirror = NO_MIRROR) -> pl.LazyFrame | None:
+    """The upload's findings with their position (`n`, from 0), here or in place in the shared storage (another
+    replica processed the upload); None when no file was written for it (an upload processed before this file
+    existed: the console falls back to the stored result)."""
+    scanned = mirror.scan_file(path)
+    return scanned.with_row_index("n") if scanned is not None else None

@@ -37,7 +37,7 @@ class UploadJob:
 
     path: Path  # the upload's file
     staging: Path  # the folder to write the snapshot into
-    base: Path | None = None  # the folder of the snapshot to diff against (None: first upload, or a rebaseline)
+    base: storage.Folder | None = None  # the snapshot to diff against (None: first upload, or a rebaseline)
     rules: TenantRules = TenantRules()
     findings: Path | None = None  # where to write every finding kept (daemon/snapshots/findings_file.py)
 
@@ -85,8 +85,11 @@ def _run(job: UploadJob) -> JobResult:
     previous_rows = {e: storage.row_count(f) for e, f in previous.items()} if previous is not None else None
     orgs = changes.entities.get("orgs")
     holds = crossed(job.rules.holds, previous_rows, counts, orgs.deleted if orgs is not None else None)
-    carried = {e: previous_files[e] for e, frame in frames.items() if previous and frame is previous.get(e)}
-    rows = {e: previous_rows[e] if e in carried and previous_rows else storage.row_count(f)
+    # An unchanged entity's file is linked from the base; one read in place from the shared storage is
+    # streamed from there into the new file instead.
+    carried = {e: previous_files[e] for e, frame in frames.items()
+               if previous and frame is previous.get(e) and e in previous_files}  # fmt: skip
+    rows = {e: previous_rows[e] if previous_rows and f is previous.get(e) else storage.row_count(f)
             for e, f in frames.items()}  # fmt: skip
     storage.clear(job.staging)
     storage.write_frames(job.staging, frames, carried)

@@ -105,6 +105,8 @@ class Processor:
             except Exception as exc:  # its worker died twice, it ran out of memory, or the validator crashed
                 await self._fail(upload, failure_detail(exc, self.pool.memory_bytes), repr(exc))
                 return
+            if job.findings is not None:  # for every replica's console, before the upload is recorded
+                await asyncio.to_thread(self.options.mirror.push_newest, job.findings, findings_file.KEPT)
             result = retention.trim(outcome.validation)
             snapshot = outcome.snapshot
             if snapshot is None:
@@ -143,7 +145,7 @@ class Processor:
         if not rebaseline:
             current = await _db(self.store.current_snapshot, upload.tenant)
             if current is not None:
-                base = await asyncio.to_thread(mirror.fetch_folder, Path(current.path), storage.META_FILE)
+                base = await asyncio.to_thread(mirror.locate_folder, Path(current.path), storage.META_FILE)
                 if base is None:
                     raise FileNotFoundError(f"snapshot {current.upload_id}, the base of {upload.id}, is neither "
                                             "here nor whole in the shared storage")  # fmt: skip

@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from daemon.files import fsync_dir, fsync_file, write_whole
+from daemon.objects.mirror import RemoteFolder
 
 META_FILE = "snapshot.json"
 # zstd at its fastest level: about a sixth less CPU than its default level for 3% more bytes, and writing is a
@@ -81,12 +82,35 @@ def write_frames(
         fsync_file(path)
 
 
+Folder = Path | RemoteFolder  # a snapshot folder here, or one read in place from the shared storage
+
+
+def as_folder(folder: Folder | str) -> Folder:
+    """A folder as handed to a worker process (a path's text, a Path or a RemoteFolder), as a Folder."""
+    return folder if isinstance(folder, RemoteFolder) else Path(folder)
+
+
+def has_file(folder: Folder, name: str) -> bool:
+    """Whether the folder holds the file `name` ('changes/users.added.parquet')."""
+    return folder.has(name) if isinstance(folder, RemoteFolder) else (folder / name).is_file()
+
+
+def scan_file(folder: Folder, name: str) -> pl.LazyFrame:
+    """One Parquet file of the folder, scanned (nothing read yet)."""
+    return folder.scan(name) if isinstance(folder, RemoteFolder) else pl.scan_parquet(folder / name)
+
+
 def read_frames(folder: Path) -> dict[str, pl.DataFrame]:
     return {path.stem: pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))}
 
 
-def scan_frames(folder: Path) -> tuple[dict[str, pl.LazyFrame], dict[str, Path]]:
-    """A stored snapshot as LazyFrames (nothing read yet), with the file behind each entity."""
+def scan_frames(folder: Folder | str) -> tuple[dict[str, pl.LazyFrame], dict[str, Path]]:
+    """A stored snapshot as LazyFrames (nothing read yet), with the local file behind each entity (none for a
+    snapshot read in place from the shared storage: it has no file here to link to)."""
+    folder = as_folder(folder)
+    if isinstance(folder, RemoteFolder):
+        entities = sorted(name for name in folder.sources if name.endswith(".parquet") and "/" not in name)
+        return {name.removesuffix(".parquet"): folder.scan(name) for name in entities}, {}
     files = {path.stem: path for path in sorted(folder.glob("*.parquet"))}
     return {entity: pl.scan_parquet(path) for entity, path in files.items()}, files
 

@@ -21,6 +21,7 @@ import asyncssh
 
 from daemon.files import write_whole
 from daemon.outbox import Job, Outcome, delivered, permanent, retry
+from daemon.snapshots.storage import Folder
 from daemon.ssh_algorithms import client_options
 from daemon.targets import views
 from daemon.targets.secrets import SecretMissing
@@ -30,7 +31,7 @@ PACKAGE = "package.zip"
 PARTIAL_SUFFIX = ".filepart"
 
 
-def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, scope: dict, today: str,
+def prepare(snapshot: Folder, base_view: str | None, base_snapshot: Folder | None, scope: dict, today: str,
             folder: str, meta: dict, version: str, mode: str) -> dict:  # fmt: skip
     """In a worker process: the view and the zip to push, checked strictly, in a staging folder."""
     from daemon.oneroster.export import package_bytes

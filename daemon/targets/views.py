@@ -28,6 +28,7 @@ from daemon.files import write_whole
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS, ChangeSet
 from daemon.snapshots.diff import diff_snapshots
+from daemon.snapshots.storage import Folder
 from daemon.outbox import Job
 from daemon.targets.scope import scoped_view
 from daemon.targets.settings import Scope, SftpTarget, WebhookTarget
@@ -60,7 +61,7 @@ def prepared(folder: Path, upload_id: str) -> dict | None:
 
 
 def scoped_change(
-    snapshot: Path, base_view: Path | None, base_snapshot: Path | None, scope: Scope, today: date
+    snapshot: Folder, base_view: Path | None, base_snapshot: Folder | None, scope: Scope, today: date
 ) -> tuple[dict[str, pl.DataFrame], ChangeSet, dict[str, int]]:
     """The target's view of `snapshot` today, the change from what it has, and what the scope left out.
 
@@ -84,12 +85,12 @@ def _without_secrets(view: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
             for e, f in view.items()}  # fmt: skip
 
 
-def stage_change(staging: Path, snapshot: str, base_view: str | None, base_snapshot: str | None, scope: dict,
+def stage_change(staging: Path, snapshot: Folder, base_view: str | None, base_snapshot: Folder | None, scope: dict,
                  today: str) -> tuple[dict[str, pl.DataFrame], ChangeSet, dict[str, int]]:  # fmt: skip
     """In a worker process: scoped_change on plain arguments, with the new view written to a fresh `staging`
     folder (what an earlier, unfinished preparation left there is cleared first)."""
     view, changes, left_out = scoped_change(
-        Path(snapshot), Path(base_view) if base_view else None, Path(base_snapshot) if base_snapshot else None,
+        snapshot, Path(base_view) if base_view else None, base_snapshot,
         Scope.model_validate(scope), date.fromisoformat(today),
     )  # fmt: skip
     storage.clear(staging)
@@ -146,8 +147,7 @@ class LicenceTarget:
         base_view = await asyncio.to_thread(sent_view, self.folder, d.base_upload_id)
         today = datetime.now(ZoneInfo(self.settings.window.time_zone)).date().isoformat()
         summary = await asyncio.get_running_loop().run_in_executor(
-            job.pool, work, str(job.snapshot), str(base_view) if base_view else None,
-            str(job.base) if job.base else None, self.settings.scope.model_dump(mode="json"), today,
+            job.pool, work, job.snapshot, str(base_view) if base_view else None, job.base, self.settings.scope.model_dump(mode="json"), today,
             str(staging(self.folder, d.upload_id)), *extra,
         )  # fmt: skip
         return summary, False

@@ -32,6 +32,7 @@ from daemon.files import write_whole
 from daemon.http import retry_after_seconds, shortened
 from daemon.outbox import Job, Outcome, delivered, permanent, retry
 from daemon.snapshots.changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
+from daemon.snapshots.storage import Folder
 from daemon.targets import views
 from daemon.targets.settings import WebhookTarget
 
@@ -61,7 +62,7 @@ def events(changes) -> pl.Series:
     return pl.concat(parts) if parts else pl.Series("event", [], dtype=pl.String)
 
 
-def prepare(snapshot: str, base_view: str | None, base_snapshot: str | None, scope: dict, today: str,
+def prepare(snapshot: Folder, base_view: str | None, base_snapshot: Folder | None, scope: dict, today: str,
             folder: str, meta: dict, batch_size: int) -> dict:  # fmt: skip
     """In a worker process: the view, the batches (one JSON file each) and a summary, in a staging folder."""
     staging = Path(folder)

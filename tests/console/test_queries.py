@@ -138,15 +138,16 @@ def test_change_rows_are_paged_searchable_and_never_show_a_password(tmp_path: Pa
     record = SnapshotRecord(tenant="calm", version="1.1", path=str(tmp_path / "snap"), base_upload_id=None,
                             rows={"users": 150}, changes={"users": {"added": 150, "updated": 1, "deleted": 0}},
                             holds=[])  # fmt: skip
-    added = queries.change_rows(record, "users", "added", page=2)
+    folder = tmp_path / "snap"
+    added = queries.change_rows(record, folder, "users", "added", page=2)
     assert (added.total, added.pages, len(added.rows)) == (150, 2, 50)
     assert added.rows[0] == {"sourcedId": "u100", "fields": {"givenName": "Ann", "password": "[redacted]"}}
-    assert queries.change_rows(record, "users", "added", sourced_id="u14").total == 10  # u140..u149
-    (row,) = queries.change_rows(record, "users", "updated").rows
+    assert queries.change_rows(record, folder, "users", "added", sourced_id="u14").total == 10  # u140..u149
+    (row,) = queries.change_rows(record, folder, "users", "updated").rows
     assert row == {"sourcedId": "u007", "changed": [{"field": "password", "old": "[redacted]", "new": "[redacted]"},
                                                     {"field": "familyName", "old": "Li", "new": "Lee"}]}
     gone = dataclasses.replace(record, pruned_at="2026-01-01T00:00:00.000Z")
-    assert queries.change_rows(gone).available is False
+    assert queries.change_rows(gone, folder).available is False
 
 
 def test_settings_are_shown_with_password_hashes_redacted(settings) -> None:

@@ -2,7 +2,8 @@
 reached by the real OpenSSH client: what one takes, the other shows and builds on.
 
 A district uploads its roster through replica alpha and reads the receipt through replica beta. It then sends
-a delta through beta, which processes it against the snapshot alpha made (fetched from the bucket): the
+a delta through beta, which processes it against the snapshot alpha made, read in place from the bucket
+(beta's disk never gets a copy of it): the
 receipt, read back through alpha, counts the changes the delta makes. An upload that is held is approved with
 `rosterd approve` on beta's config, and alpha serves the receipt that says so. The bucket holds each upload's bytes
 and each snapshot whole, its snapshot.json written last."""
@@ -58,6 +59,7 @@ def test_what_one_replica_takes_the_other_shows_and_builds_on(
     assert alpha.wait_for_receipt("north", "day2.zip") == second
     assert beta.events("upload.accepted", upload_id=second["upload_id"])  # beta did the work, on alpha's base
     assert not alpha.events("upload.accepted", upload_id=second["upload_id"])
+    assert not (beta.state / "snapshots" / "north" / first["upload_id"]).exists()  # read in place, not copied
 
     # a roster with none of the district's users deletes them all: held ([holds] users_deleted_share, 10%); an
     # operator approves it on beta's machine, and the receipt that says so is what alpha serves

@@ -42,6 +42,7 @@ from daemon.oneroster import schema
 from daemon.oneroster.schema import Kind
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS
+from daemon.snapshots.storage import Folder
 from daemon.targets.api.shapes import COLLECTIONS, DATETIME_TEXT, UTC_MS, json_name, publication_rows
 from daemon.targets.scope import scoped_view
 from daemon.targets.settings import Scope
@@ -77,7 +78,7 @@ def visible_at(folder: Path) -> datetime:
 
 
 def publish_target(
-    snapshot: str, previous: str | None, scope: dict, versions: list[str], tobedeleted_days: int, today: str,
+    snapshot: Folder, previous: str | None, scope: dict, versions: list[str], tobedeleted_days: int, today: str,
     now: str, staging: str, base_url: str = PLACEHOLDER,
 ) -> dict:  # fmt: skip
     """In a worker process: the publication of `snapshot` for a target with `scope`, written to a fresh
@@ -87,7 +88,7 @@ def publish_target(
     its summary: per version and collection, how many records it has, how many it changed (new, changed or
     newly tobedeleted) and how many are tobedeleted."""
     moment = datetime.fromisoformat(now).astimezone(UTC)
-    frames, _files = storage.scan_frames(Path(snapshot))
+    frames, _files = storage.scan_frames(snapshot)
     view, _left_out = scoped_view(frames, Scope.model_validate(scope), datetime.fromisoformat(today).date())
     view = {e: f.drop([c for c in SECRET_COLUMNS if c in f.columns]) for e, f in view.items()}
     out = Path(staging)

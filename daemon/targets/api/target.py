@@ -97,7 +97,7 @@ class ApiPublication:
         previous = await asyncio.to_thread(current_publication, self.state_dir, self.tenant, self.name)
         now = datetime.now(UTC)
         summary = await asyncio.get_running_loop().run_in_executor(
-            job.pool, publish_target, str(job.snapshot), str(previous) if previous else None,
+            job.pool, publish_target, job.snapshot, str(previous) if previous else None,
             self.settings.scope.model_dump(mode="json"), list(self.settings.versions),
             self.settings.tobedeleted_days, now.date().isoformat(), now.isoformat(),
             str(staging(self.folder, d.upload_id)), self.base_url,

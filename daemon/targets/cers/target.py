@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 
 import aiohttp
 
@@ -31,16 +30,16 @@ DRY_RUN_FILES_KEPT = 300
 WriteFiles = Callable[[str, dict[str, bytes]], Awaitable[None]]  # (tenant, file name -> bytes): a dry run's files
 
 
-def build_files(snapshot: str, base: str | None, settings: dict) -> dict:
+def build_files(snapshot: storage.Folder, base: storage.Folder | None, settings: dict) -> dict:
     """In a worker process: the group files of one delivery, with counts and mapping findings."""
     from daemon.targets.cers.groups import build_groups, changed_groups, group_files
 
     target = CersTarget.model_validate(settings)
-    frames, _files = storage.scan_frames(Path(snapshot))
+    frames, _files = storage.scan_frames(snapshot)
     groups, findings = build_groups(frames, target.mapping, target.filters)
     old = None
     if base is not None:
-        base_frames, _ = storage.scan_frames(Path(base))
+        base_frames, _ = storage.scan_frames(base)
         old, _old_findings = build_groups(base_frames, target.mapping, target.filters)
     changed, counts = changed_groups(old, groups)
     files = group_files(changed, target.max_rows_per_file) if changed.height else []
@@ -81,8 +80,7 @@ class CersGroupsTarget:
 
     async def deliver(self, job: Job) -> Outcome:
         loop = asyncio.get_running_loop()
-        base = str(job.base) if job.base is not None else None
-        built = await loop.run_in_executor(job.pool, build_files, str(job.snapshot), base,
+        built = await loop.run_in_executor(job.pool, build_files, job.snapshot, job.base,
                                            self.settings.model_dump(mode="json"))  # fmt: skip
         upload_id = job.delivery.upload_id
         names = [file_name(self.tenant, upload_id, n) for n in range(1, len(built["files"]) + 1)]
