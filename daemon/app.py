@@ -55,6 +55,7 @@ from daemon.snapshots.process import ProcessOptions, Processor
 from daemon.store import StoreInterface, StoreUnavailable
 from daemon.targets.api.auth import api_targets
 from daemon.targets.api.server import ApiServer
+from daemon.targets.api.target import Publications
 from daemon.targets.secrets import SecretMissing
 
 DEMO_KEY_NAME = "demo_id_ed25519"
@@ -173,9 +174,11 @@ def tenant_holds(settings: Settings, tenant: TenantConfig) -> HoldThresholds:
     return settings.holds.model_copy(update=own)
 
 
-def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[tuple[str, str], Target]:
+def make_targets(
+    settings: Settings, receipts: Receipts | None = None, publications: Publications | None = None
+) -> dict[tuple[str, str], Target]:
     """Every configured target, keyed by (tenant, target name). A CERS target writes a dry run's files through
-    `receipts` (the one writer of results/)."""
+    `receipts` (the one writer of results/); api targets share `publications` with the API server."""
     from daemon.targets.api.target import ApiPublication
     from daemon.targets.cers.target import CersGroupsTarget
     from daemon.targets.sftp_push import SftpPush
@@ -193,7 +196,8 @@ def make_targets(settings: Settings, receipts: Receipts | None = None) -> dict[t
             elif target.type == "sftp":
                 made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir)
             elif target.type == "api":  # its delivery makes the publication its API serves
-                made[(tenant.name, target.name)] = ApiPublication(tenant.name, target, state_dir, settings.api.origin())
+                made[(tenant.name, target.name)] = ApiPublication(tenant.name, target, state_dir, settings.api.origin(),
+                                                                  publications)  # fmt: skip
     return made
 
 
@@ -226,6 +230,7 @@ class Daemon:
         self.state_dir = settings.server.state_dir
         self.store: StoreInterface | None = None
         self.mirror: Mirror = NO_MIRROR  # the shared storage replicas keep uploads, snapshots, receipts in
+        self.publications = Publications(self.state_dir)  # what the API serves (with the mirror, once opened)
         self._refreshing: dict[str, asyncio.Future] = {}  # tenant -> the refresh of its results/ (replicas)
         self._refreshed_at: dict[str, float] = {}
         self.pool: WorkerPool | None = None
@@ -258,6 +263,7 @@ class Daemon:
         demo_public = self._demo_public = await self._demo_key(settings)
         self.store = await self._open_store(settings)
         mirror = self.mirror = await self._open_mirror(settings)
+        self.publications = Publications(self.state_dir, mirror)
         self.readiness = self._readiness(settings)
         self.metrics = Metrics(self.store, live=self._live_figures, blockers=lambda: self.readiness.blockers)
         self.notifier.status("recovering: finishing what the last run left")
@@ -301,7 +307,7 @@ class Daemon:
         )
         self.outbox = Outbox(
             self.store,
-            make_targets(settings, receipts),
+            make_targets(settings, receipts, self.publications),
             self.pool,
             retry_policy(settings),
             lambda level, event, **fields: getattr(log, level)(event, **fields),
@@ -418,7 +424,7 @@ class Daemon:
         assert self.store is not None and self.metrics is not None
         api = ApiServer(settings.api, self.store, self.state_dir, lambda: api_targets(self.settings.tenants),
                         lambda level, event, **fields: getattr(self.log, level)(event, **fields),
-                        self.metrics.observe_api)  # fmt: skip
+                        self.metrics.observe_api, self.publications)  # fmt: skip
         try:
             await api.start()
         except OSError as exc:
@@ -602,7 +608,7 @@ class Daemon:
         await self.receipts.update_tenants(self._results(fresh))
         await self.processor.update_tenants(self._tenant_rules(fresh))
         await self.intake.update_tenants(self._tenant_paths(fresh))
-        targets = make_targets(fresh, self.receipts)
+        targets = make_targets(fresh, self.receipts, self.publications)
         await self.outbox.update_targets(targets)
         try:
             await self._start_api(fresh)

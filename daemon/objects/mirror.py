@@ -78,16 +78,17 @@ class Mirror:
         """Where this replica keeps a file the store recorded (perhaps under another replica's directory)."""
         return self.root / self.key(path)
 
-    def push_file(self, path: Path) -> None:
-        self.storage.put_file(self.key(path), path)
+    def push_file(self, path: Path, as_path: Path | None = None) -> None:
+        """The file, under its own key or under the key of `as_path` (where it will be once renamed)."""
+        self.storage.put_file(self.key(as_path or path), path)
 
-    def push_folder(self, folder: Path, last: str) -> None:
-        """Every file below `folder`, and `last` (a file directly in it) after all the others."""
+    def push_folder(self, folder: Path, last: str, as_folder: Path | None = None) -> None:
+        """Every file below `folder`, and `last` (a file directly in it) after all the others; under the
+        folder's own keys or under `as_folder`'s."""
         folder = Path(folder)
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / last)
-        for path in files:
-            self.push_file(path)
-        self.push_file(folder / last)
+        for path in [*files, folder / last]:
+            self.push_file(path, as_folder / path.relative_to(folder) if as_folder is not None else None)
 
     def fetch_file(self, path: Path) -> Path | None:
         """Where the recorded file is here: it was, or it is fetched now. None when the storage has none."""
@@ -209,10 +210,10 @@ class _NoMirror(Mirror):
     def __init__(self) -> None:
         pass
 
-    def push_file(self, path: Path) -> None:
+    def push_file(self, path: Path, as_path: Path | None = None) -> None:
         pass
 
-    def push_folder(self, folder: Path, last: str) -> None:
+    def push_folder(self, folder: Path, last: str, as_folder: Path | None = None) -> None:
         pass
 
     def here(self, path: Path) -> Path:

@@ -47,7 +47,7 @@ from daemon.targets.api.errors import ApiError, forbidden, status_payload, unaut
 from daemon.targets.api.publish import NOW_MARK, PREFIXES, json_fields
 from daemon.targets.api.query import CollectionFields, Query, parse_collection_query, parse_record_query
 from daemon.targets.api.reader import Reader
-from daemon.targets.api.target import current_publication
+from daemon.targets.api.target import Publications
 from daemon.targets.settings import ApiConfig, ApiTarget, RateLimit
 
 TOKEN_PATH = "/oauth2/token"
@@ -101,10 +101,12 @@ class ApiServer:
         targets: Callable[[], Mapping[tuple[str, str], ApiTarget]],
         log: Callable[..., None],
         observe: Observe | None = None,
+        publications: Publications | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.state_dir = state_dir
+        self.publications = publications or Publications(state_dir)  # which one each target serves now
         self.targets = targets
         self.log = log  # log(level, event, **fields)
         self.observe = observe
@@ -193,8 +195,7 @@ class ApiServer:
                 answer = await asyncio.wrap_future(ahead)
             except Exception:  # noqa: BLE001 - whatever went wrong ahead, the read below meets it (or not) again
                 answer = None
-            current = await loop.run_in_executor(self._reads, current_publication, self.state_dir, grant.tenant,
-                                                 grant.target)  # fmt: skip
+            current = await loop.run_in_executor(self._reads, self.publications.current, grant.tenant, grant.target)
             if answer is not None and answer.folder != current:
                 answer = None  # read ahead from a publication replaced since
         if answer is None:
@@ -280,7 +281,7 @@ class ApiServer:
         origin filled into the stored texts (see publish.py). A publication replaced while it was read (its
         files removed) is read again from the new one."""
         for attempt in (1, 2):
-            folder = current_publication(self.state_dir, tenant, target)
+            folder = self.publications.current(tenant, target)
             try:
                 if folder is None:  # nothing published yet: every collection empty, every record 404
                     return Answer(None, *run(self.state_dir / "no-publication-yet", ()))
