@@ -178,13 +178,15 @@ def make_targets(
     settings: Settings, receipts: Receipts | None = None, publications: Publications | None = None
 ) -> dict[tuple[str, str], Target]:
     """Every configured target, keyed by (tenant, target name). A CERS target writes a dry run's files through
-    `receipts` (the one writer of results/); api targets share `publications` with the API server."""
+    `receipts` (the one writer of results/); api targets share `publications` with the API server, whose
+    mirror (replicas' shared storage) licence targets keep their prepared deliveries and views in too."""
     from daemon.targets.api.target import ApiPublication
     from daemon.targets.cers.target import CersGroupsTarget
     from daemon.targets.sftp_push import SftpPush
     from daemon.targets.webhook import WebhookDelivery
 
     state_dir = settings.server.state_dir
+    mirror = publications.mirror if publications is not None else NO_MIRROR
     made: dict[tuple[str, str], Target] = {}
     for tenant in settings.tenants:
         for target in tenant.targets:
@@ -192,9 +194,9 @@ def make_targets(
                 write_files = receipts.write_files if receipts is not None else None
                 made[(tenant.name, target.name)] = CersGroupsTarget(tenant.name, target, write_files)
             elif target.type == "webhook":
-                made[(tenant.name, target.name)] = WebhookDelivery(tenant.name, target, state_dir)
+                made[(tenant.name, target.name)] = WebhookDelivery(tenant.name, target, state_dir, mirror)
             elif target.type == "sftp":
-                made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir)
+                made[(tenant.name, target.name)] = SftpPush(tenant.name, target, state_dir, mirror)
             elif target.type == "api":  # its delivery makes the publication its API serves
                 made[(tenant.name, target.name)] = ApiPublication(tenant.name, target, state_dir, settings.api.origin(),
                                                                   publications)  # fmt: skip

@@ -163,6 +163,14 @@ class Mirror:
     def drop_file(self, path: Path) -> None:
         self.storage.delete(self.key(path))
 
+    def drop_all_but(self, folder: Path, kept: set[str]) -> None:
+        """Remove from the storage everything below `folder` but the entries (files or folders) named in
+        `kept`."""
+        prefix = self.key(folder) + "/"
+        for info in self.storage.list(prefix):
+            if info.key[len(prefix):].split("/", 1)[0] not in kept:
+                self.storage.delete(info.key)
+
     def drop_folder(self, folder: Path) -> None:
         self.storage.delete_prefix(self.key(folder) + "/")
 
@@ -238,6 +246,9 @@ class _NoMirror(Mirror):
         pass
 
     def drop_folder(self, folder: Path) -> None:
+        pass
+
+    def drop_all_but(self, folder: Path, kept: set[str]) -> None:
         pass
 
     def sync_folder(self, folder: Path) -> int:

@@ -10,6 +10,10 @@ Preparing a delivery (scoping, diffing, writing what is to be sent) is polars wo
 is written to a staging folder next to the kept views and reused by every attempt of the delivery, so a
 retry sends exactly the same bytes under the same ids; only after the target took it is the staging folder
 renamed into place as the new last-sent view, and older ones removed.
+
+Replicas ([storage] kind = "s3") keep both in the shared storage as well, under the same names: a prepared
+delivery as soon as it is prepared (so a replica that takes the delivery over sends what the first one did),
+a kept view once the target took it (for whichever replica makes the next delivery).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from daemon.files import write_whole
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.snapshots import storage
 from daemon.snapshots.changes import SECRET_COLUMNS, ChangeSet
 from daemon.snapshots.diff import diff_snapshots
@@ -104,26 +109,36 @@ def mark_prepared(folder: Path, summary: dict) -> None:
     write_whole(folder / PREPARED, json.dumps(summary, sort_keys=True) + "\n", mode=None)
 
 
-def publish(folder: Path, upload_id: str) -> None:
-    """The target took `upload_id`'s delivery: its prepared view becomes the one kept; older ones go."""
+def publish(folder: Path, upload_id: str, mirror: Mirror = NO_MIRROR) -> None:
+    """The target took `upload_id`'s delivery: its prepared view becomes the one kept; older ones go. With
+    replicas the view is kept in the shared storage too (under the upload id, its prepared.json last), for
+    whichever replica makes the target's next delivery, and the prepared delivery leaves it."""
     source = staging(folder, upload_id)
-    if not source.is_dir():
-        return  # published by an earlier attempt that a crash cut short before it was recorded
+    if source.is_dir():  # else published by an earlier attempt that a crash cut short before it was recorded
+        storage.publish(source, folder / upload_id)
     final = folder / upload_id
-    storage.publish(source, final)
+    if not final.is_dir():
+        return
     for other in folder.iterdir():
         if other.name != upload_id and not other.name.startswith(STAGING_PREFIX):
             shutil.rmtree(other, ignore_errors=True)
+    for path in sorted((final / VIEW).rglob("*.parquet")):
+        mirror.push_file(path)
+    mirror.push_file(final / PREPARED)
+    mirror.drop_all_but(folder, {upload_id})
 
 
 class LicenceTarget:
     """What the webhook and SFTP push targets share: window, daily deliveries, and a prepared delivery."""
 
-    def __init__(self, tenant: str, settings: WebhookTarget | SftpTarget, state_dir: Path) -> None:
+    def __init__(
+        self, tenant: str, settings: WebhookTarget | SftpTarget, state_dir: Path, mirror: Mirror = NO_MIRROR
+    ) -> None:
         self.tenant = tenant
         self.name = settings.name
         self.settings = settings
         self.folder = target_folder(state_dir, tenant, settings.name)
+        self.mirror = mirror  # replicas: prepared deliveries and kept views are in the shared storage too
 
     def next_open(self, now: datetime) -> datetime | None:
         return self.settings.window.next_open(now)
@@ -141,13 +156,35 @@ class LicenceTarget:
         same base (then True: reuse what it wrote). `work` takes the snapshot, the base's kept view, the base
         snapshot, the scope, today, the staging folder, then `extra`."""
         d = job.delivery
-        summary = await asyncio.to_thread(prepared, self.folder, d.upload_id)
+        summary = await asyncio.to_thread(self._prepared, d.upload_id)
         if summary is not None and summary["base_upload_id"] == d.base_upload_id:
             return summary, True
-        base_view = await asyncio.to_thread(sent_view, self.folder, d.base_upload_id)
+        base_view = await asyncio.to_thread(self._sent_view, d.base_upload_id)
         today = datetime.now(ZoneInfo(self.settings.window.time_zone)).date().isoformat()
+        folder = staging(self.folder, d.upload_id)
         summary = await asyncio.get_running_loop().run_in_executor(
-            job.pool, work, job.snapshot, str(base_view) if base_view else None, job.base, self.settings.scope.model_dump(mode="json"), today,
-            str(staging(self.folder, d.upload_id)), *extra,
+            job.pool, work, job.snapshot, str(base_view) if base_view else None, job.base,
+            self.settings.scope.model_dump(mode="json"), today, str(folder), *extra,
         )  # fmt: skip
+        # replicas: pushed whole before anything is sent, so that a replica taking the delivery over sends the
+        # same bytes under the same ids
+        await asyncio.to_thread(self.mirror.push_folder, folder, PREPARED)
         return summary, False
+
+    def _prepared(self, upload_id: str) -> dict | None:
+        """What an earlier attempt prepared: here, or (replicas) by another replica, fetched from the storage."""
+        summary = prepared(self.folder, upload_id)
+        if summary is None and self.mirror is not NO_MIRROR:
+            folder = staging(self.folder, upload_id)
+            storage.clear(folder)  # an attempt of this replica's that a crash cut short, if any
+            if self.mirror.fetch_folder(folder, PREPARED) is not None:
+                summary = prepared(self.folder, upload_id)
+        return summary
+
+    def _sent_view(self, upload_id: str | None) -> Path | None:
+        """The kept view of what `upload_id`'s delivery sent: here, or (replicas) fetched from the storage."""
+        view = sent_view(self.folder, upload_id)
+        if view is None and upload_id is not None and self.mirror is not NO_MIRROR:
+            self.mirror.fetch_folder(self.folder / upload_id, PREPARED)
+            view = sent_view(self.folder, upload_id)
+        return view

@@ -32,6 +32,7 @@ from daemon.files import write_whole
 from daemon.http import retry_after_seconds, shortened
 from daemon.outbox import Job, Outcome, delivered, permanent, retry
 from daemon.snapshots.changes import CHANGED, LIFECYCLE_COLUMNS, ROW_COLUMN
+from daemon.objects.mirror import NO_MIRROR, Mirror
 from daemon.snapshots.storage import Folder
 from daemon.targets import views
 from daemon.targets.settings import WebhookTarget
@@ -103,8 +104,8 @@ class WebhookDelivery(views.LicenceTarget):
 
     settings: WebhookTarget
 
-    def __init__(self, tenant: str, settings: WebhookTarget, state_dir: Path) -> None:
-        super().__init__(tenant, settings, state_dir)
+    def __init__(self, tenant: str, settings: WebhookTarget, state_dir: Path, mirror: Mirror = NO_MIRROR) -> None:
+        super().__init__(tenant, settings, state_dir, mirror)
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -131,7 +132,7 @@ class WebhookDelivery(views.LicenceTarget):
             if outcome is not None:
                 return outcome
             result["batches_delivered"] = n
-        await asyncio.to_thread(views.publish, self.folder, d.upload_id)
+        await asyncio.to_thread(views.publish, self.folder, d.upload_id, self.mirror)
         return delivered(result)
 
     async def _post(self, webhook_id: str, body: bytes, key: bytes, result: dict) -> Outcome | None:

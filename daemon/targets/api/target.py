@@ -84,7 +84,7 @@ def _switch(folder: Path, upload_id: str, publications: Publications) -> datetim
     for other in folder.iterdir():
         if other != final and not other.name.startswith(STAGING_PREFIX):
             storage.clear(other)
-    publications.drop_others(folder, final.name)
+    publications.mirror.drop_all_but(folder, {final.name})
     return moment
 
 
@@ -126,19 +126,12 @@ class Publications:
         with self._lock:
             self._looked.pop(folder, None)
 
-    def drop_others(self, folder: Path, kept: str) -> None:
-        """Remove from the shared storage every publication of the target but `kept` (the one now served)."""
-        if self.shared:
-            for _at, name in self._list(folder, fresh=True, whole=False):
-                if name != kept:
-                    self.mirror.drop_folder(folder / name)
-
-    def _list(self, folder: Path, fresh: bool, whole: bool = True) -> list[tuple[datetime, str]]:
-        """(moment, name) of the target's publications in the storage: the whole ones (visible.json and
-        published.json there); with whole=False every folder, a moment of datetime.max for one not whole."""
+    def _list(self, folder: Path, fresh: bool) -> list[tuple[datetime, str]]:
+        """(moment, name) of the target's whole publications in the storage (visible.json and published.json
+        there), as listed at most LOOK_SECONDS ago unless `fresh`."""
         with self._lock:
             looked = self._looked.get(folder)
-        if whole and not fresh and looked is not None and time.monotonic() - looked[0] < LOOK_SECONDS:
+        if not fresh and looked is not None and time.monotonic() - looked[0] < LOOK_SECONDS:
             return looked[1]
         prefix = self.mirror.key(folder) + "/"
         files: dict[str, set[str]] = {}
@@ -146,15 +139,13 @@ class Publications:
             name, _, rest = info.key[len(prefix):].partition("/")
             if not name.startswith(STAGING_PREFIX):
                 files.setdefault(name, set()).add(rest)
-        found = []
-        for name, held in sorted(files.items()):
-            if META in held and VISIBLE in held:
-                found.append((self._moment(f"{prefix}{name}/{VISIBLE}"), name))
-            elif not whole:
-                found.append((datetime.max.replace(tzinfo=UTC), name))
-        if whole:
-            with self._lock:
-                self._looked[folder] = (time.monotonic(), found)
+        found = [(self._moment(f"{prefix}{name}/{VISIBLE}"), name) for name, held in sorted(files.items())
+                 if META in held and VISIBLE in held]  # fmt: skip
+        listed = {f"{prefix}{name}/{VISIBLE}" for _at, name in found}
+        with self._lock:
+            self._looked[folder] = (time.monotonic(), found)
+            for gone in [key for key in self._moments if key.startswith(prefix) and key not in listed]:
+                del self._moments[gone]
         return found
 
     def _moment(self, key: str) -> datetime:
