@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import pytest
 
 from daemon.intake import MAX_CRASHES, NAME_SEPARATOR, Intake, IntakeOptions, KeptFiles, TenantPaths
 from daemon.intake.workers import Death, WorkerDied, WorkerPool
+from daemon.objects import LocalStorage
+from daemon.objects.mirror import Mirror
+from daemon.objects.s3 import S3Storage
 from daemon.receipts import Receipts
 from daemon.sftp import UploadReceived
 from daemon.snapshots import retention
@@ -499,6 +503,31 @@ async def test_an_upload_waits_while_no_worker_can_run_and_is_not_failed(harness
     harness.processor.pool = pool
     receipt = await wait_for_state(harness, "north", "accepted")
     assert receipt["file"] == "patient.zip"
+
+
+async def test_an_upload_waits_while_the_shared_storage_is_out_of_reach_and_is_not_failed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Replicas: the bucket does not answer (here an S3 endpoint where nothing listens, so the real client
+    meets a refused connection) when the upload's snapshot is to be put there. Not the upload's doing: it waits,
+    however often it is tried, and is accepted once the storage answers again."""
+    harness.configure(options(harness))
+    state = harness.root / "state"
+    with socket.socket() as probe:  # a port nobody listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = S3Storage("rosterd", "", "us-east-1", f"http://127.0.0.1:{port}", "key-id", "secret", attempts=1)
+    harness.processor.options = dataclasses.replace(harness.processor.options, mirror=Mirror(down, state))
+    await harness.start()
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", harness.tenants["north"].inbox / "patient.zip")
+    await eventually(lambda: len([f for e, f in harness.events if e == "upload.failed"]) > MAX_CRASHES, 60)
+    assert all("StorageError" in f["error"] for e, f in harness.events if e == "upload.failed")
+    assert [r["state"] for r in harness.receipts("north")] == ["received"]
+    back = LocalStorage(tmp_path / "bucket")  # the storage answers again
+    harness.processor.options = dataclasses.replace(harness.processor.options, mirror=Mirror(back, state))
+    receipt = await wait_for_state(harness, "north", "accepted")
+    assert receipt["file"] == "patient.zip"
+    assert back.info(f"snapshots/north/{receipt['upload_id']}/snapshot.json") is not None
 
 
 async def test_an_upload_over_the_worker_memory_limit_is_failed_with_the_limit_named(harness: Harness) -> None:

@@ -12,7 +12,9 @@ has it, or an older upload of the tenant is unfinished: across replicas a tenant
 in arrival order), handed to `process` (daemon/snapshots/process.py's Processor) while the claim's lease is
 renewed every third of its length. A replica that finds its claim taken over records nothing more. An
 upload whose processing raised MAX_CRASHES times is given up on (failed, never rejected: the district did
-nothing wrong); when no worker can run at all (PoolUnavailable) the upload is not to blame and waits.
+nothing wrong). When what processing needs is out of reach (UNAVAILABLE: no worker can run at all, the
+database or the shared storage cannot be reached) the upload is not to blame: it waits for the next round, as
+often as it takes, and /readyz says what is missing meanwhile.
 
 Given the store, `process`, `answer`, the kept files, the log and, from intake, the tenants as they are
 now, `busy`, `repair` and `enqueue`.
@@ -26,9 +28,11 @@ from collections.abc import Callable, Mapping
 from daemon.intake.kept import KeptFiles
 from daemon.intake.seams import Answer, Process, TenantPaths
 from daemon.intake.workers import PoolUnavailable
-from daemon.store import Refused, State, StoreInterface, Upload
+from daemon.objects import StorageError
+from daemon.store import Refused, State, StoreInterface, StoreUnavailable, Upload
 
 MAX_CRASHES = 3  # tries of an upload whose processing raised, before it is failed
+UNAVAILABLE = (PoolUnavailable, StoreUnavailable, StorageError)  # the daemon's trouble, not the upload's
 
 
 class Supervisor:
@@ -98,7 +102,7 @@ class Supervisor:
         except Refused as refused:  # the claim lapsed during a long pause and another replica took it over
             self.log("upload.lease_lost", tenant=upload.tenant, upload_id=upload.id, reason=str(refused))
         except Exception as exc:
-            if not isinstance(exc, PoolUnavailable):  # the upload's own trouble: counted towards failing it
+            if not isinstance(exc, UNAVAILABLE):  # the upload's own trouble: counted towards failing it
                 self._crashes[upload.id] = self._crashes.get(upload.id, 0) + 1
             self.log("upload.failed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc),
                      attempt=self._crashes.get(upload.id, 0))  # fmt: skip

@@ -48,7 +48,7 @@ _session: boto3.session.Session | None = None
 class S3Storage:
     def __init__(
         self, bucket: str, prefix: str = "", region: str = "us-east-1", endpoint: str | None = None,
-        access_key_id: str = "", secret_access_key: str = "",
+        access_key_id: str = "", secret_access_key: str = "", attempts: int = 5,
     ) -> None:
         self.bucket = bucket
         self.prefix = _normal_prefix(prefix)
@@ -58,7 +58,7 @@ class S3Storage:
         self._secret = secret_access_key
         self._client = _new_client(
             "s3", region_name=region, endpoint_url=endpoint, aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key, config=_client_config(endpoint),
+            aws_secret_access_key=secret_access_key, config=_client_config(endpoint, attempts),
         )
         self._transfer = TransferConfig(max_concurrency=_TRANSFER_THREADS)
 
@@ -198,10 +198,10 @@ def _new_client(service: str, **options: object):  # -> a botocore client (its c
         return _session.client(service, **options)
 
 
-def _client_config(endpoint: str | None) -> Config:
+def _client_config(endpoint: str | None, attempts: int = 5) -> Config:
     options: dict = {
         "signature_version": "s3v4",
-        "retries": {"mode": "standard", "max_attempts": 5},  # backs off on throttling and 5xx answers
+        "retries": {"mode": "standard", "max_attempts": attempts},  # backs off on throttling and 5xx answers
         "connect_timeout": 5,
         "read_timeout": 60,
         "max_pool_connections": _POOL_CONNECTIONS,

@@ -34,7 +34,8 @@ from pathlib import Path
 from daemon.intake.kept import KeptFiles
 from daemon.intake.seams import Answer
 from daemon.intake.workers import PoolUnavailable, WorkerDied, WorkerPool
-from daemon.objects.mirror import NO_MIRROR, Mirror
+from daemon.objects import StorageError
+from daemon.objects.mirror import NO_MIRROR, Mirror, RemoteFolder
 from daemon.snapshots import findings_file, retention, storage
 from daemon.snapshots.job import JobResult, TenantRules, UploadJob, run_job
 from daemon.store import SnapshotRecord, StaleBase, State, Store, Upload
@@ -103,6 +104,9 @@ class Processor:
             except PoolUnavailable:  # nothing to do with the upload: tried again later
                 raise
             except Exception as exc:  # its worker died twice, it ran out of memory, or the validator crashed
+                if isinstance(job.base, RemoteFolder) and not await asyncio.to_thread(self._storage_answers):
+                    # or the shared storage stopped answering while the base was read: not the upload's doing
+                    raise StorageError(f"the shared storage failed while {upload.id} was processed: {exc!r}") from exc
                 await self._fail(upload, failure_detail(exc, self.pool.memory_bytes), repr(exc))
                 return
             if job.findings is not None:  # for every replica's console, before the upload is recorded
@@ -127,6 +131,13 @@ class Processor:
         self._final(upload, outcome.timings)
         if upload.state is State.ACCEPTED and self.options.on_accepted is not None:
             self.options.on_accepted(upload.tenant, upload.id)  # after the receipt: deliveries rewrite it
+
+    def _storage_answers(self) -> bool:
+        try:
+            self.options.mirror.storage.list("snapshots/.probe")
+        except StorageError:
+            return False
+        return True
 
     async def give_up(self, upload: Upload, error: str) -> None:
         """Intake's supervisor gives up on an upload whose processing kept raising: failed, with no more said

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from daemon.store import Store
 from daemon.store.postgres_schema import APPLIED, LATEST, MIGRATIONS
@@ -95,13 +95,22 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[_Connection]:
-        with self._pool.connection() as connection, connection.transaction():
+        with self._reachable(), self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield _Connection(connection)
 
     @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """The database gone (down, unreachable, a connection cut, none free in time, a statement timed out)
+        raised as StoreUnavailable, which callers tell from a refusal or a bug: they wait and try again."""
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            raise StoreUnavailable(f"PostgreSQL at {_where(self._url)}: {_first_line(err)}") from err
+
+    @contextmanager
     def read(self) -> Iterator[_Connection]:
-        with self._pool.connection() as connection:
+        with self._reachable(), self._pool.connection() as connection:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield _Connection(connection)
