@@ -4,6 +4,8 @@ moment still take the decisions one store would."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -142,3 +144,24 @@ def test_one_replica_holds_the_store_alone_until_it_closes(postgres_database: Da
         assert second.hold_alone()
     finally:
         second.close()
+
+
+def test_both_stores_have_the_same_tables_and_columns(postgres_database: Database, tmp_path) -> None:
+    """The two schemas are written by hand, one per dialect (postgres_schema.py beside the SQLite one): a column
+    added to one and not the other would only fail where that store runs."""
+    from daemon.store import Store
+
+    Store(tmp_path / "rosterd.db", TARGETS).close()  # creates its schema
+    with contextlib.closing(sqlite3.connect(tmp_path / "rosterd.db")) as db:
+        names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        sqlite = {name: {column[1] for column in db.execute(f"PRAGMA table_info({name})")}
+                  for name in names if not name.startswith("sqlite_")}  # fmt: skip
+    postgres: dict[str, set[str]] = {}
+    with psycopg.connect(postgres_database.url, password=postgres_database.password) as db:
+        for table, column in db.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                        "WHERE table_schema = 'public'"):  # fmt: skip
+            if column != "rowid":  # an identity column standing for the rowid every SQLite table has unasked
+                postgres.setdefault(table, set()).add(column)
+    postgres.pop("schema_migrations", None)  # PostgreSQL's record of its numbered migrations
+    sqlite.pop("schema_migrations", None)
+    assert sqlite == postgres
