@@ -1,30 +1,43 @@
 """Two replicas behind HAProxy (Debian's, in TCP mode, health-checking /readyz), on one PostgreSQL database and
 one SeaweedFS bucket, with 50 uploads from 10 tenants and one replica killed with SIGKILL twice: once while it
-validates an upload, once while it sends a delivery. Each time it stays down for longer than a lease, so the
-other replica takes over what it held, and is then started again, as systemd would; meanwhile HAProxy sends
+validates an upload, once while it sends a delivery to CERS. Each time it stays down for longer than a lease, so
+the other replica takes over what it held, and is then started again, as systemd would; meanwhile HAProxy sends
 clients to the other replica.
 
 Each tenant is a district whose SIS puts five days of rosters through the load balancer, one after another,
 waiting only until the upload is recorded before the next (the test asks the database, where an SIS would
 poll its `received` receipt; tests/e2e/test_replicas.py reads receipts across replicas): consecutive uploads
 of a tenant land on either replica. An SIS whose transfer a kill cuts off, or whose file the killed replica
-took but never recorded, sends the file again. Each tenant's
-licence vendor takes the changes as signed webhook batches (tests/fakes/webhooks.py, strict about order).
+took but never recorded, sends the file again. Each tenant's licence vendor takes the changes as signed webhook
+batches (tests/fakes/webhooks.py, strict about order). Three of the districts also send their student groups to
+CERS: each to a strict fake CERS of its own (tests/fakes/cers.py) with a token from moto's Cognito.
 
-At the end, from the database and the bucket (never from the code under test):
+The second kill is aimed: while it is aiming, each fake CERS applies a file and then holds its answer back
+until the test has asked the database who sends that delivery. The other replica's answers go out at once;
+the first file the doomed replica sends is the moment of the kill. So CERS has taken the file and its sender
+dies without knowing it: the other replica must send it again, byte for byte (CERS answers PROCESSED and
+applies nothing twice), and go on in order. Whatever webhook deliveries the replica had in flight then are cut
+too; the outbox's lease and takeover are the same for every kind of target.
+
+At the end, from the database, the bucket and the fakes' own records (never from the code under test):
     - every upload ends in one final state, with exactly one receipt that says so; each day is accepted
       exactly once (a resent file is a duplicate of it);
     - every accepted upload reached its vendor, in upload order, no batch applied twice, and each vendor holds
       its district's last roster;
+    - every accepted upload of a CERS district reached its CERS, in upload order, each file applied once (the
+      file cut off by the kill sent again byte for byte, which CERS answered PROCESSED), and after each
+      upload's files CERS held the groups of that day's roster, worked out here by hand from the generated
+      tables;
     - every snapshot in the catalogue is whole in the bucket (snapshot.json, and each entity's rows as
       catalogued).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import asyncio
+import dataclasses
+import itertools
+import json
 import secrets
 import socket
 import subprocess
@@ -35,28 +48,33 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
-import psycopg
 import pytest
 
 from daemon.generator.churn import Churn, churn
 from daemon.generator.generate import DistrictSpec, generate, write_zip
-from daemon.objects.mirror import Mirror
-from daemon.objects.s3 import S3Storage
-from daemon.snapshots import storage
+from tests.cers.moto_cognito import running_cognito
+from tests.fakes.cers import FakeCers, Group
 from tests.fakes.threaded import served_in_thread
 from tests.fakes.webhooks import WebhookReceiver
 from tests.objects.seaweed import Seaweed
 from tests.postgres import Database
 
 from .conftest import RunningDaemon, Tenant, cluster_config, free_port, make_tenant
+from .shared_state import check_one_final_receipt_each, check_snapshots_whole, fetch_snapshot, open_bucket, query
+from .test_cers import live_target
 from .test_crash import district_roster, vendor_roster
 
 TENANTS = 10
+CERS_TENANTS = ("d02", "d05", "d08")
 DAYS = 5
 SPEC = DistrictSpec(schools=1, students_per_school=30, teachers_per_school=3, enrollments_per_student=3)
 SECRET = "cluster-test-signing-secret-0123456789"
 DEADLINE = 180.0
 LEASE = 3.0  # seconds: a dead replica's claims lapse this soon
+VALIDATING = "SELECT id FROM uploads WHERE state = 'validating' AND claimed_by = %s"
+DELIVERING = "SELECT id FROM deliveries WHERE state = 'in_flight' AND claimed_by = %s"
+CERS_DELIVERED = "SELECT count(*) FROM deliveries WHERE target = 'cers' AND state = 'delivered'"
+Tables = dict[str, pl.DataFrame]
 
 
 class SlowVendor(WebhookReceiver):
@@ -65,6 +83,40 @@ class SlowVendor(WebhookReceiver):
     async def _receive(self, request):
         await asyncio.sleep(0.04)
         return await super()._receive(request)
+
+
+class HeldCers(FakeCers):
+    """The strict fake CERS, which (while `holding`) applies each file and then holds its answer back until the
+    test releases it: the file is taken, and its sender is still waiting to hear so. `answers` keeps the file
+    name and the status of every answer to an upload, in order, and `after` the groups CERS held after each
+    file it applied."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.holding = False
+        self.held: tuple[tuple[int, str], ...] = ()  # (token, file name) of each answer held now
+        self.answers: list[tuple[str, str]] = []
+        self.after: list[tuple[str, dict[tuple[str, str, int], Group]]] = []
+        self._released: set[int] = set()
+        self._tokens = itertools.count()
+
+    def release(self, token: int) -> None:
+        self._released.add(token)
+
+    async def _post_import(self, request):
+        response = await super()._post_import(request)
+        answer = json.loads(response.body)
+        self.answers.append((answer["batch"], answer["status"]))
+        if answer["status"] == "ACCEPTED":
+            self.after.append((answer["batch"], self.groups()))
+        token = next(self._tokens)
+        self.held = (*self.held, (token, answer["batch"]))
+        try:
+            while self.holding and token not in self._released:
+                await asyncio.sleep(0.01)
+        finally:
+            self.held = tuple(entry for entry in self.held if entry[0] != token)
+        return response
 
 
 def haproxy_config(port: int, replicas: list[RunningDaemon], health: list[int]) -> str:
@@ -121,11 +173,6 @@ class Sis:
         return False
 
 
-def query(database: Database, sql: str, *args: object) -> list[tuple]:
-    with psycopg.connect(database.url, password=database.password) as db:
-        return db.execute(sql, args).fetchall()
-
-
 def wait_for(database: Database, sql: str, replica: str, deadline: float) -> bool:
     """Until a row of `sql` (with the replica's name) shows up: True, or False when the deadline passed."""
     while time.monotonic() < deadline:
@@ -145,9 +192,13 @@ def test_two_replicas_behind_haproxy_lose_nothing_and_repeat_nothing_when_one_is
     with ExitStack() as stack:
         receivers = {f"d{n:02d}": stack.enter_context(served_in_thread(SlowVendor(SECRET)))
                      for n in range(1, TENANTS + 1)}  # fmt: skip
+        cognito = stack.enter_context(running_cognito(tmp_path / "cognito"))
+        cers = {name: stack.enter_context(served_in_thread(HeldCers(verify_token=cognito.verify)))
+                for name in CERS_TENANTS}  # fmt: skip
         tenants = [dataclasses.replace(make_tenant(tmp_path, name, password=False), extra="\n".join([
             "[[tenants.targets]]", 'type = "webhook"', 'name = "vendor"', f'url = "{receiver.url}"',
-            "batch_size = 25", "timeout_seconds = 5", f'signing = {{ secret_file = "{secret_file}" }}']))
+            "batch_size = 25", "timeout_seconds = 5", f'signing = {{ secret_file = "{secret_file}" }}',
+            *([live_target(cognito, cers[name])] if name in cers else [])]))
             for name, receiver in receivers.items()]  # fmt: skip
         extra = cluster_config(database, seaweed, tmp_path, prefix) + (
             f"\n[outbox]\nretry_first_seconds = 0.2\nretry_max_seconds = 1\npoll_seconds = 0.2\n"
@@ -162,9 +213,9 @@ def test_two_replicas_behind_haproxy_lose_nothing_and_repeat_nothing_when_one_is
                                    stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         stack.callback(_stop, haproxy)
 
-        rosters = _write_days(tenants, tmp_path)
+        rosters, days = _write_days(tenants, tmp_path)
         kills: list[dict] = []
-        killer = threading.Thread(target=_kill_twice, args=(alpha, database, kills), daemon=True)
+        killer = threading.Thread(target=_kill_twice, args=(alpha, database, cers, kills), daemon=True)
         killer.start()
         with ThreadPoolExecutor(TENANTS) as pool:
             sent = [pool.submit(_send_days, Sis(t, alpha, port, rosters / t.name, database)) for t in tenants]
@@ -181,20 +232,23 @@ def test_two_replicas_behind_haproxy_lose_nothing_and_repeat_nothing_when_one_is
         sent_by = query(database, "SELECT claimed_by FROM deliveries WHERE id = ANY(%s)", delivery_cut)
         assert {r[0] for r in finished_by} == {beta} and {r[0] for r in sent_by} == {beta}, (finished_by, sent_by)
         _check(database, seaweed, prefix, receivers, tmp_path)
+        _check_cers(database, cers, days, kills[1]["cers"])
 
 
-def _write_days(tenants: list[Tenant], folder: Path) -> Path:
-    """Five days of each district: a bulk roster, then one churned bulk a day."""
-    rosters = folder / "rosters"
+def _write_days(tenants: list[Tenant], folder: Path) -> tuple[Path, dict[str, list[Tables]]]:
+    """Five days of each district: a bulk roster, then one churned bulk a day. The zips' folder, and each
+    district's tables by day."""
+    rosters, tables = folder / "rosters", {}
     for number, tenant in enumerate(tenants):
         days = [generate(dataclasses.replace(SPEC, seed=number + 1))]
         for day in range(1, DAYS):
             days.append(churn(days[-1], SPEC.version, Churn(withdrawn=1, arrivals=1, new_emails=1, period_changes=1,
                                                             seed=number * 100 + day)).bulk)  # fmt: skip
         (rosters / tenant.name).mkdir(parents=True)
-        for day, tables in enumerate(days, start=1):
-            write_zip(tables, rosters / tenant.name / f"day{day}.zip", SPEC.version)
-    return rosters
+        for day, day_tables in enumerate(days, start=1):
+            write_zip(day_tables, rosters / tenant.name / f"day{day}.zip", SPEC.version)
+        tables[tenant.name] = days
+    return rosters, tables
 
 
 def _send_days(sis: Sis) -> None:
@@ -202,22 +256,47 @@ def _send_days(sis: Sis) -> None:
         sis.send(f"day{day}.zip")
 
 
-def _kill_twice(alpha: RunningDaemon, database: Database, kills: list[dict]) -> None:
-    """SIGKILL alpha while it validates an upload it claimed, start it again; then the same while it sends a
-    delivery. What it held is read from the database with alpha dead."""
+def _kill_twice(alpha: RunningDaemon, database: Database, cers: dict[str, HeldCers], kills: list[dict]) -> None:
+    """SIGKILL alpha while it validates an upload it claimed, start it again; then the same while CERS holds
+    the answer to a file alpha sent. What it held is read from the database with alpha dead."""
     replica = f"{socket.gethostname()}:{alpha.port}"  # its name among the replicas: HOST:PORT by default
     deadline = time.monotonic() + DEADLINE
-    for moment, sql in (
-        ("validating", "SELECT id FROM uploads WHERE state = 'validating' AND claimed_by = %s"),
-        ("delivering", "SELECT id FROM deliveries WHERE state = 'in_flight' AND claimed_by = %s"),
-    ):
-        if not wait_for(database, sql, replica, deadline):
-            return
-        alpha.kill()  # SIGKILL to its process group: its worker processes too
-        held = [r[0] for r in query(database, sql, replica)]
-        kills.append({"moment": moment, "held": held})
-        time.sleep(LEASE + 2.0)  # down for longer than its lease: the other replica takes its work over
-        alpha.start()
+    if not wait_for(database, VALIDATING, replica, deadline):
+        return
+    _kill_and_restart(alpha, database, replica, cers, kills, "validating", VALIDATING, None)
+    if (aimed := _sent_by(replica, database, cers, deadline)) is not None:
+        _kill_and_restart(alpha, database, replica, cers, kills, "delivering", DELIVERING, aimed)
+
+
+def _kill_and_restart(alpha: RunningDaemon, database: Database, replica: str, cers: dict[str, HeldCers],
+                      kills: list[dict], moment: str, held: str, aimed: tuple | None) -> None:  # fmt: skip
+    alpha.kill()  # SIGKILL to its process group: its worker processes too
+    kills.append({"moment": moment, "held": [r[0] for r in query(database, held, replica)], "cers": aimed})
+    for fake in cers.values():
+        fake.holding = False  # an answer held for the dead replica goes nowhere
+    time.sleep(LEASE + 2.0)  # down for longer than its lease: the other replica takes its work over
+    alpha.start()
+
+
+def _sent_by(replica: str, database: Database, cers: dict[str, HeldCers], deadline: float) -> tuple | None:
+    """Hold every CERS answer until the database says which replica's delivery it answers: let the others
+    go, and return (tenant, upload_id, file) of the first whose sender is `replica`, its answer still held."""
+    for fake in cers.values():
+        fake.holding = True
+    every = len(cers) * DAYS  # CERS deliveries in all: once all are delivered, there is nothing left to aim at
+    while time.monotonic() < deadline and query(database, CERS_DELIVERED)[0][0] < every:
+        for tenant, fake in cers.items():
+            for token, name in fake.held:
+                upload_id = _upload_of(tenant, name)
+                sender = query(database, "SELECT claimed_by FROM deliveries WHERE tenant = %s AND target = 'cers' "
+                                         "AND upload_id = %s AND state = 'in_flight'", tenant, upload_id)  # fmt: skip
+                if sender == [(replica,)]:
+                    return tenant, upload_id, name
+                fake.release(token)
+        time.sleep(0.02)
+    for fake in cers.values():
+        fake.holding = False
+    return None
 
 
 def _settle(database: Database, deadline: float) -> None:
@@ -232,9 +311,15 @@ def _settle(database: Database, deadline: float) -> None:
         time.sleep(0.3)
 
 
+def _accepted(database: Database, tenant: str) -> list[str]:
+    """The tenant's accepted uploads, in the order they were recorded."""
+    return [r[0] for r in query(database, "SELECT id FROM uploads WHERE tenant = %s AND state = 'accepted' "
+                                          "ORDER BY rowid", tenant)]  # fmt: skip
+
+
 def _check(database: Database, seaweed: Seaweed, prefix: str, receivers: dict[str, WebhookReceiver],
            folder: Path) -> None:  # fmt: skip
-    bucket = S3Storage(seaweed.bucket, prefix, "us-east-1", seaweed.endpoint, seaweed.access_key_id, seaweed.secret)
+    bucket = open_bucket(seaweed, prefix)
     uploads = query(database, "SELECT tenant, name, id, state FROM uploads ORDER BY rowid")
     for tenant, receiver in receivers.items():
         mine = [(name, upload_id, state) for t, name, upload_id, state in uploads if t == tenant]
@@ -242,33 +327,75 @@ def _check(database: Database, seaweed: Seaweed, prefix: str, receivers: dict[st
         # each day accepted once, in the order the days were sent; anything else a resent day's duplicate
         assert [name for name, _ in accepted] == [f"day{d}.zip" for d in range(1, DAYS + 1)], mine
         assert {state for _, _, state in mine} <= {"accepted", "duplicate"}, mine
-        # one receipt per upload, in its final state
-        receipts = [info.key for info in bucket.list(f"tenants/{tenant}/results/") if info.key.endswith(".json")
-                    and not info.key.endswith("/latest.json")]  # fmt: skip
-        for name, upload_id, state in mine:
-            own = [key for key in receipts if key.endswith(f"/{name}.{upload_id}.json")]
-            assert len(own) == 1, (tenant, name, upload_id, receipts)
-            assert json.loads(bucket.get_bytes(own[0]))["state"] == state
-        assert len(receipts) == len(mine)
+        check_one_final_receipt_each(bucket, tenant, mine)
         # the vendor got every accepted upload, in order, each batch applied once, and holds the last roster
         assert receiver.anomalies == [] and receiver.rejected == [], (tenant, receiver.anomalies, receiver.rejected)
         delivered = list(dict.fromkeys(batch["upload_id"] for batch in receiver.batches))
         assert delivered == [upload_id for _, upload_id in accepted], (tenant, delivered)
-        last = Mirror(bucket, folder / "check").fetch_folder(
-            folder / "check" / "snapshots" / tenant / accepted[-1][1], storage.META_FILE)  # fmt: skip
-        assert last is not None and vendor_roster(receiver) == district_roster(last)
-    # every catalogued snapshot is whole in the bucket
-    for tenant, upload_id, rows, pruned in query(database, "SELECT tenant, upload_id, rows, pruned_at FROM "
-                                                           "snapshots"):  # fmt: skip
-        if pruned is not None:
-            continue
-        base = f"snapshots/{tenant}/{upload_id}/"
-        assert bucket.info(base + storage.META_FILE) is not None, base
-        for entity, count in json.loads(rows).items():
-            source, options = bucket.polars_source(f"{base}{entity}.parquet")
-            height = pl.scan_parquet(source, storage_options=options, glob=False).select(pl.len()).collect().item()
-            assert height == count, (base, entity)
+        last = fetch_snapshot(bucket, folder / "check", tenant, accepted[-1][1])
+        assert vendor_roster(receiver) == district_roster(last)
+    check_snapshots_whole(database, bucket)
     bucket.close()
+
+
+def _check_cers(database: Database, cers: dict[str, HeldCers], days: dict[str, list[Tables]], aimed: tuple) -> None:
+    """Each CERS district's files, from the fake's own records: every accepted upload's, in upload order, each
+    applied once (a file sent again is the same bytes, which CERS answers PROCESSED and does not apply); the
+    file the kill was aimed at was sent again so; after each upload's files CERS held that day's groups."""
+    for tenant, fake in cers.items():
+        accepted = _accepted(database, tenant)
+        uploads = [_upload_of(tenant, record.batch) for record in fake.imports]
+        assert all(record.status == "PROCESSED" for record in fake.imports), [r.message for r in fake.imports]
+        # upload order: each upload's files together, the uploads in the order they were accepted (every day
+        # changes some group, so every delivery sends a file)
+        assert list(dict.fromkeys(uploads)) == accepted and uploads == sorted(uploads, key=accepted.index), uploads
+        assert {status for _, status in fake.answers} <= {"ACCEPTED", "PROCESSED"}, fake.answers
+        if tenant == aimed[0]:
+            assert [status for name, status in fake.answers if name == aimed[2]][:2] == ["ACCEPTED", "PROCESSED"]
+        # each upload's files brought CERS to that day's groups; it ends with the last day's
+        held = {_upload_of(tenant, name): groups for name, groups in fake.after}  # the last file of each upload
+        for day, upload_id in enumerate(accepted):
+            assert held[upload_id] == cers_groups(days[tenant][day]), (tenant, day + 1)
+        assert fake.groups() == cers_groups(days[tenant][-1]), tenant
+
+
+def _upload_of(tenant: str, file_name: str) -> str:
+    """The upload a CERS file belongs to, from its name (README: rosterd-<tenant>-<upload_id>-<n>.csv)."""
+    return file_name.removeprefix(f"rosterd-{tenant}-").rsplit("-", 1)[0]
+
+
+def cers_groups(tables: Tables) -> dict[tuple[str, str, int], Group]:
+    """The CERS groups of a generated district, by README's rules: one group per class, named by its classCode
+    (the generator's use only letters, digits and '-', which CERS keeps as they are), at its school's
+    identifier, in its terms' schoolYear; Math for a SCED code 02xxx, ELA for 01xxx, else All (which CERS
+    stores as no subject); its teachers' e-mails and its students' identifiers. Keyed as the fake CERS keys
+    them: (school, lower-cased name, year)."""
+    users = tables["users"].select("sourcedId", "email", "identifier")
+    members = tables["enrollments"].join(users, left_on="userSourcedId", right_on="sourcedId").group_by(
+        "classSourcedId").agg(
+        teachers=pl.col("email").filter(pl.col("role") == "teacher"),
+        students=pl.col("identifier").filter(pl.col("role") == "student"),
+    )  # fmt: skip
+    schools = tables["orgs"].select(schoolSourcedId="sourcedId", school="identifier")
+    years = tables["academicSessions"].select(term="sourcedId", year=pl.col("schoolYear").cast(pl.Int64))
+    classes = (
+        tables["classes"]
+        .with_columns(term=pl.col("termSourcedIds").str.split(","))
+        .explode("term")
+        .join(years, on="term")
+        .group_by("sourcedId", "classCode", "schoolSourcedId", "subjectCodes")
+        .agg(pl.col("year").unique())
+        .join(schools, on="schoolSourcedId")
+        .join(members, left_on="sourcedId", right_on="classSourcedId", how="left")
+    )
+    assert classes.height == tables["classes"].height and classes["classCode"].str.contains("^[A-Za-z0-9-]+$").all()
+    groups = {}
+    for row in classes.iter_rows(named=True):
+        (year,) = row["year"]  # all the class's terms in one school year
+        subject = {"02": "Math", "01": "ELA"}.get(row["subjectCodes"][:2])
+        groups[(row["school"], row["classCode"].lower(), year)] = Group(
+            row["classCode"], subject, set(row["teachers"] or ()), set(row["students"] or ()))
+    return groups
 
 
 def _stop(process: subprocess.Popen) -> None:
