@@ -450,6 +450,9 @@ class Backend:
 
     name: str
     config: str = ""
+    database: Database | None = None  # shared: the database and the bucket (under `prefix`), for a test to read
+    seaweed: Seaweed | None = None
+    prefix: str = ""
 
     @property
     def shared(self) -> bool:
@@ -463,4 +466,5 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "local":
         return Backend("local")
     database, seaweed = request.getfixturevalue("postgres_database"), request.getfixturevalue("seaweed")
-    return Backend("shared", cluster_config(database, seaweed, tmp_path, f"suite-{secrets.token_hex(4)}"))
+    prefix = f"suite-{secrets.token_hex(4)}"
+    return Backend("shared", cluster_config(database, seaweed, tmp_path, prefix), database, seaweed, prefix)
