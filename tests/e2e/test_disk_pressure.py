@@ -6,6 +6,13 @@ held open by a keeper process; the daemon is started inside it with `nsenter`, a
 the state directory through /proc/<keeper>/root. Where namespaces cannot be made the test fails, saying why:
 it never passes without having filled a disk. The same refusal is also driven by a `min_free_bytes` above the
 real free space, which needs no namespace.
+
+The small-disk test also runs on PostgreSQL and an S3 bucket (`backend` `shared`), as a replica would. Its
+premise holds there: a replica still has a state directory of its own on local disk, with the inbox in it
+(where a file is written while it arrives, and where min_free_bytes is checked), the uploads it takes (kept
+there before they go to the bucket) and its copies of snapshots and receipts; only the database and the
+shared copies live elsewhere. There the database and the bucket are checked too: no record and no object
+of the refused or cut-off files, and the snapshot's bytes in the bucket those it had before.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from . import conftest as harness
-from .conftest import RunningDaemon, Tenant, copy_sample
+from .conftest import Backend, RunningDaemon, Tenant, copy_sample
+from .shared_state import check_snapshots_whole, open_bucket, query
 
 MiB = 1024 * 1024
 
@@ -78,10 +86,10 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 def test_a_nearly_full_disk_refuses_uploads_cleanly_and_loses_nothing(
-    tenants: dict[str, Tenant], host_keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, tenants: dict[str, Tenant], host_keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with small_filesystem(tmp_path / "small", 48) as (seen, enter):
-        daemon = DaemonOnSmallDisk(tmp_path / "home", [tenants["north"]], host_keys)
+        daemon = DaemonOnSmallDisk(tmp_path / "home", [tenants["north"]], host_keys, backend.config)
         shutil.copytree(daemon.state, seen / "state")  # the host keys, placed as the harness places them
         daemon.state, daemon.inner = seen / "state", tmp_path / "small" / "state"
         daemon.write_config()
@@ -93,7 +101,9 @@ def test_a_nearly_full_disk_refuses_uploads_cleanly_and_loses_nothing(
         monkeypatch.setattr(harness, "ROSTERD", wrapper)
         try:
             assert shutil.disk_usage(daemon.state).total <= 48 * MiB  # the test really sees the small disk
-            _exercise(daemon, on_small_disk=True)
+            first, third = _exercise(daemon, on_small_disk=True)
+            if backend.shared:
+                _check_shared(backend, daemon.state / "snapshots" / "north" / first["upload_id"], [first, third])
         finally:
             daemon.close()
 
@@ -110,7 +120,8 @@ def test_min_free_bytes_above_the_free_space_refuses_uploads_cleanly(
         daemon.close()
 
 
-def _exercise(daemon: RunningDaemon, on_small_disk: bool) -> None:
+def _exercise(daemon: RunningDaemon, on_small_disk: bool) -> tuple[dict, dict]:
+    """The refusals, then a last upload accepted against the first: both receipts."""
     sample = copy_sample("valid-1.1-bulk.zip", daemon.client_dir)
     if on_small_disk:
         daemon.start()
@@ -156,3 +167,22 @@ def _exercise(daemon: RunningDaemon, on_small_disk: bool) -> None:
     assert again.returncode == 0, again.stderr
     third = daemon.wait_for_receipt("north", "day3.zip")
     assert third["state"] == "accepted" and third["changes"]["against_upload_id"] == first["upload_id"]
+    return first, third
+
+
+def _check_shared(backend: Backend, snapshot: Path, accepted: list[dict]) -> None:
+    """The database records the accepted uploads only; the bucket holds no bytes of any other upload, and the
+    first snapshot there as it is on the replica's disk."""
+    ids = [receipt["upload_id"] for receipt in accepted]
+    assert query(backend.database, "SELECT id, state FROM uploads ORDER BY rowid") == [(i, "accepted") for i in ids]
+    bucket = open_bucket(backend.seaweed, backend.prefix)
+    try:
+        stored = {info.key.removeprefix("uploads/north/").split(".")[0] for info in bucket.list("uploads/north/")}
+        assert stored <= set(ids), stored
+        prefix = f"snapshots/north/{ids[0]}/"
+        copied = {info.key.removeprefix(prefix): hashlib.sha256(bucket.get_bytes(info.key)).hexdigest()
+                  for info in bucket.list(prefix)}  # fmt: skip
+        assert copied == tree_digest(snapshot)
+        check_snapshots_whole(backend.database, bucket)
+    finally:
+        bucket.close()
