@@ -85,7 +85,7 @@ class SftpPush(views.LicenceTarget):
         failure = await self._upload(package, result["file"])
         if failure is not None:
             return failure
-        await asyncio.to_thread(views.publish, self.folder, d.upload_id)
+        await asyncio.to_thread(views.publish, self.folder, d.upload_id, self.mirror)
         return delivered(result)
 
     async def probe(self) -> int | str:
