@@ -328,6 +328,7 @@ class Daemon:
             defender_file=self.state_dir / "defender.json",
             result_folders=RESULT_FOLDERS,  # the folders receipts writes in results/ (the CERS dry-run files)
             shared_state=self.store if self.store.shared else None,
+            confirm_uploads=mirror is not NO_MIRROR,  # replicas: a close answered well means the cluster has it
             refresh_results=self._refresh_results if self.mirror is not NO_MIRROR else None,
         )
         try:
@@ -620,11 +621,14 @@ class Daemon:
                  targets=sorted(f"{t}/{n}" for t, n in targets))  # fmt: skip
         self.notifier.ready(f"reloaded; {len(fresh.tenants)} tenant(s)")
 
-    def _uploaded(self, event: UploadReceived) -> None:
+    def _uploaded(self, event: UploadReceived) -> asyncio.Task[bool]:
+        """Take a completed upload now; the task says whether it was recorded (replicas await it: see
+        ServerOptions.confirm_uploads)."""
         assert self.intake is not None
         task = asyncio.get_running_loop().create_task(self.intake.notify(event))
         self._notifications.add(task)  # referenced until done, so it is not collected mid-way
         task.add_done_callback(functools.partial(self._notified, event))
+        return task
 
     def _notified(self, event: UploadReceived, task: asyncio.Task) -> None:
         self._notifications.discard(task)
@@ -633,7 +637,7 @@ class Daemon:
 
     def _sftp_event(self, name: str, fields: dict) -> None:
         warnings = ("sftp.login_failed", "sftp.limit_exceeded", "sftp.ip_banned", "sftp.connection_refused",
-                    "upload.aborted", "defender.sync_failed")  # fmt: skip
+                    "upload.aborted", "upload.unconfirmed", "defender.sync_failed")  # fmt: skip
         level = "warning" if name in warnings else "info"
         getattr(self.log, level)(name, **fields)
 

@@ -64,6 +64,8 @@ EVENTS: dict[str, str] = {
     "sftp.connection_refused": "a banned address tried to connect and was dropped (logged once a minute)",
     "upload.received": "an uploaded file was taken from an inbox, hashed and recorded",
     "upload.aborted": "a transfer ended before a clean close; its partial file was removed",
+    "upload.unconfirmed": "replicas: a completed upload could not be recorded in time, so its close (or rename) "
+    "answered a failure and the client sends it again",
     "upload.validating": "validation of an upload started (in a worker process)",
     "upload.failed": "processing an upload failed inside rosterd (a bug, a disk error, a worker that died): tried again, "
     "or with `state` failed, given up (its receipt says why; the district did nothing wrong)",

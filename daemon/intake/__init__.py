@@ -103,9 +103,9 @@ class Intake:
             self._watching = asyncio.create_task(self.arrivals.watch(), name="intake-watch")
         await self.rescan()
 
-    async def notify(self, event: UploadReceived) -> None:
-        """The SFTP server completed an upload: take it now, no settle period needed."""
-        await self.arrivals.notify(event.tenant, event.path, event.session_id)
+    async def notify(self, event: UploadReceived) -> bool:
+        """The SFTP server completed an upload: take it now, no settle period needed. Whether it is recorded."""
+        return await self.arrivals.notify(event.tenant, event.path, event.session_id)
 
     async def rescan(self, settle: bool = True) -> None:
         await self.arrivals.rescan(settle)

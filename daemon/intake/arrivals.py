@@ -59,6 +59,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Stays(Exception):
+    """A file could not be moved out of its inbox (logged as upload.not_taken): it waits there for a rescan."""
+
+
 class Arrivals:
     def __init__(
         self,
@@ -78,7 +82,7 @@ class Arrivals:
         self.answer = answer
         self.enqueue = enqueue
         self.claimed: set[str] = set()  # upload ids being taken: moved, recorded, first receipt
-        self._claiming: set[Path] = set()  # inbox files being taken
+        self._claiming: dict[Path, asyncio.Future[bool]] = {}  # inbox files being taken -> whether recorded
         self._background: set[asyncio.Task] = set()  # settle checks; referenced so they are not collected
 
     async def stop(self) -> None:
@@ -87,9 +91,11 @@ class Arrivals:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def notify(self, tenant: str, path: Path, session_id: str | None = None) -> None:
-        """The SFTP server completed an upload: take it now, no settle period needed."""
-        await self._claim(tenant, path, session_id)
+    async def notify(self, tenant: str, path: Path, session_id: str | None = None) -> bool:
+        """The SFTP server completed an upload: take it now, no settle period needed. True once it is recorded
+        (or was gone from the inbox already: taken before), False when it could not be recorded (it is then
+        in the uploads folder, and the supervisor records it later, or it stays in the inbox)."""
+        return await self._claim(tenant, path, session_id)
 
     async def rescan(self, settle: bool = True) -> None:
         for tenant in self.tenants().values():
@@ -136,32 +142,41 @@ class Arrivals:
             await asyncio.sleep(self.options.settle_seconds)
         await self._claim(tenant, path)
 
-    async def _claim(self, tenant: str, path: Path, session_id: str | None = None) -> None:
+    async def _claim(self, tenant: str, path: Path, session_id: str | None = None) -> bool:
         """Take one file from an inbox. Whatever fails after the move, the upload is not lost: recorded, it is
-        in the store for the supervisor; not recorded, its file and label are in the uploads folder."""
-        if path in self._claiming:
-            return
-        self._claiming.add(path)
+        in the store for the supervisor; not recorded, its file and label are in the uploads folder. Whether
+        it was recorded (see notify); a file another claim is taking gets that claim's answer."""
+        running = self._claiming.get(path)
+        if running is not None:
+            return await asyncio.shield(running)
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._claiming[path] = outcome
         upload_id = new_upload_id()
         self.claimed.add(upload_id)
+        recorded = False
         try:
             upload = await self._take(tenant, upload_id, path, session_id)
+            recorded = True
             if upload is None:
-                return
+                return True
             try:
                 await self.answer(upload)  # "received": the uploader sees at once that it arrived
             finally:
                 self.enqueue(upload)
+        except _Stays:
+            pass
         except Exception as exc:
             self.log("upload.failed", tenant=tenant, upload_id=upload_id, file=path.name, error=repr(exc),
                      stage="take")  # fmt: skip
         finally:
-            self._claiming.discard(path)
+            outcome.set_result(recorded)
+            del self._claiming[path]
             self.claimed.discard(upload_id)
+        return recorded
 
     async def _take(self, tenant: str, upload_id: str, path: Path, session_id: str | None) -> Upload | None:
-        """Label, move, hash, record. None: taken already, or it could not be moved (it stays in the inbox,
-        and the next rescan tries again)."""
+        """Label, move, hash, record. None: taken already. _Stays: it could not be moved (it stays in the
+        inbox, and the next rescan tries again)."""
         kept = self.kept.kept(tenant, upload_id)
         label = kept.with_suffix(LABEL_SUFFIX)
         try:
@@ -171,6 +186,7 @@ class Arrivals:
             await asyncio.to_thread(label.unlink, missing_ok=True)
             if await asyncio.to_thread(os.path.lexists, path):  # not just taken by another event for the same file
                 self.log("upload.not_taken", tenant=tenant, file=path.name, error=repr(exc))
+                raise _Stays from exc
             return None
         upload = await self._record(tenant, upload_id, path.name, kept, session_id)
         await asyncio.to_thread(label.unlink, missing_ok=True)

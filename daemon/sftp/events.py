@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ IDLE_DISCONNECTED = "sftp.idle_disconnected"
 OPERATION_REFUSED = "sftp.operation_refused"  # op, reason: path_escape | not_permitted | link | symlink_on_disk ...
 # reason: client_gone | too_large | inbox_quota_bytes | min_free_bytes | write_failed | publish_failed | orphaned
 UPLOAD_ABORTED = "upload.aborted"
+UPLOAD_UNCONFIRMED = "upload.unconfirmed"  # replicas: a completed upload not recorded in time; its close failed
 
 
 
@@ -50,7 +51,9 @@ class UploadReceived:
     elapsed_ms: int
 
 
-OnUpload = Callable[[UploadReceived], None]
+# Given a completed upload; may return an awaitable that says whether the upload was recorded (see
+# ServerOptions.confirm_uploads)
+OnUpload = Callable[[UploadReceived], Awaitable[bool] | None]
 OnEvent = Callable[[str, dict[str, Any]], None]
 
 
@@ -61,11 +64,12 @@ class Reporter:
         self._on_upload = on_upload
         self._on_event = on_event
 
-    def upload(self, record: UploadReceived) -> None:
+    def upload(self, record: UploadReceived) -> Awaitable[bool] | None:
         try:
-            self._on_upload(record)
+            return self._on_upload(record)
         except Exception:
             log.exception("on_upload subscriber failed for %s", record.path)
+            return None
 
     def event(self, event: str, /, **fields: Any) -> None:
         if self._on_event is None:

@@ -61,6 +61,10 @@ class ServerOptions:
     # replicas sharing object storage: awaited with the tenant's name before its /results is listed or read,
     # so that receipts another replica wrote are there (None: this daemon writes every receipt itself)
     refresh_results: Callable[[str], Awaitable[None]] | None = None
+    # replicas: the answer to a completed upload's close waits until the upload is recorded (in the store, its
+    # bytes in the shared storage), at most CONFIRM_SECONDS, and is a failure when it was not; so a client that
+    # was told its upload closed well knows the cluster has it, whichever replica dies next
+    confirm_uploads: bool = False
     # The folders inside /results that a tenant may open and read (what the pipeline writes there, named by
     # the caller: the daemon passes daemon/receipts' RESULT_FOLDERS); this layer knows none of them itself.
     result_folders: tuple[str, ...] = RESULT_FOLDERS

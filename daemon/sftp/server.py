@@ -300,6 +300,7 @@ def _open_session(shared: _Shared, chan: asyncssh.SSHServerChannel) -> asyncssh.
         penalise=gate.penalise_limit,
         on_exit=functools.partial(_release_session, shared, tenant.name),
         refresh_results=_refresher(shared.options, tenant.name),
+        confirm_uploads=shared.options.confirm_uploads,
     )
     gate.touch()
     session = TenantSFTPServer(chan, context)

@@ -57,6 +57,7 @@ from daemon.sftp.upload import Handle, Upload
 # How the tree is shown: the tenant's rights, not the host's modes or owners.
 _ROOT_MODE = stat.S_IFDIR | 0o555
 _MAX_READ_BYTES = 4 * 1024 * 1024  # what asyncssh advertises; a client asking for more gets less
+CONFIRM_SECONDS = 60.0  # replicas: how long the answer to an upload's close waits for its record at most
 
 
 @dataclass
@@ -74,6 +75,7 @@ class SessionContext:
     penalise: Callable[[], None]  # scores the address for a limit exceeded (the defender)
     on_exit: Callable[[], None]  # releases the session's place under the per-tenant cap
     refresh_results: Callable[[], Awaitable[None]] | None = None  # other replicas' receipts, before /results is read
+    confirm_uploads: bool = False  # ServerOptions.confirm_uploads
 
 
 @dataclass(eq=False)
@@ -242,7 +244,7 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         size = await self._disk(fs.rename_entry, self._root, INBOX, old.name, new.name, overwrite=overwrite)
         started = self._started_parts.pop(old.name, None)
         if is_partial(old.name) and not is_partial(new.name):
-            self._report_upload(new.name, size, started)
+            await self._confirm(new.name, self._report_upload(new.name, size, started))
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         await self._set_times(self._resolve(path, "setstat"), attrs)
@@ -476,8 +478,25 @@ class TenantSFTPServer(asyncssh.SFTPServer):
         upload.settle(published=True)
         if is_partial(upload.name):
             self._started_parts[upload.name] = upload.started
-        else:
-            self._report_upload(upload.name, size, upload.started)
+            return
+        await self._confirm(upload.name, self._report_upload(upload.name, size, upload.started))
+
+    async def _confirm(self, name: str, recorded: Awaitable[bool] | None) -> None:
+        """Replicas (confirm_uploads): the answer to the close or rename that completed an upload waits until
+        it is recorded, and is a failure when it could not be, so that the client sends it again."""
+        if recorded is None or not self._ctx.confirm_uploads:
+            return
+        try:
+            confirmed = await asyncio.wait_for(asyncio.shield(recorded), CONFIRM_SECONDS)
+        except asyncio.CancelledError:
+            if not (asyncio.isfuture(recorded) and recorded.cancelled()):
+                raise  # this session is being torn down
+            confirmed = False  # the recording was cut off (the daemon stops)
+        except Exception:  # noqa: BLE001 - too slow, or the recording failed: either way not confirmed
+            confirmed = False
+        if not confirmed:  # it may still be recorded later: a copy sent again is then a duplicate of it
+            self._report(events.UPLOAD_UNCONFIRMED, name=name)
+            raise SFTPFailure("The upload could not be recorded yet: send it again")
 
     async def _discard(self, upload: Upload, reason: str) -> None:
         self._uploads.discard(upload)
@@ -491,10 +510,10 @@ class TenantSFTPServer(asyncssh.SFTPServer):
             events.log.exception("removing an aborted upload failed")
         self._report(events.UPLOAD_ABORTED, name=upload.name, reason=reason, bytes=written)
 
-    def _report_upload(self, name: str, size: int, started: float | None) -> None:
+    def _report_upload(self, name: str, size: int, started: float | None) -> Awaitable[bool] | None:
         ctx = self._ctx
         elapsed = 0 if started is None else int((time.monotonic() - started) * 1000)
-        ctx.reporter.upload(
+        return ctx.reporter.upload(
             UploadReceived(
                 tenant=ctx.tenant.name,
                 path=self._root / INBOX / name,

@@ -190,7 +190,7 @@ async def start(
     workdir = tmp_path / "client"
     workdir.mkdir()
 
-    async def _start(tenant_overrides: dict[str, dict] | None = None, **overrides) -> Harness:
+    async def _start(tenant_overrides: dict[str, dict] | None = None, on_upload=None, **overrides) -> Harness:
         tenants = {
             "acme": TenantAccess(
                 name="acme",
@@ -210,7 +210,7 @@ async def start(
         options = ServerOptions(host="127.0.0.1", port=0, host_key_dir=host_key_dir, tenants=tenants, **settings)
         harness = Harness(options, keys, workdir)
         harness.acceptor = await start_server(
-            options, harness.uploads.append, lambda name, fields: harness.events.append((name, fields))
+            options, on_upload or harness.uploads.append, lambda name, fields: harness.events.append((name, fields))
         )
         harnesses.append(harness)
         return harness
