@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 
 from daemon.config import parse_settings
 from daemon.console import queries
+from daemon.objects import LocalStorage
+from daemon.objects.mirror import Mirror, RemoteFolder
 from daemon.snapshots import findings_file
 from daemon.snapshots.changes import CHANGED_DTYPE, ChangeSet, EntityChanges
 from daemon.store import DeliveryState, SnapshotRecord, State, Store, new_upload_id
@@ -148,6 +151,17 @@ def test_change_rows_are_paged_searchable_and_never_show_a_password(tmp_path: Pa
                                                     {"field": "familyName", "old": "Li", "new": "Lee"}]}
     gone = dataclasses.replace(record, pruned_at="2026-01-01T00:00:00.000Z")
     assert queries.change_rows(gone, folder).available is False
+
+    # the same change set made by another replica, read in place from the shared storage
+    bucket = LocalStorage(tmp_path / "bucket")
+    alpha, beta = Mirror(bucket, tmp_path / "alpha"), Mirror(bucket, tmp_path / "beta")
+    made = shutil.copytree(folder, tmp_path / "alpha" / "snapshots" / "calm" / "u-1")
+    (made / "snapshot.json").write_text("{}")
+    alpha.push_folder(made, "snapshot.json")
+    located = beta.locate_folder(made, "snapshot.json")
+    assert isinstance(located, RemoteFolder)
+    assert queries.change_rows(record, located, "users", "added", page=2).rows == added.rows
+    assert queries.change_rows(record, None).available is False  # whole nowhere
 
 
 def test_settings_are_shown_with_password_hashes_redacted(settings) -> None:
