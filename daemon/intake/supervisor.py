@@ -115,8 +115,9 @@ class Supervisor:
             await asyncio.sleep(self.store.lease_seconds / 3)
             try:
                 if not await _db(self.store.renew_upload, upload.id):
-                    self.log("upload.lease_lost", tenant=upload.tenant, upload_id=upload.id,
-                             reason="another replica took it over, or it is final")  # fmt: skip
+                    if not (await _db(self.store.get, upload.id)).state.final:  # final: done here, nothing lost
+                        self.log("upload.lease_lost", tenant=upload.tenant, upload_id=upload.id,
+                                 reason="another replica took it over")  # fmt: skip
                     return
             except Exception as exc:
                 self.log("upload.lease_not_renewed", tenant=upload.tenant, upload_id=upload.id, error=repr(exc))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +59,8 @@ class Mirror:
     def __init__(self, storage: ObjectStorage, root: Path) -> None:
         self.storage = storage
         self.root = Path(root).resolve()
+        self._guard = threading.Lock()
+        self._fetching: dict[Path, list] = {}  # folder -> [its lock, how many threads want it]: one fetch at a time
 
     def key(self, path: Path) -> str:
         """The key of a file or folder of this state directory, or of an upload or snapshot another replica
@@ -107,10 +110,23 @@ class Mirror:
         folder = self.here(folder)
         if folder.exists():
             return folder
+        with self._guard:
+            entry = self._fetching.setdefault(folder, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:  # a second thread wanting the same folder waits for the first one's fetch
+                return folder if folder.exists() else self._fetch_folder(folder, last)
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._fetching[folder]
+
+    def _fetch_folder(self, folder: Path, last: str) -> Path | None:
         prefix = self.key(folder) + "/"
         if self.storage.info(prefix + last) is None:
             return None
-        for leftover in folder.parent.glob(f"{FETCH_PREFIX}{folder.name}-*"):
+        for leftover in folder.parent.glob(f"{FETCH_PREFIX}{folder.name}-*"):  # a crashed fetch's (none runs now)
             shutil.rmtree(leftover, ignore_errors=True)
         staging = folder.parent / f"{FETCH_PREFIX}{folder.name}-{secrets.token_hex(4)}"
         try:

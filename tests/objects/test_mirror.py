@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -180,3 +182,24 @@ def test_findings_files_are_pushed_with_the_newest_kept_and_read_in_place(tmp_pa
     assert not there.exists()  # read in place, never copied here
     assert NO_MIRROR.scan_file(folder / "u-1.parquet").collect()["n"].to_list() == [1]
     assert NO_MIRROR.scan_file(there / "u-4.parquet") is None
+
+
+def test_threads_fetching_the_same_folder_at_once_each_get_it_whole(tmp_path: Path, storage) -> None:
+    """The API's read threads, or a CERS and a webhook delivery of one upload, may want the same folder at the
+    same moment: each must get it whole, never another's half-fetched copy."""
+    alpha, beta = replicas(tmp_path, storage)
+    files = {f"{n:02d}.parquet": bytes([n]) * 2000 for n in range(30)} | {"snapshot.json": b"{}"}
+    recorded = snapshot_folder(alpha.root, files)
+    alpha.push_folder(recorded, "snapshot.json")
+    start = threading.Barrier(8)
+
+    def fetch(_n: int) -> dict[str, bytes]:
+        start.wait()
+        here = beta.fetch_folder(recorded, "snapshot.json")
+        assert here is not None
+        return {p.name: p.read_bytes() for p in here.iterdir()}
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(fetch, range(8)))
+    assert got == [files] * 8
+    assert [p.name for p in (beta.root / "snapshots" / "north").iterdir()] == ["u-1"]  # no staging folder left
