@@ -1,8 +1,8 @@
 """Two replicas behind HAProxy (Debian's, in TCP mode, health-checking /readyz), on one PostgreSQL database and
 one SeaweedFS bucket, with 50 uploads from 10 tenants and one replica killed with SIGKILL twice: once while it
-validates an upload, once while it sends a delivery to CERS. Each time it stays down for longer than a lease, so
-the other replica takes over what it held, and is then started again, as systemd would; meanwhile HAProxy sends
-clients to the other replica.
+validates an upload, once while it sends a delivery to CERS. Each time it stays down until the other replica
+has taken over what it held (once its lease lapsed), and is then started again, as systemd would; meanwhile
+HAProxy sends clients to the other replica.
 
 Each tenant is a district whose SIS puts five days of rosters through the load balancer, one after another,
 waiting only until the upload is recorded before the next (the test asks the database, where an SIS would
@@ -271,10 +271,17 @@ def _kill_twice(alpha: RunningDaemon, database: Database, cers: dict[str, HeldCe
 def _kill_and_restart(alpha: RunningDaemon, database: Database, replica: str, cers: dict[str, HeldCers],
                       kills: list[dict], moment: str, held: str, aimed: tuple | None) -> None:  # fmt: skip
     alpha.kill()  # SIGKILL to its process group: its worker processes too
-    kills.append({"moment": moment, "held": [r[0] for r in query(database, held, replica)], "cers": aimed})
+    cut = [r[0] for r in query(database, held, replica)]
+    kills.append({"moment": moment, "held": cut, "cers": aimed})
     for fake in cers.values():
         fake.holding = False  # an answer held for the dead replica goes nowhere
-    time.sleep(LEASE + 2.0)  # down for longer than its lease: the other replica takes its work over
+    # down until the other replica has taken over all it held (after its lease lapsed): a replica that comes
+    # back sooner takes its own claims back, as it should
+    table = "uploads" if held == VALIDATING else "deliveries"
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline and query(database, f"SELECT id FROM {table} WHERE id = ANY(%s) AND "
+                                                          "claimed_by = %s", cut, replica):  # fmt: skip
+        time.sleep(0.1)
     alpha.start()
 
 
