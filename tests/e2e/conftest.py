@@ -172,7 +172,9 @@ class RunningDaemon:
     def write_config(self) -> None:
         sections = {
             "server": {"host": "127.0.0.1", "port": self.port, "state_dir": str(self.state), "min_free_bytes": 0},
-            "intake": {"settle_seconds": 0.5, "rescan_seconds": 2},
+            # one worker process (the default is 2): each costs a second of CPU to start, and a test that wants
+            # uploads validated side by side says so (`settings={"intake": {"workers": 2}}`)
+            "intake": {"settle_seconds": 0.5, "rescan_seconds": 2, "workers": 1},
             "health": {"port": 0},
             "admin": {"port": 0},  # the admin console on a free port too (its default, 9180, is one for all)
         }

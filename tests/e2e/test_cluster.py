@@ -204,7 +204,8 @@ def test_two_replicas_behind_haproxy_lose_nothing_and_repeat_nothing_when_one_is
             f"\n[outbox]\nretry_first_seconds = 0.2\nretry_max_seconds = 1\npoll_seconds = 0.2\n"
             f"lease_seconds = {LEASE}\n")  # fmt: skip
         health = [free_port(), free_port()]
-        replicas = [rosterd(*tenants, extra_config=extra, settings={"health": {"port": port}}) for port in health]
+        replicas = [rosterd(*tenants, extra_config=extra, settings={"health": {"port": port},
+                                                                      "intake": {"workers": 2}}) for port in health]
         alpha = replicas[0]
         balancer = tmp_path / "haproxy.cfg"
         port = free_port()
