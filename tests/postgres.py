@@ -4,6 +4,10 @@ its socket in that folder, stopped and removed at the end. Never the machine's o
 PostgreSQL refuses to run as root, so a test run as root runs the server as the `postgres` user the Debian
 package creates (make postgresql installs it); a test run as anyone else runs it as that user.
 
+The server is this process's own child (not detached by pg_ctl), and Linux kills it when this process dies,
+however it dies: a pytest worker killed outright leaves no PostgreSQL behind (its backends notice that the
+postmaster is gone and end too).
+
 Clients log in over TCP as `rosterd` with a password (scram-sha-256), as a deployment's replicas would; the
 superuser is reached through the socket only. Each test gets a database of its own, copied from a template
 that has every migration applied already (a copy takes milliseconds; migrating each one would not).
@@ -11,19 +15,24 @@ that has every migration applied already (a copy takes milliseconds; migrating e
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 TEMPLATE = "rosterd_template"
+_PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
+START_SECONDS = 60.0
 
 
 def bin_dir() -> Path:
@@ -60,6 +69,7 @@ class Cluster:
         self.password = secrets.token_urlsafe(16)
         self._as_postgres = os.geteuid() == 0
         self._bin = bin_dir()
+        self._server: subprocess.Popen | None = None
         if self._as_postgres:
             owner = pwd.getpwnam("postgres")
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
@@ -79,14 +89,32 @@ class Cluster:
         # durability is not what these tests are about: no fsync keeps a database copy in milliseconds
         settings = (f"-p {self.port} -k {self.folder} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off "
                     "-c full_page_writes=off -c shared_buffers=32MB -c max_connections=200")  # fmt: skip
-        self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w",
-                  "-t", "60", "-o", settings, "start")  # fmt: skip
+        with open(self.folder / "server.log", "ab") as log:
+            self._server = subprocess.Popen(
+                [str(self._bin / "postgres"), "-D", str(self.data), *settings.split()], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, cwd=self.folder, user="postgres" if self._as_postgres else None,
+                preexec_fn=_die_with_parent,  # after the switch to `postgres`, which would clear it
+            )  # fmt: skip
+        self._wait_until_ready()
         with self._admin() as admin:
             admin.execute(f"CREATE ROLE rosterd LOGIN PASSWORD '{self.password}' CREATEDB")
             admin.execute(f"CREATE DATABASE {TEMPLATE} OWNER rosterd")
         from daemon.store.postgres import migrate
 
         migrate(self.url(TEMPLATE), self.password)
+
+    def _wait_until_ready(self) -> None:
+        assert self._server is not None
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                self._admin().close()
+                return
+            except psycopg.OperationalError:
+                if self._server.poll() is not None or time.monotonic() > deadline:
+                    log = (self.folder / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"PostgreSQL did not start (exit {self._server.returncode}): {log}") from None
+                time.sleep(0.05)
 
     def _admin(self) -> psycopg.Connection:
         return psycopg.connect(host=str(self.folder), port=self.port, user="admin", dbname="postgres",
@@ -108,7 +136,17 @@ class Cluster:
 
     def stop(self) -> None:
         try:
-            if (self.data / "postmaster.pid").exists():
-                self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if self._server is not None and self._server.poll() is None:
+                self._server.send_signal(signal.SIGQUIT)  # immediate shutdown: nothing here is worth keeping
+                try:
+                    self._server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self._server.kill()
+                    self._server.wait()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before `postgres` starts: Linux kills it when the process that started it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
