@@ -198,6 +198,35 @@ async def test_a_recovered_file_that_was_sent_again_meanwhile_is_a_duplicate_of_
     assert "u-20260101T000001Z-bbbbbb" in harness.store.last_detail("u-20260101T000000Z-aaaaaa")
 
 
+async def test_a_file_left_in_the_inbox_that_was_sent_again_meanwhile_is_a_duplicate_of_that_copy(
+    harness: Harness,
+) -> None:
+    """A replica died after the SFTP server completed a file in its inbox and before intake took it; the SIS
+    sent the file again, another replica recorded that copy and a newer day after it. When the first replica
+    comes back, the file it finds in its inbox is a duplicate of the copy, not a roster that takes the district
+    back a day."""
+    left = harness.tenants["north"].inbox / "day1.zip"
+    left.parent.mkdir(parents=True)
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", left)  # completed before the copy below was recorded
+    uploads = harness.root / "state" / "uploads" / "north"
+    uploads.mkdir(parents=True)
+    copy = uploads / "u-20260101T000001Z-bbbbbb.zip"
+    shutil.copy(SAMPLES / "valid-1.1-bulk.zip", copy)
+    harness.store.add("u-20260101T000001Z-bbbbbb", "north", "day1.zip", hashlib.sha256(copy.read_bytes()).hexdigest(),
+                      copy.stat().st_size, str(copy))  # fmt: skip
+    newer = uploads / "u-20260101T000002Z-cccccc.zip"
+    shutil.copy(SAMPLES / "lenient-excel-export.zip", newer)
+    harness.store.add("u-20260101T000002Z-cccccc", "north", "day2.zip", hashlib.sha256(newer.read_bytes()).hexdigest(),
+                      newer.stat().st_size, str(newer))  # fmt: skip
+    await harness.start()
+    receipts = await harness.wait_for_receipts("north", 3)
+    taken = [r for r in receipts if r["upload_id"] not in ("u-20260101T000001Z-bbbbbb", "u-20260101T000002Z-cccccc")]
+    assert [(r["file"], r["state"]) for r in taken] == [("day1.zip", "duplicate")]
+    assert harness.store.current_snapshot("north").upload_id == "u-20260101T000002Z-cccccc"  # day 2 stays
+    assert "u-20260101T000001Z-bbbbbb" in harness.store.last_detail(taken[0]["upload_id"])
+    await eventually(lambda: not list(uploads.glob(f"{taken[0]['upload_id']}*")))  # a duplicate's bytes go
+
+
 async def test_uploads_interrupted_by_a_crash_resume(harness: Harness) -> None:
     """A file moved but not recorded, and one recorded as validating: both finish once, after restart. (Both
     named as versions before labels named them: `<upload_id>--<name>`.)"""

@@ -159,6 +159,11 @@ class Arrivals:
             recorded = True
             if upload is None:
                 return True
+            if upload.state is State.DUPLICATE:  # of a copy sent again while this one waited: answered, dropped
+                self.log("upload.duplicate", tenant=tenant, upload_id=upload.id, sha256=upload.sha256)
+                await self.answer(upload)
+                await asyncio.to_thread(self.kept.drop, upload)
+                return True
             try:
                 await self.answer(upload)  # "received": the uploader sees at once that it arrived
             finally:
@@ -180,6 +185,9 @@ class Arrivals:
         kept = self.kept.kept(tenant, upload_id)
         label = kept.with_suffix(LABEL_SUFFIX)
         try:
+            # when it was completed in the inbox: its last change of any kind (a client's `put -p` may have set
+            # its modification time to the original's, but that too changes the ctime)
+            arrived = stamp(datetime.fromtimestamp((await asyncio.to_thread(os.stat, path)).st_ctime, UTC))
             await asyncio.to_thread(replace_text, label, path.name)
             await asyncio.to_thread(os.rename, path, kept)
         except OSError as exc:
@@ -190,7 +198,7 @@ class Arrivals:
             return None
         upload = await self._record(tenant, upload_id, path.name, kept, session_id)
         await asyncio.to_thread(label.unlink, missing_ok=True)
-        return upload
+        return await asyncio.to_thread(self._resent_meanwhile, upload, arrived, "taken from the inbox")
 
     async def _record(self, tenant: str, upload_id: str, name: str, kept: Path, session_id: str | None) -> Upload:
         size = (await asyncio.to_thread(kept.stat)).st_size
@@ -239,6 +247,17 @@ class Arrivals:
                     for label in found:
                         label.unlink(missing_ok=True)
 
+    def _resent_meanwhile(self, upload: Upload, arrived: str, how: str) -> Upload:
+        """A file that waited since `arrived` before it was recorded (left in an inbox, or moved out of it, by a
+        replica that died), whose bytes the uploader sent again meanwhile and another replica recorded: a
+        duplicate of that copy, never processed out of its turn (after newer uploads, taking the roster back).
+        Blocking."""
+        resent = self.store.earlier_with_same_bytes(upload)
+        if resent is None or resent.received_at < arrived:
+            return upload
+        return self.store.set_state(upload.id, State.DUPLICATE, detail=f"sent again and recorded as {resent.id} "
+                                    f"before this copy was {how}")  # fmt: skip
+
     def _record_found(self, tenant: str, upload_id: str, kept: Path, labels: list[Path]) -> None:
         """Record a file found moved but not recorded (blocking).
 
@@ -257,10 +276,7 @@ class Arrivals:
         sha256 = sha256_of(kept)
         self.options.mirror.push_file(kept)
         upload = self.store.add(upload_id, tenant, name, sha256, size, str(kept), judge=False)
-        resent = self.store.earlier_with_same_bytes(upload)
-        if resent is not None and resent.received_at >= arrived:
-            self.store.set_state(upload_id, State.DUPLICATE, detail=f"sent again and recorded as {resent.id} "
-                                 "before this copy was recovered")  # fmt: skip
+        self._resent_meanwhile(upload, arrived, "recovered")
         for label in labels:
             label.unlink(missing_ok=True)
         self.log("upload.received", tenant=tenant, upload_id=upload_id, sha256=sha256, bytes=size, file=name,
