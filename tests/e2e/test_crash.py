@@ -207,10 +207,11 @@ def _run_series(daemon: RunningDaemon, store: Records, series: list[dict[str, pl
 def _check(daemon: RunningDaemon, receiver: WebhookReceiver, count: int) -> None:
     deadline = time.monotonic() + DEADLINE
     while True:
-        history = rosterd_json(daemon, "snapshots", "north")
-        outbox = rosterd_json(daemon, "outbox", "north")
+        # receipts first: a final receipt is written after its record, so the records read next include it
         receipts = {f"day{n}.zip": daemon.results("north").glob(f"day{n}.zip.u-*.json") for n in range(1, count + 1)}
         finals = {name: [json.loads(p.read_text()) for p in paths] for name, paths in receipts.items()}
+        history = rosterd_json(daemon, "snapshots", "north")
+        outbox = rosterd_json(daemon, "outbox", "north")
         settled = all(len(r) == 1 and r[0]["state"] in ("accepted", "duplicate") for r in finals.values())
         if settled and len(outbox) == len(history) and all(d["state"] == "delivered" for d in outbox):
             break
