@@ -84,7 +84,7 @@ def _switch(folder: Path, upload_id: str, publications: Publications) -> datetim
     for other in folder.iterdir():
         if other != final and not other.name.startswith(STAGING_PREFIX):
             storage.clear(other)
-    publications.mirror.drop_all_but(folder, {final.name})
+    mirror.drop_all_but(folder, {final.name})
     return moment
 
 
